@@ -1,0 +1,138 @@
+package audit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"testing"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/auditsvc/internal/audit"
+	"portcullis.dev/kernel/database"
+	"portcullis.dev/kernel/kerneltest"
+)
+
+// TestLogIsAppendOnly changes the log directly, as the schema's owner (the
+// test's superuser, even): the trigger refuses every change.
+func TestLogIsAppendOnly(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	_, err := s.svc.Record(ctx, batch("svc", 0, 3))
+	require.NoError(t, err)
+	for _, stmt := range []string{
+		`UPDATE audit_log SET action = 'forged' WHERE sequence = 2`,
+		`UPDATE audit_log SET hash = previous_hash`,
+		`DELETE FROM audit_log WHERE sequence = 3`,
+		`DELETE FROM audit_log`,
+		`TRUNCATE audit_log`,
+	} {
+		t.Run(stmt, func(t *testing.T) {
+			_, err := s.db.DB.ExecContext(ctx, stmt)
+			var pqErr *pq.Error
+			require.True(t, errors.As(err, &pqErr), "%s succeeded: %v", stmt, err)
+			assert.Equal(t, pq.ErrorCode("42501"), pqErr.Code)
+			assert.Contains(t, pqErr.Message, "append-only")
+		})
+	}
+	n, _ := s.count(t)
+	assert.Equal(t, int64(3), n)
+}
+
+// TestVerifyChainFindsTampering alters rows with the trigger disabled, as an
+// admin could, and checks that VerifyChain names the first broken sequence.
+func TestVerifyChainFindsTampering(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		tamper     string
+		wantBroken int64
+	}{
+		{"altered action", `UPDATE %s.audit_log SET action = 'auth.login.forged' WHERE sequence = 4`, 4},
+		{"altered metadata", `UPDATE %s.audit_log SET metadata = '{"reason":"other"}' WHERE sequence = 7`, 7},
+		{"rehashed row", `UPDATE %s.audit_log SET action = 'x', hash = sha256(hash) WHERE sequence = 5`, 5},
+		{"deleted row", `DELETE FROM %s.audit_log WHERE sequence = 6`, 6},
+		{"deleted tail row", `DELETE FROM %s.audit_log WHERE sequence = 10`, 10},
+		{"swapped times", `UPDATE %s.audit_log SET time = time + interval '1 microsecond' WHERE sequence = 1`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			ctx := context.Background()
+			_, err := s.svc.Record(ctx, batch("svc", 0, 10))
+			require.NoError(t, err)
+			end := int64(10) // fixed, so a deleted last row is noticed too
+			Tamper(t, s, tt.tamper)
+			res, err := s.svc.VerifyChain(ctx, 0, end)
+			require.NoError(t, err)
+			assert.False(t, res.OK)
+			assert.Equal(t, tt.wantBroken, res.FirstBroken)
+			assert.Equal(t, tt.wantBroken, res.Checked)
+			assert.Nil(t, res.LastHash)
+		})
+	}
+}
+
+// Tamper runs stmt (with %s for the schema) on the log with the append-only
+// trigger disabled, as its owner or a superuser could.
+func Tamper(t testing.TB, s *store, stmt string) {
+	t.Helper()
+	tbl := pq.QuoteIdentifier(s.schema) + ".audit_log"
+	tx, err := s.admin.Begin()
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	_, err = tx.Exec(`ALTER TABLE ` + tbl + ` DISABLE TRIGGER USER`)
+	require.NoError(t, err)
+	_, err = tx.Exec(sprintf(stmt, pq.QuoteIdentifier(s.schema)))
+	require.NoError(t, err)
+	_, err = tx.Exec(`ALTER TABLE ` + tbl + ` ENABLE TRIGGER USER`)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+}
+
+// TestRestrictRole runs the service as its own role, owner of its schema,
+// and checks that after RestrictRole the role may insert and read the log
+// but holds no UPDATE, DELETE or TRUNCATE privilege on it.
+func TestRestrictRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL, admin := kerneltest.Postgres(t)
+	role := kerneltest.RoleName(t)
+	schema := kerneltest.SchemaName(t)
+	require.NoError(t, database.EnsureRole(ctx, admin, role, "pw-"+role, schema))
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	u.User = url.UserPassword(role, "pw-"+role)
+
+	db := openClient(t, u.String(), schema) // migrates as the role: it owns the table
+	require.NoError(t, audit.RestrictRole(ctx, admin, role, schema))
+	require.NoError(t, audit.RestrictRole(ctx, admin, role, schema), "running it again is harmless")
+
+	svc := audit.NewService(db.DB, db.Ent, schema)
+	_, err = svc.Record(ctx, batch("svc", 0, 3))
+	require.NoError(t, err)
+	v, err := svc.VerifyChain(ctx, 0, 0)
+	require.NoError(t, err)
+	assert.True(t, v.OK)
+
+	for _, priv := range []string{"UPDATE", "DELETE", "TRUNCATE"} {
+		var has bool
+		require.NoError(t, admin.QueryRow(`SELECT has_table_privilege($1, $2, $3)`, role, schema+".audit_log", priv).Scan(&has))
+		assert.False(t, has, "role still has %s", priv)
+	}
+	for _, priv := range []string{"INSERT", "SELECT"} {
+		var has bool
+		require.NoError(t, admin.QueryRow(`SELECT has_table_privilege($1, $2, $3)`, role, schema+".audit_log", priv).Scan(&has))
+		assert.True(t, has, "role lost %s", priv)
+	}
+	_, err = db.DB.ExecContext(ctx, `TRUNCATE audit_log`)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "permission denied")
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

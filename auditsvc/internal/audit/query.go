@@ -1,0 +1,255 @@
+package audit
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"portcullis.dev/auditsvc/ent"
+	"portcullis.dev/auditsvc/ent/auditlog"
+	"portcullis.dev/auditsvc/ent/predicate"
+)
+
+// Filter selects events; zero fields match anything, set fields combine
+// with AND.
+type Filter struct {
+	ActorType ActorType
+	ActorID   string
+	// Action matches events whose action starts with it.
+	Action    string
+	Target    string
+	Outcome   Outcome
+	StartTime time.Time // inclusive
+	EndTime   time.Time // exclusive
+	RequestID string
+}
+
+func (f Filter) predicates() []predicate.AuditLog {
+	var ps []predicate.AuditLog
+	if f.ActorType != ActorUnspecified {
+		ps = append(ps, auditlog.ActorType(int16(f.ActorType)))
+	}
+	if f.ActorID != "" {
+		ps = append(ps, auditlog.ActorID(f.ActorID))
+	}
+	if f.Action != "" {
+		ps = append(ps, auditlog.ActionHasPrefix(f.Action)) // LIKE with % and _ escaped
+	}
+	if f.Target != "" {
+		ps = append(ps, auditlog.Target(f.Target))
+	}
+	if f.Outcome != OutcomeUnspecified {
+		ps = append(ps, auditlog.Outcome(int16(f.Outcome)))
+	}
+	if !f.StartTime.IsZero() {
+		ps = append(ps, auditlog.TimeGTE(f.StartTime))
+	}
+	if !f.EndTime.IsZero() {
+		ps = append(ps, auditlog.TimeLT(f.EndTime))
+	}
+	if f.RequestID != "" {
+		ps = append(ps, auditlog.RequestID(f.RequestID))
+	}
+	return ps
+}
+
+// Query asks for one page of events.
+type Query struct {
+	Filter      Filter
+	OldestFirst bool
+	// PageSize zero means the configured default; larger than the maximum
+	// means the maximum.
+	PageSize  int
+	PageToken string
+}
+
+// Page is one page of a query's events.
+type Page struct {
+	Events []*Event
+	// NextPageToken fetches the next page; empty on the last one.
+	NextPageToken string
+}
+
+// QueryEvents returns a page of the events that match q, newest first
+// unless q.OldestFirst. Pages are keyed by sequence, and events are only
+// appended, so paging never skips or repeats an event.
+func (s *Service) QueryEvents(ctx context.Context, q Query) (*Page, error) {
+	switch {
+	case q.PageSize < 0:
+		return nil, invalid("page_size must not be negative")
+	case q.PageSize == 0:
+		q.PageSize = s.cfg.DefaultPageSize
+	case q.PageSize > s.cfg.MaxPageSize:
+		q.PageSize = s.cfg.MaxPageSize
+	}
+	fp := q.fingerprint()
+	ps := q.Filter.predicates()
+	if q.PageToken != "" {
+		after, err := parsePageToken(q.PageToken, fp)
+		if err != nil {
+			return nil, err
+		}
+		if q.OldestFirst {
+			ps = append(ps, auditlog.SequenceGT(after))
+		} else {
+			ps = append(ps, auditlog.SequenceLT(after))
+		}
+	}
+	order := ent.Desc(auditlog.FieldSequence)
+	if q.OldestFirst {
+		order = ent.Asc(auditlog.FieldSequence)
+	}
+	rows, err := s.ent.AuditLog.Query().Where(ps...).Order(order).Limit(q.PageSize + 1).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("query events: %w", err)
+	}
+	page := &Page{}
+	if len(rows) > q.PageSize {
+		rows = rows[:q.PageSize]
+		page.NextPageToken = pageToken(rows[len(rows)-1].Sequence, fp)
+	}
+	page.Events = fromRows(rows)
+	return page, nil
+}
+
+// fingerprint ties a page token to the filter and order it was made for.
+func (q Query) fingerprint() string {
+	f := q.Filter
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d\x00%q\x00%q\x00%q\x00%d\x00%d\x00%d\x00%q\x00%t", f.ActorType, f.ActorID, f.Action, f.Target,
+		f.Outcome, unixNanos(f.StartTime), unixNanos(f.EndTime), f.RequestID, q.OldestFirst)
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// pageToken is opaque to callers: base64url of "<sequence>.<fingerprint>".
+func pageToken(seq int64, fp string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(seq, 10) + "." + fp))
+}
+
+func parsePageToken(tok, fp string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return 0, invalid("page_token is malformed")
+	}
+	seqText, tokFP, ok := strings.Cut(string(b), ".")
+	seq, err := strconv.ParseInt(seqText, 10, 64)
+	switch {
+	case !ok || err != nil || seq < 0:
+		return 0, invalid("page_token is malformed")
+	case tokFP != fp:
+		return 0, invalid("page_token belongs to a different filter or order")
+	}
+	return seq, nil
+}
+
+// GetEvent returns the event with id, or [ErrNotFound].
+func (s *Service) GetEvent(ctx context.Context, id uuid.UUID) (*Event, error) {
+	row, err := s.ent.AuditLog.Get(ctx, id)
+	switch {
+	case ent.IsNotFound(err):
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("get event: %w", err)
+	}
+	return fromRow(row), nil
+}
+
+// ExportEvents calls send with every event that matches f and has a
+// sequence greater than after, oldest first, reading the log a chunk at a
+// time. It stops at the first error send returns, and returns it.
+func (s *Service) ExportEvents(ctx context.Context, f Filter, after int64, send func(*Event) error) error {
+	if after < 0 {
+		return invalid("after_sequence must not be negative")
+	}
+	ps := f.predicates()
+	for {
+		rows, err := s.ent.AuditLog.Query().
+			Where(append(ps, auditlog.SequenceGT(after))...).
+			Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).All(ctx)
+		if err != nil {
+			return fmt.Errorf("export events: %w", err)
+		}
+		for _, r := range rows {
+			if err := send(fromRow(r)); err != nil {
+				return err
+			}
+			after = r.Sequence
+		}
+		if len(rows) < s.cfg.ReadChunk {
+			return nil
+		}
+	}
+}
+
+// VerifyChain recomputes the hashes of the events from start to end
+// (inclusive; zero start means the first event, zero end the latest at the
+// time of the call) and reports the first one that does not verify. A range
+// that starts after the first event trusts its first event's previous hash.
+func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResult, error) {
+	switch {
+	case start < 0 || end < 0:
+		return VerifyResult{}, invalid("sequences must not be negative")
+	case end != 0 && end < start:
+		return VerifyResult{}, invalid("end_sequence is before start_sequence")
+	}
+	start = max(start, 1)
+	if end == 0 {
+		// Fix the end now, so a busy log does not keep the check running.
+		var head int64
+		if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(sequence), 0) FROM audit_log`).Scan(&head); err != nil {
+			return VerifyResult{}, fmt.Errorf("verify chain: read the chain head: %w", err)
+		}
+		end = head
+	}
+	v := NewVerifier(start)
+	for next := start; next <= end; {
+		rows, err := s.ent.AuditLog.Query().
+			Where(auditlog.SequenceGTE(next), auditlog.SequenceLTE(end)).
+			Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).All(ctx)
+		if err != nil {
+			return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
+		}
+		if len(rows) == 0 {
+			// Events the range should hold are missing.
+			v.Add(&Event{Sequence: -1})
+			break
+		}
+		for _, r := range rows {
+			if !v.Add(fromRow(r)) {
+				return v.Result(), nil
+			}
+		}
+		next = rows[len(rows)-1].Sequence + 1
+	}
+	return v.Result(), nil
+}
+
+func fromRows(rows []*ent.AuditLog) []*Event {
+	out := make([]*Event, len(rows))
+	for i, r := range rows {
+		out[i] = fromRow(r)
+	}
+	return out
+}
+
+func fromRow(r *ent.AuditLog) *Event {
+	return &Event{
+		ID: r.ID, Sequence: r.Sequence, Time: r.Time.UTC(), RecordTime: r.RecordTime.UTC(),
+		ActorType: ActorType(r.ActorType), ActorID: r.ActorID, Action: r.Action, Target: r.Target,
+		Outcome: Outcome(r.Outcome), SourceIP: r.SourceIP, UserAgent: r.UserAgent, RequestID: r.RequestID,
+		Metadata: r.Metadata, IdempotencyKey: r.IdempotencyKey, PreviousHash: r.PreviousHash, Hash: r.Hash,
+	}
+}

@@ -1,0 +1,93 @@
+package handler
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"portcullis.dev/auditsvc/internal/audit"
+	auditv1 "portcullis.dev/proto/audit/v1"
+)
+
+func newEventFromProto(e *auditv1.NewEvent) audit.NewEvent {
+	return audit.NewEvent{
+		IdempotencyKey: e.GetIdempotencyKey(),
+		Time:           timeFromProto(e.GetTime()),
+		ActorType:      audit.ActorType(e.GetActor().GetType()),
+		ActorID:        e.GetActor().GetId(),
+		Action:         e.GetAction(),
+		Target:         e.GetTarget(),
+		Outcome:        audit.Outcome(e.GetOutcome()),
+		SourceIP:       e.GetSourceIp(),
+		UserAgent:      e.GetUserAgent(),
+		RequestID:      e.GetRequestId(),
+		Metadata:       e.GetMetadata(),
+	}
+}
+
+func filterFromProto(f *auditv1.EventFilter) audit.Filter {
+	return audit.Filter{
+		ActorType: audit.ActorType(f.GetActorType()),
+		ActorID:   f.GetActorId(),
+		Action:    f.GetAction(),
+		Target:    f.GetTarget(),
+		Outcome:   audit.Outcome(f.GetOutcome()),
+		StartTime: timeFromProto(f.GetStartTime()),
+		EndTime:   timeFromProto(f.GetEndTime()),
+		RequestID: f.GetRequestId(),
+	}
+}
+
+// timeFromProto maps an unset timestamp to the zero time, which the domain
+// reads as "not given".
+func timeFromProto(ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
+}
+
+func eventToProto(e *audit.Event) *auditv1.Event {
+	return &auditv1.Event{
+		Id:             e.ID.String(),
+		Sequence:       e.Sequence,
+		Time:           timestamppb.New(e.Time),
+		RecordTime:     timestamppb.New(e.RecordTime),
+		Actor:          &auditv1.Actor{Type: auditv1.ActorType(e.ActorType), Id: e.ActorID},
+		Action:         e.Action,
+		Target:         e.Target,
+		Outcome:        auditv1.Outcome(e.Outcome),
+		SourceIp:       e.SourceIP,
+		UserAgent:      e.UserAgent,
+		RequestId:      e.RequestID,
+		Metadata:       e.Metadata,
+		IdempotencyKey: e.IdempotencyKey,
+		PreviousHash:   e.PreviousHash,
+		Hash:           e.Hash,
+	}
+}
+
+// eventFromProto is the inverse of eventToProto, for reading exports. An ID
+// that is not a UUID becomes the nil UUID, whose hash then fails to verify.
+func eventFromProto(e *auditv1.Event) *audit.Event {
+	id, _ := uuid.Parse(e.GetId())
+	return &audit.Event{
+		ID:             id,
+		Sequence:       e.GetSequence(),
+		Time:           timeFromProto(e.GetTime()).UTC(),
+		RecordTime:     timeFromProto(e.GetRecordTime()).UTC(),
+		ActorType:      audit.ActorType(e.GetActor().GetType()),
+		ActorID:        e.GetActor().GetId(),
+		Action:         e.GetAction(),
+		Target:         e.GetTarget(),
+		Outcome:        audit.Outcome(e.GetOutcome()),
+		SourceIP:       e.GetSourceIp(),
+		UserAgent:      e.GetUserAgent(),
+		RequestID:      e.GetRequestId(),
+		Metadata:       e.GetMetadata(),
+		IdempotencyKey: e.GetIdempotencyKey(),
+		PreviousHash:   e.GetPreviousHash(),
+		Hash:           e.GetHash(),
+	}
+}

@@ -1,0 +1,53 @@
+package handler
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"portcullis.dev/auditsvc/internal/audit"
+	auditv1 "portcullis.dev/proto/audit/v1"
+)
+
+// VerifyExport recomputes the chain of an export read from r: a sequence of
+// JSON objects, each a protojson ExportEventsResponse ({"event": {...}}, as
+// a Connect or `buf curl` client prints the stream) or a bare protojson
+// Event, one per line (NDJSON) or merely separated by whitespace. The export
+// must be contiguous — an unfiltered ExportEvents, possibly resumed with
+// after_sequence — since a filter leaves gaps that break the chain. Its first
+// event's previous hash is trusted, unless it is sequence 1. An error means
+// r could not be read as an export; a broken chain is a result with OK false.
+func VerifyExport(r io.Reader) (audit.VerifyResult, error) {
+	dec := json.NewDecoder(r)
+	v := audit.NewVerifier(0)
+	for n := 1; ; n++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+			return v.Result(), nil
+		} else if err != nil {
+			return audit.VerifyResult{}, fmt.Errorf("object %d: %w", n, err)
+		}
+		ev, err := decodeEvent(raw)
+		if err != nil {
+			return audit.VerifyResult{}, fmt.Errorf("object %d: %w", n, err)
+		}
+		if !v.Add(eventFromProto(ev)) {
+			return v.Result(), nil
+		}
+	}
+}
+
+func decodeEvent(raw []byte) (*auditv1.Event, error) {
+	var wrapped auditv1.ExportEventsResponse
+	if err := protojson.Unmarshal(raw, &wrapped); err == nil && wrapped.GetEvent() != nil {
+		return wrapped.GetEvent(), nil
+	}
+	var ev auditv1.Event
+	if err := protojson.Unmarshal(raw, &ev); err != nil {
+		return nil, fmt.Errorf("not an audit event: %w", err)
+	}
+	return &ev, nil
+}

@@ -1,0 +1,15 @@
+// Package ent is the Auth service's generated Ent client, with its
+// versioned migrations embedded. The schema is in ./schema.
+package ent
+
+import "embed"
+
+// GOWORK=off: ent resolves its imports like goimports, and in the workspace
+// every service has a package named ent to mistake for entgo.io/ent.
+//go:generate env GOWORK=off go tool ent generate --feature sql/versioned-migration,sql/execquery,sql/lock,sql/upsert ./schema
+//go:generate go run ./newmigration -name=${MIGRATION_NAME}
+
+// migrations are the versioned migrations of the schema in ./schema.
+//
+//go:embed migrations
+var migrations embed.FS

@@ -1,0 +1,45 @@
+package auth
+
+import "errors"
+
+// The domain's errors. The handler maps each to one Connect code and a
+// fixed message (see the rpc package's error table); the wrapped detail,
+// if any, is for the logs only.
+var (
+	// ErrInvalidCredentials: unknown email or wrong password. One error for
+	// both, so a caller cannot tell which.
+	ErrInvalidCredentials = errors.New("invalid credentials")
+	// ErrAccountLocked: Identity locked the account after failures.
+	ErrAccountLocked = errors.New("account locked")
+	// ErrAccountDisabled: the password was right but the user is disabled.
+	ErrAccountDisabled = errors.New("account disabled")
+	// ErrEmailNotVerified: the password was right but the email is not
+	// verified and auth.require_verified_email is on.
+	ErrEmailNotVerified = errors.New("email not verified")
+	// ErrTOTPRequired: the password was right but the TOTP code is missing,
+	// wrong, or already used.
+	ErrTOTPRequired = errors.New("totp code required")
+	// ErrInvalidRefreshToken: a refresh token that is unknown, used,
+	// expired or of a revoked session.
+	ErrInvalidRefreshToken = errors.New("invalid refresh token")
+	// ErrSessionNotFound: no such session of that user.
+	ErrSessionNotFound = errors.New("session not found")
+	// ErrTOTPAlreadyEnabled: EnrollTOTP while TOTP is on.
+	ErrTOTPAlreadyEnabled = errors.New("totp already enabled")
+	// ErrTOTPNotPending: ConfirmTOTP without a pending enrollment.
+	ErrTOTPNotPending = errors.New("no totp enrollment pending")
+	// ErrInvalidTOTPCode: a wrong or reused code for ConfirmTOTP or
+	// DisableTOTP.
+	ErrInvalidTOTPCode = errors.New("invalid totp code")
+	// ErrIdentityUnavailable: the Identity service could not answer.
+	ErrIdentityUnavailable = errors.New("identity service unavailable")
+)
+
+// InvalidArgumentError is a request field that is missing or malformed.
+type InvalidArgumentError struct {
+	Field, Reason string
+}
+
+func (e *InvalidArgumentError) Error() string { return e.Field + ": " + e.Reason }
+
+func invalid(field, reason string) error { return &InvalidArgumentError{Field: field, Reason: reason} }

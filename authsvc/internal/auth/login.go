@@ -1,0 +1,138 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"portcullis.dev/authsvc/ent"
+	"portcullis.dev/kernel/outbox"
+	auditv1 "portcullis.dev/proto/audit/v1"
+	identityv1 "portcullis.dev/proto/identity/v1"
+)
+
+// maxUserAgent is how much of a User-Agent header a session keeps.
+const maxUserAgent = 512
+
+// LoginInput is a login attempt.
+type LoginInput struct {
+	Email, Password, TOTPCode string
+	// SourceIP and UserAgent describe the client, for ListSessions.
+	SourceIP, UserAgent string
+}
+
+// Login checks in's credentials with the Identity service and, when the
+// user has TOTP on, the code; then it starts a session.
+func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) {
+	switch {
+	case strings.TrimSpace(in.Email) == "":
+		return nil, invalid("email", "required")
+	case len(in.Email) > 254:
+		return nil, invalid("email", "longer than 254 bytes")
+	case in.Password == "":
+		return nil, invalid("password", "required")
+	case len(in.Password) > 1024:
+		return nil, invalid("password", "longer than 1024 bytes")
+	}
+	res, err := s.identity.VerifyCredentials(ctx, connect.NewRequest(&identityv1.VerifyCredentialsRequest{Email: in.Email, Password: in.Password}))
+	if err != nil {
+		switch connect.CodeOf(err) {
+		case connect.CodeUnauthenticated, connect.CodeInvalidArgument, connect.CodeNotFound:
+			return nil, s.loginFailed(ctx, "", in.Email, "invalid_credentials", ErrInvalidCredentials)
+		case connect.CodeResourceExhausted:
+			return nil, s.loginFailed(ctx, "", in.Email, "locked", ErrAccountLocked)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrIdentityUnavailable, err)
+	}
+	user := res.Msg
+	if user.GetUserId() == "" {
+		return nil, fmt.Errorf("%w: VerifyCredentials returned no user", ErrIdentityUnavailable)
+	}
+	if user.GetStatus() != identityv1.UserStatus_USER_STATUS_ACTIVE {
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "disabled", ErrAccountDisabled)
+	}
+	if s.cfg.RequireVerifiedEmail && !user.GetEmailVerified() {
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "email_not_verified", ErrEmailNotVerified)
+	}
+	step, err := s.checkLoginTOTP(ctx, user.GetUserId(), in.TOTPCode)
+	if err != nil {
+		var reason totpFailure
+		if errors.As(err, &reason) {
+			return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)
+		}
+		return nil, err
+	}
+
+	now := s.now()
+	var sess *ent.Session
+	var refresh string
+	err = s.withTx(ctx, func(tx *ent.Tx) error {
+		if step > 0 {
+			// Consumed in the session's transaction and only if no other
+			// login took this step first: a code works once (RFC 6238
+			// section 5.2).
+			if err := consumeStep(ctx, tx, user.GetUserId(), step); err != nil {
+				return err
+			}
+		}
+		ua := in.UserAgent
+		if len(ua) > maxUserAgent {
+			ua = truncateUTF8(ua, maxUserAgent)
+		}
+		var err error
+		sess, err = tx.Session.Create().
+			SetID(uuid.NewString()).
+			SetUserID(user.GetUserId()).
+			SetCreatedAt(now).
+			SetIdleExpiresAt(minTime(now.Add(s.cfg.RefreshIdleTTL), now.Add(s.cfg.RefreshAbsoluteTTL))).
+			SetExpiresAt(now.Add(s.cfg.RefreshAbsoluteTTL)).
+			SetSourceIP(in.SourceIP).
+			SetUserAgent(ua).
+			Save(ctx)
+		if err != nil {
+			return fmt.Errorf("auth: create session: %w", err)
+		}
+		if refresh, err = newRefreshToken(ctx, tx, sess.ID, now); err != nil {
+			return fmt.Errorf("auth: create refresh token: %w", err)
+		}
+		meta := map[string]string{"user_id": user.GetUserId(), "session_id": sess.ID, "source_ip": in.SourceIP, "mfa": fmt.Sprint(step > 0)}
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.succeeded", "user:"+user.GetUserId(), auditv1.Outcome_OUTCOME_SUCCESS, meta))
+	})
+	if errors.As(err, new(totpFailure)) {
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(totpReplayed), ErrTOTPRequired)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.pair(ctx, sess, refresh, now)
+}
+
+// loginFailed records a failed login in a transaction of its own (there
+// is no change to go with it) and returns err. The reason goes to the
+// audit log, never to the caller.
+func (s *Service) loginFailed(ctx context.Context, userID, email, reason string, err error) error {
+	target := "user:unknown"
+	meta := map[string]string{"reason": reason, "email": email}
+	if userID != "" {
+		target = "user:" + userID
+		meta["user_id"] = userID
+	}
+	if werr := s.withTx(ctx, func(tx *ent.Tx) error {
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.failed", target, auditv1.Outcome_OUTCOME_FAILURE, meta))
+	}); werr != nil {
+		// Losing the audit event is worse than failing the login again.
+		return werr
+	}
+	return err
+}
+
+func truncateUTF8(s string, n int) string {
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,131 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"portcullis.dev/authsvc/ent"
+	"portcullis.dev/authsvc/ent/predicate"
+	"portcullis.dev/authsvc/ent/session"
+	"portcullis.dev/kernel/outbox"
+	auditv1 "portcullis.dev/proto/audit/v1"
+)
+
+// Page sizes of ListSessions (see the contract).
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+)
+
+// Session is one active session as ListSessions shows it.
+type Session struct {
+	ID, UserID          string
+	CreatedAt           time.Time
+	LastRefreshAt       *time.Time
+	ExpiresAt           time.Time
+	SourceIP, UserAgent string
+}
+
+// pageToken is where the next page starts: after (CreatedAt, ID) in
+// newest-first order, for user UserID.
+type pageToken struct {
+	UserID    string `json:"u"`
+	CreatedAt int64  `json:"c"`
+	ID        string `json:"i"`
+}
+
+// active selects sessions that can still be refreshed at now.
+func active(now time.Time) predicate.Session {
+	return session.And(session.RevokedAtIsNil(), session.IdleExpiresAtGT(now), session.ExpiresAtGT(now))
+}
+
+// ListSessions returns a page of userID's active sessions, newest first,
+// and the token of the next page ("" on the last).
+func (s *Service) ListSessions(ctx context.Context, userID string, pageSize int, token string) ([]Session, string, error) {
+	switch {
+	case pageSize < 0:
+		return nil, "", invalid("page_size", "negative")
+	case pageSize == 0:
+		pageSize = defaultPageSize
+	case pageSize > maxPageSize:
+		pageSize = maxPageSize
+	}
+	q := s.db.Session.Query().Where(session.UserID(userID), active(s.now()))
+	if token != "" {
+		var pt pageToken
+		b, err := base64.RawURLEncoding.DecodeString(token)
+		if err != nil || json.Unmarshal(b, &pt) != nil || pt.UserID != userID {
+			return nil, "", invalid("page_token", "not a page token of this listing")
+		}
+		c := time.Unix(0, pt.CreatedAt)
+		q = q.Where(session.Or(session.CreatedAtLT(c), session.And(session.CreatedAt(c), session.IDLT(pt.ID))))
+	}
+	rows, err := q.Order(ent.Desc(session.FieldCreatedAt), ent.Desc(session.FieldID)).Limit(pageSize + 1).All(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("auth: list sessions: %w", err)
+	}
+	next := ""
+	if len(rows) > pageSize {
+		rows = rows[:pageSize]
+		last := rows[len(rows)-1]
+		b, _ := json.Marshal(pageToken{UserID: userID, CreatedAt: last.CreatedAt.UnixNano(), ID: last.ID})
+		next = base64.RawURLEncoding.EncodeToString(b)
+	}
+	out := make([]Session, len(rows))
+	for i, r := range rows {
+		out[i] = Session{
+			ID: r.ID, UserID: r.UserID, CreatedAt: r.CreatedAt, LastRefreshAt: r.LastRefreshAt,
+			ExpiresAt: r.ExpiresAt, SourceIP: r.SourceIP, UserAgent: r.UserAgent,
+		}
+	}
+	return out, next, nil
+}
+
+// RevokeSession ends session sid of userID. It fails with
+// [ErrSessionNotFound] when userID has no such session; revoking a revoked
+// session succeeds.
+func (s *Service) RevokeSession(ctx context.Context, userID, sid string) error {
+	if sid == "" {
+		return invalid("session_id", "required")
+	}
+	return s.withTx(ctx, func(tx *ent.Tx) error {
+		sess, err := tx.Session.Query().Where(session.ID(sid), session.UserID(userID)).ForUpdate().Only(ctx)
+		if ent.IsNotFound(err) {
+			return ErrSessionNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("auth: revoke session: %w", err)
+		}
+		if sess.RevokedAt != nil {
+			return nil
+		}
+		if err := sess.Update().SetRevokedAt(s.now()).SetRevokeReason(reasonRevoked).Exec(ctx); err != nil {
+			return fmt.Errorf("auth: revoke session: %w", err)
+		}
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.session.revoked", "session:"+sid, auditv1.Outcome_OUTCOME_SUCCESS,
+			map[string]string{"user_id": userID}))
+	})
+}
+
+// RevokeAllSessions ends every active session of userID but keep (if not
+// empty), and returns how many it ended.
+func (s *Service) RevokeAllSessions(ctx context.Context, userID, keep string) (int, error) {
+	var n int
+	err := s.withTx(ctx, func(tx *ent.Tx) error {
+		now := s.now()
+		u := tx.Session.Update().Where(session.UserID(userID), active(now))
+		if keep != "" {
+			u = u.Where(session.IDNEQ(keep))
+		}
+		var err error
+		if n, err = u.SetRevokedAt(now).SetRevokeReason(reasonRevoked).Save(ctx); err != nil {
+			return fmt.Errorf("auth: revoke sessions: %w", err)
+		}
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.sessions.revoked_all", "user:"+userID, auditv1.Outcome_OUTCOME_SUCCESS,
+			map[string]string{"count": fmt.Sprint(n), "kept_current": fmt.Sprint(keep != "")}))
+	})
+	return n, err
+}

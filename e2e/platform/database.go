@@ -1,0 +1,109 @@
+package platform
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/lib/pq"
+
+	"portcullis.dev/kernel/database"
+)
+
+// EnsureDatabase creates the database dbURL names unless it exists,
+// connecting to the server's `postgres` database to do so.
+func EnsureDatabase(ctx context.Context, dbURL string) error {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return fmt.Errorf("database URL: not a valid URL")
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" {
+		return fmt.Errorf("database URL names no database")
+	}
+	admin := *u
+	admin.Path = "/postgres"
+	db, err := sql.Open("postgres", admin.String())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("look up database %q on %s: %w", name, u.Host, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "42P04" { // created meanwhile
+			return nil
+		}
+		return fmt.Errorf("create database %q: %w", name, err)
+	}
+	return nil
+}
+
+// DropDatabase drops the database dbURL names, closing its connections.
+func DropDatabase(ctx context.Context, dbURL string) error {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return fmt.Errorf("database URL: not a valid URL")
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	admin := *u
+	admin.Path = "/postgres"
+	db, err := sql.Open("postgres", admin.String())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)"); err != nil {
+		return err
+	}
+	var errs []error
+	for _, schema := range schemas {
+		_, err := db.ExecContext(ctx, "DROP ROLE IF EXISTS "+pq.QuoteIdentifier(roleName(u, schema)))
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func roleName(dbURL *url.URL, schema string) string {
+	return strings.TrimPrefix(dbURL.Path, "/") + "_" + schema
+}
+
+// schemas are the services' own schemas.
+var schemas = map[string]string{"identitysvc": "identity", "authsvc": "auth", "authzsvc": "authz", "auditsvc": "audit"}
+
+// serviceDSNs gives each service a role of its own that owns only its
+// schema (database.EnsureRole), and returns each service's DSN: dbURL with
+// that role's credentials. secret holds the roles' passwords.
+func serviceDSNs(ctx context.Context, dbURL string, secret map[string]string) (map[string]string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return nil, errors.New("database URL: not a valid URL")
+	}
+	admin, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	dsns := map[string]string{}
+	for service, schema := range schemas {
+		// Roles are cluster-wide: name them after the database too, so two
+		// platforms on one server never share (and re-password) a role.
+		role, password := roleName(u, schema), secret[rolePasswordVar(service)]
+		if err := database.EnsureRole(ctx, admin, role, password, schema); err != nil {
+			return nil, err
+		}
+		su := *u
+		su.User = url.UserPassword(role, password)
+		dsns[service] = su.String()
+	}
+	return dsns, nil
+}

@@ -1,0 +1,465 @@
+package platform
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Services are the platform's binaries in start order: the gateway last, so
+// it finds the services already registered.
+var Services = []string{"identitysvc", "authsvc", "authzsvc", "auditsvc", "gateway"}
+
+// DefaultDatabaseURL is the local PostgreSQL a fresh machine has.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/portcullis?sslmode=disable"
+
+// Options says where the binaries are and how the platform is reached. The
+// zero value runs the binaries in ./bin with a new Consul dev agent on its
+// usual port 8500 and the gateway on 127.0.0.1:8080.
+type Options struct {
+	// BinDir holds consul and the service binaries. Empty means "bin".
+	BinDir string
+	// ConsulAddr is the HTTP address of an existing Consul agent. Empty
+	// means start `consul agent -dev` from BinDir.
+	ConsulAddr string
+	// ConsulHTTPPort is the port of the dev agent's HTTP API and UI. Zero
+	// means 8500; -1 means any free port (tests).
+	ConsulHTTPPort int
+	// GatewayAddr is where the gateway listens. Empty means 127.0.0.1:8080.
+	GatewayAddr string
+	// DatabaseURL is the PostgreSQL the services use. Empty means
+	// [DefaultDatabaseURL].
+	DatabaseURL string
+	// Log receives every process's output, one prefixed line at a time.
+	// Nil discards.
+	Log io.Writer
+	// Colour prefixes log lines with ANSI colours.
+	Colour bool
+	// Progress receives one line per component as it becomes healthy. Nil
+	// discards.
+	Progress io.Writer
+	// ReadyTimeout bounds the wait for every component. Zero means 60s.
+	ReadyTimeout time.Duration
+	// SharedRole runs every service as the role of DatabaseURL instead of a
+	// role of its own that can touch only its schema (the default).
+	SharedRole bool
+	// Env is added to every service's environment, e.g. cheaper password
+	// hashing for tests: PORTCULLIS_IDENTITY_ARGON2_ITERATIONS=1.
+	Env []string
+	// StateDir keeps what must survive a restart, such as the generated
+	// secrets. Empty means nothing is kept: every Start is a new platform.
+	StateDir string
+}
+
+// Platform is a running set of processes. Stop it with [Platform.Stop].
+type Platform struct {
+	// ConsulAddr is the HTTP address of the Consul agent in use.
+	ConsulAddr string
+	// GatewayURL is the base URL of the gateway, e.g. http://127.0.0.1:8080.
+	GatewayURL string
+	// Admin is the bootstrap administrator.
+	Admin Admin
+
+	procs    []*process
+	exited   chan *process
+	progress io.Writer
+	log      *prefixLog
+	bin      string
+	envs     map[string][]string // each service's environment, to restart it
+	mu       sync.Mutex
+	stopped  map[*process]bool // stopped on purpose: not a failure
+}
+
+// Start starts Consul (unless [Options.ConsulAddr] names one), every service
+// and the gateway, and returns once all of them are healthy. If any fails to
+// start or become healthy, Start stops the others and returns an error that
+// carries the failing process's last log lines.
+func Start(ctx context.Context, opts Options) (*Platform, error) {
+	bin := cmp.Or(opts.BinDir, "bin")
+	gatewayAddr := cmp.Or(opts.GatewayAddr, "127.0.0.1:8080")
+	dbURL := cmp.Or(opts.DatabaseURL, DefaultDatabaseURL)
+	logw := opts.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	p := &Platform{
+		GatewayURL: "http://" + gatewayAddr,
+		exited:     make(chan *process, 4*(len(Services)+1)),
+		progress:   cmp.Or[io.Writer](opts.Progress, io.Discard),
+		bin:        bin,
+		envs:       map[string][]string{},
+		stopped:    map[*process]bool{},
+	}
+	log := newPrefixLog(logw, opts.Colour, append([]string{"consul"}, Services...)...)
+	p.log = log
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(opts.ReadyTimeout, 60*time.Second))
+	defer cancel()
+
+	fail := func(err error) (*Platform, error) {
+		stopCtx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		_ = p.Stop(stopCtx)
+		return nil, err
+	}
+
+	if err := EnsureDatabase(ctx, dbURL); err != nil {
+		return nil, &StartError{Name: "postgres", Err: err}
+	}
+	fmt.Fprintf(p.progress, "✓ %-12s database ready\n", "postgres")
+
+	p.ConsulAddr = opts.ConsulAddr
+	if p.ConsulAddr == "" {
+		addr, err := p.startConsul(bin, opts.ConsulHTTPPort, log)
+		if err != nil {
+			return fail(err)
+		}
+		p.ConsulAddr = addr
+	}
+	if err := p.await(ctx, "consul", func(ctx context.Context) error { return consulLeader(ctx, p.ConsulAddr) }); err != nil {
+		return fail(err)
+	}
+
+	secret, fresh, err := secrets(opts.StateDir)
+	if err != nil {
+		return fail(fmt.Errorf("platform secrets: %w", err))
+	}
+	p.Admin = Admin{
+		Email:         cmp.Or(os.Getenv("PORTCULLIS_ADMIN_EMAIL"), DefaultAdminEmail),
+		Password:      secret[adminPasswordVar],
+		PasswordIsNew: fresh[adminPasswordVar],
+	}
+	dsns := map[string]string{}
+	if !opts.SharedRole {
+		if dsns, err = serviceDSNs(ctx, dbURL, secret); err != nil {
+			return fail(&StartError{Name: "postgres", Err: fmt.Errorf("service roles: %w", err)})
+		}
+	}
+	for _, name := range Services {
+		env := append(os.Environ(),
+			"PORTCULLIS_REGISTRY_ADDR="+p.ConsulAddr,
+			"PORTCULLIS_DATABASE_DSN="+cmp.Or(dsns[name], dbURL),
+			"PORTCULLIS_REGISTRY_CHECK_INTERVAL=1s", // healthy sooner on a laptop
+		)
+		for _, s := range serviceSecrets[name] {
+			env = append(env, s+"="+secret[s])
+		}
+		if name == "gateway" {
+			env = append(env, "PORTCULLIS_GATEWAY_ADDR="+gatewayAddr,
+				// Browser clients on a developer's machine (connect-web, gRPC-Web).
+				"PORTCULLIS_CORS_ALLOWED_ORIGINS=http://localhost:*,http://127.0.0.1:*")
+		}
+		if name == "authzsvc" {
+			env = append(env, "PORTCULLIS_RBAC_BOOTSTRAP_ADMINS="+p.Admin.UserID)
+		}
+		env = append(env, opts.Env...)
+		p.envs[name] = env
+		if err := p.spawn(name, filepath.Join(bin, name), nil, env, syscall.SIGTERM, log); err != nil {
+			return fail(err)
+		}
+		if name != "identitysvc" {
+			continue
+		}
+		// The admin must exist before Authz starts, which binds it.
+		if err := p.await(ctx, name, p.healthCheck(name)); err != nil {
+			return fail(err)
+		}
+		addrs, err := p.Instances(ctx, name)
+		if err != nil || len(addrs) == 0 {
+			return fail(&StartError{Name: "admin", Err: fmt.Errorf("find identitysvc: %v", err)})
+		}
+		if err := ensureAdmin(ctx, "http://"+addrs[0], &p.Admin, secret["PORTCULLIS_SERVICE_AUTH_SERVICE_KEY"]); err != nil {
+			return fail(&StartError{Name: "admin", Err: err})
+		}
+		fmt.Fprintf(p.progress, "✓ %-12s %s (user %s)\n", "admin", p.Admin.Email, p.Admin.UserID)
+	}
+	for _, name := range Services[1:] {
+		if err := p.await(ctx, name, p.healthCheck(name)); err != nil {
+			return fail(err)
+		}
+	}
+	return p, nil
+}
+
+func (p *Platform) healthCheck(name string) func(context.Context) error {
+	if name == "gateway" {
+		return httpOK(p.GatewayURL + "/healthz")
+	}
+	return p.passingInConsul(name)
+}
+
+// StopService stops one service, as an operator or a crash would, leaving
+// the rest running. [Platform.Wait] does not count it as a failure.
+func (p *Platform) StopService(ctx context.Context, name string) error {
+	proc := p.proc(name)
+	if proc == nil {
+		return fmt.Errorf("no service %q", name)
+	}
+	p.mu.Lock()
+	p.stopped[proc] = true
+	p.mu.Unlock()
+	return proc.stop(ctx)
+}
+
+// StartService starts a service stopped with [Platform.StopService] again,
+// with the same environment, and waits until it is healthy.
+func (p *Platform) StartService(ctx context.Context, name string) error {
+	env, ok := p.envs[name]
+	if !ok {
+		return fmt.Errorf("no service %q", name)
+	}
+	if proc := p.proc(name); proc != nil && !proc.exited() {
+		return fmt.Errorf("%s is running", name)
+	}
+	p.procs = slices.DeleteFunc(p.procs, func(pr *process) bool { return pr.name == name })
+	if err := p.spawn(name, filepath.Join(p.bin, name), nil, env, syscall.SIGTERM, p.log); err != nil {
+		return err
+	}
+	return p.await(ctx, name, p.healthCheck(name))
+}
+
+func (p *Platform) startConsul(bin string, httpPort int, log *prefixLog) (string, error) {
+	ports, err := freePorts(5)
+	if err != nil {
+		return "", err
+	}
+	switch httpPort {
+	case 0:
+		httpPort = 8500
+	case -1:
+		httpPort = ports[0]
+	}
+	args := []string{
+		"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-log-level=warn",
+		"-http-port=" + strconv.Itoa(httpPort),
+		"-grpc-port=" + strconv.Itoa(ports[1]),
+		"-dns-port=-1",
+		"-serf-lan-port=" + strconv.Itoa(ports[2]),
+		"-serf-wan-port=" + strconv.Itoa(ports[3]),
+		"-server-port=" + strconv.Itoa(ports[4]),
+	}
+	if err := p.spawn("consul", filepath.Join(bin, "consul"), args, os.Environ(), syscall.SIGINT, log); err != nil {
+		return "", err
+	}
+	p.proc("consul").anyExitAfterStop = true
+	return "127.0.0.1:" + strconv.Itoa(httpPort), nil
+}
+
+func (p *Platform) spawn(name, path string, args, env []string, stopSignal syscall.Signal, log *prefixLog) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%s: %w (build it with `go tool task build`)", name, err)
+	}
+	proc, err := startProcess(name, path, args, env, stopSignal, log)
+	if err != nil {
+		return err
+	}
+	p.procs = append(p.procs, proc)
+	go func() {
+		<-proc.done
+		p.exited <- proc
+	}()
+	return nil
+}
+
+// await polls check until it succeeds, the process named name exits, or ctx ends.
+func (p *Platform) await(ctx context.Context, name string, check func(context.Context) error) error {
+	start := time.Now()
+	proc := p.proc(name)
+	var last error
+	for {
+		if proc != nil && proc.exited() {
+			return &StartError{Name: name, Err: fmt.Errorf("exited: %w", cmp.Or(proc.exitErr(), errors.New("status 0"))), LastLines: proc.lastLines()}
+		}
+		checkCtx, cancel := context.WithTimeout(ctx, time.Second)
+		last = check(checkCtx)
+		cancel()
+		if last == nil {
+			fmt.Fprintf(p.progress, "✓ %-12s healthy after %s\n", name, time.Since(start).Round(10*time.Millisecond))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			se := &StartError{Name: name, Err: fmt.Errorf("not healthy in time: %w", last)}
+			if proc != nil {
+				se.LastLines = proc.lastLines()
+			}
+			return se
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// passingInConsul is healthy once Consul reports an instance of service
+// passing its health check.
+func (p *Platform) passingInConsul(service string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		addrs, err := p.Instances(ctx, service)
+		if err != nil {
+			return err
+		}
+		if len(addrs) == 0 {
+			return fmt.Errorf("no passing instance of %s in Consul yet", service)
+		}
+		return nil
+	}
+}
+
+func (p *Platform) proc(name string) *process {
+	i := slices.IndexFunc(p.procs, func(pr *process) bool { return pr.name == name })
+	if i < 0 {
+		return nil
+	}
+	return p.procs[i]
+}
+
+// Wait blocks until ctx ends or any process exits on its own; in the latter
+// case it returns a [StartError] naming it with its last log lines.
+func (p *Platform) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case proc := <-p.exited:
+		p.mu.Lock()
+		onPurpose := p.stopped[proc]
+		p.mu.Unlock()
+		if onPurpose {
+			return p.Wait(ctx)
+		}
+		return &StartError{Name: proc.name, Err: fmt.Errorf("exited: %w", cmp.Or(proc.exitErr(), errors.New("status 0"))), LastLines: proc.lastLines()}
+	}
+}
+
+// Stop stops every process in reverse start order — the gateway first, Consul
+// last — each with SIGTERM, killing what has not stopped when ctx ends.
+func (p *Platform) Stop(ctx context.Context) error {
+	var errs []error
+	for _, proc := range slices.Backward(p.procs) {
+		if err := proc.stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// StartError says which component failed and what it printed last.
+type StartError struct {
+	Name      string
+	Err       error
+	LastLines []string
+}
+
+func (e *StartError) Error() string {
+	msg := e.Name + ": " + e.Err.Error()
+	if len(e.LastLines) > 0 {
+		msg += "\nlast lines of " + e.Name + ":\n  " + strings.Join(e.LastLines, "\n  ")
+	}
+	return msg
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+func consulLeader(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/status/leader", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || len(strings.Trim(string(body), "\" \n")) == 0 {
+		return fmt.Errorf("no leader yet (%s)", resp.Status)
+	}
+	return nil
+}
+
+func httpOK(url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+// freePorts returns n distinct ports that were free a moment ago for both
+// TCP and UDP (Consul's serf ports use both).
+func freePorts(n int) ([]int, error) {
+	var (
+		ports   []int
+		closers []io.Closer
+	)
+	defer func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}()
+	for attempt := 0; len(ports) < n && attempt < 100*n; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			_ = ln.Close()
+			continue
+		}
+		closers = append(closers, ln, pc)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("find %d free ports: only %d", n, len(ports))
+	}
+	return ports, nil
+}
+
+// Instances returns the host:port of every passing instance of service.
+func (p *Platform) Instances(ctx context.Context, service string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.ConsulAddr+"/v1/health/service/"+service+"?passing=true", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var entries []struct {
+		Service struct {
+			Address string
+			Port    int
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		return nil, fmt.Errorf("read Consul health of %s: %w", service, err)
+	}
+	var addrs []string
+	for _, e := range entries {
+		addrs = append(addrs, net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)))
+	}
+	return addrs, nil
+}

@@ -1,0 +1,102 @@
+// Package platformtest starts the real platform for a test: the binaries
+// built from this workspace, a Consul agent and a database of the test's
+// own, all stopped and removed when the test ends.
+package platformtest
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/e2e/platform"
+	"portcullis.dev/kernel/kerneltest"
+)
+
+// Build builds every service binary into a temporary bin directory beside
+// the consul binary, as `go tool task build` does into bin/.
+func Build(t testing.TB) string {
+	t.Helper()
+	consul := kerneltest.ConsulBinary(t)
+	bin := t.TempDir()
+	args := []string{"build", "-o", bin}
+	for _, name := range platform.Services {
+		args = append(args, "portcullis.dev/"+name+"/cmd/"+name)
+	}
+	out, err := exec.Command("go", args...).CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	require.NoError(t, os.Symlink(consul, filepath.Join(bin, "consul")))
+	return bin
+}
+
+// Database returns the URL of a database of the test's own on the test
+// PostgreSQL, dropped (with its service roles) when the test ends.
+func Database(t testing.TB) string {
+	t.Helper()
+	base, _ := kerneltest.Postgres(t)
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	u.Path = "/e2e_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() { _ = platform.DropDatabase(context.Background(), u.String()) })
+	return u.String()
+}
+
+// FreeAddr returns a loopback address nothing listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// FastHashing makes password hashing cheap, for tests that create many
+// users; production keeps OWASP's parameters.
+var FastHashing = []string{
+	"PORTCULLIS_IDENTITY_ARGON2_MEMORY_KIB=8192",
+	"PORTCULLIS_IDENTITY_ARGON2_ITERATIONS=1",
+}
+
+// Start builds and starts the platform on free ports with opts (BinDir,
+// DatabaseURL, ConsulAddr and GatewayAddr are filled in when zero) and
+// stops it when the test ends. Its logs go to the returned buffer.
+func Start(t testing.TB, opts platform.Options) (*platform.Platform, *kerneltest.Buffer) {
+	t.Helper()
+	if opts.BinDir == "" {
+		opts.BinDir = Build(t)
+	}
+	if opts.DatabaseURL == "" {
+		opts.DatabaseURL = Database(t)
+	}
+	if opts.ConsulAddr == "" {
+		// kerneltest's agent picks ports free for TCP and UDP and retries,
+		// so platforms in parallel tests never collide.
+		opts.ConsulAddr = kerneltest.StartConsul(t).Addr()
+	}
+	if opts.GatewayAddr == "" {
+		opts.GatewayAddr = FreeAddr(t)
+	}
+	// Mail (verification links) goes to a folder of the test's own.
+	opts.Env = append([]string{"PORTCULLIS_MAIL_DIR=" + t.TempDir()}, opts.Env...)
+	logs := &kerneltest.Buffer{}
+	opts.Log = logs
+	p, err := platform.Start(t.Context(), opts)
+	require.NoError(t, err, "logs:\n%s", logs.String())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("stop the platform: %v\nlogs:\n%s", err, logs.String())
+		}
+	})
+	return p, logs
+}

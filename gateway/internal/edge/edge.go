@@ -1,0 +1,591 @@
+// Package edge is the gateway: one http.Handler that routes every
+// /<package>.<Service>/<Method> to the healthy instances of the service that
+// serves it, found in Consul, after checking at the edge what the contracts
+// say about the procedure — INTERNAL ones do not exist from outside,
+// AUTHENTICATED ones need a valid access token — and the rate limits.
+//
+// The proxy is net/http/httputil.ReverseProxy over the kernel's balancing
+// transport (rpc.ClientFactory.HTTPClient): HTTP/2 cleartext to the
+// services, so gRPC trailers and server streams pass unchanged, whatever the
+// protocol — Connect, gRPC or gRPC-Web — and HTTP version the client speaks.
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/cors"
+
+	"portcullis.dev/kernel/authn"
+	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/registry"
+	"portcullis.dev/kernel/rpc"
+	optionsv1 "portcullis.dev/proto/options/v1"
+
+	"portcullis.dev/gateway/config"
+	"portcullis.dev/gateway/internal/ratelimit"
+)
+
+// retryBodyMax is the largest unary request body kept in memory so that the
+// balancer can send it to another instance when the first one refused the
+// connection. Larger ones are streamed and not retried.
+const retryBodyMax = 64 << 10
+
+// Gateway is the edge proxy. Create it with [New], serve it with
+// [Gateway.Serve] (or mount [Gateway.Handler]), and [Gateway.Close] it.
+type Gateway struct {
+	cfg      config.Config
+	logger   *slog.Logger
+	catalog  *registry.CatalogWatcher
+	clients  *rpc.ClientFactory
+	verifier authn.Authenticator
+	limiter  ratelimit.Limiter // nil: no rate limits
+	redis    *redis.Client
+	routes   map[string]*route
+	trusted  []netip.Prefix
+	proxy    *httputil.ReverseProxy
+	metrics  *metrics
+	errors   *connect.ErrorWriter
+	handler  http.Handler
+
+	ready    atomic.Bool // the catalog answered and the gateway is not stopping
+	draining atomic.Bool
+}
+
+// Option configures a [Gateway].
+type Option func(*options)
+
+type options struct {
+	logger  *slog.Logger
+	limiter ratelimit.Limiter
+}
+
+// WithLogger sets the logger of the access log and of events. Nil, the
+// default, discards.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithLimiter replaces the limiter the configuration describes, for tests of
+// failure modes. Nil means the configured one.
+func WithLimiter(l ratelimit.Limiter) Option { return func(o *options) { o.limiter = l } }
+
+// New returns a gateway for cfg that learns its routes and instances from
+// reg. It contacts neither Consul nor Redis: both may come up later.
+func New(cfg config.Config, reg *registry.Registry, opts ...Option) (*Gateway, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		logger:  logging.OrDiscard(o.logger),
+		metrics: newMetrics(),
+		errors:  connect.NewErrorWriter(),
+	}
+	var err error
+	if g.routes, err = buildRoutes(cfg); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Gateway.TrustedProxies {
+		prefix, err := config.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.trusted_proxies: %w", err)
+		}
+		g.trusted = append(g.trusted, prefix)
+	}
+	g.clients = rpc.NewClientFactory(reg,
+		rpc.WithClientLogger(g.logger),
+		rpc.WithEjection(cfg.Gateway.EjectAfter, cfg.Gateway.EjectFor))
+	verifier, err := authn.NewVerifier(cfg.Tokens, authn.WithHTTPClient(g.clients.HTTPClient()), authn.WithLogger(g.logger))
+	if err != nil {
+		g.clients.Close()
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	g.verifier = verifier
+	if err := g.setupLimiter(o.limiter); err != nil {
+		g.clients.Close()
+		return nil, err
+	}
+	g.catalog = reg.WatchCatalog(registry.WithWatchLogger(g.logger))
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:       g.rewrite,
+		Transport:     g.clients.HTTPClient().Transport,
+		FlushInterval: -1, // server streams reach the client message by message
+		BufferPool:    bufferPool{},
+		ErrorHandler:  g.upstreamError,
+		ErrorLog:      slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
+	}
+	g.handler = g.withCORS(http.HandlerFunc(g.route))
+	return g, nil
+}
+
+func (g *Gateway) setupLimiter(override ratelimit.Limiter) error {
+	rl := g.cfg.RateLimit
+	switch {
+	case override != nil:
+		g.limiter = override
+	case !rl.Enabled:
+	case rl.RedisURL == "":
+		g.limiter = ratelimit.NewMemory(nil)
+	default:
+		client, err := ratelimit.NewRedisClient(rl.RedisURL.Value(), rl.RedisTimeout)
+		if err != nil {
+			return fmt.Errorf("ratelimit.redis_url: %w", err)
+		}
+		g.redis = client
+		g.limiter = ratelimit.NewFallback(
+			ratelimit.NewRedis(client, rl.KeyPrefix, rl.RedisTimeout),
+			ratelimit.NewMemory(nil), rl.RedisRetry, g.logger, g.metrics.fallback.Inc)
+	}
+	return nil
+}
+
+// withCORS answers preflights and adds CORS headers for the configured
+// origins, with the header lists Connect, gRPC-Web and the gateway's own
+// responses need. Without origins it adds nothing.
+func (g *Gateway) withCORS(next http.Handler) http.Handler {
+	if len(g.cfg.CORS.AllowedOrigins) == 0 {
+		return next
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: g.cfg.CORS.AllowedOrigins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", rpc.RequestIDHeader, traceparent, tracestate),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), rpc.RequestIDHeader,
+			"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"),
+		MaxAge: int(g.cfg.CORS.MaxAge / time.Second),
+	}).Handler(next)
+}
+
+// Handler returns the gateway's handler: routes, /healthz, /readyz and the
+// metrics.
+func (g *Gateway) Handler() http.Handler { return g }
+
+// Ready reports whether the gateway has its first catalog and is not
+// shutting down.
+func (g *Gateway) Ready() bool { return g.ready.Load() && !g.draining.Load() }
+
+// WaitCatalog blocks until Consul answered the first catalog query, then
+// marks the gateway ready.
+func (g *Gateway) WaitCatalog(ctx context.Context) error {
+	if err := g.catalog.Wait(ctx); err != nil {
+		return err
+	}
+	g.ready.Store(true)
+	return nil
+}
+
+// Close stops the watchers and closes the upstream and Redis connections.
+func (g *Gateway) Close() {
+	g.catalog.Close()
+	g.clients.Close()
+	if g.redis != nil {
+		_ = g.redis.Close()
+	}
+}
+
+// state is what one request carries from the handler to the proxy's
+// callbacks and back to the access log.
+type state struct {
+	route     string // metric label
+	upstream  string // Consul service
+	forwarded string // X-Forwarded-For to send
+	principal string
+}
+
+type stateKey struct{}
+
+// ServeHTTP implements http.Handler: every request gets an ID, a trace
+// context, an access log line and its metrics.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	g.metrics.inFlight.Inc()
+	defer g.metrics.inFlight.Dec()
+
+	id := r.Header.Get(rpc.RequestIDHeader)
+	if !rpc.ValidRequestID(id) {
+		id = randomHex(16)
+		r.Header.Set(rpc.RequestIDHeader, id)
+	}
+	w.Header().Set(rpc.RequestIDHeader, id)
+	traceID := propagateTrace(r.Header)
+
+	st := &state{route: routeUnknown}
+	ctx := context.WithValue(logging.WithRequestID(r.Context(), id), stateKey{}, st)
+	rec := &recorder{ResponseWriter: w}
+	g.handler.ServeHTTP(rec, r.WithContext(ctx))
+
+	elapsed := time.Since(start)
+	code := rec.code()
+	g.metrics.requests.WithLabelValues(st.route, code).Inc()
+	g.metrics.duration.WithLabelValues(st.route).Observe(elapsed.Seconds())
+	if g.logger.Enabled(ctx, slog.LevelInfo) {
+		g.logger.LogAttrs(ctx, slog.LevelInfo, "request",
+			slog.String("request_id", id),
+			slog.String("trace_id", traceID),
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.String("route", st.route),
+			slog.String("upstream", st.upstream),
+			slog.String("principal", st.principal),
+			slog.String("client", r.RemoteAddr),
+			slog.String("proto", r.Proto),
+			slog.Int("status", max(rec.status, http.StatusOK)),
+			slog.String("code", code),
+			slog.Duration("latency", elapsed))
+	}
+}
+
+// route serves one request after CORS.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
+	st := r.Context().Value(stateKey{}).(*state)
+	switch path := r.URL.Path; {
+	case path == "/healthz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	case path == "/readyz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !g.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	case g.cfg.Gateway.MetricsPath != "" && path == g.cfg.Gateway.MetricsPath:
+		promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	case path == routeJWKS:
+		st.route = routeJWKS
+		g.serveJWKS(w, r, st)
+	default:
+		g.serveProcedure(w, r, st)
+	}
+}
+
+// serveJWKS passes the Auth service's key set through, for clients and
+// resource servers outside the platform that verify tokens themselves.
+func (g *Gateway) serveJWKS(w http.ResponseWriter, r *http.Request, st *state) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	stripTrusted(r.Header)
+	r.Header.Del("Authorization")
+	client, forwarded := clientAddr(r, g.trusted)
+	st.forwarded = forwarded
+	if !g.allow(w, r, st, g.buckets(client, nil, "")) {
+		return
+	}
+	st.upstream = g.cfg.Gateway.JWKSService
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Routes.UnaryTimeout)
+	defer cancel()
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *state) {
+	rt, ok := g.routes[r.URL.Path]
+	if !ok || !rt.routable() {
+		// An internal procedure answers exactly as a missing one, so its
+		// existence is not confirmed from outside.
+		g.writeError(w, r, connect.CodeUnimplemented, "procedure not found")
+		return
+	}
+	st.route = rt.procedure
+	upstream, ok := g.catalog.Routes()[rt.service]
+	if !ok {
+		g.writeError(w, r, connect.CodeUnavailable, "service unavailable")
+		return
+	}
+	stripTrusted(r.Header)
+	client, forwarded := clientAddr(r, g.trusted)
+	st.forwarded = forwarded
+
+	if r.ContentLength > g.cfg.Limits.MaxBodyBytes {
+		g.writeError(w, r, connect.CodeResourceExhausted, "request too large")
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBodyBytes)
+	}
+
+	// The token is checked before the rate limit so that the user's bucket
+	// applies, but a refusal is sent only after the limit, so that failed
+	// attempts cost the client's IP bucket like any other request.
+	var (
+		principal authn.Principal
+		authErr   error
+	)
+	if token, found := bearer(r.Header); found {
+		principal, authErr = g.verifier.Authenticate(r.Context(), token)
+	} else {
+		authErr = authn.ErrTokenMissing
+	}
+	user := ""
+	if authErr == nil {
+		user = principal.Subject
+		st.principal = "user:" + user
+	}
+	if !g.allow(w, r, st, g.buckets(client, rt, user)) {
+		return
+	}
+	if rt.rule.Level == optionsv1.Access_ACCESS_AUTHENTICATED && authErr != nil {
+		// The reason stays in the log; the client learns only that its token
+		// did not do, as from the services.
+		g.logger.DebugContext(r.Context(), "access token refused", "route", rt.procedure, "err", authErr)
+		g.writeError(w, r, connect.CodeUnauthenticated, "missing or invalid access token")
+		return
+	}
+
+	if !rt.clientStream {
+		if err := bufferBody(r); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				g.writeError(w, r, connect.CodeResourceExhausted, "request too large")
+				return
+			}
+			g.writeError(w, r, connect.CodeCanceled, "request body not received")
+			return
+		}
+	}
+
+	st.upstream = upstream
+	ctx, cancel := context.WithTimeout(r.Context(), rt.timeout)
+	defer cancel()
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// bearer returns the token of an Authorization: Bearer header.
+func bearer(h http.Header) (string, bool) {
+	v := h.Get("Authorization")
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:]), true
+	}
+	return "", false
+}
+
+// bufferBody reads a small unary request body into memory and lets it be
+// read again, so that the balancer may retry the call on another instance
+// when the first refused the connection. Larger bodies stay streamed.
+func bufferBody(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength > retryBodyMax {
+		return nil
+	}
+	size := retryBodyMax + 1
+	if r.ContentLength >= 0 {
+		size = int(r.ContentLength) + 1
+	}
+	buf := make([]byte, 0, min(size, 4096))
+	b := bytes.NewBuffer(buf)
+	n, err := b.ReadFrom(io.LimitReader(r.Body, retryBodyMax+1))
+	if err != nil {
+		return err
+	}
+	data := b.Bytes()
+	if n > retryBodyMax { // larger than it said, or of unknown size: stream the rest
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(data), r.Body), r.Body}
+		return nil
+	}
+	_ = r.Body.Close()
+	r.ContentLength = n
+	r.Body = io.NopCloser(bytes.NewReader(data))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	return nil
+}
+
+// buckets lists the buckets a request falls in.
+func (g *Gateway) buckets(client netip.Addr, rt *route, user string) []ratelimit.Bucket {
+	if g.limiter == nil {
+		return nil
+	}
+	rl := g.cfg.RateLimit
+	key := limitKey(client)
+	b := make([]ratelimit.Bucket, 0, 3)
+	b = append(b, ratelimit.Bucket{Name: "ip", Key: key, Limit: ratelimit.Limit{Rate: rl.IPRate, Burst: rl.IPBurst}})
+	if rt != nil && rt.credential {
+		b = append(b, ratelimit.Bucket{Name: "credential", Key: key, Limit: ratelimit.Limit{Rate: rl.CredentialRate, Burst: rl.CredentialBurst}})
+	}
+	if user != "" {
+		b = append(b, ratelimit.Bucket{Name: "user", Key: user, Limit: ratelimit.Limit{Rate: rl.UserRate, Burst: rl.UserBurst}})
+	}
+	return b
+}
+
+// allow applies the rate limits, sets the RateLimit headers
+// (draft-ietf-httpapi-ratelimit-headers) and, over the limit, answers
+// ResourceExhausted (HTTP 429) with Retry-After. It reports whether the
+// request may go on.
+func (g *Gateway) allow(w http.ResponseWriter, r *http.Request, st *state, buckets []ratelimit.Bucket) bool {
+	if len(buckets) == 0 {
+		return true
+	}
+	d, err := g.limiter.Allow(r.Context(), buckets...)
+	if err != nil {
+		// Only a custom limiter can fail here (Fallback never does): let
+		// the request through rather than refuse everyone, but say so.
+		g.logger.ErrorContext(r.Context(), "rate limiter failed; request let through", "err", err)
+		return true
+	}
+	if d.Bucket == "" {
+		return true
+	}
+	h := w.Header()
+	burst := max(d.Limit.Burst, 1)
+	h.Set("RateLimit-Policy", strconv.Itoa(burst)+";w="+strconv.Itoa(int(d.Limit.Window().Round(time.Second)/time.Second)))
+	h.Set("RateLimit-Limit", strconv.Itoa(burst))
+	h.Set("RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
+	h.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(d.Reset)))
+	if d.Allowed {
+		return true
+	}
+	h.Set("Retry-After", strconv.Itoa(max(ceilSeconds(d.RetryAfter), 1)))
+	g.metrics.rejected.WithLabelValues(st.route, d.Bucket).Inc()
+	g.writeError(w, r, connect.CodeResourceExhausted, "rate limit exceeded")
+	return false
+}
+
+func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+
+// rewrite turns the client's request into the upstream one. ReverseProxy
+// has already removed hop-by-hop headers (but kept "TE: trailers", which
+// gRPC needs), Forwarded and X-Forwarded-*.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(stateKey{}).(*state)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = st.upstream // resolved to an instance by the balancer
+	pr.Out.Host = ""
+	pr.Out.Header.Set("X-Forwarded-For", st.forwarded)
+	pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+	if pr.In.TLS != nil {
+		pr.Out.Header.Set("X-Forwarded-Proto", "https")
+	} else {
+		pr.Out.Header.Set("X-Forwarded-Proto", "http")
+	}
+}
+
+// upstreamError answers a request that got no response from upstream.
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	st := r.Context().Value(stateKey{}).(*state)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		g.writeError(w, r, connect.CodeResourceExhausted, "request too large")
+		return
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		w.WriteHeader(499)
+		return
+	}
+	g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+	if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil {
+		g.writeError(w, r, connect.CodeDeadlineExceeded, "deadline exceeded")
+		return
+	}
+	g.logger.WarnContext(r.Context(), "upstream failed", "route", st.route, "upstream", st.upstream, "err", err)
+	g.writeError(w, r, connect.CodeUnavailable, "service unavailable")
+}
+
+// writeError answers with a Connect error in the form the client's protocol
+// expects: Connect JSON with the matching HTTP status (404 for
+// Unimplemented, 401, 429, ...), or HTTP 200 with grpc-status for gRPC and
+// gRPC-Web. The message is fixed: nothing internal reaches the client.
+func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, code connect.Code, msg string) {
+	if code == connect.CodeUnimplemented && unaryOrUnknown(r) {
+		// Connect maps Unimplemented to 501, but a procedure the gateway does
+		// not route is missing, as a service's own mux would say with 404;
+		// Connect clients read the code from the body either way.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"code":"unimplemented","message":"`+msg+`"}`)
+		return
+	}
+	_ = g.errors.Write(w, r, connect.NewError(code, errors.New(msg)))
+}
+
+// unaryOrUnknown reports whether r is neither gRPC, gRPC-Web nor a Connect
+// stream: a Connect unary call, or something that is no RPC at all.
+func unaryOrUnknown(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return !strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/connect+")
+}
+
+// bufferPool recycles the buffers ReverseProxy copies bodies through,
+// which would otherwise be 32 KiB of garbage per request.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// Serve serves on ln until ctx ends, then drains: /readyz turns 503, new
+// connections are refused, and in-flight requests — streams included — get
+// up to gateway.shutdown_timeout to finish before their connections are
+// closed. It returns nil after a clean drain.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	lim := g.cfg.Limits
+	srv := &http.Server{
+		Handler:           g,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		Protocols:         new(http.Protocols),
+		HTTP2:             &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20},
+		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c with prior knowledge
+
+	waitCtx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	go func() {
+		if err := g.WaitCatalog(waitCtx); err != nil && waitCtx.Err() == nil {
+			g.logger.Error("catalog", "err", err)
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	g.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	g.draining.Store(true)
+	g.logger.Info("draining", "timeout", g.cfg.Gateway.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Gateway.ShutdownTimeout)
+	defer cancel()
+	var shutdownErr error
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+		shutdownErr = fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return errors.Join(shutdownErr, fmt.Errorf("serve %s: %w", ln.Addr(), err))
+	}
+	g.logger.Info("stopped")
+	return shutdownErr
+}

@@ -1,0 +1,365 @@
+package edge_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/authn/authntest"
+	"portcullis.dev/kernel/rpc"
+	auditv1 "portcullis.dev/proto/audit/v1"
+	"portcullis.dev/proto/audit/v1/auditv1connect"
+	identityv1 "portcullis.dev/proto/identity/v1"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+)
+
+// TestEdge runs the gateway against one Consul with an Identity and an
+// Audit instance; each subtest starts the gateways it needs.
+func TestEdge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startIdentity(t, "id-1")
+	audit := &auditServer{release: make(chan struct{}), events: 3}
+	e.startAudit(t, audit)
+	gw := e.startGateway(t, e.config(t))
+	token := e.auth.Issue(authntest.WithSubject("user-42"))
+
+	// The instances turn healthy within a check interval or so.
+	ident := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := ident.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@b.c"}))
+		assert.NoError(c, err)
+	}, 15*time.Second, 50*time.Millisecond)
+
+	t.Run("protocols", func(t *testing.T) {
+		t.Parallel()
+		for _, p := range protocols() {
+			t.Run(p.name, func(t *testing.T) {
+				c := identityv1connect.NewIdentityServiceClient(p.client, gw.url, p.opts...)
+				res, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@b.c", DisplayName: strings.Repeat("x", 1000)}))
+				require.NoError(t, err)
+				assert.Equal(t, "a@b.c", res.Msg.GetUser().GetEmail())
+				assert.Equal(t, "from-id-1", res.Trailer().Get("X-Test-Trailer"), "trailers pass")
+
+				req := connect.NewRequest(&identityv1.GetMeRequest{})
+				bearerHeader(token)(req.Header())
+				me, err := c.GetMe(t.Context(), req)
+				require.NoError(t, err)
+				assert.Equal(t, "user-42", me.Msg.GetUser().GetId(), "the token reaches the service")
+
+				_, err = c.GetMe(t.Context(), connect.NewRequest(&identityv1.GetMeRequest{}))
+				assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+
+				// An error status of the service, carried in gRPC trailers.
+				_, err = c.GetUser(t.Context(), withToken(connect.NewRequest(&identityv1.GetUserRequest{UserId: "x"}), token))
+				assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
+
+				// Internal procedures do not exist from outside.
+				_, err = c.VerifyCredentials(t.Context(), connect.NewRequest(&identityv1.VerifyCredentialsRequest{}))
+				assert.Equal(t, connect.CodeUnimplemented, connect.CodeOf(err))
+
+				a := auditv1connect.NewAuditServiceClient(p.client, gw.url, p.opts...)
+				_, err = a.Record(t.Context(), connect.NewRequest(&auditv1.RecordRequest{}))
+				assert.Equal(t, connect.CodeUnimplemented, connect.CodeOf(err))
+			})
+		}
+	})
+
+	t.Run("internal and unknown procedures are 404", func(t *testing.T) {
+		t.Parallel()
+		for _, path := range []string{
+			identityv1connect.IdentityServiceVerifyCredentialsProcedure,
+			auditv1connect.AuditServiceRecordProcedure,
+			"/portcullis.identity.v1.IdentityService/Nope",
+			"/grpc.health.v1.Health/Check",
+			"/nope",
+		} {
+			resp, err := http.Post(gw.url+path, "application/json", strings.NewReader("{}"))
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			assert.Equal(t, http.StatusNotFound, resp.StatusCode, path)
+			assert.Contains(t, string(body), `"code":"unimplemented"`, path)
+		}
+	})
+
+	t.Run("server streaming", func(t *testing.T) {
+		t.Parallel()
+		p := protocols()[2] // gRPC over h2c
+		c := auditv1connect.NewAuditServiceClient(p.client, gw.url, p.opts...)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		stream, err := c.ExportEvents(ctx, withToken(connect.NewRequest(&auditv1.ExportEventsRequest{}), token))
+		require.NoError(t, err)
+		require.True(t, stream.Receive(), "the first event arrives while the stream is open: %v", stream.Err())
+		assert.Equal(t, int64(1), stream.Msg().GetEvent().GetSequence())
+		close(audit.release)
+		var seqs []int64
+		for stream.Receive() {
+			seqs = append(seqs, stream.Msg().GetEvent().GetSequence())
+		}
+		require.NoError(t, stream.Err())
+		assert.Equal(t, []int64{2, 3}, seqs)
+		require.NoError(t, stream.Close())
+
+		// And over Connect on HTTP/1.1, now that the server does not wait.
+		c = auditv1connect.NewAuditServiceClient(http.DefaultClient, gw.url)
+		stream, err = c.ExportEvents(ctx, withToken(connect.NewRequest(&auditv1.ExportEventsRequest{}), token))
+		require.NoError(t, err)
+		n := 0
+		for stream.Receive() {
+			n++
+		}
+		require.NoError(t, stream.Err())
+		assert.Equal(t, 3, n)
+
+		_, err = c.ExportEvents(ctx, connect.NewRequest(&auditv1.ExportEventsRequest{}))
+		if err == nil {
+			s, _ := c.ExportEvents(ctx, connect.NewRequest(&auditv1.ExportEventsRequest{}))
+			s.Receive()
+			err = s.Err()
+		}
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+	})
+
+	t.Run("headers", func(t *testing.T) {
+		t.Parallel()
+		const trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		for _, tc := range []struct {
+			name                string
+			in                  map[string]string
+			wantRequestID       string // empty: a new one
+			wantTraceID         string // empty: a new one
+			wantTracestateEmpty bool
+		}{
+			{name: "sane request ID and trace kept",
+				in:            map[string]string{"X-Request-Id": "req-123", "Traceparent": trace, "Tracestate": "a=b"},
+				wantRequestID: "req-123", wantTraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+			{name: "forged values replaced",
+				in: map[string]string{
+					"X-Request-Id": "evil\"id", "Traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+					"Tracestate": "a=b", rpc.ServiceTokenHeader: "forged", "X-Forwarded-For": "1.2.3.4", "X-Real-Ip": "1.2.3.4",
+				},
+				wantTracestateEmpty: true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
+				req := connect.NewRequest(&identityv1.CreateUserRequest{})
+				for k, v := range tc.in {
+					req.Header().Set(k, v)
+				}
+				res, err := c.CreateUser(t.Context(), req)
+				require.NoError(t, err)
+				seen := func(h string) string { return res.Header().Get("X-Seen-" + h) }
+				assert.Empty(t, seen(rpc.ServiceTokenHeader), "service token stripped")
+				assert.Empty(t, seen("X-Real-Ip"))
+				assert.Equal(t, "127.0.0.1", seen("X-Forwarded-For"), "the client's XFF is not believed")
+				id := seen(rpc.RequestIDHeader)
+				assert.Equal(t, id, res.Header().Get(rpc.RequestIDHeader), "the client gets the ID back")
+				if tc.wantRequestID != "" {
+					assert.Equal(t, tc.wantRequestID, id)
+				} else {
+					assert.Len(t, id, 32)
+				}
+				tp := seen("Traceparent")
+				require.Len(t, tp, 55)
+				if tc.wantTraceID != "" {
+					assert.Equal(t, tc.wantTraceID, tp[3:35])
+					assert.NotEqual(t, trace, tp, "the gateway is the new parent")
+					assert.Equal(t, "a=b", seen("Tracestate"))
+				} else {
+					assert.NotEqual(t, strings.Repeat("0", 32), tp[3:35])
+				}
+				if tc.wantTracestateEmpty {
+					assert.Empty(t, seen("Tracestate"))
+				}
+			})
+		}
+	})
+
+	t.Run("JWT attacks refused at the edge", func(t *testing.T) {
+		t.Parallel()
+		a := e.auth
+		pub := a.PublicKey(a.KeyID()).(ed25519.PublicKey)
+		parts := strings.Split(a.Issue(), ".")
+		tampered := parts[0] + "." + strings.Split(a.Issue(authntest.WithSubject("admin")), ".")[1] + "." + parts[2]
+		now := time.Now()
+		attacks := map[string]string{
+			"alg none":           a.Issue(authntest.WithAlgNone()),
+			"HS256 with pub key": a.Issue(authntest.WithHS256(pub)),
+			"unknown kid":        a.Issue(authntest.WithHeader("kid", "no-such-key")),
+			"expired":            a.Issue(authntest.WithIssuedAt(now.Add(-2*time.Hour)), authntest.WithExpiry(now.Add(-time.Hour))),
+			"not yet valid":      a.Issue(authntest.WithNotBefore(now.Add(time.Hour))),
+			"wrong iss":          a.Issue(authntest.WithIssuer("https://evil.example")),
+			"wrong aud":          a.Issue(authntest.WithAudience("someone-else")),
+			"tampered payload":   tampered,
+			"garbage":            "not.a.jwt",
+			"empty":              "",
+		}
+		c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
+		inst := e.identity
+		for name, tok := range attacks {
+			t.Run(name, func(t *testing.T) {
+				before := inst.getMe.Load()
+				_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), tok))
+				assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+				assert.Equal(t, before, inst.getMe.Load(), "refused before reaching the service")
+			})
+		}
+	})
+
+	t.Run("JWKS routed to the Auth service", func(t *testing.T) {
+		t.Parallel()
+		resp, err := http.Get(gw.url + "/.well-known/jwks.json")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Contains(t, string(body), e.auth.KeyID())
+	})
+
+	t.Run("body cap", func(t *testing.T) {
+		t.Parallel()
+		cfg := e.config(t)
+		cfg.Limits.MaxBodyBytes = 512
+		small := e.startGateway(t, cfg)
+		for _, p := range protocols() {
+			c := identityv1connect.NewIdentityServiceClient(p.client, small.url, p.opts...)
+			_, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{DisplayName: strings.Repeat("x", 2048)}))
+			assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(err), p.name)
+			_, err = c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{DisplayName: "ok"}))
+			assert.NoError(t, err, p.name)
+		}
+	})
+
+	t.Run("CORS", func(t *testing.T) {
+		t.Parallel()
+		cfg := e.config(t)
+		cfg.CORS.AllowedOrigins = []string{"http://localhost:*"}
+		cg := e.startGateway(t, cfg)
+		path := cg.url + identityv1connect.IdentityServiceCreateUserProcedure
+		for _, tc := range []struct {
+			origin string
+			allow  bool
+		}{{"http://localhost:5173", true}, {"https://evil.example", false}} {
+			pre, err := http.NewRequest(http.MethodOptions, path, nil)
+			require.NoError(t, err)
+			pre.Header.Set("Origin", tc.origin)
+			pre.Header.Set("Access-Control-Request-Method", "POST")
+			// Browsers send the list lowercase and sorted (Fetch standard); rs/cors relies on it.
+			pre.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type")
+			resp, err := http.DefaultClient.Do(pre)
+			require.NoError(t, err)
+			_ = resp.Body.Close()
+			post, err := http.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
+			require.NoError(t, err)
+			post.Header.Set("Origin", tc.origin)
+			post.Header.Set("Content-Type", "application/json")
+			actual, err := http.DefaultClient.Do(post)
+			require.NoError(t, err)
+			_ = actual.Body.Close()
+			assert.Equal(t, http.StatusOK, actual.StatusCode)
+			if tc.allow {
+				assert.Less(t, resp.StatusCode, 300)
+				assert.Equal(t, tc.origin, resp.Header.Get("Access-Control-Allow-Origin"))
+				assert.Contains(t, strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "connect-protocol-version")
+				assert.Equal(t, tc.origin, actual.Header.Get("Access-Control-Allow-Origin"))
+				assert.Contains(t, actual.Header.Get("Access-Control-Expose-Headers"), "Grpc-Status")
+			} else {
+				for k := range resp.Header {
+					assert.False(t, strings.HasPrefix(k, "Access-Control-Allow"), "preflight from %s: %s", tc.origin, k)
+				}
+				for k := range actual.Header {
+					assert.False(t, strings.HasPrefix(k, "Access-Control-Allow"), "request from %s: %s", tc.origin, k)
+				}
+			}
+		}
+	})
+
+	t.Run("rate limits", func(t *testing.T) { testRateLimits(t, e) })
+}
+
+func withToken[T any](req *connect.Request[T], token string) *connect.Request[T] {
+	req.Header().Set("Authorization", "Bearer "+token)
+	return req
+}
+
+// TestRoutingFollowsHealth: an instance that turns critical in Consul stops
+// receiving calls, and receives them again when it turns healthy.
+func TestRoutingFollowsHealth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gw := e.startGateway(t, e.config(t))
+	c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
+	call := func() error {
+		_, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{}))
+		return err
+	}
+	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(call()), "no instance yet")
+
+	inst := e.startIdentity(t, "id-1")
+	start := time.Now()
+	require.EventuallyWithT(t, func(c *assert.CollectT) { assert.NoError(c, call()) }, 15*time.Second, 20*time.Millisecond)
+	t.Logf("routed %v after the instance started", time.Since(start))
+
+	inst.ready.Store(false)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, connect.CodeUnavailable, connect.CodeOf(call()))
+	}, 15*time.Second, 20*time.Millisecond)
+
+	inst.ready.Store(true)
+	require.EventuallyWithT(t, func(c *assert.CollectT) { assert.NoError(c, call()) }, 15*time.Second, 20*time.Millisecond)
+}
+
+// TestSurvivesInstanceKill: with two instances, killing one abruptly loses
+// no call: a connection refused is retried on the other.
+func TestSurvivesInstanceKill(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.startIdentity(t, "id-a")
+	e.startIdentity(t, "id-b")
+	gw := e.startGateway(t, e.config(t))
+	c := identityv1connect.NewIdentityServiceClient(h2cClient(), gw.url)
+	seen := map[string]bool{}
+	require.EventuallyWithT(t, func(col *assert.CollectT) {
+		res, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{}))
+		if assert.NoError(col, err) {
+			seen[res.Msg.GetUser().GetId()] = true
+		}
+		assert.Len(col, seen, 2, "both instances serve")
+	}, 15*time.Second, 10*time.Millisecond)
+
+	a.ln.kill()
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Int64
+		served sync.Map
+	)
+	for range 4 {
+		wg.Go(func() {
+			for range 25 {
+				res, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{}))
+				if err != nil {
+					failed.Add(1)
+					t.Log(err)
+					continue
+				}
+				served.Store(res.Msg.GetUser().GetId(), true)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Zero(t, failed.Load(), "calls lost after one instance died")
+	_, fromDead := served.Load("id-a")
+	assert.False(t, fromDead)
+}

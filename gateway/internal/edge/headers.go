@@ -1,0 +1,138 @@
+package edge
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// Headers that a client must not be able to set, because the services (or
+// anything behind the gateway) would believe them. The X-Forwarded-* family
+// and Forwarded are removed by httputil.ReverseProxy's Rewrite mode and set
+// again by the gateway.
+const (
+	trustedPrefix = "X-Portcullis-" // rpc.ServiceTokenHeader and any future one
+	traceparent   = "Traceparent"
+	tracestate    = "Tracestate"
+)
+
+// stripTrusted removes every header the services trust from the gateway or
+// from each other.
+func stripTrusted(h http.Header) {
+	for k := range h {
+		if strings.HasPrefix(k, trustedPrefix) {
+			delete(h, k)
+		}
+	}
+	h.Del("X-Real-Ip")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// propagateTrace makes the request carry a W3C traceparent
+// (https://www.w3.org/TR/trace-context/) whose parent is the gateway: a
+// valid incoming one keeps its trace ID and flags and gets a new parent ID;
+// otherwise a new trace starts and any tracestate, which belonged to the
+// invalid parent, is dropped. It returns the trace ID.
+func propagateTrace(h http.Header) string {
+	traceID, flags, ok := parseTraceparent(h.Get(traceparent))
+	if !ok {
+		traceID, flags = randomHex(16), "00"
+		h.Del(tracestate)
+	}
+	h.Set(traceparent, "00-"+traceID+"-"+randomHex(8)+"-"+flags)
+	return traceID
+}
+
+// parseTraceparent parses version-format-version 00 of traceparent, and the
+// first four fields of a later version as the spec requires.
+func parseTraceparent(v string) (traceID, flags string, ok bool) {
+	if len(v) < 55 || (len(v) > 55 && (v[:2] == "00" || v[55] != '-')) {
+		return "", "", false
+	}
+	if v[2] != '-' || v[35] != '-' || v[52] != '-' || v[:2] == "ff" {
+		return "", "", false
+	}
+	version, traceID, parent, flags := v[:2], v[3:35], v[36:52], v[53:55]
+	if !lowerHex(version) || !lowerHex(traceID) || !lowerHex(parent) || !lowerHex(flags) ||
+		allZero(traceID) || allZero(parent) {
+		return "", "", false
+	}
+	return traceID, flags, true
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero(s string) bool { return strings.Trim(s, "0") == "" }
+
+// clientAddr returns the client's IP address and the X-Forwarded-For value
+// to send upstream. The TCP peer is the client unless it is a trusted proxy;
+// then X-Forwarded-For is read from the right, and the first address that
+// is not a trusted proxy is the client. A client cannot make itself look
+// like someone else by sending X-Forwarded-For directly.
+func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
+	peer := remoteIP(r.RemoteAddr)
+	if !isTrusted(peer, trusted) {
+		return peer, peer.String()
+	}
+	chain := strings.Join(r.Header.Values("X-Forwarded-For"), ",")
+	client := peer
+	parts := strings.Split(chain, ",")
+	for i := len(parts) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
+		if err != nil {
+			break
+		}
+		client = a.Unmap()
+		if !isTrusted(client, trusted) {
+			break
+		}
+	}
+	if strings.TrimSpace(chain) == "" {
+		return client, peer.String()
+	}
+	return client, chain + ", " + peer.String()
+}
+
+func remoteIP(remote string) netip.Addr {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// limitKey is the rate-limit key of a client address: an IPv6 client gets
+// its /64, the smallest block one subscriber usually holds, or rotating
+// through its addresses would evade the limit.
+func limitKey(a netip.Addr) string {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}

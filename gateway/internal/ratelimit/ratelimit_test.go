@@ -1,0 +1,154 @@
+package ratelimit_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/kerneltest"
+
+	"portcullis.dev/gateway/internal/ratelimit"
+	"portcullis.dev/gateway/internal/ratelimit/ratelimittest"
+)
+
+// implementations runs the same suite against every Limiter.
+func implementations(t *testing.T) map[string]func(t *testing.T) ratelimit.Limiter {
+	return map[string]func(t *testing.T) ratelimit.Limiter{
+		"memory": func(*testing.T) ratelimit.Limiter { return ratelimit.NewMemory(nil) },
+		"redis": func(t *testing.T) ratelimit.Limiter {
+			url, prefix := ratelimittest.Redis(t)
+			client, err := ratelimit.NewRedisClient(url, time.Second)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = client.Close() })
+			return ratelimit.NewRedis(client, prefix, time.Second)
+		},
+	}
+}
+
+func TestLimiters(t *testing.T) {
+	t.Parallel()
+	for name, newLimiter := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			t.Run("burst then refuse", func(t *testing.T) {
+				t.Parallel()
+				l := newLimiter(t)
+				b := ratelimit.Bucket{Name: "ip", Key: "10.0.0.1", Limit: ratelimit.Limit{Rate: 1, Burst: 5}}
+				for i := range 5 {
+					d, err := l.Allow(t.Context(), b)
+					require.NoError(t, err)
+					require.True(t, d.Allowed, "request %d", i)
+					assert.Equal(t, 4-i, d.Remaining)
+					assert.Equal(t, "ip", d.Bucket)
+				}
+				d, err := l.Allow(t.Context(), b)
+				require.NoError(t, err)
+				assert.False(t, d.Allowed)
+				assert.Greater(t, d.RetryAfter, 900*time.Millisecond)
+				assert.LessOrEqual(t, d.RetryAfter, time.Second)
+				assert.InDelta(t, 5*time.Second, d.Reset, float64(200*time.Millisecond))
+				other, err := l.Allow(t.Context(), ratelimit.Bucket{Name: "ip", Key: "10.0.0.2", Limit: b.Limit})
+				require.NoError(t, err)
+				assert.True(t, other.Allowed, "buckets are per key")
+			})
+			t.Run("all buckets or none", func(t *testing.T) {
+				t.Parallel()
+				l := newLimiter(t)
+				wide := ratelimit.Bucket{Name: "ip", Key: "k", Limit: ratelimit.Limit{Rate: 0.01, Burst: 10}}
+				narrow := ratelimit.Bucket{Name: "credential", Key: "k", Limit: ratelimit.Limit{Rate: 0.01, Burst: 2}}
+				for range 2 {
+					d, err := l.Allow(t.Context(), wide, narrow)
+					require.NoError(t, err)
+					require.True(t, d.Allowed)
+				}
+				for range 3 {
+					d, err := l.Allow(t.Context(), wide, narrow)
+					require.NoError(t, err)
+					require.False(t, d.Allowed)
+					assert.Equal(t, "credential", d.Bucket)
+				}
+				d, err := l.Allow(t.Context(), wide)
+				require.NoError(t, err)
+				assert.True(t, d.Allowed)
+				assert.Equal(t, 7, d.Remaining, "refusals took no token from the wide bucket")
+			})
+			t.Run("disabled buckets are ignored", func(t *testing.T) {
+				t.Parallel()
+				l := newLimiter(t)
+				for range 3 {
+					d, err := l.Allow(t.Context(), ratelimit.Bucket{Name: "ip", Key: "k", Limit: ratelimit.Limit{Rate: 0, Burst: 1}})
+					require.NoError(t, err)
+					assert.True(t, d.Allowed)
+				}
+			})
+			t.Run("holds within 5% under 10x overload", func(t *testing.T) {
+				t.Parallel()
+				l := newLimiter(t)
+				limit := ratelimit.Limit{Rate: 100, Burst: 10}
+				b := ratelimit.Bucket{Name: "ip", Key: "k", Limit: limit}
+				r := ratelimittest.Overload(10*limit.Rate, 1500*time.Millisecond, 8, func() bool {
+					d, err := l.Allow(context.Background(), b)
+					return err == nil && d.Allowed
+				})
+				want := r.Expected(limit.Rate, limit.Burst)
+				t.Logf("offered %d, allowed %d in %v; expected %.1f", r.Offered, r.Allowed, r.Elapsed, want)
+				assert.Greater(t, float64(r.Offered), 5*want, "the load was an overload")
+				assert.InEpsilon(t, want, float64(r.Allowed), 0.05)
+			})
+		})
+	}
+}
+
+// TestRedisSharedAcrossGateways: two limiters on one Redis, as two gateways
+// are, hold one limit between them.
+func TestRedisSharedAcrossGateways(t *testing.T) {
+	t.Parallel()
+	url, prefix := ratelimittest.Redis(t)
+	var limiters []ratelimit.Limiter
+	for range 2 {
+		c, err := ratelimit.NewRedisClient(url, time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		limiters = append(limiters, ratelimit.NewRedis(c, prefix, time.Second))
+	}
+	limit := ratelimit.Limit{Rate: 100, Burst: 10}
+	var n atomic.Int64
+	r := ratelimittest.Overload(10*limit.Rate, 1500*time.Millisecond, 8, func() bool {
+		d, err := limiters[n.Add(1)%2].Allow(context.Background(), ratelimit.Bucket{Name: "ip", Key: "k", Limit: limit})
+		return err == nil && d.Allowed
+	})
+	want := r.Expected(limit.Rate, limit.Burst)
+	t.Logf("offered %d, allowed %d in %v; expected %.1f", r.Offered, r.Allowed, r.Elapsed, want)
+	assert.InEpsilon(t, want, float64(r.Allowed), 0.05)
+}
+
+// TestFallbackWhenRedisDown: with Redis unreachable, decisions are made
+// locally — still limiting — and the outage is logged once.
+func TestFallbackWhenRedisDown(t *testing.T) {
+	t.Parallel()
+	client, err := ratelimit.NewRedisClient("redis://127.0.0.1:1/0", 50*time.Millisecond)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	var logs kerneltest.Buffer
+	var fallbacks atomic.Int64
+	f := ratelimit.NewFallback(ratelimit.NewRedis(client, "x:", 50*time.Millisecond), ratelimit.NewMemory(nil),
+		time.Minute, slog.New(slog.NewTextHandler(&logs, nil)), func() { fallbacks.Add(1) })
+	b := ratelimit.Bucket{Name: "ip", Key: "k", Limit: ratelimit.Limit{Rate: 0.01, Burst: 3}}
+	var allowed int
+	for range 10 {
+		d, err := f.Allow(t.Context(), b)
+		require.NoError(t, err)
+		if d.Allowed {
+			allowed++
+		}
+	}
+	assert.Equal(t, 3, allowed, "local limits hold: neither fail open nor refuse all")
+	assert.Equal(t, int64(10), fallbacks.Load())
+	assert.Equal(t, 1, strings.Count(logs.String(), "shared rate limits unavailable"))
+}

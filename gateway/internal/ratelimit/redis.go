@@ -1,0 +1,114 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// gcra is the algorithm of [Memory.Allow] in Lua, so that a decision over
+// several buckets is one atomic step in Redis however many gateways ask.
+// The time is Redis's own, so gateways with skewed clocks agree. Times are
+// microseconds, which a Lua number (a double) holds exactly; they are
+// written with %.0f because Lua's default formatting keeps 14 digits.
+//
+// KEYS: the buckets. ARGV: for each, its emission interval and its
+// tolerance (interval × burst) in µs. Returns {allowed, index of the
+// deciding bucket (1-based), retry after µs, remaining, reset µs}.
+var gcra = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local news = {}
+local worst, worst_retry = 0, 0
+for i = 1, #KEYS do
+  local T = tonumber(ARGV[2*i-1])
+  local tau = tonumber(ARGV[2*i])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat == nil or tat < now then tat = now end
+  local new = tat + T
+  local retry = new - tau - now
+  if retry > worst_retry then worst, worst_retry = i, retry end
+  news[i] = new
+end
+if worst > 0 then
+  return {0, worst, worst_retry, 0, news[worst] - tonumber(ARGV[2*worst-1]) - now}
+end
+local tight, tight_rem = 1, -1
+for i = 1, #KEYS do
+  local T = tonumber(ARGV[2*i-1])
+  local tau = tonumber(ARGV[2*i])
+  local ttl = news[i] - now
+  redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', math.ceil(ttl / 1000))
+  local rem = math.floor((tau - ttl) / T)
+  if tight_rem < 0 or rem < tight_rem then tight, tight_rem = i, rem end
+end
+return {1, tight, 0, tight_rem, news[tight] - now}
+`)
+
+// Redis is a [Limiter] whose buckets live in Redis, shared by every gateway
+// using the same Redis and key prefix. It is safe for concurrent use.
+// The zero value is not usable; call [NewRedis].
+type Redis struct {
+	client  redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+}
+
+// NewRedis returns a limiter over client whose keys start with prefix.
+// Each decision is bounded by timeout (zero: 100ms).
+func NewRedis(client redis.UniversalClient, prefix string, timeout time.Duration) *Redis {
+	if timeout <= 0 {
+		timeout = 100 * time.Millisecond
+	}
+	return &Redis{client: client, prefix: prefix, timeout: timeout}
+}
+
+// NewRedisClient opens a client for url (redis://...) tuned for a limiter:
+// short timeouts and no retries, since [Fallback] handles failure.
+func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	opts.DialTimeout = max(timeout*5, 500*time.Millisecond)
+	opts.ReadTimeout = timeout
+	opts.WriteTimeout = timeout
+	opts.MaxRetries = -1
+	return redis.NewClient(opts), nil
+}
+
+// Allow implements [Limiter].
+func (r *Redis) Allow(ctx context.Context, buckets ...Bucket) (Decision, error) {
+	buckets = active(buckets)
+	if len(buckets) == 0 {
+		return Decision{Allowed: true}, nil
+	}
+	keys := make([]string, len(buckets))
+	args := make([]any, 0, 2*len(buckets))
+	for i, b := range buckets {
+		keys[i] = r.prefix + b.Name + ":" + b.Key
+		t := b.Limit.interval().Microseconds()
+		args = append(args, strconv.FormatInt(t, 10), strconv.FormatInt(t*int64(b.Limit.burst()), 10))
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	res, err := gcra.Run(ctx, r.client, keys, args...).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("rate limit in redis: %w", err)
+	}
+	if len(res) != 5 || res[1] < 1 || int(res[1]) > len(buckets) {
+		return Decision{}, fmt.Errorf("rate limit in redis: unexpected answer %v", res)
+	}
+	b := buckets[res[1]-1]
+	return Decision{
+		Allowed:    res[0] == 1,
+		Bucket:     b.Name,
+		Limit:      b.Limit,
+		Remaining:  int(res[3]),
+		RetryAfter: time.Duration(res[2]) * time.Microsecond,
+		Reset:      time.Duration(res[4]) * time.Microsecond,
+	}, nil
+}

@@ -1,0 +1,281 @@
+// Package api serves the Identity service's Connect API: it translates
+// between protobuf and the identity domain and maps domain errors to
+// Connect codes, in one place. Who may call what is decided before a
+// handler runs, by the kernel, from the contract's access options.
+package api
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"portcullis.dev/identitysvc/internal/identity"
+	"portcullis.dev/kernel/authn"
+	identityv1 "portcullis.dev/proto/identity/v1"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+)
+
+// Handler implements identityv1connect.IdentityServiceHandler.
+type Handler struct {
+	svc *identity.Service
+}
+
+var _ identityv1connect.IdentityServiceHandler = (*Handler)(nil)
+
+// NewHandler returns the API over svc.
+func NewHandler(svc *identity.Service) *Handler { return &Handler{svc: svc} }
+
+// CreateUser implements IdentityServiceHandler.
+func (h *Handler) CreateUser(ctx context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
+	u, err := h.svc.CreateUser(ctx, req.Msg.GetEmail(), req.Msg.GetPassword(), req.Msg.GetDisplayName())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.CreateUserResponse{User: toProto(u)}), nil
+}
+
+// GetUser implements IdentityServiceHandler.
+func (h *Handler) GetUser(ctx context.Context, req *connect.Request[identityv1.GetUserRequest]) (*connect.Response[identityv1.GetUserResponse], error) {
+	id, err := subject(ctx, req.Msg.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	u, err := h.svc.GetUser(ctx, id)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.GetUserResponse{User: toProto(u)}), nil
+}
+
+// GetMe implements IdentityServiceHandler.
+func (h *Handler) GetMe(ctx context.Context, _ *connect.Request[identityv1.GetMeRequest]) (*connect.Response[identityv1.GetMeResponse], error) {
+	id, err := subject(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	u, err := h.svc.GetUser(ctx, id)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.GetMeResponse{User: toProto(u)}), nil
+}
+
+// UpdateUser implements IdentityServiceHandler.
+func (h *Handler) UpdateUser(ctx context.Context, req *connect.Request[identityv1.UpdateUserRequest]) (*connect.Response[identityv1.UpdateUserResponse], error) {
+	id, err := subject(ctx, req.Msg.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	u, err := h.svc.UpdateUser(ctx, id, req.Msg.DisplayName, req.Msg.Email)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.UpdateUserResponse{User: toProto(u)}), nil
+}
+
+// DeleteUser implements IdentityServiceHandler.
+func (h *Handler) DeleteUser(ctx context.Context, req *connect.Request[identityv1.DeleteUserRequest]) (*connect.Response[identityv1.DeleteUserResponse], error) {
+	id, err := parseID(req.Msg.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	if err := h.svc.DeleteUser(ctx, id); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.DeleteUserResponse{}), nil
+}
+
+// ListUsers implements IdentityServiceHandler.
+func (h *Handler) ListUsers(ctx context.Context, req *connect.Request[identityv1.ListUsersRequest]) (*connect.Response[identityv1.ListUsersResponse], error) {
+	q := identity.ListQuery{PageSize: int(req.Msg.GetPageSize()), PageToken: req.Msg.GetPageToken(), Query: req.Msg.GetQuery()}
+	switch req.Msg.GetStatus() {
+	case identityv1.UserStatus_USER_STATUS_ACTIVE:
+		q.Status = identity.StatusActive
+	case identityv1.UserStatus_USER_STATUS_DISABLED:
+		q.Status = identity.StatusDisabled
+	}
+	users, next, err := h.svc.ListUsers(ctx, q)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	resp := &identityv1.ListUsersResponse{NextPageToken: next, Users: make([]*identityv1.User, len(users))}
+	for i, u := range users {
+		resp.Users[i] = toProto(u)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// ChangePassword implements IdentityServiceHandler.
+func (h *Handler) ChangePassword(ctx context.Context, req *connect.Request[identityv1.ChangePasswordRequest]) (*connect.Response[identityv1.ChangePasswordResponse], error) {
+	id, err := subject(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := h.svc.ChangePassword(ctx, id, req.Msg.GetCurrentPassword(), req.Msg.GetNewPassword()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.ChangePasswordResponse{}), nil
+}
+
+// RequestEmailVerification implements IdentityServiceHandler.
+func (h *Handler) RequestEmailVerification(ctx context.Context, _ *connect.Request[identityv1.RequestEmailVerificationRequest]) (*connect.Response[identityv1.RequestEmailVerificationResponse], error) {
+	id, err := subject(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := h.svc.RequestEmailVerification(ctx, id); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.RequestEmailVerificationResponse{}), nil
+}
+
+// VerifyEmail implements IdentityServiceHandler.
+func (h *Handler) VerifyEmail(ctx context.Context, req *connect.Request[identityv1.VerifyEmailRequest]) (*connect.Response[identityv1.VerifyEmailResponse], error) {
+	if err := h.svc.VerifyEmail(ctx, req.Msg.GetToken()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.VerifyEmailResponse{}), nil
+}
+
+// RequestPasswordReset implements IdentityServiceHandler.
+func (h *Handler) RequestPasswordReset(ctx context.Context, req *connect.Request[identityv1.RequestPasswordResetRequest]) (*connect.Response[identityv1.RequestPasswordResetResponse], error) {
+	if err := h.svc.RequestPasswordReset(ctx, req.Msg.GetEmail()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.RequestPasswordResetResponse{}), nil
+}
+
+// ResetPassword implements IdentityServiceHandler.
+func (h *Handler) ResetPassword(ctx context.Context, req *connect.Request[identityv1.ResetPasswordRequest]) (*connect.Response[identityv1.ResetPasswordResponse], error) {
+	if err := h.svc.ResetPassword(ctx, req.Msg.GetToken(), req.Msg.GetNewPassword()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.ResetPasswordResponse{}), nil
+}
+
+// DisableUser implements IdentityServiceHandler.
+func (h *Handler) DisableUser(ctx context.Context, req *connect.Request[identityv1.DisableUserRequest]) (*connect.Response[identityv1.DisableUserResponse], error) {
+	u, err := h.setStatus(ctx, req.Msg.GetUserId(), identity.StatusDisabled, req.Msg.GetReason())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&identityv1.DisableUserResponse{User: toProto(u)}), nil
+}
+
+// EnableUser implements IdentityServiceHandler.
+func (h *Handler) EnableUser(ctx context.Context, req *connect.Request[identityv1.EnableUserRequest]) (*connect.Response[identityv1.EnableUserResponse], error) {
+	u, err := h.setStatus(ctx, req.Msg.GetUserId(), identity.StatusActive, req.Msg.GetReason())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&identityv1.EnableUserResponse{User: toProto(u)}), nil
+}
+
+func (h *Handler) setStatus(ctx context.Context, rawID string, status identity.Status, reason string) (identity.User, error) {
+	id, err := parseID(rawID)
+	if err != nil {
+		return identity.User{}, err
+	}
+	u, err := h.svc.SetStatus(ctx, id, status, reason)
+	if err != nil {
+		return identity.User{}, toConnect(err)
+	}
+	return u, nil
+}
+
+// VerifyCredentials implements IdentityServiceHandler.
+func (h *Handler) VerifyCredentials(ctx context.Context, req *connect.Request[identityv1.VerifyCredentialsRequest]) (*connect.Response[identityv1.VerifyCredentialsResponse], error) {
+	u, err := h.svc.VerifyCredentials(ctx, req.Msg.GetEmail(), req.Msg.GetPassword())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.VerifyCredentialsResponse{
+		UserId:        u.ID.String(),
+		Status:        toProtoStatus(u.Status),
+		EmailVerified: u.EmailVerifiedAt != nil,
+	}), nil
+}
+
+// subject is the user a self-service call acts on: rawID, or the caller
+// when rawID is empty — never "everyone".
+func subject(ctx context.Context, rawID string) (uuid.UUID, error) {
+	if rawID != "" {
+		return parseID(rawID)
+	}
+	p, ok := authn.FromContext(ctx)
+	if !ok || p.Kind != authn.KindUser {
+		return uuid.UUID{}, connect.NewError(connect.CodeUnauthenticated, errors.New("a user's access token is required"))
+	}
+	return parseID(p.Subject)
+}
+
+func parseID(raw string) (uuid.UUID, error) {
+	id, err := uuid.Parse(raw)
+	if err != nil {
+		return uuid.UUID{}, connect.NewError(connect.CodeInvalidArgument, errors.New("user_id must be a UUID"))
+	}
+	return id, nil
+}
+
+// toConnect maps domain errors to Connect codes; anything unexpected is
+// Internal with a fixed message (the kernel logs the call's error).
+func toConnect(err error) error {
+	var invalid *identity.ValidationError
+	switch {
+	case errors.As(err, &invalid):
+		return connect.NewError(connect.CodeInvalidArgument, invalid)
+	case errors.Is(err, identity.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, identity.ErrNotFound)
+	case errors.Is(err, identity.ErrEmailTaken):
+		return connect.NewError(connect.CodeAlreadyExists, identity.ErrEmailTaken)
+	case errors.Is(err, identity.ErrInvalidCredentials):
+		return connect.NewError(connect.CodeUnauthenticated, identity.ErrInvalidCredentials)
+	case errors.Is(err, identity.ErrWrongPassword):
+		return connect.NewError(connect.CodePermissionDenied, identity.ErrWrongPassword)
+	case errors.Is(err, identity.ErrTooSoon):
+		return connect.NewError(connect.CodeResourceExhausted, identity.ErrTooSoon)
+	case errors.Is(err, identity.ErrLocked):
+		return connect.NewError(connect.CodeResourceExhausted, identity.ErrLocked)
+	case errors.Is(err, identity.ErrInvalidToken):
+		return connect.NewError(connect.CodeInvalidArgument, identity.ErrInvalidToken)
+	case errors.Is(err, identity.ErrAlreadyVerified):
+		return connect.NewError(connect.CodeFailedPrecondition, identity.ErrAlreadyVerified)
+	case errors.Is(err, identity.ErrBusy):
+		return connect.NewError(connect.CodeResourceExhausted, identity.ErrBusy)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeOf(err), err)
+	}
+	return connect.NewError(connect.CodeInternal, errInternal{err})
+}
+
+// errInternal hides an unexpected error's text from the caller while
+// keeping it for the log.
+type errInternal struct{ err error }
+
+func (e errInternal) Error() string { return "internal error" }
+func (e errInternal) Unwrap() error { return e.err }
+
+func toProto(u identity.User) *identityv1.User {
+	p := &identityv1.User{
+		Id:          u.ID.String(),
+		Email:       u.Email,
+		DisplayName: u.DisplayName,
+		Status:      toProtoStatus(u.Status),
+		CreateTime:  timestamppb.New(u.CreatedAt),
+		UpdateTime:  timestamppb.New(u.UpdatedAt),
+	}
+	if u.EmailVerifiedAt != nil {
+		p.EmailVerifiedTime = timestamppb.New(*u.EmailVerifiedAt)
+	}
+	return p
+}
+
+func toProtoStatus(s identity.Status) identityv1.UserStatus {
+	if s == identity.StatusDisabled {
+		return identityv1.UserStatus_USER_STATUS_DISABLED
+	}
+	return identityv1.UserStatus_USER_STATUS_ACTIVE
+}

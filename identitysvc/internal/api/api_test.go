@@ -1,0 +1,331 @@
+package api_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"entgo.io/ent/dialect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"portcullis.dev/identitysvc/ent"
+	"portcullis.dev/identitysvc/internal/api"
+	"portcullis.dev/identitysvc/internal/identity"
+	"portcullis.dev/kernel/authn"
+	"portcullis.dev/kernel/authn/authntest"
+	"portcullis.dev/kernel/config"
+	"portcullis.dev/kernel/database"
+	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/rpc"
+	identityv1 "portcullis.dev/proto/identity/v1"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+)
+
+// admins is the Authz service's answer in these tests: the users in it
+// hold every identity permission.
+type admins map[string]bool
+
+func (a admins) Check(_ context.Context, subject, _ string) (bool, error) { return a[subject], nil }
+
+type server struct {
+	svc     *identity.Service
+	mail    string // the DirMailer's folder
+	client  identityv1connect.IdentityServiceClient
+	issuer  *authntest.Server
+	service *authn.ServiceTokenSource
+	admins  admins
+}
+
+func startServer(t *testing.T) *server {
+	t.Helper()
+	dsn, _ := kerneltest.Postgres(t)
+	db, err := database.NewEntClient(t.Context(), database.Config{DSN: config.DSN(dsn), Schema: kerneltest.SchemaName(t)},
+		ent.Migrations(), func(d dialect.Driver) *ent.Client { return ent.NewClient(ent.Driver(d)) })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	mailDir := t.TempDir()
+	svc, err := identity.NewService(db.Ent, identity.Config{
+		Argon2:       identity.Argon2Params{MemoryKiB: 1024, Iterations: 1, Parallelism: 1},
+		Lockout:      identity.LockoutConfig{Threshold: 3, Window: time.Minute, Duration: time.Hour},
+		MailCooldown: time.Second,
+		PublicURL:    "https://id.example.com/verify",
+	}, &identity.DirMailer{Dir: mailDir, From: "test@example.com"})
+	require.NoError(t, err)
+
+	issuer := authntest.NewServer(t)
+	svcCfg := authntest.ServiceConfig()
+	services, err := authn.NewServiceVerifier("identitysvc", svcCfg)
+	require.NoError(t, err)
+	tokens, err := authn.NewServiceTokenSource("authsvc", svcCfg)
+	require.NoError(t, err)
+	s := &server{svc: svc, mail: mailDir, issuer: issuer, service: tokens, admins: admins{}}
+
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithAccessPolicy(&rpc.AccessPolicy{Users: issuer.NewVerifier(), Services: services, Authorizer: s.admins}))
+	srv.Handle(identityv1connect.NewIdentityServiceHandler(api.NewHandler(svc), srv.HandlerOptions()...))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	s.client = identityv1connect.NewIdentityServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
+	return s
+}
+
+// token returns the token of the newest mail to addr whose subject
+// contains subject.
+func (s *server) token(t *testing.T, addr, subject string) string {
+	t.Helper()
+	require.NoError(t, s.svc.Drain(t.Context()))
+	entries, err := os.ReadDir(s.mail)
+	require.NoError(t, err)
+	token := ""
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(s.mail, e.Name()))
+		require.NoError(t, err)
+		if strings.Contains(string(b), "To: "+addr+"\r\n") && strings.Contains(string(b), "Subject: "+subject) {
+			if m := regexp.MustCompile(`token=([A-Za-z0-9_-]+)`).FindStringSubmatch(string(b)); m != nil {
+				token = m[1]
+			}
+		}
+	}
+	require.NotEmpty(t, token, "no %q mail to %s", subject, addr)
+	return token
+}
+
+// verify calls VerifyCredentials as the Auth service does.
+func (s *server) verify(t *testing.T, email, password string) (*connect.Response[identityv1.VerifyCredentialsResponse], error) {
+	t.Helper()
+	serviceToken, err := s.service.Token("identitysvc")
+	require.NoError(t, err)
+	req := call("", &identityv1.VerifyCredentialsRequest{Email: email, Password: password})
+	req.Header().Set(rpc.ServiceTokenHeader, serviceToken)
+	return s.client.VerifyCredentials(t.Context(), req)
+}
+
+func call[T any](token string, msg *T) *connect.Request[T] {
+	req := connect.NewRequest(msg)
+	if token != "" {
+		req.Header().Set("Authorization", "Bearer "+token)
+	}
+	return req
+}
+
+func TestAPI(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	ctx := t.Context()
+
+	created, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "Ann@Example.com", Password: "correct horse battery", DisplayName: "Ann"}))
+	require.NoError(t, err)
+	ann := created.Msg.GetUser()
+	assert.Equal(t, "ann@example.com", ann.GetEmail())
+	assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, ann.GetStatus())
+	assert.Nil(t, ann.GetEmailVerifiedTime())
+	other, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "bo@example.com", Password: "correct horse battery"}))
+	require.NoError(t, err)
+	bo := other.Msg.GetUser()
+	annToken := s.issuer.Issue(authntest.WithSubject(ann.GetId()))
+	boToken := s.issuer.Issue(authntest.WithSubject(bo.GetId()))
+	s.admins["admin-1"] = true
+	adminToken := s.issuer.Issue(authntest.WithSubject("admin-1"))
+	huge := strings.Repeat("x", 1<<20)
+	newEmail := "ANN@example.com"
+	unknown := "6f1c1a56-0000-4000-8000-000000000000"
+
+	t.Run("refusals map to the right codes", func(t *testing.T) {
+		tests := []struct {
+			name string
+			err  error
+			want connect.Code
+		}{
+			{"duplicate email in other case", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ANN@example.com", Password: "correct horse battery"}))), connect.CodeAlreadyExists},
+			{"short password", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "short"}))), connect.CodeInvalidArgument},
+			{"password over 1024 bytes", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: strings.Repeat("x", 1025)}))), connect.CodeInvalidArgument},
+			{"malformed email", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"1 MiB display name", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "correct horse battery", DisplayName: huge}))), connect.CodeInvalidArgument},
+			{"GetMe without token", second(s.client.GetMe(ctx, call("", &identityv1.GetMeRequest{}))), connect.CodeUnauthenticated},
+			{"GetMe with a forged token", second(s.client.GetMe(ctx, call("not.a.jwt", &identityv1.GetMeRequest{}))), connect.CodeUnauthenticated},
+			{"someone else's user without permission", second(s.client.GetUser(ctx, call(annToken, &identityv1.GetUserRequest{UserId: bo.GetId()}))), connect.CodePermissionDenied},
+			{"user id not a UUID", second(s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: "nope"}))), connect.CodeInvalidArgument},
+			{"unknown user", second(s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: unknown}))), connect.CodeNotFound},
+			{"update someone else without permission", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{UserId: bo.GetId(), DisplayName: &huge}))), connect.CodePermissionDenied},
+			{"update to 1 MiB display name", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &huge}))), connect.CodeInvalidArgument},
+			{"update to a taken email", second(s.client.UpdateUser(ctx, call(boToken, &identityv1.UpdateUserRequest{Email: &newEmail}))), connect.CodeAlreadyExists},
+			{"update an unknown user", second(s.client.UpdateUser(ctx, call(adminToken, &identityv1.UpdateUserRequest{UserId: unknown, DisplayName: &newEmail}))), connect.CodeNotFound},
+			{"self-deletion", second(s.client.DeleteUser(ctx, call(annToken, &identityv1.DeleteUserRequest{UserId: ann.GetId()}))), connect.CodePermissionDenied},
+			{"delete without an id", second(s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{}))), connect.CodeInvalidArgument},
+			{"delete an unknown user", second(s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{UserId: unknown}))), connect.CodeNotFound},
+			{"VerifyCredentials without service token", second(s.client.VerifyCredentials(ctx, call("", &identityv1.VerifyCredentialsRequest{Email: "ann@example.com", Password: "correct horse battery"}))), connect.CodeUnauthenticated},
+			{"VerifyCredentials with a user's token (internal procedure)", second(s.client.VerifyCredentials(ctx, call(adminToken, &identityv1.VerifyCredentialsRequest{Email: "ann@example.com", Password: "correct horse battery"}))), connect.CodeUnauthenticated},
+			{"ChangePassword without token", second(s.client.ChangePassword(ctx, call("", &identityv1.ChangePasswordRequest{CurrentPassword: "correct horse battery", NewPassword: "another good one"}))), connect.CodeUnauthenticated},
+			{"wrong current password", second(s.client.ChangePassword(ctx, call(boToken, &identityv1.ChangePasswordRequest{CurrentPassword: "wrong one!", NewPassword: "another good one"}))), connect.CodePermissionDenied},
+			{"weak new password", second(s.client.ChangePassword(ctx, call(boToken, &identityv1.ChangePasswordRequest{CurrentPassword: "correct horse battery", NewPassword: "short"}))), connect.CodeInvalidArgument},
+			{"verification again too soon", second(s.client.RequestEmailVerification(ctx, call(boToken, &identityv1.RequestEmailVerificationRequest{}))), connect.CodeResourceExhausted},
+			{"verification without token", second(s.client.RequestEmailVerification(ctx, call("", &identityv1.RequestEmailVerificationRequest{}))), connect.CodeUnauthenticated},
+			{"bad verification token", second(s.client.VerifyEmail(ctx, call("", &identityv1.VerifyEmailRequest{Token: "nope"}))), connect.CodeInvalidArgument},
+			{"reset for a malformed email", second(s.client.RequestPasswordReset(ctx, call("", &identityv1.RequestPasswordResetRequest{Email: "nope"}))), connect.CodeInvalidArgument},
+			{"bad reset token", second(s.client.ResetPassword(ctx, call("", &identityv1.ResetPasswordRequest{Token: "nope", NewPassword: "another good one"}))), connect.CodeInvalidArgument},
+			{"ListUsers without permission", second(s.client.ListUsers(ctx, call(annToken, &identityv1.ListUsersRequest{}))), connect.CodePermissionDenied},
+			{"ListUsers with a forged page token", second(s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{PageToken: "forged"}))), connect.CodeInvalidArgument},
+			{"DisableUser without permission", second(s.client.DisableUser(ctx, call(annToken, &identityv1.DisableUserRequest{UserId: ann.GetId()}))), connect.CodePermissionDenied},
+			{"DisableUser with a 501-character reason", second(s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: bo.GetId(), Reason: strings.Repeat("r", 501)}))), connect.CodeInvalidArgument},
+			{"EnableUser without permission", second(s.client.EnableUser(ctx, call(boToken, &identityv1.EnableUserRequest{UserId: bo.GetId()}))), connect.CodePermissionDenied},
+			{"EnableUser of an unknown user", second(s.client.EnableUser(ctx, call(adminToken, &identityv1.EnableUserRequest{UserId: unknown}))), connect.CodeNotFound},
+		}
+		for _, tt := range tests {
+			require.Error(t, tt.err, tt.name)
+			assert.Equal(t, tt.want, connect.CodeOf(tt.err), "%s: %v", tt.name, tt.err)
+			assert.NotContains(t, tt.err.Error(), "sql", "%s leaks internals", tt.name)
+		}
+	})
+
+	t.Run("self service", func(t *testing.T) {
+		me, err := s.client.GetMe(ctx, call(annToken, &identityv1.GetMeRequest{}))
+		require.NoError(t, err)
+		assert.True(t, proto.Equal(ann, me.Msg.GetUser()), "GetMe differs from what CreateUser returned")
+		// An empty user_id is the caller, never everyone.
+		self, err := s.client.GetUser(ctx, call(annToken, &identityv1.GetUserRequest{}))
+		require.NoError(t, err)
+		assert.Equal(t, ann.GetId(), self.Msg.GetUser().GetId())
+		self, err = s.client.GetUser(ctx, call(annToken, &identityv1.GetUserRequest{UserId: ann.GetId()}))
+		require.NoError(t, err)
+		assert.Equal(t, "Ann", self.Msg.GetUser().GetDisplayName())
+		name := "Ann B."
+		upd, err := s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &name}))
+		require.NoError(t, err)
+		assert.Equal(t, "Ann B.", upd.Msg.GetUser().GetDisplayName())
+		assert.Equal(t, "ann@example.com", upd.Msg.GetUser().GetEmail(), "an unset field changed")
+		_, err = s.client.ChangePassword(ctx, call(annToken, &identityv1.ChangePasswordRequest{CurrentPassword: "correct horse battery", NewPassword: "a new good password"}))
+		require.NoError(t, err)
+	})
+
+	t.Run("email verification", func(t *testing.T) {
+		signup := s.token(t, "ann@example.com", "Verify")
+		time.Sleep(1100 * time.Millisecond) // past the mail cooldown
+		_, err := s.client.RequestEmailVerification(ctx, call(annToken, &identityv1.RequestEmailVerificationRequest{}))
+		require.NoError(t, err)
+		latest := s.token(t, "ann@example.com", "Verify")
+		_, err = s.client.VerifyEmail(ctx, call("", &identityv1.VerifyEmailRequest{Token: signup}))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "a replaced link still works")
+		_, err = s.client.VerifyEmail(ctx, call("", &identityv1.VerifyEmailRequest{Token: latest}))
+		require.NoError(t, err)
+		_, err = s.client.VerifyEmail(ctx, call("", &identityv1.VerifyEmailRequest{Token: latest}))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "a used link works again")
+		me, err := s.client.GetMe(ctx, call(annToken, &identityv1.GetMeRequest{}))
+		require.NoError(t, err)
+		assert.NotNil(t, me.Msg.GetUser().GetEmailVerifiedTime())
+		_, err = s.client.RequestEmailVerification(ctx, call(annToken, &identityv1.RequestEmailVerificationRequest{}))
+		assert.Equal(t, connect.CodeFailedPrecondition, connect.CodeOf(err))
+	})
+
+	t.Run("credentials over the wire", func(t *testing.T) {
+		resp, err := s.verify(t, "ANN@example.com", "a new good password")
+		require.NoError(t, err)
+		assert.Equal(t, ann.GetId(), resp.Msg.GetUserId())
+		assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, resp.Msg.GetStatus())
+		assert.True(t, resp.Msg.GetEmailVerified())
+
+		_, wrong := s.verify(t, "ann@example.com", "wrong password!")
+		_, nobody := s.verify(t, "nobody@example.com", "wrong password!")
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(wrong))
+		assert.Equal(t, wrong.Error(), nobody.Error(), "an unknown email is told apart from a wrong password")
+	})
+
+	t.Run("password reset", func(t *testing.T) {
+		_, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "cy@example.com", Password: "correct horse battery"}))
+		require.NoError(t, err)
+		// Lock cy out.
+		for range 3 {
+			_, err = s.verify(t, "cy@example.com", "wrong password!")
+			assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+		}
+		_, err = s.verify(t, "cy@example.com", "correct horse battery")
+		assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(err))
+
+		// The same empty answer whether or not the email is known.
+		unknownResp, err := s.client.RequestPasswordReset(ctx, call("", &identityv1.RequestPasswordResetRequest{Email: "nobody@example.com"}))
+		require.NoError(t, err)
+		knownResp, err := s.client.RequestPasswordReset(ctx, call("", &identityv1.RequestPasswordResetRequest{Email: "CY@example.com"}))
+		require.NoError(t, err)
+		assert.True(t, proto.Equal(unknownResp.Msg, knownResp.Msg))
+
+		token := s.token(t, "cy@example.com", "Reset")
+		_, err = s.client.ResetPassword(ctx, call("", &identityv1.ResetPasswordRequest{Token: token, NewPassword: "short"}))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+		_, err = s.client.ResetPassword(ctx, call("", &identityv1.ResetPasswordRequest{Token: token, NewPassword: "cy's brand new password"}))
+		require.NoError(t, err)
+		_, err = s.client.ResetPassword(ctx, call("", &identityv1.ResetPasswordRequest{Token: token, NewPassword: "cy's other new password"}))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "a reset token works twice")
+		// The reset ended the lockout.
+		_, err = s.verify(t, "cy@example.com", "cy's brand new password")
+		require.NoError(t, err)
+	})
+
+	t.Run("admin", func(t *testing.T) {
+		got, err := s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: bo.GetId()}))
+		require.NoError(t, err)
+		assert.Equal(t, "bo@example.com", got.Msg.GetUser().GetEmail())
+		name := "Bo"
+		upd, err := s.client.UpdateUser(ctx, call(adminToken, &identityv1.UpdateUserRequest{UserId: bo.GetId(), DisplayName: &name}))
+		require.NoError(t, err)
+		assert.Equal(t, "Bo", upd.Msg.GetUser().GetDisplayName())
+
+		var ids []string
+		token := ""
+		for {
+			list, err := s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{PageSize: 1, PageToken: token}))
+			require.NoError(t, err)
+			assert.LessOrEqual(t, len(list.Msg.GetUsers()), 1)
+			for _, u := range list.Msg.GetUsers() {
+				ids = append(ids, u.GetId())
+			}
+			if token = list.Msg.GetNextPageToken(); token == "" {
+				break
+			}
+		}
+		assert.Len(t, ids, 3)
+		assert.Equal(t, []string{ann.GetId(), bo.GetId()}, ids[:2])
+		found, err := s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{Query: "BO@"}))
+		require.NoError(t, err)
+		require.Len(t, found.Msg.GetUsers(), 1)
+		assert.Equal(t, bo.GetId(), found.Msg.GetUsers()[0].GetId())
+
+		dis, err := s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: bo.GetId(), Reason: "test"}))
+		require.NoError(t, err)
+		assert.Equal(t, identityv1.UserStatus_USER_STATUS_DISABLED, dis.Msg.GetUser().GetStatus())
+		disabled, err := s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{Status: identityv1.UserStatus_USER_STATUS_DISABLED}))
+		require.NoError(t, err)
+		require.Len(t, disabled.Msg.GetUsers(), 1)
+		// A disabled user's right password still verifies; the status says the rest.
+		resp, err := s.verify(t, "bo@example.com", "correct horse battery")
+		require.NoError(t, err)
+		assert.Equal(t, identityv1.UserStatus_USER_STATUS_DISABLED, resp.Msg.GetStatus())
+		en, err := s.client.EnableUser(ctx, call(adminToken, &identityv1.EnableUserRequest{UserId: bo.GetId()}))
+		require.NoError(t, err)
+		assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, en.Msg.GetUser().GetStatus())
+
+		_, err = s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{UserId: bo.GetId()}))
+		require.NoError(t, err)
+		_, err = s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{UserId: bo.GetId()}))
+		require.NoError(t, err, "DeleteUser is not idempotent")
+		_, err = s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: bo.GetId()}))
+		assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
+		_, err = s.client.GetMe(ctx, call(boToken, &identityv1.GetMeRequest{}))
+		assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
+		_, err = s.verify(t, "bo@example.com", "correct horse battery")
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+	})
+}
+
+func second[T any](_ T, err error) error { return err }

@@ -1,0 +1,27 @@
+// Package identity is the Identity service's domain: user accounts,
+// argon2id passwords, lockout after repeated failures, and one-time tokens
+// for email verification and password reset.
+//
+// [Service] holds the rules; it stores users through Ent in the service's
+// own schema and writes an audit event through the kernel's outbox in the
+// same transaction as every change. It knows nothing of protobuf or
+// Connect: internal/api translates.
+//
+// Decisions worth knowing:
+//   - Passwords are argon2id PHC strings; a hash made with other parameters
+//     than the configured ones is replaced at the next successful check.
+//     Hashing waits for one of Config.HashConcurrency slots, so a burst of
+//     logins queues (until its caller's deadline) instead of exhausting
+//     memory.
+//   - Lockout counts failures with one atomic UPDATE, and the count is
+//     committed even though the attempt fails. A wrong current password in
+//     ChangePassword counts too.
+//   - One-time tokens are 32 random bytes, stored only as SHA-256 hashes. A
+//     new token of a kind replaces the user's earlier ones; a new email,
+//     a password change and deletion drop the tokens they make stale.
+//   - Mail goes out in the background after the change commits (see
+//     [Service.Drain]), so RequestPasswordReset answers alike, in similar
+//     time, whether or not an account exists.
+//   - Deleting a user erases everything personal and keeps a tombstone of
+//     its ID and times.
+package identity

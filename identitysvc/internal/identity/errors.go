@@ -1,0 +1,41 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors of the Identity domain. The API layer maps each to one Connect
+// code; their text never reaches a caller beyond what is safe to say.
+var (
+	// ErrNotFound: no such user (or it was deleted).
+	ErrNotFound = errors.New("user not found")
+	// ErrEmailTaken: another user has this email, in any letter case.
+	ErrEmailTaken = errors.New("email already registered")
+	// ErrInvalidCredentials: unknown email or wrong password, on purpose
+	// indistinguishable.
+	ErrInvalidCredentials = errors.New("invalid credentials")
+	// ErrWrongPassword: an authenticated user's current password is wrong
+	// (ChangePassword). Unlike ErrInvalidCredentials it may say so: the
+	// caller is known.
+	ErrWrongPassword = errors.New("current password is wrong")
+	// ErrLocked: too many failed attempts; retry after the lockout.
+	ErrLocked = errors.New("account temporarily locked")
+	// ErrInvalidToken: unknown, used or expired one-time token.
+	ErrInvalidToken = errors.New("invalid or expired token")
+	// ErrBusy: every password-hashing slot stayed busy until the caller's
+	// deadline.
+	ErrBusy = errors.New("too many password checks in progress")
+	// ErrTooSoon: a mail of this kind was sent to the user less than the
+	// configured cooldown ago.
+	ErrTooSoon = errors.New("a mail was sent recently; try again later")
+	// ErrAlreadyVerified: the email is verified already.
+	ErrAlreadyVerified = errors.New("email already verified")
+)
+
+// ValidationError says which input field is wrong and why.
+type ValidationError struct {
+	Field, Reason string
+}
+
+func (e *ValidationError) Error() string { return fmt.Sprintf("%s %s", e.Field, e.Reason) }

@@ -1,0 +1,566 @@
+package identity_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"entgo.io/ent/dialect"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/identitysvc/ent"
+	"portcullis.dev/identitysvc/ent/user"
+	"portcullis.dev/identitysvc/internal/identity"
+	"portcullis.dev/kernel/config"
+	"portcullis.dev/kernel/database"
+	"portcullis.dev/kernel/kerneltest"
+)
+
+// fastArgon2 keeps tests quick; the benchmark uses the real defaults.
+var fastArgon2 = identity.Argon2Params{MemoryKiB: 1024, Iterations: 1, Parallelism: 1}
+
+// clock is a settable time source.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type fixture struct {
+	svc   *identity.Service
+	db    *database.Client[*ent.Client]
+	clock *clock
+	mail  string // the dir the mailer writes to
+	cfg   identity.Config
+}
+
+func newBenchFixture(b *testing.B, params identity.Argon2Params) *fixture {
+	dsn, _ := kerneltest.Postgres(b)
+	db, err := database.NewEntClient(b.Context(), database.Config{DSN: config.DSN(dsn), Schema: kerneltest.SchemaName(b)},
+		ent.Migrations(), func(d dialect.Driver) *ent.Client { return ent.NewClient(ent.Driver(d)) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close(context.Background()) })
+	svc, err := identity.NewService(db.Ent, identity.Config{Argon2: params, PublicURL: "https://x"}, &identity.DirMailer{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &fixture{svc: svc, db: db}
+}
+
+func newFixture(t *testing.T, mutate ...func(*identity.Config)) *fixture {
+	t.Helper()
+	dsn, _ := kerneltest.Postgres(t)
+	db, err := database.NewEntClient(t.Context(), database.Config{DSN: config.DSN(dsn), Schema: kerneltest.SchemaName(t)},
+		ent.Migrations(), func(d dialect.Driver) *ent.Client { return ent.NewClient(ent.Driver(d)) })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	cfg := identity.Config{
+		Argon2:    fastArgon2,
+		Lockout:   identity.LockoutConfig{Threshold: 3, Window: time.Minute, Duration: 10 * time.Minute},
+		PublicURL: "https://id.example.com/verify",
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	return newFixtureOn(t, db, cfg)
+}
+
+func newFixtureOn(t *testing.T, db *database.Client[*ent.Client], cfg identity.Config) *fixture {
+	t.Helper()
+	f := &fixture{db: db, clock: &clock{now: time.Now()}, mail: t.TempDir(), cfg: cfg}
+	svc, err := identity.NewService(db.Ent, cfg, &identity.DirMailer{Dir: f.mail, From: "test@example.com"}, identity.WithClock(f.clock.Now))
+	require.NoError(t, err)
+	f.svc = svc
+	return f
+}
+
+func (f *fixture) create(t *testing.T, email string) identity.User {
+	t.Helper()
+	u, err := f.svc.CreateUser(t.Context(), email, "correct horse battery", "Test User")
+	require.NoError(t, err)
+	return u
+}
+
+// lastToken returns the token of the newest mail sent to addr whose
+// subject contains subject ("Verify" or "Reset").
+func (f *fixture) lastToken(t *testing.T, addr, subject string) string {
+	t.Helper()
+	require.NoError(t, f.svc.Drain(t.Context()))
+	entries, err := os.ReadDir(f.mail)
+	require.NoError(t, err)
+	var token string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(f.mail, e.Name()))
+		require.NoError(t, err)
+		if strings.Contains(string(b), "To: "+addr+"\r\n") && strings.Contains(string(b), "Subject: "+subject) {
+			if m := regexp.MustCompile(`token=([A-Za-z0-9_-]+)`).FindStringSubmatch(string(b)); m != nil {
+				token = m[1]
+			}
+		}
+	}
+	require.NotEmpty(t, token, "no mail with a token to %s", addr)
+	return token
+}
+
+func (f *fixture) mails(t *testing.T) int {
+	t.Helper()
+	require.NoError(t, f.svc.Drain(t.Context()))
+	entries, err := os.ReadDir(f.mail)
+	require.NoError(t, err)
+	return len(entries)
+}
+
+func (f *fixture) events(t *testing.T) int {
+	var n int
+	require.NoError(t, f.db.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM outbox_events`).Scan(&n))
+	return n
+}
+
+func TestCreateUser(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "  Alice@Example.COM ")
+	assert.Equal(t, "alice@example.com", u.Email)
+	assert.Equal(t, identity.StatusActive, u.Status)
+	assert.Equal(t, 1, f.events(t), "no audit event for the new user")
+	assert.Equal(t, 1, f.mails(t), "no verification mail for the new user")
+	assert.NotEmpty(t, f.lastToken(t, "alice@example.com", "Verify"))
+
+	tests := []struct {
+		name, email, password, display string
+		want                           error
+		field                          string
+	}{
+		{"same email in other case", "ALICE@example.com", "long enough pw", "", identity.ErrEmailTaken, ""},
+		{"password too short", "b@example.com", "short", "", nil, "password"},
+		{"password of 11 runes in 22 bytes", "b@example.com", "ééééééééééé", "", nil, "password"},
+		{"password too long", "b@example.com", strings.Repeat("x", 1025), "", nil, "password"},
+		{"not an email", "not-an-email", "long enough pw", "", nil, "email"},
+		{"no email", "", "long enough pw", "", nil, "email"},
+		{"1 MiB display name", "b@example.com", "long enough pw", strings.Repeat("x", 1<<20), nil, "display_name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.svc.CreateUser(t.Context(), tt.email, tt.password, tt.display)
+			require.Error(t, err)
+			if tt.want != nil {
+				assert.ErrorIs(t, err, tt.want)
+				return
+			}
+			var invalid *identity.ValidationError
+			require.ErrorAs(t, err, &invalid)
+			assert.Equal(t, tt.field, invalid.Field)
+		})
+	}
+	// A 1024-byte password and a 12-rune one (the default minimum) are fine.
+	_, err := f.svc.CreateUser(t.Context(), "max@example.com", strings.Repeat("x", 1024), "")
+	require.NoError(t, err)
+	_, err = f.svc.CreateUser(t.Context(), "min@example.com", "éééééééééééé", "")
+	require.NoError(t, err)
+
+	// The minimum is configurable down to NIST's 8 characters.
+	g := newFixture(t, func(c *identity.Config) { c.MinPasswordLength = 8 })
+	_, err = g.svc.CreateUser(t.Context(), "eight@example.com", "éééééééé", "")
+	require.NoError(t, err)
+	_, err = g.svc.CreateUser(t.Context(), "seven@example.com", "ééééééé", "")
+	var invalid *identity.ValidationError
+	require.ErrorAs(t, err, &invalid)
+}
+
+func TestVerifyCredentialsAndLockout(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "bob@example.com")
+	ctx := t.Context()
+
+	got, err := f.svc.VerifyCredentials(ctx, "BOB@example.com", "correct horse battery")
+	require.NoError(t, err)
+	assert.Equal(t, u.ID, got.ID)
+
+	_, err = f.svc.VerifyCredentials(ctx, "nobody@example.com", "correct horse battery")
+	assert.ErrorIs(t, err, identity.ErrInvalidCredentials, "unknown email")
+	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
+	assert.ErrorIs(t, err, identity.ErrInvalidCredentials, "wrong password")
+	assert.Equal(t, identity.ErrInvalidCredentials.Error(), err.Error(), "the answers differ")
+
+	// Three failures within the window lock the account, even for the
+	// right password.
+	for range 2 {
+		_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
+		assert.ErrorIs(t, err, identity.ErrInvalidCredentials)
+	}
+	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "correct horse battery")
+	assert.ErrorIs(t, err, identity.ErrLocked)
+	var locked int
+	require.NoError(t, f.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox_events`).Scan(&locked))
+	assert.Equal(t, 2, locked, "user.created + login.locked")
+
+	// The lock expires.
+	f.clock.Advance(11 * time.Minute)
+	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "correct horse battery")
+	require.NoError(t, err)
+
+	// Failures spread wider than the window never lock.
+	for range 5 {
+		_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
+		assert.ErrorIs(t, err, identity.ErrInvalidCredentials)
+		f.clock.Advance(40 * time.Second)
+	}
+	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "correct horse battery")
+	require.NoError(t, err)
+}
+
+func TestConcurrentFailuresAllCount(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *identity.Config) { c.Lockout.Threshold = 10 })
+	f.create(t, "carol@example.com")
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = f.svc.VerifyCredentials(context.Background(), "carol@example.com", "wrong password!")
+		}()
+	}
+	wg.Wait()
+	_, err := f.svc.VerifyCredentials(t.Context(), "carol@example.com", "correct horse battery")
+	assert.ErrorIs(t, err, identity.ErrLocked, "10 concurrent failures did not all count")
+}
+
+func TestDisabledUserWithRightPasswordIsReported(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "dave@example.com")
+	_, err := f.svc.SetStatus(t.Context(), u.ID, identity.StatusDisabled, "left the company")
+	require.NoError(t, err)
+	got, err := f.svc.VerifyCredentials(t.Context(), "dave@example.com", "correct horse battery")
+	require.NoError(t, err)
+	assert.Equal(t, identity.StatusDisabled, got.Status)
+}
+
+func TestHashParametersAreUpgradedOnLogin(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "erin@example.com")
+	stronger := f.cfg
+	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
+	g := newFixtureOn(t, f.db, stronger)
+
+	hash := func() string {
+		return f.db.Ent.User.Query().Where(user.ID(u.ID)).OnlyX(t.Context()).PasswordHash
+	}
+	require.Contains(t, hash(), "m=1024,t=1,p=1")
+	_, err := g.svc.VerifyCredentials(t.Context(), "erin@example.com", "correct horse battery")
+	require.NoError(t, err)
+	assert.Contains(t, hash(), "m=2048,t=2,p=1")
+	_, err = g.svc.VerifyCredentials(t.Context(), "erin@example.com", "correct horse battery")
+	require.NoError(t, err, "the upgraded hash does not verify")
+}
+
+func TestPasswordReset(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "frank@example.com")
+	ctx := t.Context()
+
+	// Enumeration-safe: the same answer, and no mail, for an unknown email.
+	before := f.mails(t)
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "nobody@example.com"))
+	assert.Equal(t, before, f.mails(t))
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "Frank@example.com"))
+	assert.Equal(t, before+1, f.mails(t))
+	token := f.lastToken(t, "frank@example.com", "Reset")
+	// A second request within the cooldown answers the same and sends
+	// nothing, so nobody can flood the mailbox; the first link still works.
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	assert.Equal(t, before+1, f.mails(t))
+
+	// Lock the account, then reset: the lock is gone.
+	for range 3 {
+		_, _ = f.svc.VerifyCredentials(ctx, "frank@example.com", "wrong password!")
+	}
+	require.NoError(t, f.svc.ResetPassword(ctx, token, "a brand new password"))
+	_, err := f.svc.VerifyCredentials(ctx, "frank@example.com", "a brand new password")
+	require.NoError(t, err)
+
+	// Single use.
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, token, "yet another password"), identity.ErrInvalidToken)
+	// Expiry.
+	f.clock.Advance(2 * time.Minute)
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	expired := f.lastToken(t, "frank@example.com", "Reset")
+	f.clock.Advance(2 * time.Hour)
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, expired, "yet another password"), identity.ErrInvalidToken)
+	// A newer link replaces older ones.
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	older := f.lastToken(t, "frank@example.com", "Reset")
+	f.clock.Advance(2 * time.Minute)
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	newer := f.lastToken(t, "frank@example.com", "Reset")
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, older, "yet another password"), identity.ErrInvalidToken)
+	// Garbage and wrong-purpose tokens.
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, "garbage", "yet another password"), identity.ErrInvalidToken)
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, strings.Repeat("x", 1<<20), "yet another password"), identity.ErrInvalidToken)
+	require.NoError(t, f.svc.RequestEmailVerification(ctx, u.ID))
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, f.lastToken(t, "frank@example.com", "Verify"), "yet another password"), identity.ErrInvalidToken)
+	// A password change ends outstanding reset links.
+	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "a brand new password", "changed by the user"))
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, newer, "yet another password"), identity.ErrInvalidToken)
+	// A weak new password is refused before the token is spent.
+	f.clock.Advance(2 * time.Minute)
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	fresh := f.lastToken(t, "frank@example.com", "Reset")
+	var invalid *identity.ValidationError
+	require.ErrorAs(t, f.svc.ResetPassword(ctx, fresh, "short"), &invalid)
+	require.NoError(t, f.svc.ResetPassword(ctx, fresh, "yet another password"))
+
+	// A disabled user gets no reset mail; the answer is the same.
+	f.clock.Advance(2 * time.Minute)
+	_, err = f.svc.SetStatus(ctx, u.ID, identity.StatusDisabled, "")
+	require.NoError(t, err)
+	before = f.mails(t)
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	assert.Equal(t, before, f.mails(t))
+	// A malformed email is the one refusal, and it reveals nothing.
+	var bad *identity.ValidationError
+	assert.ErrorAs(t, f.svc.RequestPasswordReset(ctx, "not an email"), &bad)
+	// The token is stored only hashed.
+	var stored int
+	require.NoError(t, f.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM one_time_tokens WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'`, token[:10]).Scan(&stored))
+	assert.Zero(t, stored)
+}
+
+func TestEmailVerification(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "gina@example.com")
+	ctx := t.Context()
+	signup := f.lastToken(t, "gina@example.com", "Verify")
+	// Asking again right after sign-up is too soon.
+	assert.ErrorIs(t, f.svc.RequestEmailVerification(ctx, u.ID), identity.ErrTooSoon)
+	f.clock.Advance(2 * time.Minute)
+	require.NoError(t, f.svc.RequestEmailVerification(ctx, u.ID))
+	token := f.lastToken(t, "gina@example.com", "Verify")
+	require.NotEqual(t, signup, token)
+	assert.ErrorIs(t, f.svc.VerifyEmail(ctx, signup), identity.ErrInvalidToken, "an earlier link still works")
+	require.NoError(t, f.svc.VerifyEmail(ctx, token))
+	got, err := f.svc.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	assert.NotNil(t, got.EmailVerifiedAt)
+	assert.ErrorIs(t, f.svc.VerifyEmail(ctx, token), identity.ErrInvalidToken, "token reused")
+	assert.ErrorIs(t, f.svc.RequestEmailVerification(ctx, u.ID), identity.ErrAlreadyVerified)
+
+	// A new email is unverified again, and gets its own mail; a link mailed
+	// to the old address cannot verify it.
+	f.clock.Advance(time.Hour)
+	newEmail := "Gina2@example.com"
+	got, err = f.svc.UpdateUser(ctx, u.ID, nil, &newEmail)
+	require.NoError(t, err)
+	assert.Nil(t, got.EmailVerifiedAt)
+	assert.Equal(t, "gina2@example.com", got.Email)
+	toNew := f.lastToken(t, "gina2@example.com", "Verify")
+	require.NoError(t, f.svc.VerifyEmail(ctx, toNew))
+	got, err = f.svc.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	assert.NotNil(t, got.EmailVerifiedAt)
+
+	// Expired links do not verify.
+	f.create(t, "hal@example.com")
+	f.clock.Advance(73 * time.Hour)
+	assert.ErrorIs(t, f.svc.VerifyEmail(ctx, f.lastToken(t, "hal@example.com", "Verify")), identity.ErrInvalidToken)
+	assert.ErrorIs(t, f.svc.VerifyEmail(ctx, ""), identity.ErrInvalidToken)
+	assert.ErrorIs(t, f.svc.RequestEmailVerification(ctx, uuid.New()), identity.ErrNotFound)
+}
+
+func TestATokenWorksOnceUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create(t, "jo@example.com")
+	require.NoError(t, f.svc.RequestPasswordReset(t.Context(), "jo@example.com"))
+	token := f.lastToken(t, "jo@example.com", "Reset")
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		ok int
+	)
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if f.svc.ResetPassword(context.Background(), token, "a brand new password") == nil {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, 1, ok)
+}
+
+func TestChangePassword(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "ivan@example.com")
+	ctx := t.Context()
+	var invalid *identity.ValidationError
+	require.ErrorAs(t, f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "short"), &invalid)
+	assert.ErrorIs(t, f.svc.ChangePassword(ctx, uuid.New(), "correct horse battery", "a new good password"), identity.ErrNotFound)
+	before := f.events(t)
+	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "a new good password"))
+	assert.Equal(t, before+1, f.events(t), "no identity.password.changed")
+	_, err := f.svc.VerifyCredentials(ctx, "ivan@example.com", "a new good password")
+	require.NoError(t, err)
+
+	// Wrong current passwords count towards the lockout.
+	for range 3 {
+		assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "not my password", "another good password"), identity.ErrWrongPassword)
+	}
+	assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "a new good password", "another good password"), identity.ErrLocked)
+	_, err = f.svc.VerifyCredentials(ctx, "ivan@example.com", "a new good password")
+	assert.ErrorIs(t, err, identity.ErrLocked)
+}
+
+func TestUpdateDeleteAndStatus(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	a := f.create(t, "hank@example.com")
+	f.create(t, "ivy@example.com")
+	ctx := t.Context()
+
+	name := "Hank"
+	got, err := f.svc.UpdateUser(ctx, a.ID, &name, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "Hank", got.DisplayName)
+	taken := "IVY@example.com"
+	_, err = f.svc.UpdateUser(ctx, a.ID, nil, &taken)
+	assert.ErrorIs(t, err, identity.ErrEmailTaken)
+	huge := strings.Repeat("x", 1<<20)
+	_, err = f.svc.UpdateUser(ctx, a.ID, &huge, nil)
+	var invalid *identity.ValidationError
+	assert.ErrorAs(t, err, &invalid)
+
+	before := f.events(t)
+	require.NoError(t, f.svc.DeleteUser(ctx, a.ID))
+	require.NoError(t, f.svc.DeleteUser(ctx, a.ID), "delete is not idempotent")
+	assert.Equal(t, before+1, f.events(t), "one identity.user.deleted")
+	assert.ErrorIs(t, f.svc.DeleteUser(ctx, uuid.New()), identity.ErrNotFound)
+	// Nothing personal is left: a tombstone of the ID and times, no tokens.
+	row := f.db.Ent.User.Query().Where(user.ID(a.ID)).OnlyX(ctx)
+	assert.Empty(t, row.Email)
+	assert.Empty(t, row.DisplayName)
+	assert.Empty(t, row.PasswordHash)
+	assert.NotNil(t, row.DeletedAt)
+	var tokens int
+	require.NoError(t, f.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM one_time_tokens WHERE user_id = $1`, a.ID).Scan(&tokens))
+	assert.Zero(t, tokens)
+	_, err = f.svc.UpdateUser(ctx, a.ID, &name, nil)
+	assert.ErrorIs(t, err, identity.ErrNotFound)
+	_, err = f.svc.GetUser(ctx, a.ID)
+	assert.ErrorIs(t, err, identity.ErrNotFound)
+	_, err = f.svc.VerifyCredentials(ctx, "hank@example.com", "correct horse battery")
+	assert.ErrorIs(t, err, identity.ErrInvalidCredentials, "a deleted user can log in")
+	// The email is free again.
+	f.create(t, "hank@example.com")
+
+	_, err = f.svc.SetStatus(ctx, uuid.New(), identity.StatusDisabled, "")
+	assert.ErrorIs(t, err, identity.ErrNotFound)
+	_, err = f.svc.SetStatus(ctx, a.ID, identity.StatusDisabled, "")
+	assert.ErrorIs(t, err, identity.ErrNotFound, "a deleted user can be disabled")
+
+	// Disable and enable are idempotent and audited once each.
+	ivy, err := f.svc.VerifyCredentials(ctx, "ivy@example.com", "correct horse battery")
+	require.NoError(t, err)
+	before = f.events(t)
+	for range 2 {
+		got, err := f.svc.SetStatus(ctx, ivy.ID, identity.StatusDisabled, "left")
+		require.NoError(t, err)
+		assert.Equal(t, identity.StatusDisabled, got.Status)
+	}
+	for range 2 {
+		got, err := f.svc.SetStatus(ctx, ivy.ID, identity.StatusActive, "back")
+		require.NoError(t, err)
+		assert.Equal(t, identity.StatusActive, got.Status)
+	}
+	assert.Equal(t, before+2, f.events(t))
+	_, err = f.svc.SetStatus(ctx, ivy.ID, identity.StatusDisabled, strings.Repeat("é", 501))
+	assert.ErrorAs(t, err, &invalid)
+	_, err = f.svc.GetUser(ctx, uuid.New())
+	assert.ErrorIs(t, err, identity.ErrNotFound)
+}
+
+func TestListUsersPagesStayStableUnderInserts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	var want []uuid.UUID
+	for i := range 7 {
+		want = append(want, f.create(t, "user"+string(rune('a'+i))+"@example.com").ID)
+		f.clock.Advance(time.Millisecond)
+	}
+	var seen []uuid.UUID
+	token := ""
+	for page := 0; ; page++ {
+		users, next, err := f.svc.ListUsers(ctx, identity.ListQuery{PageSize: 3, PageToken: token})
+		require.NoError(t, err)
+		for _, u := range users {
+			seen = append(seen, u.ID)
+		}
+		if page == 0 {
+			// Users created between pages come after everything listed so
+			// far: they never shift a page.
+			for i := range 2 {
+				want = append(want, f.create(t, "late"+string(rune('a'+i))+"@example.com").ID)
+				f.clock.Advance(time.Millisecond)
+			}
+		}
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	assert.Equal(t, want, seen)
+
+	// Filters.
+	users, _, err := f.svc.ListUsers(ctx, identity.ListQuery{Query: "LATE"})
+	require.NoError(t, err)
+	assert.Len(t, users, 2)
+	_, err = f.svc.SetStatus(ctx, want[0], identity.StatusDisabled, "")
+	require.NoError(t, err)
+	users, _, err = f.svc.ListUsers(ctx, identity.ListQuery{Status: identity.StatusDisabled})
+	require.NoError(t, err)
+	require.Len(t, users, 1)
+	assert.Equal(t, want[0], users[0].ID)
+	var invalid *identity.ValidationError
+	_, _, err = f.svc.ListUsers(ctx, identity.ListQuery{PageToken: "not-a-token"})
+	assert.ErrorAs(t, err, &invalid)
+	_, _, err = f.svc.ListUsers(ctx, identity.ListQuery{PageSize: -1})
+	assert.ErrorAs(t, err, &invalid)
+	// A token is bound to its filters.
+	_, next, err := f.svc.ListUsers(ctx, identity.ListQuery{PageSize: 1, Query: "example"})
+	require.NoError(t, err)
+	_, _, err = f.svc.ListUsers(ctx, identity.ListQuery{PageSize: 1, Query: "late", PageToken: next})
+	assert.ErrorAs(t, err, &invalid)
+	// Wildcards are literal, and sizes over the cap are capped.
+	users, _, err = f.svc.ListUsers(ctx, identity.ListQuery{Query: "%"})
+	require.NoError(t, err)
+	assert.Empty(t, users)
+	users, _, err = f.svc.ListUsers(ctx, identity.ListQuery{PageSize: 5000})
+	require.NoError(t, err)
+	assert.Len(t, users, 9)
+}

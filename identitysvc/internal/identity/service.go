@@ -1,0 +1,408 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"portcullis.dev/identitysvc/ent"
+	"portcullis.dev/identitysvc/ent/onetimetoken"
+	"portcullis.dev/identitysvc/ent/user"
+	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/outbox"
+	auditv1 "portcullis.dev/proto/audit/v1"
+)
+
+// Status is whether a user may log in.
+type Status string
+
+// Statuses of a user.
+const (
+	StatusActive   Status = "active"
+	StatusDisabled Status = "disabled"
+)
+
+// User is an account as the rest of the service sees it: never its
+// password hash.
+type User struct {
+	ID              uuid.UUID
+	Email           string
+	DisplayName     string
+	Status          Status
+	EmailVerifiedAt *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// Input limits of the contract.
+const (
+	// MaxDisplayNameRunes bounds a display name.
+	MaxDisplayNameRunes = 200
+	// MaxReasonRunes bounds the reason given for disabling or enabling a
+	// user.
+	MaxReasonRunes = 500
+)
+
+// Service is the Identity domain. Create it with [NewService].
+type Service struct {
+	db     *ent.Client
+	cfg    Config
+	hasher *hasher
+	mailer Mailer
+	logger *slog.Logger
+	now    func() time.Time
+	// dummyHash is checked against for unknown emails, so they cost the
+	// same time as known ones.
+	dummyHash string
+	// outgoing tracks mails being sent in the background (see send), and
+	// mailSlots bounds how many are sent at once.
+	outgoing  sync.WaitGroup
+	mailSlots chan struct{}
+}
+
+// Option configures a [Service].
+type Option func(*Service)
+
+// WithClock sets the clock (tests).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithLogger sets the logger. Nil, the default, discards.
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l } }
+
+// NewService returns the domain over db, sending mail through mailer.
+func NewService(db *ent.Client, cfg Config, mailer Mailer, opts ...Option) (*Service, error) {
+	cfg = cfg.withDefaults()
+	s := &Service{
+		db: db, cfg: cfg, hasher: newHasher(cfg.Argon2, cfg.HashConcurrency), mailer: mailer, now: time.Now,
+		mailSlots: make(chan struct{}, mailConcurrency),
+	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	// PostgreSQL keeps microseconds: a time returned right after a write
+	// must equal the one read back later (and the one in a page token).
+	clock := s.now
+	s.now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
+	s.logger = logging.OrDiscard(s.logger)
+	dummy, err := s.hasher.hash(context.Background(), "dummy password for unknown emails")
+	if err != nil {
+		return nil, err
+	}
+	s.dummyHash = dummy
+	return s, nil
+}
+
+// NormalizeEmail checks an address and returns the form it is stored and
+// looked up in: trimmed and lower-case.
+func NormalizeEmail(email string) (string, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	if email == "" {
+		return "", &ValidationError{Field: "email", Reason: "is required"}
+	}
+	if len(email) > 254 {
+		return "", &ValidationError{Field: "email", Reason: "must be at most 254 bytes"}
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email || !strings.Contains(email[strings.LastIndex(email, "@")+1:], ".") {
+		return "", &ValidationError{Field: "email", Reason: "is not a valid address"}
+	}
+	return email, nil
+}
+
+func checkDisplayName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if !utf8.ValidString(name) {
+		return "", &ValidationError{Field: "display_name", Reason: "must be valid UTF-8"}
+	}
+	if utf8.RuneCountInString(name) > MaxDisplayNameRunes {
+		return "", &ValidationError{Field: "display_name", Reason: fmt.Sprintf("must be at most %d characters", MaxDisplayNameRunes)}
+	}
+	return name, nil
+}
+
+// CreateUser registers a user.
+func (s *Service) CreateUser(ctx context.Context, email, password, displayName string) (User, error) {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return User{}, err
+	}
+	if displayName, err = checkDisplayName(displayName); err != nil {
+		return User{}, err
+	}
+	if err := checkPasswordRules(password, s.cfg.MinPasswordLength); err != nil {
+		return User{}, err
+	}
+	// A taken email is refused before the expensive hash; the unique index
+	// still decides races.
+	if taken, err := s.db.User.Query().Where(user.Email(email), user.DeletedAtIsNil()).Exist(ctx); err != nil {
+		return User{}, err
+	} else if taken {
+		return User{}, ErrEmailTaken
+	}
+	hash, err := s.hasher.hash(ctx, password)
+	if err != nil {
+		return User{}, err
+	}
+	var (
+		created *ent.User
+		token   string
+	)
+	err = s.inTx(ctx, func(tx *ent.Tx) error {
+		now := s.now()
+		created, err = tx.User.Create().SetEmail(email).SetDisplayName(displayName).SetPasswordHash(hash).
+			SetCreatedAt(now).SetUpdatedAt(now).Save(ctx)
+		if ent.IsConstraintError(err) {
+			return ErrEmailTaken
+		}
+		if err != nil {
+			return err
+		}
+		if token, err = s.issueToken(ctx, tx, created.ID, onetimetoken.PurposeVerifyEmail); err != nil {
+			return err
+		}
+		// One event: the verification mail is part of signing up.
+		return s.audit(ctx, tx, "identity.user.created", created.ID, map[string]string{"verification_mail": "sent"})
+	})
+	if err != nil {
+		return User{}, err
+	}
+	s.send(ctx, s.verificationMail(created.Email, token))
+	return toUser(created), nil
+}
+
+// GetUser returns a user that is not deleted.
+func (s *Service) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
+	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
+	if ent.IsNotFound(err) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, err
+	}
+	return toUser(u), nil
+}
+
+// UpdateUser changes a user's display name and/or email; nil leaves a field
+// alone. A new email is unverified until verified again.
+func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, email *string) (User, error) {
+	var err error
+	if displayName != nil {
+		name, err := checkDisplayName(*displayName)
+		if err != nil {
+			return User{}, err
+		}
+		displayName = &name
+	}
+	if email != nil {
+		e, err := NormalizeEmail(*email)
+		if err != nil {
+			return User{}, err
+		}
+		email = &e
+	}
+	var (
+		updated *ent.User
+		token   string
+	)
+	err = s.inTx(ctx, func(tx *ent.Tx) error {
+		current, err := lockLiveUser(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		upd := tx.User.UpdateOne(current).SetUpdatedAt(s.now())
+		changed := map[string]string{}
+		if displayName != nil && *displayName != current.DisplayName {
+			upd.SetDisplayName(*displayName)
+			changed["display_name"] = "changed"
+		}
+		if email != nil && *email != current.Email {
+			upd.SetEmail(*email).ClearEmailVerifiedAt()
+			changed["email"] = "changed"
+		}
+		if len(changed) == 0 {
+			updated = current
+			return nil
+		}
+		updated, err = upd.Save(ctx)
+		if ent.IsConstraintError(err) {
+			return ErrEmailTaken
+		}
+		if err != nil {
+			return err
+		}
+		if changed["email"] != "" {
+			// Links mailed to the old address stop working: a verification
+			// link must not verify the new address, and a reset link belongs
+			// to whoever reads the old mailbox. issueToken drops the
+			// verification links; the reset links go here.
+			if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
+				return err
+			}
+			if token, err = s.issueToken(ctx, tx, id, onetimetoken.PurposeVerifyEmail); err != nil {
+				return err
+			}
+			changed["verification_mail"] = "sent"
+		}
+		return s.audit(ctx, tx, "identity.user.updated", id, changed)
+	})
+	if err != nil {
+		return User{}, err
+	}
+	if token != "" {
+		s.send(ctx, s.verificationMail(updated.Email, token))
+	}
+	return toUser(updated), nil
+}
+
+// DeleteUser deletes a user: everything personal is erased and its tokens
+// deleted, leaving a tombstone of the ID and times (see the User schema).
+// Deleting a user that is gone already succeeds (the RPC is idempotent);
+// one that never existed is [ErrNotFound].
+func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
+	return s.inTx(ctx, func(tx *ent.Tx) error {
+		u, err := tx.User.Query().Where(user.ID(id)).ForUpdate().Only(ctx)
+		if ent.IsNotFound(err) {
+			return ErrNotFound
+		}
+		if err != nil || u.DeletedAt != nil {
+			return err
+		}
+		now := s.now()
+		if err := tx.User.UpdateOne(u).SetDeletedAt(now).SetUpdatedAt(now).
+			SetEmail("").SetDisplayName("").SetPasswordHash("").ClearEmailVerifiedAt().
+			SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil().Exec(ctx); err != nil {
+			return err
+		}
+		if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id)).Exec(ctx); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, "identity.user.deleted", id, nil)
+	})
+}
+
+// SetStatus disables or enables a user; setting the status it has already
+// succeeds without an event.
+func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, reason string) (User, error) {
+	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonRunes {
+		return User{}, &ValidationError{Field: "reason", Reason: fmt.Sprintf("must be valid UTF-8 of at most %d characters", MaxReasonRunes)}
+	}
+	var out *ent.User
+	err := s.inTx(ctx, func(tx *ent.Tx) error {
+		u, err := lockLiveUser(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if Status(u.Status) == status {
+			out = u
+			return nil
+		}
+		if out, err = tx.User.UpdateOne(u).SetStatus(user.Status(status)).SetUpdatedAt(s.now()).Save(ctx); err != nil {
+			return err
+		}
+		action := "identity.user.disabled"
+		if status == StatusActive {
+			action = "identity.user.enabled"
+		}
+		return s.audit(ctx, tx, action, id, map[string]string{"reason": reason})
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return toUser(out), nil
+}
+
+// ChangePassword replaces the password of id after checking the current
+// one. A wrong current password is [ErrWrongPassword] and counts towards
+// the lockout like a failed login (a stolen access token must not become
+// an unlimited password oracle); while locked it is [ErrLocked].
+// Outstanding password-reset tokens stop working.
+func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, next string) error {
+	if err := checkPasswordRules(next, s.cfg.MinPasswordLength); err != nil {
+		return err
+	}
+	if len(current) > MaxPasswordBytes {
+		return ErrWrongPassword
+	}
+	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
+	if ent.IsNotFound(err) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.authenticate(ctx, u, current); err != nil {
+		if errors.Is(err, ErrInvalidCredentials) {
+			return ErrWrongPassword
+		}
+		return err
+	}
+	hash, err := s.hasher.hash(ctx, next)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *ent.Tx) error {
+		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil()).SetPasswordHash(hash).SetUpdatedAt(s.now()).Save(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound // deleted meanwhile
+		}
+		if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, "identity.password.changed", id, nil)
+	})
+}
+
+// inTx runs fn in a transaction, committing when it returns nil or an
+// [errCommitThen], rolling back otherwise.
+func (s *Service) inTx(ctx context.Context, fn func(*ent.Tx) error) error {
+	tx, err := s.db.Tx(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(tx)
+	var after errCommitThen
+	switch {
+	case errors.As(err, &after):
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		return after.err
+	case err != nil:
+		return errors.Join(err, tx.Rollback())
+	}
+	return tx.Commit()
+}
+
+// errCommitThen asks inTx to commit and then return err: a failed login
+// must still record the failure.
+type errCommitThen struct{ err error }
+
+func (e errCommitThen) Error() string { return e.err.Error() }
+
+// audit records action on the user id in tx, through the outbox.
+func (s *Service) audit(ctx context.Context, tx *ent.Tx, action string, id uuid.UUID, metadata map[string]string) error {
+	return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, action, "user:"+id.String(), auditv1.Outcome_OUTCOME_SUCCESS, metadata))
+}
+
+func toUser(u *ent.User) User {
+	return User{
+		ID:              u.ID,
+		Email:           u.Email,
+		DisplayName:     u.DisplayName,
+		Status:          Status(u.Status),
+		EmailVerifiedAt: u.EmailVerifiedAt,
+		CreatedAt:       u.CreatedAt,
+		UpdatedAt:       u.UpdatedAt,
+	}
+}

@@ -1,0 +1,330 @@
+package database_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"entgo.io/ent/dialect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/config"
+	"portcullis.dev/kernel/database"
+	"portcullis.dev/kernel/internal/testent"
+	"portcullis.dev/kernel/internal/testent/item"
+	"portcullis.dev/kernel/internal/testent/migrate"
+	"portcullis.dev/kernel/kerneltest"
+)
+
+func newEnt(d dialect.Driver) *testent.Client { return testent.NewClient(testent.Driver(d)) }
+
+func testConfig(t *testing.T) database.Config {
+	t.Helper()
+	dsn, _ := kerneltest.Postgres(t)
+	return database.Config{DSN: config.DSN(dsn), Schema: kerneltest.SchemaName(t)}
+}
+
+func openClient(t *testing.T, cfg database.Config) *database.Client[*testent.Client] {
+	t.Helper()
+	c, err := database.NewEntClient(t.Context(), cfg, testent.Migrations(), newEnt)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+func TestSchemasAreIsolated(t *testing.T) {
+	t.Parallel()
+	a := openClient(t, testConfig(t))
+	b := openClient(t, testConfig(t))
+	ctx := t.Context()
+
+	_, err := a.Ent.Item.Create().SetName("only in a").SetCreatedAt(time.Now()).Save(ctx)
+	require.NoError(t, err)
+
+	names, err := b.Ent.Item.Query().Select(item.FieldName).Strings(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, names, "schema b sees a row written through schema a")
+	n, err := a.Ent.Item.Query().Count(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+
+	var searchPath string
+	require.NoError(t, b.DB.QueryRowContext(ctx, "SHOW search_path").Scan(&searchPath))
+	assert.Equal(t, b.Schema, searchPath)
+}
+
+func TestRoleIsLimitedToItsSchema(t *testing.T) {
+	t.Parallel()
+	dsn, admin := kerneltest.Postgres(t)
+	ctx := t.Context()
+	role := kerneltest.RoleName(t)
+	own, other := kerneltest.SchemaName(t), kerneltest.SchemaName(t)
+
+	// Another service's schema, with a table, made by the admin.
+	openClient(t, database.Config{DSN: config.DSN(dsn), Schema: other})
+
+	const password = "s3cret-'quoted\"-pass"
+	require.NoError(t, database.EnsureRole(ctx, admin, role, password, own))
+	require.NoError(t, database.EnsureRole(ctx, admin, role, password, own), "EnsureRole is not idempotent")
+
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	u.User = url.UserPassword(role, password)
+	u.Host = "127.0.0.1:" + portOf(u)
+	limited := openClient(t, database.Config{DSN: config.DSN(u.String()), Schema: own})
+
+	_, err = limited.Ent.Item.Create().SetName("mine").SetCreatedAt(time.Now()).Save(ctx)
+	require.NoError(t, err, "the role cannot use its own schema")
+
+	_, err = limited.DB.ExecContext(ctx, fmt.Sprintf("SELECT * FROM %s.items", other))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "permission denied")
+	_, err = limited.DB.ExecContext(ctx, "CREATE TABLE public.sneaky (id int)")
+	require.Error(t, err, "the role can create tables in public")
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	return "5432"
+}
+
+func TestConcurrentMigrationsApplyOnce(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	ctx := t.Context()
+
+	const replicas = 10
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		applied [][]string
+		errs    []error
+	)
+	for range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := database.Open(ctx, cfg)
+			if err == nil {
+				defer db.Close()
+				var versions []string
+				versions, err = database.Migrate(ctx, db, cfg.Schema, testent.Migrations())
+				mu.Lock()
+				applied = append(applied, versions)
+				mu.Unlock()
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Empty(t, errs)
+
+	files, err := fs.Glob(testent.Migrations(), "*.sql")
+	require.NoError(t, err)
+	total := 0
+	for _, v := range applied {
+		total += len(v)
+	}
+	assert.Equal(t, len(files), total, "%d migrations applied %d times in all: %v", len(files), total, applied)
+
+	c := openClient(t, cfg)
+	var revisions int
+	require.NoError(t, c.DB.QueryRowContext(ctx, "SELECT count(*) FROM atlas_schema_revisions").Scan(&revisions))
+	assert.Equal(t, len(files), revisions)
+}
+
+func TestTamperedMigrationsStopStartUp(t *testing.T) {
+	t.Parallel()
+	original := readAll(t)
+	tests := []struct {
+		name   string
+		before bool // apply the original migrations first
+		tamper func(fstest.MapFS)
+	}{
+		{
+			name: "file changed after atlas.sum",
+			tamper: func(m fstest.MapFS) {
+				for name, f := range m {
+					if name != "atlas.sum" {
+						f.Data = append(f.Data, []byte("\nDROP TABLE items;\n")...)
+					}
+				}
+			},
+		},
+		{
+			name:   "applied file changed with atlas.sum rewritten",
+			before: true,
+			tamper: func(m fstest.MapFS) {
+				// Swap in a different first migration, and a matching
+				// atlas.sum, as someone editing history would.
+				for name, f := range m {
+					if name != "atlas.sum" {
+						m[name] = &fstest.MapFile{Data: append(f.Data, []byte("\nCREATE TABLE extra (id int);\n")...)}
+					}
+				}
+				m["atlas.sum"] = &fstest.MapFile{Data: rehash(t, m)}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			if tt.before {
+				openClient(t, cfg)
+			}
+			files := clone(original)
+			tt.tamper(files)
+			_, err := database.NewEntClient(t.Context(), cfg, files, newEnt)
+			require.ErrorIs(t, err, database.ErrMigrationsTampered)
+			assert.Contains(t, err.Error(), cfg.Schema)
+		})
+	}
+}
+
+func TestPoolSettingsAreApplied(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.MaxOpenConns = 3
+	cfg.MaxIdleConns = 1
+	db, err := database.Open(t.Context(), cfg)
+	require.NoError(t, err)
+	defer db.Close()
+
+	// Hold more connections than the pool allows: the fourth must wait.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var conns []*sql.Conn
+	for range 3 {
+		c, err := db.Conn(ctx)
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	waitCtx, cancelWait := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = db.Conn(waitCtx)
+	cancelWait()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	for _, c := range conns {
+		require.NoError(t, c.Close())
+	}
+
+	stats := db.Stats()
+	assert.Equal(t, 3, stats.MaxOpenConnections)
+	assert.Equal(t, 1, stats.Idle, "idle connections beyond max_idle_conns were kept")
+	assert.GreaterOrEqual(t, stats.WaitCount, int64(1))
+}
+
+func TestCloseWaitsForInFlightQuery(t *testing.T) {
+	t.Parallel()
+	c := openClient(t, testConfig(t))
+	started := make(chan struct{})
+	queryDone := make(chan error, 1)
+	go func() {
+		conn, err := c.DB.Conn(context.Background())
+		if err != nil {
+			queryDone <- err
+			return
+		}
+		close(started)
+		_, err = conn.ExecContext(context.Background(), "SELECT pg_sleep(0.5)")
+		_ = conn.Close()
+		queryDone <- err
+	}()
+	<-started
+	time.Sleep(50 * time.Millisecond) // the query is on the server now
+
+	begin := time.Now()
+	require.NoError(t, c.Close(t.Context()))
+	assert.GreaterOrEqual(t, time.Since(begin), 300*time.Millisecond, "Close returned before the query finished")
+	require.NoError(t, <-queryDone, "the in-flight query was cut off")
+
+	// A deadline shorter than the query: Close gives up and says so.
+	c2 := openClient(t, testConfig(t))
+	go func() { _, _ = c2.DB.ExecContext(context.Background(), "SELECT pg_sleep(1)") }()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, c2.Close(ctx), context.DeadlineExceeded)
+}
+
+func TestUnreachableDatabaseIsRetriedThenFails(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+
+	const password = "hunter2-do-not-print"
+	cfg := database.Config{
+		DSN:            config.DSN("postgres://svc:" + password + "@" + addr + "/portcullis?sslmode=disable"),
+		Schema:         "identity",
+		ConnectTimeout: 700 * time.Millisecond,
+	}
+	begin := time.Now()
+	_, err = database.Open(t.Context(), cfg)
+	require.Error(t, err)
+	assert.GreaterOrEqual(t, time.Since(begin), 600*time.Millisecond, "gave up without retrying")
+	assert.Contains(t, err.Error(), `schema "identity"`)
+	assert.Contains(t, err.Error(), "gave up after")
+	assert.NotContains(t, err.Error(), password)
+	assert.NotContains(t, fmt.Sprintf("%+v", cfg), password)
+}
+
+func TestInvalidConfigIsRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		cfg    database.Config
+		wantIn string
+	}{
+		{"no schema", database.Config{DSN: "postgres://x@127.0.0.1/db"}, "database.schema"},
+		{"schema with a quote", database.Config{DSN: "postgres://x@127.0.0.1/db", Schema: `a"; DROP`}, "database.schema"},
+		{"shared schema", database.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "public"}, "database.schema"},
+		{"idle over open", database.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "s", MaxOpenConns: 2, MaxIdleConns: 5}, "database.max_idle_conns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := database.Open(t.Context(), tt.cfg)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantIn)
+		})
+	}
+}
+
+func TestMigrationsMatchTheEntSchema(t *testing.T) {
+	t.Parallel()
+	dsn, _ := kerneltest.Postgres(t)
+	require.NoError(t, database.CheckMigrations(t.Context(), dsn, testent.Migrations(), migrate.Tables))
+
+	// Without the migrations the schema is all missing, and the error shows
+	// the SQL that would fix it.
+	empty := fstest.MapFS{"atlas.sum": &fstest.MapFile{Data: rehash(t, fstest.MapFS{})}}
+	err := database.CheckMigrations(t.Context(), dsn, empty, migrate.Tables)
+	require.ErrorIs(t, err, database.ErrMigrationMissing)
+	assert.Contains(t, err.Error(), `CREATE TABLE "items"`)
+}
+
+func TestReadyReportsADownDatabase(t *testing.T) {
+	t.Parallel()
+	c, err := database.NewEntClient(t.Context(), testConfig(t), testent.Migrations(), newEnt)
+	require.NoError(t, err)
+	require.NoError(t, c.Ready(t.Context()))
+	require.NoError(t, c.Close(t.Context()))
+	err = c.Ready(t.Context())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), c.Schema, "the error does not name the schema")
+}

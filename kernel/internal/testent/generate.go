@@ -1,0 +1,15 @@
+// Package testent is the generated Ent client of the database package's
+// tests, with its versioned migrations embedded.
+package testent
+
+import "embed"
+
+// GOWORK=off: ent resolves its imports like goimports, and in the workspace
+// every service has a package named ent to mistake for entgo.io/ent.
+//go:generate env GOWORK=off go tool ent generate --feature sql/versioned-migration,sql/execquery ./schema
+//go:generate go run ./newmigration -name=${MIGRATION_NAME}
+
+// Migrations are the versioned migrations of the schema in ./schema.
+//
+//go:embed migrations
+var migrations embed.FS

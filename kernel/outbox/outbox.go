@@ -1,0 +1,97 @@
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"portcullis.dev/kernel/authn"
+	"portcullis.dev/kernel/logging"
+	auditv1 "portcullis.dev/proto/audit/v1"
+)
+
+// Execer runs a statement in the caller's transaction: *sql.Tx, and an Ent
+// transaction generated with the sql/execquery feature.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// channelPrefix + schema is the NOTIFY channel that wakes a schema's relay.
+const channelPrefix = "portcullis_outbox_"
+
+// Enqueue writes ev to the outbox in tx, to be delivered once tx commits.
+// An empty idempotency key is filled in. The relay is notified at commit.
+func Enqueue(ctx context.Context, tx Execer, ev *auditv1.NewEvent) error {
+	if ev.GetAction() == "" {
+		return errors.New("outbox: event has no action")
+	}
+	if ev.IdempotencyKey == "" {
+		ev.IdempotencyKey = newKey()
+	}
+	if ev.Time == nil {
+		ev.Time = timestamppb.Now()
+	}
+	payload, err := proto.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("outbox: encode %s event: %w", ev.GetAction(), err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+Table+` (idempotency_key, payload, created_at) VALUES ($1, $2, $3)`,
+		ev.IdempotencyKey, payload, time.Now()); err != nil {
+		return fmt.Errorf("outbox: enqueue %s event: %w", ev.GetAction(), err)
+	}
+	// NOTIFY is transactional: the relay hears it only if tx commits.
+	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1 || current_schema(), '')`, channelPrefix); err != nil {
+		return fmt.Errorf("outbox: notify relay: %w", err)
+	}
+	return nil
+}
+
+// NewEvent returns an event for action on target by the caller of ctx (its
+// principal, or anonymous), with the request ID of ctx and the time now.
+// metadata is copied; it must hold no secrets.
+func NewEvent(ctx context.Context, action, target string, outcome auditv1.Outcome, metadata map[string]string) *auditv1.NewEvent {
+	ev := &auditv1.NewEvent{
+		IdempotencyKey: newKey(),
+		Time:           timestamppb.Now(),
+		Actor:          &auditv1.Actor{Type: auditv1.ActorType_ACTOR_TYPE_ANONYMOUS},
+		Action:         action,
+		Target:         target,
+		Outcome:        outcome,
+		RequestId:      logging.RequestID(ctx),
+	}
+	if p, ok := authn.FromContext(ctx); ok {
+		ev.Actor = &auditv1.Actor{Type: actorType(p.Kind), Id: p.Subject}
+	}
+	if len(metadata) > 0 {
+		ev.Metadata = make(map[string]string, len(metadata))
+		for k, v := range metadata {
+			ev.Metadata[k] = v
+		}
+	}
+	return ev
+}
+
+func actorType(k authn.Kind) auditv1.ActorType {
+	switch k {
+	case authn.KindUser:
+		return auditv1.ActorType_ACTOR_TYPE_USER
+	case authn.KindService:
+		return auditv1.ActorType_ACTOR_TYPE_SERVICE
+	}
+	return auditv1.ActorType_ACTOR_TYPE_ANONYMOUS
+}
+
+// newKey is a random idempotency key: unique across services and replicas
+// without coordination.
+func newKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,179 @@
+package registry_test
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/registry"
+)
+
+// reaction bounds how long after Consul the resolver may reflect a change.
+// It typically takes a few milliseconds; the bound leaves room for a loaded
+// machine running the race detector.
+const reaction = 500 * time.Millisecond
+
+// settle bounds how long Consul may take to report a change of health: its
+// check interval, plus a new agent's first sync.
+const settle = 5 * time.Second
+
+func TestResolverFollowsHealth(t *testing.T) {
+	t.Parallel()
+	reg, _ := newRegistry(t)
+	res := reg.Resolver("identity")
+	t.Cleanup(res.Close)
+	require.NoError(t, res.Wait(t.Context()), "an unknown service is a known-empty answer")
+	assert.Empty(t, res.Instances())
+
+	a, b := newBackend(t), newBackend(t)
+	instA := a.instance("identity", "portcullis.identity.v1.IdentityService")
+	instA.Meta = map[string]string{"zone": "a"}
+	idA := register(t, reg, instA)
+	assert.Less(t, resolverLag(t, reg, res, settle, a.hostPort()), reaction, "a new instance is seen")
+	assert.Equal(t, []registry.Instance{{
+		ID:              idA,
+		Service:         "identity",
+		Address:         "127.0.0.1",
+		Port:            instA.Port,
+		Version:         "v1.2.3",
+		ConnectServices: []string{"portcullis.identity.v1.IdentityService"},
+		Meta:            map[string]string{"zone": "a"},
+	}}, res.Instances())
+
+	register(t, reg, b.instance("identity"))
+	assert.Less(t, resolverLag(t, reg, res, settle, a.hostPort(), b.hostPort()), reaction, "a second instance is seen")
+
+	b.setReady(false)
+	assert.Less(t, resolverLag(t, reg, res, settle, a.hostPort()), reaction, "a critical instance is dropped")
+
+	b.setReady(true)
+	assert.Less(t, resolverLag(t, reg, res, settle, a.hostPort(), b.hostPort()), reaction, "a recovered instance is back")
+}
+
+func TestResolverEmptiesWhenTheLastInstanceLeaves(t *testing.T) {
+	t.Parallel()
+	reg, _ := newRegistry(t)
+	tests := []struct {
+		name  string
+		leave func(t *testing.T, id string, b *backend)
+	}{
+		{"deregistered", func(t *testing.T, id string, _ *backend) {
+			require.NoError(t, reg.Deregister(t.Context(), id))
+		}},
+		{"not ready", func(_ *testing.T, _ string, b *backend) { b.setReady(false) }},
+		{"gone", func(_ *testing.T, _ string, b *backend) { b.srv.Close() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			service := "svc-" + tt.name[:3]
+			res := reg.Resolver(service)
+			t.Cleanup(res.Close)
+			b := newBackend(t)
+			id := register(t, reg, b.instance(service))
+			waitForInstances(t, res, settle, b.hostPort())
+			select {
+			case <-res.Updates(): // drain the notification of the arrival
+			default:
+			}
+
+			tt.leave(t, id, b)
+			select {
+			case <-res.Updates():
+			case <-time.After(settle):
+				t.Fatal("no update when the last instance left")
+			}
+			assert.Empty(t, res.Instances())
+		})
+	}
+}
+
+func TestResolverSurvivesConsulRestart(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	reg, consul := newRegistry(t, registry.WithLogger(logs.logger()))
+	a := newBackend(t)
+	inst := a.instance("identity")
+	register(t, reg, inst)
+	res := reg.Resolver("identity", registry.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
+	t.Cleanup(res.Close)
+	waitForInstances(t, res, settle, a.hostPort())
+	known := res.Instances()
+
+	consul.Stop()
+	require.Eventually(t, func() bool { return logs.count(slog.LevelDebug, "Consul query failed again") >= 5 },
+		5*time.Second, 10*time.Millisecond, "the resolver keeps retrying")
+	assert.Equal(t, known, res.Instances(), "the last known instances are kept")
+	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul query failed"), "one warning per outage:\n%s", logs.String())
+
+	consul.Restart()        // an empty agent: registrations are lost, indexes start over
+	inst.Version = "v1.2.4" // to tell the new registration from the known one
+	_, err := reg.Register(t.Context(), inst)
+	require.NoError(t, err)
+	deadline := time.After(settle)
+	for !slices.ContainsFunc(res.Instances(), func(i registry.Instance) bool { return i.Version == "v1.2.4" }) {
+		select {
+		case <-res.Updates():
+		case <-deadline:
+			t.Fatalf("the resolver did not pick up the registration after the restart: %+v\n%s", res.Instances(), logs.String())
+		}
+	}
+	waitForInstances(t, res, 0, a.hostPort())
+	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "Consul answers again") == 1 },
+		time.Second, 10*time.Millisecond, "recovery is logged:\n%s", logs.String())
+	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul query failed"))
+
+	// The resolver still follows changes after the restart.
+	a.setReady(false)
+	waitForInstances(t, res, settle)
+}
+
+func TestResolverWaitWithoutConsul(t *testing.T) {
+	t.Parallel()
+	reg, err := registry.New(registry.Config{Addr: "127.0.0.1:1"})
+	require.NoError(t, err)
+	res := reg.Resolver("identity", registry.WithBackoff(10*time.Millisecond, 20*time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	err = res.Wait(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorContains(t, err, `resolve "identity": context deadline exceeded; last Consul error: healthy instances of "identity"`)
+	assert.ErrorContains(t, err, "connection refused")
+	assert.Empty(t, res.Instances())
+
+	res.Close()
+	require.ErrorIs(t, res.Wait(t.Context()), registry.ErrClosed)
+	res.Close() // closing again does nothing
+}
+
+// TestCloseStopsTheWatch is not parallel: it counts goroutines.
+func TestCloseStopsTheWatch(t *testing.T) {
+	reg, err := registry.New(registry.Config{Addr: "127.0.0.1:1"})
+	require.NoError(t, err)
+	before := runtime.NumGoroutine()
+	var closers []func()
+	for range 10 {
+		closers = append(closers,
+			reg.Resolver("identity", registry.WithBackoff(time.Millisecond, 2*time.Millisecond)).Close,
+			reg.WatchCatalog(registry.WithBackoff(time.Millisecond, 2*time.Millisecond)).Close)
+	}
+	assert.GreaterOrEqual(t, runtime.NumGoroutine(), before+20)
+	time.Sleep(50 * time.Millisecond) // let them fail a few times
+	for _, c := range closers {
+		c()
+	}
+	// Close has waited for the watch goroutines; what may linger briefly
+	// is the HTTP transport's. (Not assert.Eventually: it adds goroutines.)
+	deadline := time.Now().Add(time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.LessOrEqual(t, runtime.NumGoroutine(), before)
+}

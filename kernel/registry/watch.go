@@ -1,0 +1,277 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Timings of the blocking-query loop.
+const (
+	// minQueryInterval is the least time between the starts of two queries
+	// of one watcher: Consul's blocking-query rules ask clients to rate-limit,
+	// so that a result that changes constantly, or an index stuck at a value
+	// that does not block, cannot make the loop spin. It also bounds how much
+	// a change can be delayed.
+	minQueryInterval = 100 * time.Millisecond
+	// waitTime is how long a query asks Consul to hold it open when nothing
+	// changes; each query asks for a value jittered by ±10%, so that
+	// watchers started together drift apart. A minute, rather than
+	// Consul's five, bounds how long a connection that died silently goes
+	// unnoticed.
+	waitTime = time.Minute
+	// queryGrace is how much longer than its wait time (plus the up to
+	// wait/16 Consul adds) a query may take before it is abandoned.
+	queryGrace = 5 * time.Second
+
+	defaultBackoffMin = 250 * time.Millisecond
+	defaultBackoffMax = 10 * time.Second
+)
+
+// ErrClosed is what Wait returns once its watcher is closed without having
+// had an answer from Consul.
+var ErrClosed = errors.New("registry: watcher closed")
+
+// WatchOption configures a [Resolver] or a [CatalogWatcher].
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	logger                 *slog.Logger
+	backoffMin, backoffMax time.Duration
+}
+
+// WithWatchLogger sets the watcher's logger. Nil, the default, means the
+// [Registry]'s.
+func WithWatchLogger(l *slog.Logger) WatchOption {
+	return func(o *watchOptions) { o.logger = l }
+}
+
+// WithBackoff sets how long a watcher waits after a failed query: initial
+// after the first failure, doubling with each further one up to max, each
+// wait shortened at random by up to half so that watchers do not retry in
+// step. Zero values mean 250ms and 10s.
+func WithBackoff(initial, max time.Duration) WatchOption {
+	return func(o *watchOptions) { o.backoffMin, o.backoffMax = initial, max }
+}
+
+func (r *Registry) watchOptions(opts []WatchOption) watchOptions {
+	o := watchOptions{backoffMin: defaultBackoffMin, backoffMax: defaultBackoffMax}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = r.logger
+	}
+	if o.backoffMin <= 0 {
+		o.backoffMin = defaultBackoffMin
+	}
+	if o.backoffMax <= 0 {
+		o.backoffMax = defaultBackoffMax
+	}
+	o.backoffMax = max(o.backoffMax, o.backoffMin)
+	return o
+}
+
+// watch keeps the latest answer of one blocking Consul query. The zero
+// value is not usable; fill in the function fields and call start.
+type watch[T any] struct {
+	// query runs the query with q's index, wait time and context.
+	query func(q *api.QueryOptions) (T, *api.QueryMeta, error)
+	// equal reports whether two answers are the same, so that an answer
+	// that changes nothing notifies nobody.
+	equal func(a, b T) bool
+	// size is how many items an answer holds, for logs.
+	size func(T) int
+	// changed, if set, is called in the loop after each change.
+	changed func(T)
+
+	opts   watchOptions
+	logger *slog.Logger
+
+	state   atomic.Pointer[T]
+	updates chan struct{}
+	ready   chan struct{} // closed on the first answer
+	done    chan struct{} // closed when the loop has returned
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex
+	lastErr error // of the latest query, nil after an answer
+}
+
+// start stores the zero answer and starts the loop.
+func (w *watch[T]) start() {
+	var zero T
+	w.state.Store(&zero)
+	w.updates = make(chan struct{}, 1)
+	w.ready = make(chan struct{})
+	w.done = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go w.run(ctx)
+}
+
+func (w *watch[T]) load() T { return *w.state.Load() }
+
+func (w *watch[T]) close() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *watch[T]) wait(ctx context.Context) error {
+	select {
+	case <-w.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-w.ready:
+		return nil
+	case <-w.done:
+		select {
+		case <-w.ready:
+			return nil
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		w.mu.Lock()
+		last := w.lastErr
+		w.mu.Unlock()
+		if last != nil {
+			return fmt.Errorf("%w; last Consul error: %w", ctx.Err(), last)
+		}
+		return ctx.Err()
+	}
+}
+
+func (w *watch[T]) setErr(err error) {
+	w.mu.Lock()
+	w.lastErr = err
+	w.mu.Unlock()
+}
+
+// run is the blocking-query loop; see the package documentation for the
+// rules it follows.
+func (w *watch[T]) run(ctx context.Context) {
+	defer close(w.done)
+	var (
+		index     uint64
+		lastStart time.Time
+		failures  int
+		outage    time.Time
+		hadAnswer bool
+		aclWarned bool
+	)
+	for {
+		if d := minQueryInterval - time.Since(lastStart); d > 0 && !sleep(ctx, d) {
+			return
+		}
+		lastStart = time.Now()
+		wait := jitter(waitTime, 0.1)
+		qctx, cancel := context.WithTimeout(ctx, wait+wait/16+queryGrace)
+		answer, meta, err := w.query((&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(qctx))
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.setErr(err)
+			// Consul may have restarted. A restarted Consul whose index has
+			// not yet caught up with ours would hold the next query for the
+			// whole wait time before its lower index showed; starting over
+			// from 0 gets the current state at once.
+			index = 0
+			failures++
+			if failures == 1 {
+				outage = time.Now()
+				w.logger.Warn("Consul query failed; serving the last known state until Consul answers",
+					slog.Int("known", w.size(w.load())), slog.Bool("had_answer", hadAnswer), slog.Any("error", err))
+			} else {
+				w.logger.Debug("Consul query failed again", slog.Int("failures", failures), slog.Any("error", err))
+			}
+			if !sleep(ctx, backoff(failures, w.opts.backoffMin, w.opts.backoffMax)) {
+				return
+			}
+			continue
+		}
+		w.setErr(nil)
+		if failures > 0 {
+			w.logger.Info("Consul answers again",
+				slog.Duration("outage", time.Since(outage).Round(time.Millisecond)), slog.Int("failed_queries", failures))
+			failures = 0
+		}
+		index = nextIndex(index, meta.LastIndex)
+		if meta.ResultsFilteredByACLs && !aclWarned {
+			// Consul answers as if the hidden results did not exist, so an
+			// under-privileged token looks like missing instances.
+			aclWarned = true
+			w.logger.Warn("Consul's ACLs hid some results from this token; grant it service:read and node:read")
+		}
+		if !w.equal(w.load(), answer) {
+			w.state.Store(&answer)
+			select {
+			case w.updates <- struct{}{}:
+			default: // a notification is pending already; it covers this one
+			}
+			if w.changed != nil {
+				w.changed(answer)
+			}
+		}
+		if !hadAnswer {
+			hadAnswer = true
+			close(w.ready)
+		}
+	}
+}
+
+// nextIndex returns the index to wait on after a query that waited on prev
+// returned the index got, following Consul's blocking-query rules: an index
+// that went backwards (a restarted agent, a restored snapshot) resets the
+// loop to 0, so the next query returns at once with a fresh index; and an
+// index of 0, which would not block, becomes 1.
+func nextIndex(prev, got uint64) uint64 {
+	switch {
+	case got < prev:
+		return 0
+	case got == 0:
+		return 1
+	default:
+		return got
+	}
+}
+
+// backoff returns the wait after the given number of consecutive failures:
+// initial doubled failures-1 times, at most maxWait, less a random amount of
+// up to half ("equal jitter").
+func backoff(failures int, initial, maxWait time.Duration) time.Duration {
+	d := initial
+	for i := 1; i < failures && d < maxWait; i++ {
+		d *= 2
+	}
+	d = min(d, maxWait)
+	return d/2 + rand.N(d/2+1)
+}
+
+// jitter returns d changed at random by up to ±frac of it.
+func jitter(d time.Duration, frac float64) time.Duration {
+	return time.Duration(float64(d) * (1 - frac + 2*frac*rand.Float64()))
+}
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

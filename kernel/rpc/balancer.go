@@ -1,0 +1,231 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"portcullis.dev/kernel/registry"
+)
+
+// balancer is an http.RoundTripper that sends a request for http://<service>/...
+// to one healthy instance of <service>: the less busy of two picked at
+// random (power of two choices), skipping instances ejected for failing.
+// A request that never left — the connection was refused — is retried on
+// another instance; anything else is not, since it may have run.
+type balancer struct {
+	base      http.RoundTripper
+	instances func(ctx context.Context, service string) ([]registry.Instance, error)
+	// ejectAfter consecutive failures eject an instance for ejectFor.
+	ejectAfter  int32
+	ejectFor    time.Duration
+	maxAttempts int
+
+	endpoints sync.Map // host:port → *endpoint
+}
+
+// endpoint is what the balancer knows of one instance.
+type endpoint struct {
+	inFlight     atomic.Int64
+	failures     atomic.Int32
+	ejectedUntil atomic.Int64 // unix nanoseconds
+}
+
+func newBalancer(base http.RoundTripper, instances func(context.Context, string) ([]registry.Instance, error)) *balancer {
+	return &balancer{
+		base:        base,
+		instances:   instances,
+		ejectAfter:  3,
+		ejectFor:    10 * time.Second,
+		maxAttempts: 3,
+	}
+}
+
+// h2cTransport speaks HTTP/2 with prior knowledge over plain TCP, the way
+// services call each other on a trusted network.
+func h2cTransport() *http.Transport {
+	t := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		Protocols:           new(http.Protocols),
+	}
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return t
+}
+
+func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
+	service := req.URL.Hostname()
+	instances, err := b.instances(req.Context(), service)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	var (
+		tried   []string // at most maxAttempts: a slice beats a map
+		lastErr error
+	)
+	for attempt := 0; attempt < b.maxAttempts; attempt++ {
+		inst, ep, ok := b.pick(instances, tried)
+		if !ok {
+			break
+		}
+		addr := inst.HostPort()
+		tried = append(tried, addr)
+		// A shallow copy with its own URL: the headers are not changed, so
+		// they need no copy (http.Request.Clone would copy them each call).
+		out := new(http.Request)
+		*out = *req
+		u := *req.URL
+		u.Host = addr
+		out.URL = &u
+		out.Host = addr
+		if attempt > 0 {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, fmt.Errorf("replay request body: %w", err)
+			}
+			out.Body = body
+		}
+		ep.inFlight.Add(1)
+		resp, err := b.base.RoundTrip(out)
+		if err == nil {
+			b.record(ep, resp.StatusCode != http.StatusServiceUnavailable)
+			resp.Body = &trackedBody{ReadCloser: resp.Body, done: func() { ep.inFlight.Add(-1) }}
+			return resp, nil
+		}
+		ep.inFlight.Add(-1)
+		b.record(ep, false)
+		lastErr = fmt.Errorf("%s instance %s: %w", service, addr, err)
+		if !neverSent(err) || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
+			return nil, lastErr
+		}
+	}
+	if lastErr == nil {
+		closeBody(req)
+		lastErr = fmt.Errorf("no healthy instance of %q", service)
+	}
+	return nil, lastErr
+}
+
+// pick chooses the less busy of two random usable instances. Ejected
+// instances are usable only when nothing else is: better a doubtful
+// instance than certain failure.
+func (b *balancer) pick(instances []registry.Instance, tried []string) (registry.Instance, *endpoint, bool) {
+	now := time.Now().UnixNano()
+	var (
+		best, second     int = -1, -1
+		bestEp, secondEp *endpoint
+		seen             int
+		fallback         = -1
+		fallbackEp       *endpoint
+	)
+	// One pass of reservoir sampling picks two usable instances uniformly
+	// at random without building a list.
+	for i := range instances {
+		addr := instances[i].HostPort()
+		if slices.Contains(tried, addr) {
+			continue
+		}
+		ep := b.endpoint(addr)
+		if ep.ejectedUntil.Load() > now {
+			if fallback < 0 || rand.IntN(2) == 0 {
+				fallback, fallbackEp = i, ep
+			}
+			continue
+		}
+		seen++
+		switch {
+		case seen == 1:
+			best, bestEp = i, ep
+		case seen == 2:
+			second, secondEp = i, ep
+		default:
+			if j := rand.IntN(seen); j == 0 {
+				best, bestEp = i, ep
+			} else if j == 1 {
+				second, secondEp = i, ep
+			}
+		}
+	}
+	switch {
+	case best < 0 && fallback < 0:
+		return registry.Instance{}, nil, false
+	case best < 0:
+		return instances[fallback], fallbackEp, true
+	case second < 0:
+		return instances[best], bestEp, true
+	}
+	// The less busy of the two; a tie (the common case when idle) is broken
+	// at random, or the first instance listed would take every call.
+	a, c := bestEp.inFlight.Load(), secondEp.inFlight.Load()
+	if c < a || (c == a && rand.IntN(2) == 0) {
+		return instances[second], secondEp, true
+	}
+	return instances[best], bestEp, true
+}
+
+func (b *balancer) endpoint(addr string) *endpoint {
+	if ep, ok := b.endpoints.Load(addr); ok {
+		return ep.(*endpoint)
+	}
+	ep, _ := b.endpoints.LoadOrStore(addr, &endpoint{})
+	return ep.(*endpoint)
+}
+
+func (b *balancer) record(ep *endpoint, ok bool) {
+	if ok {
+		ep.failures.Store(0)
+		return
+	}
+	if ep.failures.Add(1) >= b.ejectAfter {
+		ep.ejectedUntil.Store(time.Now().Add(b.ejectFor).UnixNano())
+		ep.failures.Store(0)
+	}
+}
+
+// neverSent reports whether err means the request did not reach the
+// instance at all, so sending it elsewhere cannot run it twice.
+func neverSent(err error) bool {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// trackedBody calls done once, when the response body is closed or read to
+// the end: for a stream, that is when the call ends.
+type trackedBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (t *trackedBody) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err != nil {
+		t.once.Do(t.done)
+	}
+	return n, err
+}
+
+func (t *trackedBody) Close() error {
+	t.once.Do(t.done)
+	return t.ReadCloser.Close()
+}

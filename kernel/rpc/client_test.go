@@ -1,0 +1,161 @@
+package rpc_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/consul/api"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/registry"
+	"portcullis.dev/kernel/rpc"
+	identityv1 "portcullis.dev/proto/identity/v1"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+)
+
+func newRegistry(t *testing.T, consul *kerneltest.Consul) *registry.Registry {
+	t.Helper()
+	reg, err := registry.New(registry.Config{Addr: consul.Addr(), CheckInterval: time.Second})
+	require.NoError(t, err)
+	return reg
+}
+
+// instance is one registered server of the stub service.
+type instance struct {
+	stub   *identityStub
+	cancel context.CancelFunc
+	done   chan error
+	addr   string
+}
+
+func startInstance(t *testing.T, reg *registry.Registry, a *access, name string) *instance {
+	t.Helper()
+	stub := &identityStub{name: name}
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: 300 * time.Millisecond, ShutdownTimeout: 5 * time.Second},
+		rpc.WithRegistry(reg), rpc.WithAccessPolicy(a.policy()))
+	srv.Handle(identityv1connect.NewIdentityServiceHandler(stub, srv.HandlerOptions()...))
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{stub: stub, cancel: cancel, done: make(chan error, 1)}
+	go func() { in.done <- srv.Run(ctx) }()
+	addr, err := srv.Addr(t.Context())
+	require.NoError(t, err)
+	in.addr = addr.String()
+	t.Cleanup(in.stop)
+	return in
+}
+
+func (in *instance) stop() {
+	in.cancel()
+	<-in.done
+	in.done <- nil // later stops return at once
+}
+
+func TestFactoryBalancesAndSurvivesAStoppedInstance(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	reg := newRegistry(t, consul)
+	a := newAccess(t)
+	first := startInstance(t, reg, a, "first")
+	second := startInstance(t, reg, a, "second")
+
+	factory := rpc.NewClientFactory(reg, rpc.WithServiceTokens(a.tokens))
+	t.Cleanup(factory.Close)
+	client := rpc.NewClient(factory, "identitysvc", identityv1connect.NewIdentityServiceClient)
+
+	// Both instances registered and healthy: calls spread over both, and an
+	// INTERNAL procedure gets the service token attached.
+	require.Eventually(t, func() bool {
+		_, err := client.VerifyCredentials(t.Context(), connect.NewRequest(&identityv1.VerifyCredentialsRequest{}))
+		return err == nil && first.stub.calls.Load() > 0 && second.stub.calls.Load() > 0
+	}, 10*time.Second, 20*time.Millisecond, "calls never reached both instances")
+	resp, err := client.VerifyCredentials(t.Context(), connect.NewRequest(&identityv1.VerifyCredentialsRequest{}))
+	require.NoError(t, err)
+	assert.Equal(t, "service:authsvc", resp.Msg.GetUserId())
+
+	// Call continuously while the first instance shuts down, then while the
+	// second is killed without a goodbye (its port refuses connections):
+	// no call may fail.
+	var (
+		failures atomic.Int64
+		calls    atomic.Int64
+		wg       sync.WaitGroup
+		stop     = make(chan struct{})
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := client.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+				calls.Add(1)
+				if err != nil {
+					failures.Add(1)
+					t.Logf("call failed: %v", err)
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	first.stop()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	assert.Zero(t, failures.Load(), "%d of %d calls failed while an instance stopped", failures.Load(), calls.Load())
+	assert.Greater(t, calls.Load(), int64(50))
+}
+
+func TestFactoryRetriesARefusedConnection(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	reg := newRegistry(t, consul)
+	a := newAccess(t)
+	live := startInstance(t, reg, a, "live")
+
+	// A dead instance Consul still believes healthy: registered with a check
+	// that passes, at a port where nothing listens.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadPort := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	require.NoError(t, reg.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "identitysvc-dead", Name: "identitysvc", Address: "127.0.0.1", Port: deadPort,
+		Check: &api.AgentServiceCheck{HTTP: "http://" + live.addr + "/readyz", Interval: "1s"}, // answers 200
+	}))
+
+	factory := rpc.NewClientFactory(reg)
+	t.Cleanup(factory.Close)
+	client := rpc.NewClient(factory, "identitysvc", identityv1connect.NewIdentityServiceClient)
+	require.Eventually(t, func() bool {
+		r, _, err := reg.Client().Health().Service("identitysvc", "", true, nil)
+		return err == nil && len(r) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+
+	for i := range 50 {
+		_, err := client.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+		require.NoError(t, err, "call %d", i)
+	}
+	assert.Equal(t, int64(50), live.stub.calls.Load())
+}
+
+func TestFactoryWithoutInstancesIsUnavailable(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	factory := rpc.NewClientFactory(newRegistry(t, consul))
+	t.Cleanup(factory.Close)
+	client := rpc.NewClient(factory, "nothing-here", identityv1connect.NewIdentityServiceClient)
+	_, err := client.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{}))
+	require.Error(t, err)
+	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
+}

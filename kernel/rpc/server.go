@@ -1,0 +1,404 @@
+package rpc
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/registry"
+)
+
+// Config is a service's `server:` section.
+type Config struct {
+	// Addr is the listen address. Port 0 picks a free port, which is then
+	// the one registered in Consul. Empty means 127.0.0.1:0.
+	Addr string `koanf:"addr"`
+	// AdvertiseAddr is the host registered in Consul, for when the listen
+	// address is a wildcard. Empty means the listener's host.
+	AdvertiseAddr string `koanf:"advertise_addr"`
+	// ShutdownTimeout bounds the drain of in-flight calls on shutdown.
+	// Zero means 20s.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" validate:"min=0"`
+	// DeregisterDelay is how long the instance keeps serving after leaving
+	// Consul, so clients' resolvers drop it before it stops. Zero means
+	// 500ms.
+	DeregisterDelay time.Duration `koanf:"deregister_delay" validate:"min=0"`
+	// MaxRequestBytes caps a request message. Zero means 4 MiB.
+	MaxRequestBytes int `koanf:"max_request_bytes" validate:"min=0"`
+}
+
+// Server serves one service's Connect handlers plus the standard endpoints.
+// Create it with [NewServer], add handlers with [Server.Handle], then
+// [Server.Run] it.
+type Server struct {
+	name, version string
+	cfg           Config
+	logger        *slog.Logger
+	registry      *registry.Registry
+	policy        *AccessPolicy
+	metrics       *metrics
+	interceptors  []connect.Interceptor
+	readiness     []readinessCheck
+	details       []readinessDetail
+	background    []backgroundTask
+	collectors    []prometheus.Collector
+	closers       []func(context.Context) error
+
+	mux      *http.ServeMux
+	services []string // fully-qualified Connect services served
+	ready    atomic.Bool
+	addr     chan net.Addr
+	addrOnce sync.Once
+}
+
+type readinessCheck struct {
+	name  string
+	check func(context.Context) error
+}
+
+type readinessDetail struct {
+	name   string
+	detail func() string
+}
+
+type backgroundTask struct {
+	name string
+	run  func(context.Context) error
+}
+
+// Option configures a [Server].
+type Option func(*Server)
+
+// WithLogger sets the logger for the access log and lifecycle events. Nil,
+// the default, discards.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.logger = l } }
+
+// WithRegistry registers the instance in Consul while it runs. Without it,
+// the server runs unregistered (tests, a single binary).
+func WithRegistry(r *registry.Registry) Option { return func(s *Server) { s.registry = r } }
+
+// WithAccessPolicy enforces the contract's access options on every call.
+// Without it every procedure is refused: a service cannot run open by
+// mistake.
+func WithAccessPolicy(p *AccessPolicy) Option { return func(s *Server) { s.policy = p } }
+
+// WithReadiness adds a check /readyz runs, such as the database's ping.
+func WithReadiness(name string, check func(context.Context) error) Option {
+	return func(s *Server) { s.readiness = append(s.readiness, readinessCheck{name, check}) }
+}
+
+// WithReadinessDetail adds a line "name: detail()" to the /readyz answer,
+// without deciding readiness (an outbox backlog, say).
+func WithReadinessDetail(name string, detail func() string) Option {
+	return func(s *Server) { s.details = append(s.details, readinessDetail{name, detail}) }
+}
+
+// WithBackground runs task for as long as the server serves, such as an
+// outbox relay. Its context ends after the last call has drained; Run waits
+// for it to return before running the closers. A task that fails is logged;
+// it does not stop the server.
+func WithBackground(name string, task func(context.Context) error) Option {
+	return func(s *Server) { s.background = append(s.background, backgroundTask{name, task}) }
+}
+
+// WithCollectors adds Prometheus collectors to /metrics.
+func WithCollectors(cs ...prometheus.Collector) Option {
+	return func(s *Server) { s.collectors = append(s.collectors, cs...) }
+}
+
+// WithCloser adds a function Run calls after the last call has drained,
+// such as closing the database; closers run in the order they were given.
+func WithCloser(close func(context.Context) error) Option {
+	return func(s *Server) { s.closers = append(s.closers, close) }
+}
+
+// WithInterceptors adds interceptors after the standard ones, closest to
+// the handler.
+func WithInterceptors(i ...connect.Interceptor) Option {
+	return func(s *Server) { s.interceptors = append(s.interceptors, i...) }
+}
+
+// NewServer returns a server for the service name at version.
+func NewServer(name, version string, cfg Config, opts ...Option) *Server {
+	s := &Server{
+		name:    name,
+		version: version,
+		cfg:     cfg,
+		mux:     http.NewServeMux(),
+		addr:    make(chan net.Addr, 1),
+	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	s.logger = logging.OrDiscard(s.logger)
+	s.cfg.Addr = cmp.Or(s.cfg.Addr, "127.0.0.1:0")
+	s.cfg.ShutdownTimeout = cmp.Or(s.cfg.ShutdownTimeout, 20*time.Second)
+	s.cfg.DeregisterDelay = cmp.Or(s.cfg.DeregisterDelay, 500*time.Millisecond)
+	s.cfg.MaxRequestBytes = cmp.Or(s.cfg.MaxRequestBytes, 4<<20)
+	s.metrics = newMetrics(name)
+	s.metrics.registry.MustRegister(s.collectors...)
+	return s
+}
+
+// HandlerOptions are the options every Connect handler of this server must
+// be built with: the interceptor chain, recovery and limits. Use them as
+// `identityv1connect.NewIdentityServiceHandler(svc, srv.HandlerOptions()...)`.
+func (s *Server) HandlerOptions() []connect.HandlerOption {
+	// The chain, outermost first: the access log and metrics see every
+	// outcome, including refusals; enforcement runs before any handler.
+	chain := append([]connect.Interceptor{
+		&observer{logger: s.logger, metrics: s.metrics},
+		&enforcer{policy: s.policy, logger: s.logger},
+	}, s.interceptors...)
+	return []connect.HandlerOption{
+		connect.WithInterceptors(chain...),
+		connect.WithRecover(s.recover),
+		connect.WithReadMaxBytes(s.cfg.MaxRequestBytes),
+	}
+}
+
+// Handle mounts a Connect handler at path, as returned by a generated
+// New...Handler; the service it serves is registered in Consul.
+func (s *Server) Handle(path string, h http.Handler) {
+	s.mux.Handle(path, h)
+	s.services = append(s.services, strings.Trim(path, "/"))
+}
+
+// HandleHTTP mounts a plain HTTP handler, such as the JWKS document. It is
+// not subject to the access policy.
+func (s *Server) HandleHTTP(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Addr returns the address the server listens on, once it does.
+func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
+	select {
+	case a := <-s.addr:
+		s.addr <- a
+		return a, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Run listens, registers in Consul, and serves until ctx ends (main passes
+// a context that SIGINT and SIGTERM end). Then it shuts down gracefully:
+// /readyz and gRPC health turn NOT_SERVING, the instance leaves Consul,
+// in-flight calls get up to ShutdownTimeout to finish, and the closers run.
+// It returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is [Server.Run] on a listener the caller opened.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
+	s.addrOnce.Do(func() { s.addr <- ln.Addr() })
+	health := grpchealth.NewStaticChecker(s.services...)
+	s.mountStandard(health)
+
+	srv := &http.Server{
+		Handler:           withRequestID(s.mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		Protocols:         protocols(),
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	instanceID, err := s.register(ctx, ln.Addr())
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	stopBackground := s.startBackground()
+	defer stopBackground()
+	s.ready.Store(true)
+	s.logger.InfoContext(ctx, "serving", "addr", ln.Addr().String(), "services", s.services, "version", s.version)
+
+	select {
+	case err := <-serveErr:
+		s.ready.Store(false)
+		stopBackground()
+		return errors.Join(fmt.Errorf("serve %s: %w", ln.Addr(), err), s.deregister(instanceID), s.close())
+	case <-ctx.Done():
+	}
+	return s.shutdown(srv, health, instanceID, serveErr, stopBackground)
+}
+
+// startBackground starts the background tasks and returns the function
+// that stops them and waits; calling it again does nothing.
+func (s *Server) startBackground() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, task := range s.background {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := task.run(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Error("background task failed", "task", task.name, "err", err)
+			}
+		}()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+		})
+	}
+}
+
+func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, instanceID string, serveErr chan error, stopBackground func()) error {
+	s.logger.Info("shutting down", "drain_timeout", s.cfg.ShutdownTimeout)
+	s.ready.Store(false)
+	for _, svc := range s.services {
+		health.SetStatus(svc, grpchealth.StatusNotServing)
+	}
+	health.SetStatus("", grpchealth.StatusNotServing)
+	var errs []error
+	if instanceID != "" {
+		errs = append(errs, s.deregister(instanceID))
+		// Keep serving while resolvers learn the instance is gone, so
+		// calls already routed here are not refused.
+		time.Sleep(s.cfg.DeregisterDelay)
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		errs = append(errs, fmt.Errorf("drain in-flight calls: %w", err))
+		_ = srv.Close()
+	}
+	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	stopBackground()
+	errs = append(errs, s.close())
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.logger.Info("stopped")
+	return nil
+}
+
+func (s *Server) register(ctx context.Context, addr net.Addr) (string, error) {
+	if s.registry == nil {
+		return "", nil
+	}
+	host, portStr, _ := net.SplitHostPort(addr.String())
+	host = cmp.Or(s.cfg.AdvertiseAddr, host)
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	port, _ := strconv.Atoi(portStr)
+	inst := registry.Instance{
+		Service:         s.name,
+		Address:         host,
+		Port:            port,
+		Version:         s.version,
+		ConnectServices: s.services,
+	}
+	id, err := s.registry.Register(ctx, inst)
+	if err != nil {
+		return "", fmt.Errorf("register %s in Consul: %w", s.name, err)
+	}
+	return id, nil
+}
+
+func (s *Server) deregister(id string) error {
+	if s.registry == nil || id == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.registry.Deregister(ctx, id); err != nil {
+		return fmt.Errorf("deregister %s: %w", id, err)
+	}
+	s.logger.Info("deregistered from Consul", "id", id)
+	return nil
+}
+
+func (s *Server) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	for _, c := range s.closers {
+		errs = append(errs, c(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) mountStandard(health *grpchealth.StaticChecker) {
+	s.mux.Handle(grpchealth.NewHandler(health))
+	reflector := grpcreflect.NewStaticReflector(s.services...)
+	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeStatus(w, http.StatusOK, "ok") })
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+}
+
+// serveReady answers 200 when the server is serving and every readiness
+// check passes, 503 naming the failing checks otherwise.
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		writeStatus(w, http.StatusServiceUnavailable, "not ready: starting or shutting down")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	var failed []string
+	for _, c := range s.readiness {
+		if err := c.check(ctx); err != nil {
+			s.logger.WarnContext(ctx, "readiness check failed", "check", c.name, "err", err)
+			failed = append(failed, c.name)
+		}
+	}
+	var detail strings.Builder
+	for _, d := range s.details {
+		fmt.Fprintf(&detail, "\n%s: %s", d.name, d.detail())
+	}
+	if len(failed) > 0 {
+		writeStatus(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(failed, ", ")+detail.String())
+		return
+	}
+	writeStatus(w, http.StatusOK, "ok"+detail.String())
+}
+
+func writeStatus(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// protocols serves HTTP/1.1 (Connect, gRPC-Web) and cleartext HTTP/2 (gRPC,
+// and the other services, which call with prior knowledge).
+func protocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+func (s *Server) recover(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+	s.logger.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p), "stack", stack())
+	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}

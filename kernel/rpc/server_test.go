@@ -1,0 +1,277 @@
+package rpc_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/authn/authntest"
+	"portcullis.dev/kernel/rpc"
+	identityv1 "portcullis.dev/proto/identity/v1"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+)
+
+// startServer runs srv with stub mounted on a free port until the test
+// ends, and returns its base URL.
+func startServer(t *testing.T, srv *rpc.Server, stub *identityStub) string {
+	t.Helper()
+	srv.Handle(identityv1connect.NewIdentityServiceHandler(stub, srv.HandlerOptions()...))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	url := "http://" + ln.Addr().String()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 5*time.Second, 10*time.Millisecond)
+	return url
+}
+
+func TestAccessPolicy(t *testing.T) {
+	t.Parallel()
+	a := newAccess(t)
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond}, rpc.WithAccessPolicy(a.policy()))
+	url := startServer(t, srv, &identityStub{})
+	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, url)
+
+	iss := a.issuer
+	user := iss.Issue(authntest.WithSubject("alice"))
+	admin := iss.Issue(authntest.WithSubject("admin"))
+	serviceToken, err := a.tokens.Token("identitysvc")
+	require.NoError(t, err)
+	otherKid := authntest.NewServer(t).Issue(authntest.WithSubject("alice")) // signed by a key this verifier never saw
+
+	type call func(ctx context.Context, header func(http.Header)) (string, error)
+	createUser := func(ctx context.Context, h func(http.Header)) (string, error) {
+		req := connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"})
+		h(req.Header())
+		resp, err := client.CreateUser(ctx, req)
+		if err != nil {
+			return "", err
+		}
+		return resp.Msg.GetUser().GetId(), nil
+	}
+	getMe := func(ctx context.Context, h func(http.Header)) (string, error) {
+		req := connect.NewRequest(&identityv1.GetMeRequest{})
+		h(req.Header())
+		resp, err := client.GetMe(ctx, req)
+		if err != nil {
+			return "", err
+		}
+		return resp.Msg.GetUser().GetId(), nil
+	}
+	getUser := func(userID string) call {
+		return func(ctx context.Context, h func(http.Header)) (string, error) {
+			req := connect.NewRequest(&identityv1.GetUserRequest{UserId: userID})
+			h(req.Header())
+			resp, err := client.GetUser(ctx, req)
+			if err != nil {
+				return "", err
+			}
+			return resp.Msg.GetUser().GetId(), nil
+		}
+	}
+	verifyCredentials := func(ctx context.Context, h func(http.Header)) (string, error) {
+		req := connect.NewRequest(&identityv1.VerifyCredentialsRequest{Email: "a@example.com", Password: "x"})
+		h(req.Header())
+		resp, err := client.VerifyCredentials(ctx, req)
+		if err != nil {
+			return "", err
+		}
+		return resp.Msg.GetUserId(), nil
+	}
+	bearer := func(token string) func(http.Header) { return withHeader("Authorization", "Bearer "+token) }
+	service := func(token string) func(http.Header) { return withHeader(rpc.ServiceTokenHeader, token) }
+	none := func(http.Header) {}
+
+	tests := []struct {
+		name     string
+		call     call
+		header   func(http.Header)
+		wantCode connect.Code // 0: success
+		wantWho  string
+	}{
+		{"public without token", createUser, none, 0, "anonymous"},
+		{"public names a caller with a valid token", createUser, bearer(user), 0, "user:alice"},
+		{"public ignores a bad token", createUser, bearer("garbage"), 0, "anonymous"},
+
+		{"authenticated with valid token", getMe, bearer(user), 0, "user:alice"},
+		{"authenticated without token", getMe, none, connect.CodeUnauthenticated, ""},
+		{"authenticated, wrong scheme", getMe, withHeader("Authorization", "Basic "+user), connect.CodeUnauthenticated, ""},
+		{"authenticated, expired", getMe, bearer(iss.Issue(authntest.WithExpiry(time.Now().Add(-time.Hour)))), connect.CodeUnauthenticated, ""},
+		{"authenticated, wrong audience", getMe, bearer(iss.Issue(authntest.WithAudience("someone-else"))), connect.CodeUnauthenticated, ""},
+		{"authenticated, alg none", getMe, bearer(iss.Issue(authntest.WithAlgNone())), connect.CodeUnauthenticated, ""},
+		{"authenticated, HS256 with the public key", getMe, bearer(iss.Issue(authntest.WithHS256([]byte(iss.KeyID())))), connect.CodeUnauthenticated, ""},
+		{"authenticated, unknown kid", getMe, bearer(otherKid), connect.CodeUnauthenticated, ""},
+		{"authenticated, service token is not an access token", getMe, bearer(serviceToken), connect.CodeUnauthenticated, ""},
+
+		{"permission: self-service needs none", getUser(""), bearer(user), 0, "user:alice"},
+		{"permission: own id needs none", getUser("alice"), bearer(user), 0, "user:alice"},
+		{"permission: someone else without it", getUser("bob"), bearer(user), connect.CodePermissionDenied, ""},
+		{"permission: someone else with it", getUser("bob"), bearer(admin), 0, "user:admin"},
+		{"permission: no token", getUser("bob"), none, connect.CodeUnauthenticated, ""},
+
+		{"internal with service token", verifyCredentials, service(serviceToken), 0, "service:authsvc"},
+		{"internal without token", verifyCredentials, none, connect.CodeUnauthenticated, ""},
+		{"internal with a user's access token", verifyCredentials, bearer(admin), connect.CodeUnauthenticated, ""},
+		{"internal with an access token as service token", verifyCredentials, service(admin), connect.CodeUnauthenticated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			who, err := tt.call(t.Context(), tt.header)
+			if tt.wantCode == 0 {
+				require.NoError(t, err)
+				assert.Equal(t, tt.wantWho, who)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, tt.wantCode, connect.CodeOf(err), "error: %v", err)
+			assert.NotContains(t, err.Error(), "kid", "the refusal leaks detail")
+		})
+	}
+}
+
+func TestProceduresWithoutPolicyAreRefused(t *testing.T) {
+	t.Parallel()
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond})
+	url := startServer(t, srv, &identityStub{})
+	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, url)
+	_, err := client.GetMe(t.Context(), connect.NewRequest(&identityv1.GetMeRequest{}))
+	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+	_, err = client.VerifyCredentials(t.Context(), connect.NewRequest(&identityv1.VerifyCredentialsRequest{}))
+	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+}
+
+func TestRequestIDRecoveryAndStandardEndpoints(t *testing.T) {
+	t.Parallel()
+	a := newAccess(t)
+	var logs syncBuffer
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithAccessPolicy(a.policy()), rpc.WithLogger(jsonLogger(&logs)))
+	url := startServer(t, srv, &identityStub{})
+	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, url)
+
+	t.Run("request id is kept and returned", func(t *testing.T) {
+		req := connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"})
+		req.Header().Set(rpc.RequestIDHeader, "req-123")
+		resp, err := client.CreateUser(t.Context(), req)
+		require.NoError(t, err)
+		assert.Equal(t, "req-123", resp.Header().Get(rpc.RequestIDHeader))
+		assert.Eventually(t, func() bool { return strings.Contains(logs.String(), `"request_id":"req-123"`) }, time.Second, 10*time.Millisecond)
+	})
+	t.Run("request id is made up when missing or unsafe", func(t *testing.T) {
+		req := connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"})
+		req.Header().Set(rpc.RequestIDHeader, "bad\"id")
+		resp, err := client.CreateUser(t.Context(), req)
+		require.NoError(t, err)
+		id := resp.Header().Get(rpc.RequestIDHeader)
+		assert.Len(t, id, 32)
+	})
+	t.Run("panic becomes Internal without detail", func(t *testing.T) {
+		_, err := client.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "panic@example.com"}))
+		require.Error(t, err)
+		assert.Equal(t, connect.CodeInternal, connect.CodeOf(err))
+		assert.NotContains(t, err.Error(), "secret internals")
+		assert.Contains(t, logs.String(), "secret internals", "the panic is not logged")
+		// The server survived.
+		_, err = client.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+		require.NoError(t, err)
+	})
+	t.Run("healthz readyz metrics", func(t *testing.T) {
+		for path, want := range map[string]string{
+			"/healthz": "ok",
+			"/readyz":  "ok",
+			"/metrics": `portcullis_rpc_requests_total{code="internal",procedure="/portcullis.identity.v1.IdentityService/CreateUser",service="identitysvc"} 1`,
+		} {
+			resp, err := http.Get(url + path)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+			assert.Contains(t, string(body), want, path)
+		}
+	})
+	t.Run("grpc health", func(t *testing.T) {
+		resp, err := http.Post(url+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":"portcullis.identity.v1.IdentityService"}`))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Contains(t, string(body), "SERVING")
+	})
+}
+
+func TestReadinessChecks(t *testing.T) {
+	t.Parallel()
+	var dbErr error
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithReadiness("database", func(context.Context) error { return dbErr }))
+	url := startServer(t, srv, &identityStub{})
+	dbErr = context.DeadlineExceeded
+	resp, err := http.Get(url + "/readyz")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, string(body), "database")
+}
+
+func TestBackgroundTasksLiveAsLongAsTheServer(t *testing.T) {
+	t.Parallel()
+	started, stopped := make(chan struct{}), make(chan struct{})
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithBackground("relay", func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			close(stopped)
+			return nil
+		}),
+		rpc.WithReadinessDetail("outbox_backlog", func() string { return "42" }))
+	srv.Handle(identityv1connect.NewIdentityServiceHandler(&identityStub{}, srv.HandlerOptions()...))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+
+	<-started
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/readyz")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), "outbox_backlog: 42")
+	}, 5*time.Second, 10*time.Millisecond)
+	select {
+	case <-stopped:
+		t.Fatal("the background task stopped while the server serves")
+	default:
+	}
+	cancel()
+	require.NoError(t, <-done)
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("Run returned before the background task stopped")
+	}
+}
