@@ -33,8 +33,12 @@ func testRateLimits(t *testing.T, e *env) {
 		cfg.RateLimit.CredentialRate, cfg.RateLimit.CredentialBurst = 0.01, 3
 		return cfg
 	}
-	getMe := func(url, token string) func() bool {
-		c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, url)
+	// getMe gives each caller a client of its own whose connections close
+	// when the test ends, before its gateways drain.
+	getMe := func(t *testing.T, url, token string) func() bool {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		t.Cleanup(tr.CloseIdleConnections)
+		c := identityv1connect.NewIdentityServiceClient(&http.Client{Transport: tr}, url)
 		return func() bool {
 			_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), token))
 			return err == nil
@@ -44,7 +48,9 @@ func testRateLimits(t *testing.T, e *env) {
 
 	t.Run("refusal", func(t *testing.T) {
 		t.Parallel()
-		gw := e.startGateway(t, limited(t))
+		cfg := limited(t)
+		cfg.RateLimit.IPRate = 1 // slower than even a loaded machine calls
+		gw := e.startGateway(t, cfg)
 		for _, p := range protocols() {
 			c := identityv1connect.NewIdentityServiceClient(p.client, gw.url, p.opts...)
 			var err error
@@ -71,7 +77,7 @@ func testRateLimits(t *testing.T, e *env) {
 		assert.Equal(t, "10", resp.Header.Get("RateLimit-Limit"))
 		assert.Equal(t, "0", resp.Header.Get("RateLimit-Remaining"))
 		assert.NotEmpty(t, resp.Header.Get("RateLimit-Reset"))
-		assert.Equal(t, "10;w=0", resp.Header.Get("RateLimit-Policy"))
+		assert.Equal(t, "10;w=10", resp.Header.Get("RateLimit-Policy"))
 
 		metrics := get(t, gw.url+"/metrics")
 		assert.Contains(t, metrics, `portcullis_gateway_ratelimit_rejections_total{bucket="ip",route="/portcullis.identity.v1.IdentityService/GetMe"}`)
@@ -91,7 +97,7 @@ func testRateLimits(t *testing.T, e *env) {
 			}
 		}
 		assert.Equal(t, []string{"ok", "ok", "ok", "resource_exhausted", "resource_exhausted"}, codes)
-		assert.True(t, getMe(gw.url, token)(), "other procedures still pass")
+		assert.True(t, getMe(t, gw.url, token)(), "other procedures still pass")
 	})
 
 	t.Run("per user", func(t *testing.T) {
@@ -102,22 +108,20 @@ func testRateLimits(t *testing.T, e *env) {
 		gw := e.startGateway(t, cfg)
 		alice, bob := e.auth.Issue(authntest.WithSubject("alice")), e.auth.Issue(authntest.WithSubject("bob"))
 		var n int
-		for getMe(gw.url, alice)() {
+		aliceGetMe := getMe(t, gw.url, alice)
+		for aliceGetMe() {
 			n++
 			require.Less(t, n, 100)
 		}
 		assert.Equal(t, 3, n)
-		assert.True(t, getMe(gw.url, bob)(), "another user has a bucket of their own")
+		assert.True(t, getMe(t, gw.url, bob)(), "another user has a bucket of their own")
 	})
 
 	t.Run("within 5% under 10x overload", func(t *testing.T) {
 		t.Parallel()
 		gw := e.startGateway(t, limited(t))
-		r := ratelimittest.Overload(500, 1500*time.Millisecond, 8, getMe(gw.url, token))
-		want := r.Expected(50, 10)
-		t.Logf("offered %d, allowed %d in %v; expected %.1f", r.Offered, r.Allowed, r.Elapsed, want)
-		assert.Greater(t, float64(r.Offered), 5*want)
-		assert.InEpsilon(t, want, float64(r.Allowed), 0.05)
+		r := ratelimittest.Overload(500, 1500*time.Millisecond, 8, getMe(t, gw.url, token))
+		r.AssertWithin(t, 50, 10, 0.05)
 	})
 
 	t.Run("shared by two gateways through Redis", func(t *testing.T) {
@@ -126,13 +130,10 @@ func testRateLimits(t *testing.T, e *env) {
 		cfg := limited(t)
 		cfg.RateLimit.RedisURL = kconfig.DSN(url)
 		cfg.RateLimit.KeyPrefix = prefix
-		calls := []func() bool{getMe(e.startGateway(t, cfg).url, token), getMe(e.startGateway(t, cfg).url, token)}
+		calls := []func() bool{getMe(t, e.startGateway(t, cfg).url, token), getMe(t, e.startGateway(t, cfg).url, token)}
 		var n atomic.Int64
 		r := ratelimittest.Overload(500, 1500*time.Millisecond, 8, func() bool { return calls[n.Add(1)%2]() })
-		want := r.Expected(50, 10)
-		t.Logf("offered %d, allowed %d in %v; expected %.1f", r.Offered, r.Allowed, r.Elapsed, want)
-		assert.Greater(t, float64(r.Offered), 5*want)
-		assert.InEpsilon(t, want, float64(r.Allowed), 0.05)
+		r.AssertWithin(t, 50, 10, 0.05)
 	})
 
 	t.Run("Redis down falls back to local limits", func(t *testing.T) {
@@ -142,7 +143,8 @@ func testRateLimits(t *testing.T, e *env) {
 		cfg.RateLimit.IPRate = 0.01 // no refill during the test
 		gw := e.startGateway(t, cfg)
 		var n int
-		for getMe(gw.url, token)() {
+		call := getMe(t, gw.url, token)
+		for call() {
 			n++
 			require.Less(t, n, 100)
 		}

@@ -96,10 +96,7 @@ func TestLimiters(t *testing.T) {
 					d, err := l.Allow(context.Background(), b)
 					return err == nil && d.Allowed
 				})
-				want := r.Expected(limit.Rate, limit.Burst)
-				t.Logf("offered %d, allowed %d in %v; expected %.1f", r.Offered, r.Allowed, r.Elapsed, want)
-				assert.Greater(t, float64(r.Offered), 5*want, "the load was an overload")
-				assert.InEpsilon(t, want, float64(r.Allowed), 0.05)
+				r.AssertWithin(t, limit.Rate, limit.Burst, 0.05)
 			})
 		})
 	}
@@ -118,14 +115,17 @@ func TestRedisSharedAcrossGateways(t *testing.T) {
 		limiters = append(limiters, ratelimit.NewRedis(c, prefix, time.Second))
 	}
 	limit := ratelimit.Limit{Rate: 100, Burst: 10}
-	var n atomic.Int64
+	var n, failed atomic.Int64
 	r := ratelimittest.Overload(10*limit.Rate, 1500*time.Millisecond, 8, func() bool {
 		d, err := limiters[n.Add(1)%2].Allow(context.Background(), ratelimit.Bucket{Name: "ip", Key: "k", Limit: limit})
+		if err != nil {
+			failed.Add(1)
+			t.Log(err)
+		}
 		return err == nil && d.Allowed
 	})
-	want := r.Expected(limit.Rate, limit.Burst)
-	t.Logf("offered %d, allowed %d in %v; expected %.1f", r.Offered, r.Allowed, r.Elapsed, want)
-	assert.InEpsilon(t, want, float64(r.Allowed), 0.05)
+	r.AssertWithin(t, limit.Rate, limit.Burst, 0.05)
+	assert.Zero(t, failed.Load(), "decisions that failed")
 }
 
 // TestFallbackWhenRedisDown: with Redis unreachable, decisions are made
