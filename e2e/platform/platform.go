@@ -62,6 +62,10 @@ type Options struct {
 	// StateDir keeps what must survive a restart, such as the generated
 	// secrets. Empty means nothing is kept: every Start is a new platform.
 	StateDir string
+	// Replicas is how many instances of a service to run, by service name;
+	// a service not named runs one. The second instance of identitysvc is
+	// the process "identitysvc-2", and so on.
+	Replicas map[string]int
 }
 
 // Platform is a running set of processes. Stop it with [Platform.Stop].
@@ -78,7 +82,8 @@ type Platform struct {
 	progress io.Writer
 	log      *prefixLog
 	bin      string
-	envs     map[string][]string // each service's environment, to restart it
+	envs     map[string][]string // each process's environment, to restart it
+	replicas map[string]int
 	mu       sync.Mutex
 	stopped  map[*process]bool // stopped on purpose: not a failure
 }
@@ -102,8 +107,14 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		bin:        bin,
 		envs:       map[string][]string{},
 		stopped:    map[*process]bool{},
+		replicas:   map[string]int{},
 	}
-	log := newPrefixLog(logw, opts.Colour, append([]string{"consul"}, Services...)...)
+	names := []string{"consul"}
+	for _, name := range Services {
+		p.replicas[name] = max(1, opts.Replicas[name])
+		names = append(names, p.instanceNames(name)...)
+	}
+	log := newPrefixLog(logw, opts.Colour, names...)
 	p.log = log
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(opts.ReadyTimeout, 60*time.Second))
 	defer cancel()
@@ -165,15 +176,17 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 			env = append(env, "PORTCULLIS_RBAC_BOOTSTRAP_ADMINS="+p.Admin.UserID)
 		}
 		env = append(env, opts.Env...)
-		p.envs[name] = env
-		if err := p.spawn(name, filepath.Join(bin, name), nil, env, syscall.SIGTERM, log); err != nil {
-			return fail(err)
+		for _, proc := range p.instanceNames(name) {
+			p.envs[proc] = env
+			if err := p.spawn(proc, filepath.Join(bin, name), nil, env, syscall.SIGTERM, log); err != nil {
+				return fail(err)
+			}
 		}
 		if name != "identitysvc" {
 			continue
 		}
 		// The admin must exist before Authz starts, which binds it.
-		if err := p.await(ctx, name, p.healthCheck(name)); err != nil {
+		if err := p.await(ctx, name, p.healthCheck(name, 1)); err != nil {
 			return fail(err)
 		}
 		addrs, err := p.Instances(ctx, name)
@@ -185,49 +198,83 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		}
 		fmt.Fprintf(p.progress, "✓ %-12s %s (user %s)\n", "admin", p.Admin.Email, p.Admin.UserID)
 	}
-	for _, name := range Services[1:] {
-		if err := p.await(ctx, name, p.healthCheck(name)); err != nil {
+	for _, name := range Services {
+		if err := p.await(ctx, name, p.healthCheck(name, p.replicas[name])); err != nil {
 			return fail(err)
 		}
 	}
 	return p, nil
 }
 
-func (p *Platform) healthCheck(name string) func(context.Context) error {
-	if name == "gateway" {
-		return httpOK(p.GatewayURL + "/healthz")
+// instanceNames are the process names of service's instances: the service
+// name for the first, then name-2, name-3...
+func (p *Platform) instanceNames(service string) []string {
+	names := []string{service}
+	for i := 2; i <= p.replicas[service]; i++ {
+		names = append(names, service+"-"+strconv.Itoa(i))
 	}
-	return p.passingInConsul(name)
+	return names
 }
 
-// StopService stops one service, as an operator or a crash would, leaving
-// the rest running. [Platform.Wait] does not count it as a failure.
+// serviceOf is the service a process is an instance of.
+func serviceOf(proc string) string {
+	if i := strings.LastIndexByte(proc, '-'); i > 0 {
+		if _, err := strconv.Atoi(proc[i+1:]); err == nil {
+			return proc[:i]
+		}
+	}
+	return proc
+}
+
+// healthCheck passes once want instances of the service are healthy.
+func (p *Platform) healthCheck(service string, want int) func(context.Context) error {
+	if service == "gateway" {
+		return httpOK(p.GatewayURL + "/healthz")
+	}
+	return p.passingInConsul(service, want)
+}
+
+// StopService stops one process — a service, or one instance of it such as
+// "identitysvc-2" — with SIGTERM, as an operator would, leaving the rest
+// running. [Platform.Wait] does not count it as a failure.
 func (p *Platform) StopService(ctx context.Context, name string) error {
+	return p.halt(ctx, name, (*process).stop)
+}
+
+// KillService kills one process with SIGKILL, as a crash would: it cannot
+// deregister or drain.
+func (p *Platform) KillService(ctx context.Context, name string) error {
+	return p.halt(ctx, name, (*process).kill)
+}
+
+func (p *Platform) halt(ctx context.Context, name string, how func(*process, context.Context) error) error {
 	proc := p.proc(name)
 	if proc == nil {
-		return fmt.Errorf("no service %q", name)
+		return fmt.Errorf("no process %q", name)
 	}
 	p.mu.Lock()
 	p.stopped[proc] = true
 	p.mu.Unlock()
-	return proc.stop(ctx)
+	return how(proc, ctx)
 }
 
-// StartService starts a service stopped with [Platform.StopService] again,
-// with the same environment, and waits until it is healthy.
+// StartService starts a process stopped with [Platform.StopService] or
+// [Platform.KillService] again, with the same environment, and waits until
+// every instance of its service is healthy.
 func (p *Platform) StartService(ctx context.Context, name string) error {
 	env, ok := p.envs[name]
 	if !ok {
-		return fmt.Errorf("no service %q", name)
+		return fmt.Errorf("no process %q", name)
 	}
 	if proc := p.proc(name); proc != nil && !proc.exited() {
 		return fmt.Errorf("%s is running", name)
 	}
 	p.procs = slices.DeleteFunc(p.procs, func(pr *process) bool { return pr.name == name })
-	if err := p.spawn(name, filepath.Join(p.bin, name), nil, env, syscall.SIGTERM, p.log); err != nil {
+	service := serviceOf(name)
+	if err := p.spawn(name, filepath.Join(p.bin, service), nil, env, syscall.SIGTERM, p.log); err != nil {
 		return err
 	}
-	return p.await(ctx, name, p.healthCheck(name))
+	return p.await(ctx, name, p.healthCheck(service, p.replicas[service]))
 }
 
 func (p *Platform) startConsul(bin string, httpPort int, log *prefixLog) (string, error) {
@@ -301,16 +348,16 @@ func (p *Platform) await(ctx context.Context, name string, check func(context.Co
 	}
 }
 
-// passingInConsul is healthy once Consul reports an instance of service
-// passing its health check.
-func (p *Platform) passingInConsul(service string) func(context.Context) error {
+// passingInConsul is healthy once Consul reports want instances of service
+// passing their health check.
+func (p *Platform) passingInConsul(service string, want int) func(context.Context) error {
 	return func(ctx context.Context) error {
 		addrs, err := p.Instances(ctx, service)
 		if err != nil {
 			return err
 		}
-		if len(addrs) == 0 {
-			return fmt.Errorf("no passing instance of %s in Consul yet", service)
+		if len(addrs) < want {
+			return fmt.Errorf("%d of %d instances of %s passing in Consul", len(addrs), want, service)
 		}
 		return nil
 	}

@@ -26,6 +26,7 @@ type process struct {
 	// Consul exits 1 after a clean shutdown.
 	anyExitAfterStop bool
 	stopping         atomic.Bool
+	killed           atomic.Bool
 	done             chan struct{} // closed when the process has exited
 	err              error         // valid after done is closed
 
@@ -115,16 +116,30 @@ func (p *process) stop(ctx context.Context) error {
 	}
 }
 
-// exitErr reports a failed exit; being ended by our own stop signal is a clean exit.
-func (p *process) exitErr() error {
-	var exit *exec.ExitError
-	if errors.As(p.err, &exit) && p.anyExitAfterStop && p.stopping.Load() {
+// kill ends the process group with SIGKILL, as a crash would, and waits
+// for it to exit.
+func (p *process) kill(ctx context.Context) error {
+	if p.exited() {
 		return nil
 	}
-	if errors.As(p.err, &exit) {
-		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == p.stopSignal {
-			return nil
-		}
+	p.killed.Store(true)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s did not die: %w", p.name, ctx.Err())
+	}
+}
+
+// exitErr reports a failed exit. Our binaries must exit 0 on their stop
+// signal — a process that dies of it has not drained or deregistered — and
+// only Consul, which exits 1 after a clean shutdown, or a process killed on
+// purpose, is let off.
+func (p *process) exitErr() error {
+	var exit *exec.ExitError
+	if errors.As(p.err, &exit) && (p.killed.Load() || p.anyExitAfterStop && p.stopping.Load()) {
+		return nil
 	}
 	if p.err != nil {
 		return fmt.Errorf("%s: %w", p.name, p.err)

@@ -62,6 +62,7 @@ func (r *Registry) WatchCatalog(opts ...WatchOption) *CatalogWatcher {
 			return newRouteTable(services), meta, nil
 		},
 		equal:  routeTable.equal,
+		merge:  mergeRoutes,
 		size:   func(t routeTable) int { return len(t.routes) },
 		opts:   o,
 		logger: o.logger.With(slog.String("watch", "catalog")),
@@ -75,6 +76,21 @@ func (r *Registry) WatchCatalog(opts ...WatchOption) *CatalogWatcher {
 	}
 	c.w.start()
 	return c
+}
+
+// mergeRoutes returns newer's routes plus those of earlier's Connect
+// services that newer does not route.
+func mergeRoutes(earlier, newer routeTable) routeTable {
+	merged := routeTable{routes: maps.Clone(newer.routes), conflicts: newer.conflicts}
+	if merged.routes == nil {
+		merged.routes = map[string]string{}
+	}
+	for connect, service := range earlier.routes {
+		if _, ok := merged.routes[connect]; !ok {
+			merged.routes[connect] = service
+		}
+	}
+	return merged
 }
 
 // newRouteTable builds the routes from the catalog's services and their

@@ -36,5 +36,9 @@
 //
 // An answer replaces what a watcher holds whenever it differs, an empty
 // answer included: when the last instance of a service leaves, its
-// Resolver holds none.
+// Resolver holds none. The exception is the settling time after an outage
+// or a restart ([WithSettle]): a restarted agent that lost its state knows
+// nothing until each instance registers again ([Registry.KeepRegistered],
+// which every kernel server runs) and passes a check, so for a few check
+// intervals answers only add to what was known.
 package registry

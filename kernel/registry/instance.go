@@ -89,3 +89,16 @@ func equalInstance(a, b Instance) bool {
 }
 
 func equalInstances(a, b []Instance) bool { return slices.EqualFunc(a, b, equalInstance) }
+
+// mergeInstances returns the instances of newer and those of earlier that
+// newer lacks (by ID), ordered as a [Resolver] orders them.
+func mergeInstances(earlier, newer []Instance) []Instance {
+	merged := slices.Clone(newer)
+	for _, e := range earlier {
+		if !slices.ContainsFunc(newer, func(n Instance) bool { return n.ID == e.ID }) {
+			merged = append(merged, e)
+		}
+	}
+	slices.SortFunc(merged, compareInstances)
+	return merged
+}

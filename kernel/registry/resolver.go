@@ -42,6 +42,7 @@ func (r *Registry) Resolver(service string, opts ...WatchOption) *Resolver {
 			return instances, meta, nil
 		},
 		equal:  equalInstances,
+		merge:  mergeInstances,
 		size:   func(i []Instance) int { return len(i) },
 		opts:   o,
 		logger: o.logger.With(slog.String("resolve", service)),

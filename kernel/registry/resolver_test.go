@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,9 +130,53 @@ func TestResolverSurvivesConsulRestart(t *testing.T) {
 		time.Second, 10*time.Millisecond, "recovery is logged:\n%s", logs.String())
 	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul query failed"))
 
-	// The resolver still follows changes after the restart.
+	// The resolver still follows changes after the restart, once it has
+	// settled (WithSettle: three check intervals and two seconds).
 	a.setReady(false)
-	waitForInstances(t, res, settle)
+	waitForInstances(t, res, 3*checkInterval+2*time.Second+settle)
+}
+
+// TestConsulRestartLosesNoInstance: an agent restarted without its state
+// learns the instance again from KeepRegistered, and meanwhile the
+// resolver keeps serving it instead of going empty.
+func TestConsulRestartLosesNoInstance(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	reg, consul := newRegistry(t, registry.WithLogger(logs.logger()))
+	a := newBackend(t)
+	inst := a.instance("keep")
+	id := register(t, reg, inst)
+	ctx, cancel := context.WithCancel(context.Background())
+	kept := make(chan struct{})
+	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst) }()
+	t.Cleanup(func() { cancel(); <-kept })
+	res := reg.Resolver("keep", registry.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
+	t.Cleanup(res.Close)
+	waitForInstances(t, res, settle, a.hostPort())
+
+	var emptied atomic.Bool
+	sampling, stopSampling := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for sampling.Err() == nil {
+			if len(res.Instances()) == 0 {
+				emptied.Store(true)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	consul.Restart()
+	require.Eventually(t, func() bool {
+		entries, _, err := reg.Client().Health().Service("keep", "", true, nil)
+		return err == nil && len(entries) == 1
+	}, 3*checkInterval+settle, 20*time.Millisecond, "the instance registers again and passes:\n%s", logs.String())
+	time.Sleep(3*checkInterval + 2*time.Second) // past the resolver's settling time
+	stopSampling()
+	<-sampled
+	assert.False(t, emptied.Load(), "the resolver went empty while Consul relearned the instance")
+	assert.Equal(t, []string{a.hostPort()}, hostPorts(res.Instances()))
+	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul had lost this instance's registration (agent restarted?); registered again"), logs.String())
 }
 
 func TestResolverWaitWithoutConsul(t *testing.T) {

@@ -45,6 +45,7 @@ type WatchOption func(*watchOptions)
 type watchOptions struct {
 	logger                 *slog.Logger
 	backoffMin, backoffMax time.Duration
+	settle                 time.Duration
 }
 
 // WithWatchLogger sets the watcher's logger. Nil, the default, means the
@@ -59,6 +60,16 @@ func WithWatchLogger(l *slog.Logger) WatchOption {
 // step. Zero values mean 250ms and 10s.
 func WithBackoff(initial, max time.Duration) WatchOption {
 	return func(o *watchOptions) { o.backoffMin, o.backoffMax = initial, max }
+}
+
+// WithSettle sets how long a watcher that finds Consul back after an
+// outage, or restarted (its index went backwards), keeps what it knew
+// before alongside what Consul now says. A restarted agent that lost its
+// state knows no instance until each registers again and passes a check;
+// without this, every route would vanish for those seconds. Zero means
+// three check intervals plus two seconds; negative turns it off.
+func WithSettle(d time.Duration) WatchOption {
+	return func(o *watchOptions) { o.settle = d }
 }
 
 func (r *Registry) watchOptions(opts []WatchOption) watchOptions {
@@ -76,6 +87,9 @@ func (r *Registry) watchOptions(opts []WatchOption) watchOptions {
 		o.backoffMax = defaultBackoffMax
 	}
 	o.backoffMax = max(o.backoffMax, o.backoffMin)
+	if o.settle == 0 {
+		o.settle = 3*r.cfg.CheckInterval + 2*time.Second
+	}
 	return o
 }
 
@@ -91,6 +105,10 @@ type watch[T any] struct {
 	size func(T) int
 	// changed, if set, is called in the loop after each change.
 	changed func(T)
+	// merge returns the union of an earlier answer and a newer one, the
+	// newer winning where they disagree: what the watcher serves while
+	// Consul settles after an outage or a restart.
+	merge func(earlier, newer T) T
 
 	opts   watchOptions
 	logger *slog.Logger
@@ -168,6 +186,9 @@ func (w *watch[T]) run(ctx context.Context) {
 		outage    time.Time
 		hadAnswer bool
 		aclWarned bool
+		// settleUntil, while in the future, makes answers add to what was
+		// known rather than replace it (see WithSettle).
+		settleUntil time.Time
 	)
 	for {
 		if d := minQueryInterval - time.Since(lastStart); d > 0 && !sleep(ctx, d) {
@@ -175,6 +196,10 @@ func (w *watch[T]) run(ctx context.Context) {
 		}
 		lastStart = time.Now()
 		wait := jitter(waitTime, 0.1)
+		if until := time.Until(settleUntil); until > 0 {
+			// Ask again when settling ends, to drop what Consul forgot.
+			wait = max(until, minQueryInterval)
+		}
 		qctx, cancel := context.WithTimeout(ctx, wait+wait/16+queryGrace)
 		answer, meta, err := w.query((&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(qctx))
 		cancel()
@@ -202,12 +227,20 @@ func (w *watch[T]) run(ctx context.Context) {
 			continue
 		}
 		w.setErr(nil)
+		restarted := meta.LastIndex < index
+		if (failures > 0 || restarted) && hadAnswer && w.opts.settle > 0 {
+			settleUntil = time.Now().Add(w.opts.settle)
+		}
 		if failures > 0 {
 			w.logger.Info("Consul answers again",
-				slog.Duration("outage", time.Since(outage).Round(time.Millisecond)), slog.Int("failed_queries", failures))
+				slog.Duration("outage", time.Since(outage).Round(time.Millisecond)), slog.Int("failed_queries", failures),
+				slog.Duration("settle", w.opts.settle))
 			failures = 0
 		}
 		index = nextIndex(index, meta.LastIndex)
+		if time.Now().Before(settleUntil) {
+			answer = w.merge(w.load(), answer)
+		}
 		if meta.ResultsFilteredByACLs && !aclWarned {
 			// Consul answers as if the hidden results did not exist, so an
 			// under-privileged token looks like missing instances.

@@ -228,6 +228,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		_ = srv.Close()
 		return err
 	}
+	stopKeeping := s.keepRegistered(instanceID, ln.Addr())
+	defer stopKeeping()
 	stopBackground := s.startBackground()
 	defer stopBackground()
 	s.ready.Store(true)
@@ -236,11 +238,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	select {
 	case err := <-serveErr:
 		s.ready.Store(false)
+		stopKeeping()
 		stopBackground()
 		return errors.Join(fmt.Errorf("serve %s: %w", ln.Addr(), err), s.deregister(instanceID), s.close())
 	case <-ctx.Done():
 	}
+	stopKeeping() // before deregistering, or it would register the instance again
 	return s.shutdown(srv, health, instanceID, serveErr, stopBackground)
+}
+
+// keepRegistered registers the instance again whenever Consul forgets it,
+// until the returned function is called; calling that again does nothing.
+func (s *Server) keepRegistered(id string, addr net.Addr) func() {
+	if s.registry == nil || id == "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.registry.KeepRegistered(ctx, id, s.instance(addr))
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done }) }
 }
 
 // startBackground starts the background tasks and returns the function
@@ -298,24 +318,28 @@ func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, in
 	return nil
 }
 
-func (s *Server) register(ctx context.Context, addr net.Addr) (string, error) {
-	if s.registry == nil {
-		return "", nil
-	}
+// instance is how the server is registered in Consul when it listens on addr.
+func (s *Server) instance(addr net.Addr) registry.Instance {
 	host, portStr, _ := net.SplitHostPort(addr.String())
 	host = cmp.Or(s.cfg.AdvertiseAddr, host)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "127.0.0.1"
 	}
 	port, _ := strconv.Atoi(portStr)
-	inst := registry.Instance{
+	return registry.Instance{
 		Service:         s.name,
 		Address:         host,
 		Port:            port,
 		Version:         s.version,
 		ConnectServices: s.services,
 	}
-	id, err := s.registry.Register(ctx, inst)
+}
+
+func (s *Server) register(ctx context.Context, addr net.Addr) (string, error) {
+	if s.registry == nil {
+		return "", nil
+	}
+	id, err := s.registry.Register(ctx, s.instance(addr))
 	if err != nil {
 		return "", fmt.Errorf("register %s in Consul: %w", s.name, err)
 	}

@@ -7,8 +7,9 @@
 //
 // Environment: PORTCULLIS_CONSUL_ADDR (use this Consul agent instead of a dev
 // agent), PORTCULLIS_DATABASE_URL (the PostgreSQL to use),
-// PORTCULLIS_GATEWAY_ADDR (default 127.0.0.1:8080) and PORTCULLIS_RUN_DIR
-// (where start keeps its pid and log, default .run).
+// PORTCULLIS_GATEWAY_ADDR (default 127.0.0.1:8080), PORTCULLIS_REPLICAS
+// (instances per service, e.g. identitysvc=2,authzsvc=2) and
+// PORTCULLIS_RUN_DIR (where start keeps its pid and log, default .run).
 package main
 
 import (
@@ -19,6 +20,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -62,7 +66,27 @@ func options() platform.Options {
 		Colour:      term.IsTerminal(int(os.Stdout.Fd())),
 		Progress:    os.Stdout,
 		StateDir:    runDir(),
+		Replicas:    replicas(os.Getenv("PORTCULLIS_REPLICAS")),
 	}
+}
+
+// replicas reads PORTCULLIS_REPLICAS, e.g. "identitysvc=2,authsvc=2";
+// a malformed entry is ignored with a warning.
+func replicas(spec string) map[string]int {
+	n := map[string]int{}
+	for entry := range strings.SplitSeq(spec, ",") {
+		if strings.TrimSpace(entry) == "" {
+			continue
+		}
+		name, count, ok := strings.Cut(strings.TrimSpace(entry), "=")
+		c, err := strconv.Atoi(count)
+		if !ok || err != nil || c < 1 || !slices.Contains(platform.Services, name) || name == "gateway" {
+			fmt.Fprintf(os.Stderr, "platform: ignoring PORTCULLIS_REPLICAS entry %q (want service=count, e.g. identitysvc=2)\n", entry)
+			continue
+		}
+		n[name] = c
+	}
+	return n
 }
 
 // up runs the platform until SIGINT or SIGTERM, or until a process fails.

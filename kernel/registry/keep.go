@@ -1,0 +1,45 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// KeepRegistered re-registers inst, registered before under id, whenever
+// the Consul agent no longer knows it, until ctx ends. An agent that
+// restarts without its state — a dev agent, a lost data directory —
+// forgets its services, and nothing but the instance itself can tell it
+// again. It asks the local agent once per check interval, which costs the
+// agent a map lookup; an agent that does not answer is asked again at the
+// next interval.
+func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance) {
+	inst.ID = id
+	t := time.NewTicker(r.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, _, err := r.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
+		var status api.StatusError
+		if !errors.As(err, &status) || status.Code != http.StatusNotFound {
+			continue // known, or the agent is unreachable: nothing to repair
+		}
+		if _, err := r.Register(ctx, inst); err != nil {
+			if ctx.Err() == nil {
+				r.logger.WarnContext(ctx, "Consul lost this instance's registration and registering again failed",
+					slog.String("id", id), slog.Any("error", err))
+			}
+			continue
+		}
+		r.logger.WarnContext(ctx, "Consul had lost this instance's registration (agent restarted?); registered again",
+			slog.String("id", id))
+	}
+}
