@@ -8,8 +8,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"portcullis.dev/kernel/authn"
-	"portcullis.dev/kernel/config"
 	"portcullis.dev/kernel/rpc"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
@@ -30,7 +28,7 @@ type Admin struct {
 // ensureAdmin makes sure the admin user exists in Identity (at
 // identityURL) and returns its ID: CreateUser, or, when it exists already,
 // VerifyCredentials with a service token of the platform's own.
-func ensureAdmin(ctx context.Context, identityURL string, admin *Admin, serviceKey string) error {
+func ensureAdmin(ctx context.Context, identityURL string, admin *Admin, serviceToken func(audience string) (string, error)) error {
 	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, identityURL)
 	created, err := client.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{
 		Email: admin.Email, Password: admin.Password, DisplayName: "Administrator",
@@ -42,11 +40,7 @@ func ensureAdmin(ctx context.Context, identityURL string, admin *Admin, serviceK
 	if connect.CodeOf(err) != connect.CodeAlreadyExists {
 		return fmt.Errorf("create admin %s: %w", admin.Email, err)
 	}
-	tokens, err := authn.NewServiceTokenSource("platform", authn.ServiceConfig{ServiceKey: config.Secret(serviceKey)})
-	if err != nil {
-		return err
-	}
-	token, err := tokens.Token("identitysvc")
+	token, err := serviceToken("identitysvc")
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"portcullis.dev/kernel/authn"
+	"portcullis.dev/kernel/config"
 )
 
 // Services are the platform's binaries in start order: the gateway last, so
@@ -77,8 +80,9 @@ type Platform struct {
 	// Admin is the bootstrap administrator.
 	Admin Admin
 
-	procs    []*process
-	exited   chan *process
+	procs      []*process
+	serviceKey string
+	exited     chan *process
 	progress io.Writer
 	log      *prefixLog
 	bin      string
@@ -152,6 +156,7 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		Password:      secret[adminPasswordVar],
 		PasswordIsNew: fresh[adminPasswordVar],
 	}
+	p.serviceKey = secret["PORTCULLIS_SERVICE_AUTH_SERVICE_KEY"]
 	dsns := map[string]string{}
 	if !opts.SharedRole {
 		if dsns, err = serviceDSNs(ctx, dbURL, secret); err != nil {
@@ -193,7 +198,7 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		if err != nil || len(addrs) == 0 {
 			return fail(&StartError{Name: "admin", Err: fmt.Errorf("find identitysvc: %v", err)})
 		}
-		if err := ensureAdmin(ctx, "http://"+addrs[0], &p.Admin, secret["PORTCULLIS_SERVICE_AUTH_SERVICE_KEY"]); err != nil {
+		if err := ensureAdmin(ctx, "http://"+addrs[0], &p.Admin, p.ServiceToken); err != nil {
 			return fail(&StartError{Name: "admin", Err: err})
 		}
 		fmt.Fprintf(p.progress, "✓ %-12s %s (user %s)\n", "admin", p.Admin.Email, p.Admin.UserID)
@@ -232,6 +237,29 @@ func (p *Platform) healthCheck(service string, want int) func(context.Context) e
 		return httpOK(p.GatewayURL + "/healthz")
 	}
 	return p.passingInConsul(service, want)
+}
+
+// ServiceToken returns a token that the platform's services accept from a
+// fellow service calling audience (a service name), for tools that call
+// internal procedures, such as the benchmark.
+func (p *Platform) ServiceToken(audience string) (string, error) {
+	tokens, err := authn.NewServiceTokenSource("platform", authn.ServiceConfig{ServiceKey: config.Secret(p.serviceKey)})
+	if err != nil {
+		return "", err
+	}
+	return tokens.Token(audience)
+}
+
+// PIDs returns the process ID of every running process by name, Consul
+// included when the platform started it.
+func (p *Platform) PIDs() map[string]int {
+	pids := map[string]int{}
+	for _, proc := range p.procs {
+		if !proc.exited() {
+			pids[proc.name] = proc.cmd.Process.Pid
+		}
+	}
+	return pids
 }
 
 // StopService stops one process — a service, or one instance of it such as

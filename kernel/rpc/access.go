@@ -209,10 +209,10 @@ type decision struct {
 
 // NewCachedAuthorizer caches next's decisions for ttl (a grant or a
 // revocation takes at most that long to reach this service), holding at
-// most maxEntries; zero values mean 2s and 10000.
+// most maxEntries; zero values mean 500ms and 10000.
 func NewCachedAuthorizer(next Authorizer, ttl time.Duration, maxEntries int) *CachedAuthorizer {
 	if ttl <= 0 {
-		ttl = 2 * time.Second
+		ttl = 500 * time.Millisecond
 	}
 	if maxEntries <= 0 {
 		maxEntries = 10000

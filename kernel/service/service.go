@@ -54,7 +54,8 @@ const AuditService = "auditsvc"
 // AuthzConfig tunes the permission checks a service makes.
 type AuthzConfig struct {
 	// DecisionTTL is how long a permission decision is reused; a grant or
-	// revocation reaches the service within it. Zero means 2s.
+	// revocation reaches the service within it. Zero means 500ms, so that a
+	// revocation takes effect platform-wide within a second.
 	DecisionTTL time.Duration `koanf:"decision_ttl" validate:"min=0,max=1m"`
 	// MaxDecisions bounds the decision cache. Zero means 10000.
 	MaxDecisions int `koanf:"max_decisions" validate:"min=0,max=10000000"`
