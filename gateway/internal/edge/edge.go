@@ -123,10 +123,15 @@ func New(cfg config.Config, reg *registry.Registry, opts ...Option) (*Gateway, e
 		return nil, err
 	}
 	g.catalog = reg.WatchCatalog(registry.WithWatchLogger(g.logger))
+	// FlushInterval zero: ReverseProxy still flushes every write of a
+	// response of unknown length — gRPC, gRPC-Web and Connect streams — so
+	// server streams reach the client message by message, but a response
+	// of known length (a Connect unary answer) goes out with its headers
+	// and end of stream together rather than flushed write by write.
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       g.rewrite,
 		Transport:     g.clients.HTTPClient().Transport,
-		FlushInterval: -1, // server streams reach the client message by message
+		FlushInterval: 0,
 		BufferPool:    bufferPool{},
 		ErrorHandler:  g.upstreamError,
 		ErrorLog:      slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
@@ -386,29 +391,39 @@ func bufferBody(r *http.Request) error {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength > retryBodyMax {
 		return nil
 	}
-	size := retryBodyMax + 1
-	if r.ContentLength >= 0 {
-		size = int(r.ContentLength) + 1
+	if r.ContentLength > 0 {
+		// The server holds the body to its declared length, so a buffer of
+		// that size is enough: no growing, no copying.
+		data := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, data); err != nil {
+			return err
+		}
+		setBody(r, data)
+		return nil
 	}
-	buf := make([]byte, 0, min(size, 4096))
-	b := bytes.NewBuffer(buf)
+	b := bytes.NewBuffer(make([]byte, 0, 4096))
 	n, err := b.ReadFrom(io.LimitReader(r.Body, retryBodyMax+1))
 	if err != nil {
 		return err
 	}
 	data := b.Bytes()
-	if n > retryBodyMax { // larger than it said, or of unknown size: stream the rest
+	if n > retryBodyMax { // of unknown size and larger: stream the rest
 		r.Body = struct {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(data), r.Body), r.Body}
 		return nil
 	}
+	setBody(r, data)
+	return nil
+}
+
+// setBody replaces the request's body with data, which it can send again.
+func setBody(r *http.Request, data []byte) {
 	_ = r.Body.Close()
-	r.ContentLength = n
+	r.ContentLength = int64(len(data))
 	r.Body = io.NopCloser(bytes.NewReader(data))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-	return nil
 }
 
 // buckets lists the buckets a request falls in.

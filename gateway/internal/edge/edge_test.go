@@ -40,6 +40,14 @@ func TestEdge(t *testing.T) {
 		_, err := ident.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@b.c"}))
 		assert.NoError(c, err)
 	}, 15*time.Second, 50*time.Millisecond)
+	// The stand-in Audit service implements only ExportEvents: GetEvent
+	// answering Unimplemented, not Unavailable, means the gateway reaches
+	// it, without starting the stream the streaming subtest watches.
+	audits := auditv1connect.NewAuditServiceClient(http.DefaultClient, gw.url)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := audits.GetEvent(t.Context(), withToken(connect.NewRequest(&auditv1.GetEventRequest{}), token))
+		assert.Equal(c, connect.CodeUnimplemented, connect.CodeOf(err))
+	}, 15*time.Second, 50*time.Millisecond)
 
 	t.Run("protocols", func(t *testing.T) {
 		t.Parallel()
@@ -130,6 +138,20 @@ func TestEdge(t *testing.T) {
 			err = s.Err()
 		}
 		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+
+		// And over gRPC-Web on HTTP/1.1, whose status travels in a trailers
+		// frame at the end of the body: a clean end proves it passed.
+		p = protocols()[3]
+		c = auditv1connect.NewAuditServiceClient(p.client, gw.url, p.opts...)
+		stream, err = c.ExportEvents(ctx, withToken(connect.NewRequest(&auditv1.ExportEventsRequest{}), token))
+		require.NoError(t, err)
+		seqs = nil
+		for stream.Receive() {
+			seqs = append(seqs, stream.Msg().GetEvent().GetSequence())
+		}
+		require.NoError(t, stream.Err())
+		assert.Equal(t, []int64{1, 2, 3}, seqs)
+		require.NoError(t, stream.Close())
 	})
 
 	t.Run("headers", func(t *testing.T) {

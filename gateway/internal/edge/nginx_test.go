@@ -1,0 +1,142 @@
+package edge_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// nginxConf is a minimal nginx that takes h2c with prior knowledge and
+// passes every request to one upstream over h2c, as the gateway does.
+//
+// grpc_pass is nginx's only way to speak HTTP/2 to an upstream; it does
+// not look at the content type, so a Connect unary call (application/proto,
+// trailers as Trailer- headers) passes as well as gRPC does.
+//
+// One worker: nginx's event loop serves one client connection from one
+// worker whatever worker_processes says, and the benchmark's client opens
+// one HTTP/2 connection per host, as the gateway's does. master_process
+// off keeps that worker in the process the test starts and stops, so
+// nothing outlives the test; it serves requests exactly as a worker under
+// a master would.
+//
+// Keepalive to the upstream: nginx's gRPC proxy sends one request per
+// upstream connection at a time, so it keeps up to 64 of them idle for
+// reuse. keepalive_requests is raised on both sides so that neither the
+// client's connection nor the upstream ones are closed every 1000 requests
+// (the default), which would measure reconnects, not proxying.
+const nginxConf = `daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+
+events {
+	worker_connections 1024;
+}
+
+http {
+	access_log off;
+	client_body_temp_path %[1]s/client_body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+
+	keepalive_requests 1000000;
+	keepalive_timeout 120s;
+
+	upstream identity {
+		server %[3]s;
+		keepalive 64;
+		keepalive_requests 1000000;
+		keepalive_timeout 120s;
+	}
+
+	server {
+		listen %[2]s http2;
+		location / {
+			grpc_pass grpc://identity;
+		}
+	}
+}
+`
+
+// nginxBinary returns the path of nginx, or "" when it is not installed.
+func nginxBinary() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	return ""
+}
+
+// startNginx runs nginx proxying h2c to upstream (host:port) until the test
+// ends and returns its base URL, or "" after logging why when nginx is not
+// installed.
+func startNginx(t testing.TB, upstream string) string {
+	t.Helper()
+	bin := nginxBinary()
+	if bin == "" {
+		t.Log("nginx is not installed (apt-get install nginx): no nginx figures")
+		return ""
+	}
+	dir := t.TempDir()
+	// A free port for nginx; another process could take it before nginx
+	// binds it, which fails the start below rather than measuring the
+	// wrong server.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	conf := filepath.Join(dir, "nginx.conf")
+	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, addr, upstream), 0o600))
+
+	var out strings.Builder
+	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("nginx output:\n%s\nnginx error log:\n%s", out.String(), log)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			return "http://" + addr
+		}
+		select {
+		case <-exited:
+			t.Fatalf("nginx exited: %v", waitErr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx does not listen on %s", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
