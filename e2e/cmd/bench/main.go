@@ -212,6 +212,10 @@ func (r *report) proxy(m map[string]float64) {
 		num("gateway/direct", "%.2fx"), "≥ 0.7x")
 	r.add("Gateway throughput vs nginx (h2c proxy)", num("gateway-rps", "%.0f req/s"), num("nginx-rps", "nginx %.0f req/s"),
 		num("gateway/nginx", "%.2fx"), "≥ 1x")
+	r.add("Gateway throughput vs a bare httputil.ReverseProxy", num("gateway-rps", "%.0f req/s"), num("reverseproxy-rps", "bare proxy %.0f req/s"),
+		num("gateway/reverseproxy", "%.2fx"), "what routing, access checks, limits, metrics and logs cost")
+	r.add("CPU per call, whole process (client, proxy, service)", num("gateway-cpu-µs", "gateway path %.0f µs"),
+		num("direct-cpu-µs", "direct %.0f µs")+", "+num("reverseproxy-cpu-µs", "bare proxy %.0f µs"), ratio(m, "gateway-cpu-µs", "direct-cpu-µs"), "")
 	r.add("Added p99 at half of peak load", num("half-peak-added-p99-µs", "%.0f µs"), num("half-peak-direct-p99-µs", "direct p99 %.0f µs"),
 		"", "< 1000 µs")
 	r.add("Token validation at the gateway (verified-token cache)", num("token-overhead-%", "%.1f %%"), "gateway/direct without a token", "", "< 5 %")
@@ -223,6 +227,16 @@ func (r *report) proxy(m map[string]float64) {
 			r.add("Latency "+path+" (closed loop, peak)", fmt.Sprintf("p50 %.0f µs, p99 %.0f µs", p50, p99), "", "", "")
 		}
 	}
+}
+
+// ratio formats m[a]/m[b], or a dash when either is missing.
+func ratio(m map[string]float64, a, b string) string {
+	x, okA := m[a]
+	y, okB := m[b]
+	if !okA || !okB || y == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2fx", x/y)
 }
 
 // bench drives the running platform.
