@@ -95,14 +95,35 @@ func TestTheCommandsUpPrintsWork(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "bin", "buf")); err != nil {
 		kerneltest.Unavailable(t, "bin/buf is missing (go tool task tools builds it): %v", err)
 	}
-	script := "set -euo pipefail\n" + strings.Join(platform.TryCommands(p.GatewayURL, p.Admin.Email), "\n") + "\n"
-	cmd := exec.Command("bash", "-c", script)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "PASSWORD="+p.Admin.Password)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "output:\n%s\nlogs:\n%s", out, logs.String())
-	// protojson varies its whitespace on purpose: compare without it.
-	compact := strings.Join(strings.Fields(string(out)), "")
-	assert.Contains(t, compact, `"email":"`+p.Admin.Email+`"`, "GetMe")
-	assert.Contains(t, compact, `"name":"admin"`, "ListRoles")
+	for name, script := range map[string]string{
+		"printed by up": strings.Join(platform.TryCommands(p.GatewayURL, p.Admin.Email), "\n"),
+		"in the README": readmeTryIt(t, filepath.Join(root, "README.md"), p.GatewayURL),
+	} {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+script+"\n")
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "PASSWORD="+p.Admin.Password)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "script:\n%s\noutput:\n%s\nlogs:\n%s", script, out, logs.String())
+			// protojson varies its whitespace on purpose: compare without it.
+			compact := strings.Join(strings.Fields(string(out)), "")
+			assert.Contains(t, compact, `"email":"`+p.Admin.Email+`"`, "GetMe")
+			assert.Contains(t, compact, `"name":"admin"`, "ListRoles")
+		})
+	}
+}
+
+// readmeTryIt returns the shell block of the README's "Try it" section,
+// pointed at gatewayURL instead of the default address.
+func readmeTryIt(t *testing.T, readme, gatewayURL string) string {
+	t.Helper()
+	b, err := os.ReadFile(readme)
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(b), "### Try it")
+	require.True(t, ok, "the README has a Try it section")
+	_, block, ok := strings.Cut(section, "```sh\n")
+	require.True(t, ok, "the Try it section has a shell block")
+	block, _, ok = strings.Cut(block, "```")
+	require.True(t, ok)
+	return strings.ReplaceAll(block, "http://127.0.0.1:8080", gatewayURL)
 }
