@@ -83,13 +83,13 @@ type Platform struct {
 	procs      []*process
 	serviceKey string
 	exited     chan *process
-	progress io.Writer
-	log      *prefixLog
-	bin      string
-	envs     map[string][]string // each process's environment, to restart it
-	replicas map[string]int
-	mu       sync.Mutex
-	stopped  map[*process]bool // stopped on purpose: not a failure
+	progress   io.Writer
+	log        *prefixLog
+	bin        string
+	envs       map[string][]string // each process's environment, to restart it
+	replicas   map[string]int
+	mu         sync.Mutex
+	stopped    map[*process]bool // stopped on purpose: not a failure
 }
 
 // Start starts Consul (unless [Options.ConsulAddr] names one), every service
