@@ -50,8 +50,8 @@
 //
 // # Algorithms
 //
-// Tokens are signed with EdDSA (Ed25519) or ES256; nothing else is
-// implemented. The algorithm a signature is checked with is the one of the
+// Tokens are signed with EdDSA (Ed25519) or ES256 and verified with
+// github.com/lestrrat-go/jwx/v2; no other algorithm is accepted. The algorithm a signature is checked with is the one of the
 // key the token's `kid` names; the token's `alg` must merely agree with it
 // and with [Config.Algorithms]. So `alg: none`, an HS256 token keyed with
 // the public key, or an RS256 token are rejected whatever they contain.

@@ -1,16 +1,16 @@
 package authn
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
 // publicKey is a verification key and the one algorithm it may verify. A
@@ -18,29 +18,8 @@ import (
 // never the token.
 type publicKey struct {
 	kid string
-	alg string // AlgEdDSA or AlgES256
-	ed  ed25519.PublicKey
-	ec  *ecdsa.PublicKey
-}
-
-// verify reports whether sig is k's signature of signingInput.
-func (k *publicKey) verify(signingInput string, sig []byte) bool {
-	switch k.alg {
-	case AlgEdDSA:
-		// ed25519.Verify rejects non-canonical S (RFC 8032 section
-		// 5.1.7), so a signature cannot be altered into another valid one.
-		return len(sig) == ed25519.SignatureSize && ed25519.Verify(k.ed, []byte(signingInput), sig)
-	case AlgES256:
-		// RFC 7518 section 3.4: R and S as 32-byte big-endian integers,
-		// not ASN.1.
-		if len(sig) != 64 {
-			return false
-		}
-		h := sha256.Sum256([]byte(signingInput))
-		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-		return ecdsa.Verify(k.ec, h[:], r, s)
-	}
-	return false
+	alg jwa.SignatureAlgorithm // jwa.EdDSA or jwa.ES256
+	raw crypto.PublicKey       // ed25519.PublicKey or *ecdsa.PublicKey
 }
 
 // equal reports whether k and o are the same key for the same algorithm.
@@ -51,30 +30,18 @@ func (k *publicKey) equal(o *publicKey) bool {
 	if k.kid != o.kid || k.alg != o.alg {
 		return false
 	}
-	if k.alg == AlgEdDSA {
-		return k.ed.Equal(o.ed)
-	}
-	return k.ec.Equal(o.ec)
-}
-
-// jwk is one member of a JWK Set, with the parameters of RFC 7517 section 4
-// and RFC 7518 section 6 the package reads.
-type jwk struct {
-	Kty    string   `json:"kty"`
-	Kid    string   `json:"kid"`
-	Use    string   `json:"use"`
-	KeyOps []string `json:"key_ops"`
-	Alg    string   `json:"alg"`
-	Crv    string   `json:"crv"`
-	X      string   `json:"x"`
-	Y      string   `json:"y"`
-	D      string   `json:"d"`
+	eq, ok := k.raw.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(o.raw)
 }
 
 // parseKeySet returns the usable keys of a JWK Set (RFC 7517 section 5) by
 // kid, and why each other key was left out. A set without one usable key
 // is an error: the Auth service always publishes its current key, so an
 // empty set is a fault, and the keys known before are better kept.
+//
+// Members are parsed one by one with jwk.ParseKey rather than the set with
+// jwk.Parse, which fails as a whole on one member it cannot read: a key
+// published for some other party must not stop ours from verifying.
 func parseKeySet(data []byte) (map[string]*publicKey, []string, error) {
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -85,15 +52,10 @@ func parseKeySet(data []byte) (map[string]*publicKey, []string, error) {
 	keys := make(map[string]*publicKey, len(doc.Keys))
 	var skipped []string
 	for i, raw := range doc.Keys {
-		var j jwk
-		if err := json.Unmarshal(raw, &j); err != nil {
-			skipped = append(skipped, fmt.Sprintf("keys[%d]: %v", i, err))
-			continue
-		}
-		k, err := parseJWK(j)
+		k, err := parseJWK(raw)
 		switch {
 		case err != nil:
-			skipped = append(skipped, fmt.Sprintf("keys[%d] (kid %s): %v", i, quote(j.Kid), err))
+			skipped = append(skipped, fmt.Sprintf("keys[%d]: %v", i, err))
 		case keys[k.kid] != nil:
 			skipped = append(skipped, fmt.Sprintf("keys[%d]: kid %s repeated", i, quote(k.kid)))
 		default:
@@ -106,72 +68,75 @@ func parseKeySet(data []byte) (map[string]*publicKey, []string, error) {
 	return keys, skipped, nil
 }
 
-// parseJWK returns the verification key j describes: an Ed25519 key (RFC
-// 8037) or a P-256 key. Any other key, symmetric ones above all, is refused.
-func parseJWK(j jwk) (*publicKey, error) {
-	if j.Kid == "" {
+// parseJWK returns the verification key a JWK describes: an Ed25519 key
+// (RFC 8037) or a P-256 key. Any other key, symmetric ones above all, is
+// refused.
+func parseJWK(raw json.RawMessage) (*publicKey, error) {
+	key, err := jwk.ParseKey(raw)
+	if err != nil {
+		return nil, err
+	}
+	kid := key.KeyID()
+	if kid == "" {
 		return nil, errors.New("no kid")
 	}
-	if j.D != "" {
+	if private, err := jwk.IsPrivateKey(key); err == nil && private {
 		// A private key in a public document is a fault of the publisher;
 		// it must be noticed, and the key is compromised anyway.
-		return nil, errors.New("holds private key material; refused")
+		return nil, fmt.Errorf("kid %s holds private key material; refused", quote(kid))
 	}
-	if j.Use != "" && j.Use != "sig" {
-		return nil, fmt.Errorf("use %s is not sig", quote(j.Use))
+	if use := key.KeyUsage(); use != "" && use != string(jwk.ForSignature) {
+		return nil, fmt.Errorf("kid %s: use %s is not sig", quote(kid), quote(use))
 	}
-	if j.KeyOps != nil && !slices.Contains(j.KeyOps, "verify") {
-		return nil, errors.New("key_ops lacks verify")
+	if ops := key.KeyOps(); ops != nil && !slices.Contains(ops, jwk.KeyOpVerify) {
+		return nil, fmt.Errorf("kid %s: key_ops lacks verify", quote(kid))
 	}
-	k := &publicKey{kid: j.Kid}
-	switch {
-	case j.Kty == "OKP" && j.Crv == "Ed25519":
-		x, err := decodeCoordinate(j.X, ed25519.PublicKeySize)
-		if err != nil {
-			return nil, fmt.Errorf("x: %w", err)
+	k := &publicKey{kid: kid}
+	switch key := key.(type) {
+	case jwk.OKPPublicKey:
+		if key.Crv() != jwa.Ed25519 {
+			return nil, fmt.Errorf("kid %s: kty OKP crv %s not supported", quote(kid), key.Crv())
 		}
-		k.alg, k.ed = AlgEdDSA, ed25519.PublicKey(x)
-	case j.Kty == "EC" && j.Crv == "P-256":
-		x, err := decodeCoordinate(j.X, 32)
-		if err != nil {
-			return nil, fmt.Errorf("x: %w", err)
+		var pub ed25519.PublicKey
+		if err := key.Raw(&pub); err != nil {
+			return nil, fmt.Errorf("kid %s: %w", quote(kid), err)
 		}
-		y, err := decodeCoordinate(j.Y, 32)
-		if err != nil {
-			return nil, fmt.Errorf("y: %w", err)
+		if len(pub) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("kid %s: x has %d bytes, want %d", quote(kid), len(pub), ed25519.PublicKeySize)
+		}
+		k.alg, k.raw = jwa.EdDSA, pub
+	case jwk.ECDSAPublicKey:
+		if key.Crv() != jwa.P256 {
+			return nil, fmt.Errorf("kid %s: kty EC crv %s not supported", quote(kid), key.Crv())
+		}
+		var pub *ecdsa.PublicKey
+		if err := key.Raw(&pub); err != nil {
+			return nil, fmt.Errorf("kid %s: %w", quote(kid), err)
 		}
 		// Rejects a point off the curve, which invalid-curve attacks use.
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-		if err != nil {
-			return nil, err
+		if _, err := pub.ECDH(); err != nil {
+			return nil, fmt.Errorf("kid %s: point not on curve: %w", quote(kid), err)
 		}
-		k.alg, k.ec = AlgES256, pub
+		k.alg, k.raw = jwa.ES256, pub
 	default:
-		return nil, fmt.Errorf("kty %s crv %s not supported", quote(j.Kty), quote(j.Crv))
+		return nil, fmt.Errorf("kid %s: kty %s not supported", quote(kid), key.KeyType())
 	}
-	if j.Alg != "" && j.Alg != k.alg {
-		return nil, fmt.Errorf("alg %s does not fit a %s %s key", quote(j.Alg), j.Kty, j.Crv)
+	if alg := key.Algorithm().String(); alg != "" && alg != k.alg.String() {
+		return nil, fmt.Errorf("kid %s: alg %s does not fit a %s key", quote(kid), quote(alg), k.alg)
 	}
 	return k, nil
 }
 
-// decodeCoordinate decodes a base64url key parameter of exactly size
-// bytes.
-func decodeCoordinate(s string, size int) ([]byte, error) {
-	b, err := segmentEncoding.DecodeString(s)
+// thumbprint returns the RFC 7638 thumbprint of pub's JWK with SHA-256, the
+// key ID of service tokens.
+func thumbprint(pub crypto.PublicKey) (string, error) {
+	key, err := jwk.FromRaw(pub)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	if len(b) != size {
-		return nil, fmt.Errorf("%d bytes, want %d", len(b), size)
+	tp, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", err
 	}
-	return b, nil
-}
-
-// ed25519Thumbprint returns the RFC 7638 thumbprint of pub's JWK, the key
-// ID of service tokens: `{"crv":"Ed25519","kty":"OKP","x":"..."}` with the
-// members in that order, hashed with SHA-256 (RFC 8037 appendix A.3).
-func ed25519Thumbprint(pub ed25519.PublicKey) string {
-	h := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + base64.RawURLEncoding.EncodeToString(pub) + `"}`))
-	return base64.RawURLEncoding.EncodeToString(h[:])
+	return segmentEncoding.EncodeToString(tp), nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -43,15 +44,17 @@ func TestRFCVectors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		k := keys[tt.kid]
-		assert.Equal(t, tt.alg, k.alg)
-		jws, err := parseCompact(tt.jws)
-		require.NoError(t, err)
-		assert.Equal(t, tt.alg, jws.header.Alg)
-		assert.True(t, k.verify(jws.signingInput, jws.signature), tt.kid)
-		jws.signature[0] ^= 1
-		assert.False(t, k.verify(jws.signingInput, jws.signature), tt.kid)
+		assert.Equal(t, tt.alg, k.alg.String())
+		_, err := jws.Verify([]byte(tt.jws), jws.WithKey(k.alg, k.raw))
+		assert.NoError(t, err, tt.kid)
+		tampered := []byte(tt.jws)
+		tampered[len(tampered)-2] ^= 1
+		_, err = jws.Verify(tampered, jws.WithKey(k.alg, k.raw))
+		assert.Error(t, err, tt.kid)
 	}
-	assert.Equal(t, rfc8037Thumbprint, ed25519Thumbprint(keys["ed"].ed))
+	tp, err := thumbprint(keys["ed"].raw)
+	require.NoError(t, err)
+	assert.Equal(t, rfc8037Thumbprint, tp)
 }
 
 func TestParseKeySetSkips(t *testing.T) {
@@ -75,9 +78,8 @@ func TestParseKeySetSkips(t *testing.T) {
 		{"RSA", `{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB","alg":"RS256"}`, "not supported"},
 		{"Ed448", `{"kty":"OKP","crv":"Ed448","kid":"a","x":"` + rfc8037X + `"}`, "not supported"},
 		{"short x", `{"kty":"OKP","crv":"Ed25519","kid":"a","x":"AAAA"}`, "bytes"},
-		{"padded x", `{"kty":"OKP","crv":"Ed25519","kid":"a","x":"` + rfc8037X + `="}`, "illegal base64"},
 		{"point off the curve", `{"kty":"EC","crv":"P-256","kid":"a","x":"` + rfc7515X + `","y":"` + rfc7515X + `"}`, "not on curve"},
-		{"not an object", `"key"`, "cannot unmarshal"},
+		{"not an object", `"key"`, "keys[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,32 +157,4 @@ func TestTokenCacheEviction(t *testing.T) {
 	c.clear()
 	c.put("stale", Principal{}, later.Add(time.Hour), epoch, later)
 	assert.Equal(t, 0, c.len())
-}
-
-func TestNumericDate(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		json    string
-		want    time.Time
-		wantErr bool
-	}{
-		{"1300819380", time.Unix(1300819380, 0), false},
-		{"1300819380.25", time.Unix(1300819380, 250_000_000), false},
-		{"1.3e9", time.Unix(1_300_000_000, 0), false},
-		{"0", time.Unix(0, 0), false},
-		{"-1", time.Time{}, true},
-		{"1e300", time.Time{}, true},
-		{`"1300819380"`, time.Time{}, true},
-		{"true", time.Time{}, true},
-	}
-	for _, tt := range tests {
-		var d numericDate
-		err := d.UnmarshalJSON([]byte(tt.json))
-		if tt.wantErr {
-			assert.Error(t, err, tt.json)
-			continue
-		}
-		require.NoError(t, err, tt.json)
-		assert.True(t, tt.want.Equal(d.time()), "%s: got %v", tt.json, d.time())
-	}
 }

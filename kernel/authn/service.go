@@ -8,10 +8,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"portcullis.dev/kernel/config"
 )
@@ -61,7 +66,11 @@ func parseServiceKey(s config.Secret) (serviceKey, error) {
 			return serviceKey{}, fmt.Errorf("decodes to %d bytes; an Ed25519 seed has %d", len(seed), ed25519.SeedSize)
 		}
 		priv := ed25519.NewKeyFromSeed(seed)
-		return serviceKey{kid: ed25519Thumbprint(priv.Public().(ed25519.PublicKey)), priv: priv}, nil
+		kid, err := thumbprint(priv.Public())
+		if err != nil {
+			return serviceKey{}, err
+		}
+		return serviceKey{kid: kid, priv: priv}, nil
 	}
 	return serviceKey{}, errors.New("is not base64")
 }
@@ -85,7 +94,7 @@ type serviceClaims struct {
 type ServiceTokenSource struct {
 	name   string
 	key    serviceKey
-	header string // the encoded JOSE header, the same for every token
+	header jws.Headers // the protected header, the same for every token; jws.Sign copies it
 	ttl    time.Duration
 	now    func() time.Time
 
@@ -112,18 +121,14 @@ func NewServiceTokenSource(name string, cfg ServiceConfig, opts ...Option) (*Ser
 	cfg = cfg.withDefaults()
 	key, _ := parseServiceKey(cfg.ServiceKey) // checked by Validate
 	o := newOptions(opts)
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{AlgEdDSA, key.kid, ServiceTokenType})
-	if err != nil {
+	header := jws.NewHeaders()
+	if err := errors.Join(header.Set(jws.KeyIDKey, key.kid), header.Set(jws.TypeKey, ServiceTokenType)); err != nil {
 		return nil, fmt.Errorf("authn: service token header: %w", err)
 	}
 	return &ServiceTokenSource{
 		name:   name,
 		key:    key,
-		header: base64.RawURLEncoding.EncodeToString(header),
+		header: header,
 		ttl:    cfg.ServiceTokenTTL,
 		now:    o.now,
 		tokens: make(map[string]mintedToken),
@@ -168,9 +173,11 @@ func (s *ServiceTokenSource) mint(audience string, now time.Time) (string, error
 	if err != nil {
 		return "", fmt.Errorf("authn: service token claims: %w", err)
 	}
-	input := s.header + "." + base64.RawURLEncoding.EncodeToString(claims)
-	sig := ed25519.Sign(s.key.priv, []byte(input))
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+	token, err := jws.Sign(claims, jws.WithKey(jwa.EdDSA, s.key.priv, jws.WithProtectedHeaders(s.header)))
+	if err != nil {
+		return "", fmt.Errorf("authn: sign service token: %w", err)
+	}
+	return string(token), nil
 }
 
 // ServiceVerifier verifies the service tokens presented to the service it
@@ -202,7 +209,7 @@ func NewServiceVerifier(name string, cfg ServiceConfig, opts ...Option) (*Servic
 	v := &ServiceVerifier{name: name, keys: map[string]*publicKey{}, leeway: cfg.ServiceLeeway, now: o.now, tokens: newTokenCache(serviceTokenCacheSize)}
 	for _, secret := range append([]config.Secret{cfg.ServiceKey}, cfg.ServicePreviousKeys...) {
 		key, _ := parseServiceKey(secret) // checked by Validate
-		v.keys[key.kid] = &publicKey{kid: key.kid, alg: AlgEdDSA, ed: key.priv.Public().(ed25519.PublicKey)}
+		v.keys[key.kid] = &publicKey{kid: key.kid, alg: jwa.EdDSA, raw: key.priv.Public()}
 	}
 	return v, nil
 }
@@ -222,7 +229,7 @@ func (v *ServiceVerifier) Verify(ctx context.Context, token string) (Principal, 
 		return p, nil
 	}
 	epoch := v.tokens.currentEpoch()
-	p, err := v.verify(token, now)
+	p, err := v.verify(ctx, token, now)
 	if err != nil {
 		return Principal{}, err
 	}
@@ -236,47 +243,39 @@ func (v *ServiceVerifier) Authenticate(ctx context.Context, token string) (Princ
 }
 
 // verify checks token without the cache.
-func (v *ServiceVerifier) verify(token string, now time.Time) (Principal, error) {
-	t, err := parseCompact(token)
+func (v *ServiceVerifier) verify(ctx context.Context, token string, now time.Time) (Principal, error) {
+	t, err := verifyJWT(ctx, token, v.serviceKey, now, v.leeway, jwt.WithRequiredClaim(jwt.IssuedAtKey))
 	if err != nil {
 		return Principal{}, err
 	}
-	h := &t.header
-	if h.Typ != ServiceTokenType {
-		return Principal{}, errorf(ErrTokenInvalid, "typ %s is not %s", quote(h.Typ), ServiceTokenType)
+	if iss := t.Issuer(); iss == "" || t.Subject() != iss {
+		return Principal{}, errorf(ErrTokenInvalid, "iss %s and sub %s must name the same service", quote(iss), quote(t.Subject()))
 	}
-	if h.Alg != AlgEdDSA {
-		return Principal{}, errorf(ErrTokenInvalid, "alg %s not allowed", quote(h.Alg))
-	}
-	if err := h.check(); err != nil {
-		return Principal{}, err
-	}
-	key := v.keys[h.Kid]
-	if key == nil {
-		return Principal{}, errorf(ErrKeyUnknown, "kid %s is not a service key", quote(h.Kid))
-	}
-	v.signatureChecks.Add(1)
-	if !key.verify(t.signingInput, t.signature) {
-		return Principal{}, errorf(ErrTokenInvalid, "signature does not verify with service key %s", quote(key.kid))
-	}
-	c, err := decodeClaims(t.payload)
-	if err != nil {
-		return Principal{}, err
-	}
-	if c.Iss == "" || c.Sub != c.Iss {
-		return Principal{}, errorf(ErrTokenInvalid, "iss %s and sub %s must name the same service", quote(c.Iss), quote(c.Sub))
-	}
-	if !c.Aud.contains(v.name) && !c.Aud.contains(AnyService) {
+	if aud := t.Audience(); !slices.Contains(aud, v.name) && !slices.Contains(aud, AnyService) {
 		return Principal{}, errorf(ErrTokenInvalid, "aud is neither %s nor %s", quote(v.name), AnyService)
 	}
-	if c.Iat == nil {
-		return Principal{}, errorf(ErrTokenInvalid, "iat claim missing")
-	}
-	if err := c.checkTimes(now, v.leeway); err != nil {
-		return Principal{}, err
-	}
-	if life := c.Exp.time().Sub(c.Iat.time()); life > maxServiceTokenLifetime {
+	if life := t.Expiration().Sub(t.IssuedAt()); life > maxServiceTokenLifetime {
 		return Principal{}, errorf(ErrTokenInvalid, "lifetime %s exceeds %s", life, maxServiceTokenLifetime)
 	}
-	return c.principal(KindService), nil
+	return principal(t, KindService), nil
+}
+
+// serviceKey checks the header of a service token and returns the service
+// key it names.
+func (v *ServiceVerifier) serviceKey(_ context.Context, h jws.Headers) (*publicKey, error) {
+	if typ := h.Type(); typ != ServiceTokenType {
+		return nil, errorf(ErrTokenInvalid, "typ %s is not %s", quote(typ), ServiceTokenType)
+	}
+	if alg := h.Algorithm(); alg != jwa.EdDSA {
+		return nil, errorf(ErrTokenInvalid, "alg %s not allowed", quote(alg.String()))
+	}
+	if err := checkHeader(h); err != nil {
+		return nil, err
+	}
+	key := v.keys[h.KeyID()]
+	if key == nil {
+		return nil, errorf(ErrKeyUnknown, "kid %s is not a service key", quote(h.KeyID()))
+	}
+	v.signatureChecks.Add(1)
+	return key, nil
 }

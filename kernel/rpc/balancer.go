@@ -89,7 +89,9 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		u.Host = addr
 		out.URL = &u
 		out.Host = addr
-		if attempt > 0 {
+		if attempt > 0 && req.GetBody != nil {
+			// A request without a body (a GET, say) has no GetBody and
+			// needs none: it is sent again as it is.
 			body, err := req.GetBody()
 			if err != nil {
 				return nil, fmt.Errorf("replay request body: %w", err)

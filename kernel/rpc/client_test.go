@@ -3,6 +3,7 @@ package rpc_test
 import (
 	"context"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,6 +148,15 @@ func TestFactoryRetriesARefusedConnection(t *testing.T) {
 		require.NoError(t, err, "call %d", i)
 	}
 	assert.Equal(t, int64(50), live.stub.calls.Load())
+
+	// A request without a body, such as the JWKS fetch, is retried too.
+	httpClient := factory.HTTPClient()
+	for i := range 20 {
+		resp, err := httpClient.Get("http://identitysvc/healthz")
+		require.NoError(t, err, "GET %d", i)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	}
 }
 
 func TestFactoryWithoutInstancesIsUnavailable(t *testing.T) {

@@ -2,11 +2,10 @@
 // keeps their private halves sealed at rest under the key-encryption key,
 // picks the one active key every replica signs with, rotates it, publishes
 // the public halves as a JWK Set (RFC 7517), and signs access tokens as
-// compact JWS (RFC 7515) with EdDSA (RFC 8037) or ES256 (RFC 7518).
+// compact JWS (RFC 7515) with EdDSA (RFC 8037) or ES256 (RFC 7518), using
+// github.com/lestrrat-go/jwx/v2.
 //
-// Signing is a few lines over crypto/ed25519 and crypto/ecdsa rather than a
-// JOSE library, for the same reasons the kernel verifier gives (see
-// portcullis.dev/kernel/authn): the header is fixed per key and encoded
-// once, the claims are one small struct, and so a token costs little more
-// than its signature (BenchmarkSign reports the ratio).
+// The protected header is fixed per key and the claims are one small
+// struct, so a token costs little more than its signature
+// (BenchmarkSign reports the ratio).
 package keys

@@ -1,11 +1,17 @@
 package keys
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/sha256"
+	"crypto/elliptic"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
 // Algorithms of signing keys.
@@ -26,31 +32,44 @@ type JWK struct {
 	Y   string `json:"y,omitempty"`
 }
 
-var b64 = base64.RawURLEncoding
-
-// publicJWK returns the JWK of pub, with the RFC 7638 thumbprint as its kid.
+// publicJWK returns the JWK of pub (an Ed25519 or P-256 public key), with
+// the RFC 7638 thumbprint as its kid.
 func publicJWK(pub any) (JWK, error) {
 	var j JWK
+	var alg jwa.SignatureAlgorithm
 	switch p := pub.(type) {
 	case ed25519.PublicKey:
-		j = JWK{Kty: "OKP", Alg: AlgEdDSA, Crv: "Ed25519", X: b64.EncodeToString(p)}
-		// RFC 7638 section 3.2: the required members in lexical order.
-		j.Kid = thumbprint(`{"crv":"Ed25519","kty":"OKP","x":"` + j.X + `"}`)
+		alg = jwa.EdDSA
 	case *ecdsa.PublicKey:
-		raw, err := p.Bytes() // 0x04 || X || Y
-		if err != nil || len(raw) != 65 {
+		if p.Curve != elliptic.P256() {
 			return j, fmt.Errorf("keys: not a P-256 key")
 		}
-		j = JWK{Kty: "EC", Alg: AlgES256, Crv: "P-256", X: b64.EncodeToString(raw[1:33]), Y: b64.EncodeToString(raw[33:])}
-		j.Kid = thumbprint(`{"crv":"P-256","kty":"EC","x":"` + j.X + `","y":"` + j.Y + `"}`)
+		alg = jwa.ES256
 	default:
 		return j, fmt.Errorf("keys: unsupported public key %T", pub)
 	}
-	j.Use = "sig"
+	key, err := jwk.FromRaw(pub)
+	if err != nil {
+		return j, fmt.Errorf("keys: %w", err)
+	}
+	tp, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return j, fmt.Errorf("keys: thumbprint: %w", err)
+	}
+	if err := errors.Join(
+		key.Set(jwk.KeyIDKey, base64.RawURLEncoding.EncodeToString(tp)),
+		key.Set(jwk.AlgorithmKey, alg),
+		key.Set(jwk.KeyUsageKey, jwk.ForSignature),
+	); err != nil {
+		return j, fmt.Errorf("keys: %w", err)
+	}
+	// The JWK struct is what is stored and published; jwx wrote it.
+	b, err := json.Marshal(key)
+	if err != nil {
+		return j, fmt.Errorf("keys: %w", err)
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return j, fmt.Errorf("keys: %w", err)
+	}
 	return j, nil
-}
-
-func thumbprint(canonical string) string {
-	h := sha256.Sum256([]byte(canonical))
-	return b64.EncodeToString(h[:])
 }

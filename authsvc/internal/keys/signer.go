@@ -6,11 +6,14 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
 // Claims are the claims of an access token (RFC 9068 section 2.2, plus
@@ -38,9 +41,10 @@ type Key struct {
 	CreatedAt time.Time
 
 	signer crypto.Signer
-	// header is the encoded JOSE header and the dot after it, the same for
-	// every token the key signs.
-	header string
+	alg    jwa.SignatureAlgorithm
+	// header is the protected JOSE header, the same for every token the key
+	// signs; jws.Sign copies it before adding alg.
+	header jws.Headers
 }
 
 // generateKey makes a new key for alg.
@@ -89,17 +93,13 @@ func newKey(signer crypto.Signer, createdAt time.Time) (*Key, error) {
 	}
 	// typ at+jwt: an access token (RFC 9068 section 2.1), which the kernel
 	// verifier accepts and a service token never carries.
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{pub.Alg, pub.Kid, "at+jwt"})
-	if err != nil {
-		return nil, err
+	header := jws.NewHeaders()
+	if err := errors.Join(header.Set(jws.KeyIDKey, pub.Kid), header.Set(jws.TypeKey, "at+jwt")); err != nil {
+		return nil, fmt.Errorf("keys: header: %w", err)
 	}
 	return &Key{
 		ID: pub.Kid, Alg: pub.Alg, Public: pub, CreatedAt: createdAt,
-		signer: signer, header: b64.EncodeToString(header) + ".",
+		signer: signer, alg: jwa.SignatureAlgorithm(pub.Alg), header: header,
 	}, nil
 }
 
@@ -109,36 +109,11 @@ func (k *Key) Sign(claims *Claims) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	buf := make([]byte, 0, len(k.header)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(64))
-	buf = append(buf, k.header...)
-	buf = b64.AppendEncode(buf, payload)
-	sig, err := k.sign(buf)
+	token, err := jws.Sign(payload, jws.WithKey(k.alg, k.signer, jws.WithProtectedHeaders(k.header)))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("keys: sign with %s: %w", k.ID, err)
 	}
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, sig)
-	return string(buf), nil
-}
-
-// sign signs the JWS signing input.
-func (k *Key) sign(input []byte) ([]byte, error) {
-	switch s := k.signer.(type) {
-	case ed25519.PrivateKey:
-		return ed25519.Sign(s, input), nil
-	case *ecdsa.PrivateKey:
-		h := sha256.Sum256(input)
-		r, sv, err := ecdsa.Sign(rand.Reader, s, h[:])
-		if err != nil {
-			return nil, err
-		}
-		// RFC 7518 section 3.4: R and S as 32-byte big-endian integers.
-		sig := make([]byte, 64)
-		r.FillBytes(sig[:32])
-		sv.FillBytes(sig[32:])
-		return sig, nil
-	}
-	return nil, fmt.Errorf("keys: unsupported signer %T", k.signer)
+	return string(token), nil
 }
 
 // PublicKey returns the public key (ed25519.PublicKey or *ecdsa.PublicKey).
