@@ -228,6 +228,34 @@ func TestPoolSettingsAreApplied(t *testing.T) {
 	assert.GreaterOrEqual(t, stats.WaitCount, int64(1))
 }
 
+// conn_max_idle_time and conn_max_lifetime reach the pool: connections
+// past them are closed, which db.Stats counts.
+func TestPoolLifetimesAreApplied(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		set    func(*database.Config)
+		closed func(sql.DBStats) int64
+	}{
+		{"idle time", func(c *database.Config) { c.ConnMaxIdleTime = 50 * time.Millisecond }, func(s sql.DBStats) int64 { return s.MaxIdleTimeClosed }},
+		{"lifetime", func(c *database.Config) { c.ConnMaxLifetime = 50 * time.Millisecond }, func(s sql.DBStats) int64 { return s.MaxLifetimeClosed }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			tt.set(&cfg)
+			db, err := database.Open(t.Context(), cfg)
+			require.NoError(t, err)
+			defer db.Close()
+			require.NoError(t, db.PingContext(t.Context()))
+			// database/sql closes expired connections from a cleaner that
+			// runs about once a second; the idle connection must stay idle.
+			assert.Eventually(t, func() bool { return tt.closed(db.Stats()) > 0 }, 5*time.Second, 100*time.Millisecond)
+		})
+	}
+}
+
 func TestCloseWaitsForInFlightQuery(t *testing.T) {
 	t.Parallel()
 	c := openClient(t, testConfig(t))

@@ -72,7 +72,7 @@ func CheckMigrations(ctx context.Context, devURL string, migrations fs.FS, table
 		return err
 	}
 	if len(after) > len(before) {
-		return fmt.Errorf("%w; run `go tool task migration` to generate this migration:\n%s", ErrMigrationMissing, after[len(after)-1].Bytes())
+		return fmt.Errorf("%w; run `MIGRATION_NAME=<name> go tool task generate` to generate this migration:\n%s", ErrMigrationMissing, after[len(after)-1].Bytes())
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ func Migrate(ctx context.Context, db *sql.DB, schema string, migrations fs.FS, o
 	}
 	if err := migrate.Validate(dir); err != nil {
 		if errors.Is(err, migrate.ErrChecksumMismatch) {
-			return nil, fmt.Errorf("migrate schema %q: %w: atlas.sum does not match the files; regenerate them with `go tool task migration` instead of editing them", schema, ErrMigrationsTampered)
+			return nil, fmt.Errorf("migrate schema %q: %w: atlas.sum does not match the files; regenerate them with `go tool task generate` instead of editing them", schema, ErrMigrationsTampered)
 		}
 		return nil, fmt.Errorf("migrate schema %q: %w", schema, err)
 	}
