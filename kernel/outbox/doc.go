@@ -10,5 +10,6 @@
 // backstop), sends pending events in batches to the Audit service's Record,
 // and marks them delivered only when Record succeeded. Delivery is at least
 // once; every event carries an idempotency key, so Audit stores it exactly
-// once.
+// once. An event Audit refuses as invalid is isolated from its batch and set
+// aside, logged and counted, so it cannot hold up the events behind it.
 package outbox

@@ -24,8 +24,9 @@ import (
 // Config tunes a service's relay (its `outbox:` section). Zero values mean
 // the defaults.
 type Config struct {
-	// BatchSize is the most events sent in one Record call. Zero means 500.
-	BatchSize int `koanf:"batch_size" validate:"min=0,max=1000"`
+	// BatchSize is the most events sent in one Record call. Zero means 500,
+	// which is also the most: the Audit contract refuses a larger batch.
+	BatchSize int `koanf:"batch_size" validate:"min=0,max=500"`
 	// PollInterval is the backstop: the relay looks for pending events this
 	// often even if no notification arrives. Zero means 5s.
 	PollInterval time.Duration `koanf:"poll_interval" validate:"min=0,max=1h"`
@@ -61,6 +62,7 @@ type Relay struct {
 
 	backlog   atomic.Int64
 	delivered atomic.Int64
+	rejected  atomic.Int64
 	lastPurge time.Time
 }
 
@@ -75,7 +77,12 @@ func NewRelay(db *sql.DB, dbcfg database.Config, audit Recorder, cfg Config, log
 // look.
 func (r *Relay) Backlog() int64 { return r.backlog.Load() }
 
-// Collectors expose the backlog and the delivered count to Prometheus.
+// Rejected is the number of events this relay set aside because the Audit
+// service refused them as invalid (see [Relay.Run]).
+func (r *Relay) Rejected() int64 { return r.rejected.Load() }
+
+// Collectors expose the backlog and the delivered and rejected counts to
+// Prometheus.
 func (r *Relay) Collectors() []prometheus.Collector {
 	labels := prometheus.Labels{"schema": r.dbcfg.Schema}
 	return []prometheus.Collector{
@@ -85,12 +92,26 @@ func (r *Relay) Collectors() []prometheus.Collector {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "portcullis_outbox_delivered_total", Help: "Audit events delivered to the Audit service.", ConstLabels: labels,
 		}, func() float64 { return float64(r.delivered.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "portcullis_outbox_rejected_total", Help: "Audit events the Audit service refused as invalid, set aside in the outbox and not retried.",
+			ConstLabels: labels,
+		}, func() float64 { return float64(r.rejected.Load()) }),
 	}
 }
 
 // Run delivers events until ctx ends, then returns nil. While the Audit
 // service is unreachable it backs off, up to MaxBackoff, and logs once per
 // outage; events wait in the table meanwhile.
+//
+// One bad event must not hold up those behind it forever: when Audit
+// refuses a batch as invalid, the relay splits it and sends the halves, in
+// order, until the events Audit accepts are delivered and each one it
+// refuses on its own is isolated. Such an event (or one whose payload cannot
+// be decoded) is set aside: marked with the delivered_at [RejectedMark] so
+// it is not sent again, logged at error level with its outbox id and the
+// reason, and counted in portcullis_outbox_rejected_total. It stays in the
+// table, never purged, until an operator looks at it; setting its
+// delivered_at back to NULL sends it again.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
 	listener := pq.NewListener(r.dbcfg.DSN.Value(), 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
@@ -157,10 +178,47 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// RejectedMark is the delivered_at of an event the Audit service refused
+// (1970-01-01 UTC, PostgreSQL's 'epoch'), as an SQL expression:
+//
+//	SELECT id, idempotency_key FROM outbox_events WHERE delivered_at = 'epoch'
+//
+// lists them. A column of its own would be clearer, but the outbox table is
+// in every service's schema, created by each service's own migrations from
+// [Schema]: a new column would need a migration in every service. No real
+// delivery happens at the epoch, so the mark cannot be mistaken for one,
+// and it keeps the event out of the pending set with the columns there are.
+const RejectedMark = "timestamptz 'epoch'"
+
+// pending is an event read from the outbox.
+type pending struct {
+	id  int64
+	key string
+	ev  *auditv1.NewEvent // nil when the payload could not be decoded
+}
+
+// rejection is an event set aside, and why.
+type rejection struct {
+	pending
+	reason string
+}
+
+// outcome is what sending a batch achieved before it finished or failed.
+type outcome struct {
+	delivered []int64
+	rejected  []rejection
+}
+
 // deliverBatch sends the oldest pending events, at most BatchSize, and
-// marks them delivered. Only one replica of a service sends at a time (an
-// advisory lock), so events leave in order.
+// marks them delivered, or rejected (see [Relay.Run]). Only one replica of a
+// service sends at a time (an advisory lock), so events leave in order. It
+// returns how many events it dealt with; with an error, those dealt with
+// before it are marked all the same.
 func (r *Relay) deliverBatch(ctx context.Context) (int, error) {
+	// Every replica counts the backlog each time it looks, whether it holds
+	// the lock or not, so each one's gauge and /readyz detail stay current.
+	// Deferred first so it runs last, once the transaction has ended.
+	defer r.updateBacklog(ctx)
 	tx, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
@@ -173,49 +231,48 @@ func (r *Relay) deliverBatch(ctx context.Context) (int, error) {
 	if !locked {
 		return 0, nil // another replica is relaying
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, payload FROM `+Table+` WHERE delivered_at IS NULL ORDER BY id LIMIT $1`, r.cfg.BatchSize)
+	batch, err := readPending(ctx, tx, r.cfg.BatchSize)
 	if err != nil {
-		return 0, fmt.Errorf("read pending events: %w", err)
-	}
-	var (
-		ids    []int64
-		events []*auditv1.NewEvent
-	)
-	for rows.Next() {
-		var (
-			id      int64
-			payload []byte
-		)
-		if err := rows.Scan(&id, &payload); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		ev := &auditv1.NewEvent{}
-		if err := proto.Unmarshal(payload, ev); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("decode outbox event %d: %w", id, err)
-		}
-		ids = append(ids, id)
-		events = append(events, ev)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	if len(events) > 0 {
-		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := r.audit.Record(callCtx, connect.NewRequest(&auditv1.RecordRequest{Events: events}))
-		cancel()
-		if err != nil {
-			r.updateBacklog(ctx)
-			return 0, fmt.Errorf("record %d events: %w", len(events), err)
+	var (
+		out      outcome
+		sendErr  error
+		sendable = make([]pending, 0, len(batch))
+	)
+	for _, p := range batch {
+		if p.ev == nil {
+			out.rejected = append(out.rejected, rejection{p, "the payload is not an audit.v1.NewEvent"})
+			continue
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE `+Table+` SET delivered_at = now() WHERE id = ANY($1)`, pq.Array(ids)); err != nil {
+		sendable = append(sendable, p)
+	}
+	if len(sendable) > 0 {
+		sendErr = r.send(ctx, sendable, &out)
+	}
+	handled := len(out.delivered) + len(out.rejected)
+	if handled == 0 && sendErr != nil {
+		return 0, sendErr
+	}
+	if len(out.delivered) > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+Table+` SET delivered_at = now() WHERE id = ANY($1)`, pq.Array(out.delivered)); err != nil {
 			return 0, fmt.Errorf("mark delivered: %w", err)
 		}
 	}
+	if len(out.rejected) > 0 {
+		ids := make([]int64, len(out.rejected))
+		for i, rj := range out.rejected {
+			ids[i] = rj.id
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE `+Table+` SET delivered_at = `+RejectedMark+` WHERE id = ANY($1)`, pq.Array(ids)); err != nil {
+			return 0, fmt.Errorf("mark rejected: %w", err)
+		}
+	}
 	if time.Since(r.lastPurge) > time.Minute {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+Table+` WHERE delivered_at < $1`, time.Now().Add(-r.cfg.Retention)); err != nil {
+		// Rejected events are kept: they are the evidence of what Audit
+		// never received.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+Table+` WHERE delivered_at < $1 AND delivered_at > `+RejectedMark,
+			time.Now().Add(-r.cfg.Retention)); err != nil {
 			return 0, fmt.Errorf("purge delivered events: %w", err)
 		}
 		r.lastPurge = time.Now()
@@ -225,9 +282,73 @@ func (r *Relay) deliverBatch(ctx context.Context) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit delivery: %w", err)
 	}
-	r.delivered.Add(int64(len(events)))
-	r.updateBacklog(ctx)
-	return len(events), nil
+	r.delivered.Add(int64(len(out.delivered)))
+	for _, rj := range out.rejected {
+		r.rejected.Add(1)
+		r.logger.ErrorContext(ctx, "audit event refused by the Audit service; set aside in the outbox and not sent again",
+			"outbox_id", rj.id, "idempotency_key", rj.key, "action", rj.ev.GetAction(), "target", rj.ev.GetTarget(), "reason", rj.reason)
+	}
+	return handled, sendErr
+}
+
+// readPending returns the oldest undelivered events, at most limit.
+func readPending(ctx context.Context, tx *sql.Tx, limit int) ([]pending, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, idempotency_key, payload FROM `+Table+` WHERE delivered_at IS NULL ORDER BY id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read pending events: %w", err)
+	}
+	defer rows.Close()
+	var batch []pending
+	for rows.Next() {
+		var (
+			p       pending
+			payload []byte
+		)
+		if err := rows.Scan(&p.id, &p.key, &payload); err != nil {
+			return nil, fmt.Errorf("read pending events: %w", err)
+		}
+		ev := &auditv1.NewEvent{}
+		if err := proto.Unmarshal(payload, ev); err == nil {
+			p.ev = ev
+		}
+		batch = append(batch, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pending events: %w", err)
+	}
+	return batch, nil
+}
+
+// send records batch in order, adding what it delivered or rejected to out.
+// When Audit refuses the batch as invalid, it bisects: the first half, then
+// the second, so the order holds and a batch with one bad event costs about
+// 2*log2(len) calls. An event refused on its own is rejected. Any other
+// error (Audit unreachable, a timeout) stops it: what follows is not sent.
+func (r *Relay) send(ctx context.Context, batch []pending, out *outcome) error {
+	events := make([]*auditv1.NewEvent, len(batch))
+	for i, p := range batch {
+		events[i] = p.ev
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := r.audit.Record(callCtx, connect.NewRequest(&auditv1.RecordRequest{Events: events}))
+	cancel()
+	switch {
+	case err == nil:
+		for _, p := range batch {
+			out.delivered = append(out.delivered, p.id)
+		}
+		return nil
+	case connect.CodeOf(err) != connect.CodeInvalidArgument || ctx.Err() != nil:
+		return fmt.Errorf("record %d events: %w", len(batch), err)
+	case len(batch) == 1:
+		out.rejected = append(out.rejected, rejection{batch[0], err.Error()})
+		return nil
+	}
+	mid := len(batch) / 2
+	if err := r.send(ctx, batch[:mid], out); err != nil {
+		return err
+	}
+	return r.send(ctx, batch[mid:], out)
 }
 
 func (r *Relay) updateBacklog(ctx context.Context) {

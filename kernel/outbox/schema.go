@@ -29,6 +29,9 @@ func (Schema) Fields() []ent.Field {
 		// payload is the protobuf encoding of an audit.v1.NewEvent.
 		field.Bytes("payload").Immutable(),
 		field.Time("created_at").Immutable(),
+		// delivered_at is NULL while the event waits, the time it was
+		// delivered, or the epoch when the Audit service refused it
+		// ([RejectedMark]).
 		field.Time("delivered_at").Optional().Nillable(),
 	}
 }

@@ -1,0 +1,219 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/config"
+	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/outbox"
+	auditv1 "portcullis.dev/proto/audit/v1"
+	"portcullis.dev/proto/audit/v1/auditv1connect"
+)
+
+// refusingLog stands in for an Audit service that finds some events
+// invalid: like the real one, it refuses the whole batch when any event in
+// it is invalid, and records the batch otherwise.
+type refusingLog struct {
+	*auditLog
+	refuse func(*auditv1.NewEvent) bool
+}
+
+func (a *refusingLog) Record(ctx context.Context, req *connect.Request[auditv1.RecordRequest]) (*connect.Response[auditv1.RecordResponse], error) {
+	for i, ev := range req.Msg.GetEvents() {
+		if a.refuse(ev) {
+			a.mu.Lock()
+			a.requests++
+			a.mu.Unlock()
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("event %d: metadata is larger than 8192 bytes", i))
+		}
+	}
+	return a.auditLog.Record(ctx, req)
+}
+
+// serveHandler serves h on a new address until the test ends and returns a
+// client for it.
+func serveHandler(t *testing.T, h auditv1connect.AuditServiceHandler) auditv1connect.AuditServiceClient {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle(auditv1connect.NewAuditServiceHandler(h))
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return auditv1connect.NewAuditServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
+}
+
+// outboxKeys returns the idempotency keys of the outbox rows that match
+// where, in delivery order, with their ids.
+func outboxKeys(t *testing.T, db *sql.DB, where string) (keys []string, ids []int64) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT id, idempotency_key FROM outbox_events WHERE `+where+` ORDER BY id`)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id  int64
+			key string
+		)
+		require.NoError(t, rows.Scan(&id, &key))
+		keys, ids = append(keys, key), append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	return keys, ids
+}
+
+// TestRelayIsolatesRefusedEvents checks that events Audit refuses as
+// invalid do not hold up the others: every other event arrives, once and in
+// order, and each refused one is set aside, logged and counted, and not
+// sent again.
+func TestRelayIsolatesRefusedEvents(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	tests := []struct {
+		name        string
+		bad         []int // changes whose events Audit refuses
+		undecodable []int // changes after which a row that is no event is written
+	}{
+		{name: "first", bad: []int{0}},
+		{name: "middle", bad: []int{9}},
+		{name: "last", bad: []int{n - 1}},
+		{name: "several", bad: []int{2, 3, 11, 17}},
+		{name: "all", bad: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}},
+		{name: "undecodable payload", undecodable: []int{4}},
+		{name: "refused and undecodable", bad: []int{5}, undecodable: []int{12}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db, cfg := openDB(t)
+			for i := range n {
+				name := "item-" + strconv.Itoa(i)
+				if slices.Contains(tt.bad, i) {
+					name = "bad-" + strconv.Itoa(i)
+				}
+				change(t, db, name, true)
+				if slices.Contains(tt.undecodable, i) {
+					_, err := db.DB.ExecContext(t.Context(), `INSERT INTO outbox_events (idempotency_key, payload, created_at) VALUES ($1, '\xffff', now())`,
+						"garbage-"+strconv.Itoa(i))
+					require.NoError(t, err)
+				}
+			}
+			wantRejected := len(tt.bad) + len(tt.undecodable)
+			wantDelivered := n - len(tt.bad)
+
+			log := &refusingLog{auditLog: &auditLog{seen: map[string]int{}}, refuse: func(ev *auditv1.NewEvent) bool {
+				return len(ev.GetTarget()) > 4 && ev.GetTarget()[:4] == "bad-"
+			}}
+			var logs kerneltest.Buffer
+			relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log),
+				outbox.Config{PollInterval: time.Hour, MaxBackoff: 200 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)))
+			runRelay(t, relay)
+			require.Eventually(t, func() bool {
+				return log.count() == wantDelivered && relay.Backlog() == 0 && relay.Rejected() == int64(wantRejected)
+			}, 10*time.Second, 10*time.Millisecond, "%d of %d delivered, %d of %d rejected, backlog %d",
+				log.count(), wantDelivered, relay.Rejected(), wantRejected, relay.Backlog())
+
+			// Events behind the refused ones keep flowing.
+			change(t, db, "after", true)
+			require.Eventually(t, func() bool { return log.count() == wantDelivered+1 }, 5*time.Second, 10*time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // nothing more comes
+			assert.Equal(t, int64(wantRejected), relay.Rejected(), "a refused event was sent again")
+
+			rejectedKeys, rejectedIDs := outboxKeys(t, db.DB, `delivered_at = 'epoch'`)
+			assert.Len(t, rejectedKeys, wantRejected)
+			deliveredKeys, _ := outboxKeys(t, db.DB, `delivered_at > 'epoch'`)
+			log.mu.Lock()
+			assert.Equal(t, deliveredKeys, log.keys, "not every accepted event arrived, once, in order")
+			for key, times := range log.seen {
+				assert.Equal(t, 1, times, "event %s sent %d times", key, times)
+			}
+			log.mu.Unlock()
+
+			out := logs.String()
+			for _, id := range rejectedIDs {
+				assert.Regexp(t, `level=ERROR msg="audit event refused[^\n]*outbox_id=`+strconv.FormatInt(id, 10)+` [^\n]*reason=`, out)
+			}
+			if len(tt.bad) > 0 {
+				assert.Contains(t, out, "metadata is larger than 8192 bytes", "the log does not say why")
+			}
+		})
+	}
+}
+
+// TestStandbyRelayKeepsItsBacklogCurrent runs a relay that never gets the
+// relay lock, as a standby replica: its backlog still follows the table.
+func TestStandbyRelayKeepsItsBacklogCurrent(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	log := &auditLog{seen: map[string]int{}}
+	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log), outbox.Config{PollInterval: 50 * time.Millisecond}, nil)
+
+	// The test is the replica relaying: it holds the lock throughout.
+	conn, err := db.DB.Conn(t.Context())
+	require.NoError(t, err)
+	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_lock($1)`, relay.LockKey())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, relay.LockKey())
+		_ = conn.Close()
+	})
+	runRelay(t, relay)
+
+	for i := range 5 {
+		change(t, db, "item-"+strconv.Itoa(i), true)
+	}
+	require.Eventually(t, func() bool { return relay.Backlog() == 5 }, 5*time.Second, 10*time.Millisecond,
+		"standby backlog %d, want 5", relay.Backlog())
+	assert.Zero(t, log.count(), "the standby delivered")
+
+	// The other replica delivers them.
+	_, err = conn.ExecContext(t.Context(), `UPDATE outbox_events SET delivered_at = now()`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return relay.Backlog() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"standby backlog %d, want 0", relay.Backlog())
+}
+
+// TestBatchSizeIsCappedAtAuditsLimit: Audit's Record takes at most 500
+// events, so a larger batch could never be delivered.
+func TestBatchSizeIsCappedAtAuditsLimit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		batchSize int
+		wantErr   bool
+	}{
+		{0, false},
+		{1, false},
+		{500, false},
+		{501, true},
+		{1000, true},
+		{-1, true},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.batchSize), func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load[struct {
+				Outbox outbox.Config `koanf:"outbox"`
+			}]([]byte(fmt.Sprintf("outbox:\n  batch_size: %d\n", tt.batchSize)), config.WithArgs(nil), config.WithLookupEnv(nil))
+			if tt.wantErr {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "outbox.batch_size")
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}
