@@ -3,6 +3,8 @@ package authz
 import (
 	"context"
 	"log/slog"
+	"strconv"
+	"strings"
 
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/outbox"
@@ -19,6 +21,45 @@ const (
 	ActionRoleAssigned       = "authz.role.assigned"
 	ActionRoleUnassigned     = "authz.role.unassigned"
 )
+
+// maxPermissionsMetadata bounds the "permissions" entry of an event's
+// metadata. The Audit service refuses an event whose metadata keys and
+// values add up to more than 8,192 bytes, and a refused event never reaches
+// the log; a call may name 100 permissions of up to 200 bytes each. Half
+// the limit leaves ample room for the role name and the other entries.
+const maxPermissionsMetadata = 4096
+
+// withPermissions adds perms to meta: "permissions" lists them, separated
+// by spaces, and "permission_count" says how many there are. When the list
+// would be longer than maxPermissionsMetadata it holds only the whole names
+// that fit, and "permissions_truncated" is "true"; the role itself then
+// shows the rest.
+func withPermissions(meta map[string]string, perms []string) map[string]string {
+	var (
+		b         strings.Builder
+		truncated bool
+	)
+	for _, p := range perms {
+		n := len(p)
+		if b.Len() > 0 {
+			n++ // the separator
+		}
+		if b.Len()+n > maxPermissionsMetadata {
+			truncated = true
+			break
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(p)
+	}
+	meta["permissions"] = b.String()
+	meta["permission_count"] = strconv.Itoa(len(perms))
+	if truncated {
+		meta["permissions_truncated"] = "true"
+	}
+	return meta
+}
 
 // Execer runs a statement in the transaction of the change being audited.
 type Execer = outbox.Execer

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,7 +97,7 @@ func (s *Service) CreateRole(ctx context.Context, in NewRole) (Role, error) {
 		slices.Sort(perms)
 		// No one is bound to a new role: nothing to invalidate.
 		return s.audit.Record(ctx, tx, AuditEvent{Action: ActionRoleCreated, Target: "role:" + id.String(),
-			Metadata: map[string]string{"name": in.Name, "permissions": strings.Join(perms, " ")}})
+			Metadata: withPermissions(map[string]string{"name": in.Name}, perms)})
 	})
 	if err != nil {
 		return Role{}, err
@@ -321,7 +320,7 @@ func (s *Service) changeGrants(ctx context.Context, id string, perms []string, g
 		ch.roles = append(ch.roles, rid)
 		slices.Sort(changed)
 		return s.audit.Record(ctx, tx, AuditEvent{Action: action, Target: "role:" + rid.String(),
-			Metadata: map[string]string{"name": name, "permissions": strings.Join(changed, " ")}})
+			Metadata: withPermissions(map[string]string{"name": name}, changed)})
 	})
 	if err != nil {
 		return Role{}, err
