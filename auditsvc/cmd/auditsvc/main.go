@@ -1,9 +1,10 @@
 // Command auditsvc runs the Portcullis Audit service: the append-only, hash-chained audit log.
 //
 // It reads its configuration (see config/default.yaml), opens and migrates
-// its PostgreSQL schema, registers in Consul, serves Connect, gRPC and
-// gRPC-Web with /healthz, /readyz and /metrics, and shuts down gracefully on
-// SIGINT or SIGTERM. Run it with --print-config to see the effective
+// its PostgreSQL schema, takes from its own role the right to change the
+// log, registers in Consul, serves Connect, gRPC and gRPC-Web with
+// /healthz, /readyz and /metrics, and shuts down gracefully on SIGINT or
+// SIGTERM. Run it with --print-config to see the effective
 // configuration, secrets redacted.
 //
 // `auditsvc verify --file export.ndjson` checks the hash chain of an export
@@ -19,17 +20,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"entgo.io/ent/dialect"
-
 	kconfig "portcullis.dev/kernel/config"
-	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/rpc"
 	"portcullis.dev/kernel/service"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
 
 	"portcullis.dev/auditsvc/config"
-	"portcullis.dev/auditsvc/ent"
 	"portcullis.dev/auditsvc/internal/audit"
 	"portcullis.dev/auditsvc/internal/handler"
 )
@@ -69,8 +66,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer kit.Close()
-	db, err := database.NewEntClient(ctx, cfg.Database, ent.Migrations(),
-		func(d dialect.Driver) *ent.Client { return ent.NewClient(ent.Driver(d)) }, database.WithLogger(logger))
+	// Migrates, then takes from the service's role the right to change the log.
+	db, err := audit.Open(ctx, cfg.Database, logger)
 	if err != nil {
 		return err
 	}

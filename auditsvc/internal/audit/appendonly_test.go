@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"testing"
 
@@ -11,7 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/auditsvc/ent"
 	"portcullis.dev/auditsvc/internal/audit"
+	kconfig "portcullis.dev/kernel/config"
 	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/kerneltest"
 )
@@ -95,23 +98,29 @@ func Tamper(t testing.TB, s *store, stmt string) {
 	require.NoError(t, tx.Commit())
 }
 
-// TestRestrictRole runs the service as its own role, owner of its schema,
-// and checks that after RestrictRole the role may insert and read the log
-// but holds no UPDATE, DELETE or TRUNCATE privilege on it.
-func TestRestrictRole(t *testing.T) {
+// TestStartUpRestrictsOwnRole starts the service's database the way
+// auditsvc does, as its own role (not a superuser, owner of its schema and
+// so of the log), and checks that the role may then append to and read the
+// log but is refused UPDATE, DELETE and TRUNCATE by privileges, before the
+// trigger is even asked.
+func TestStartUpRestrictsOwnRole(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dbURL, admin := kerneltest.Postgres(t)
-	role := kerneltest.RoleName(t)
+	role := kerneltest.RoleName(t) // before SchemaName: the schema is dropped first
 	schema := kerneltest.SchemaName(t)
 	require.NoError(t, database.EnsureRole(ctx, admin, role, "pw-"+role, schema))
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
 	u.User = url.UserPassword(role, "pw-"+role)
+	cfg := database.Config{DSN: kconfig.DSN(u.String()), Schema: schema, MaxOpenConns: 4}
 
-	db := openClient(t, u.String(), schema) // migrates as the role: it owns the table
-	require.NoError(t, audit.RestrictRole(ctx, admin, role, schema))
-	require.NoError(t, audit.RestrictRole(ctx, admin, role, schema), "running it again is harmless")
+	var logs kerneltest.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	db := startUp(t, cfg, logger)
+	startUp(t, cfg, logger) // a second replica, or a restart: harmless
+	assert.NotContains(t, logs.String(), "superuser")
+	assert.NotContains(t, logs.String(), "level=WARN")
 
 	svc := audit.NewService(db.DB, db.Ent, schema)
 	_, err = svc.Record(ctx, batch("svc", 0, 3))
@@ -120,19 +129,56 @@ func TestRestrictRole(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, v.OK)
 
-	for _, priv := range []string{"UPDATE", "DELETE", "TRUNCATE"} {
-		var has bool
-		require.NoError(t, admin.QueryRow(`SELECT has_table_privilege($1, $2, $3)`, role, schema+".audit_log", priv).Scan(&has))
-		assert.False(t, has, "role still has %s", priv)
+	tests := []struct {
+		stmt string
+		priv string
+	}{
+		{`UPDATE audit_log SET action = 'forged' WHERE sequence = 2`, "UPDATE"},
+		{`DELETE FROM audit_log WHERE sequence = 3`, "DELETE"},
+		{`TRUNCATE audit_log`, "TRUNCATE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.priv, func(t *testing.T) {
+			var has bool
+			require.NoError(t, admin.QueryRow(`SELECT has_table_privilege($1, $2, $3)`, role, schema+".audit_log", tt.priv).Scan(&has))
+			assert.False(t, has, "role still has %s", tt.priv)
+
+			_, err := db.DB.ExecContext(ctx, tt.stmt)
+			var pqErr *pq.Error
+			require.True(t, errors.As(err, &pqErr), "%s succeeded: %v", tt.stmt, err)
+			assert.Equal(t, pq.ErrorCode("42501"), pqErr.Code)
+			assert.Contains(t, pqErr.Message, "permission denied", "refused by the trigger, not by privileges")
+		})
 	}
 	for _, priv := range []string{"INSERT", "SELECT"} {
 		var has bool
 		require.NoError(t, admin.QueryRow(`SELECT has_table_privilege($1, $2, $3)`, role, schema+".audit_log", priv).Scan(&has))
 		assert.True(t, has, "role lost %s", priv)
 	}
-	_, err = db.DB.ExecContext(ctx, `TRUNCATE audit_log`)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "permission denied")
+	n, _ := (&store{admin: admin, schema: schema}).count(t)
+	assert.Equal(t, int64(3), n)
+}
+
+// TestStartUpAsSuperuserSaysSo starts the service as the test's superuser,
+// which privileges cannot restrict: start-up goes on and says so.
+func TestStartUpAsSuperuserSaysSo(t *testing.T) {
+	t.Parallel()
+	dbURL, _ := kerneltest.Postgres(t)
+	var logs kerneltest.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	startUp(t, database.Config{DSN: kconfig.DSN(dbURL), Schema: kerneltest.SchemaName(t), MaxOpenConns: 2}, logger)
+	assert.Contains(t, logs.String(), "level=INFO")
+	assert.Contains(t, logs.String(), "superuser, which bypasses privileges")
+}
+
+// startUp runs the service's start-up on cfg and closes the pool when the
+// test ends.
+func startUp(t *testing.T, cfg database.Config, logger *slog.Logger) *database.Client[*ent.Client] {
+	t.Helper()
+	db, err := audit.Open(context.Background(), cfg, logger)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	return db
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

@@ -44,5 +44,6 @@
 // which would leave gaps when a transaction rolls back.
 //
 // The database keeps the log append-only: a trigger refuses UPDATE, DELETE and
-// TRUNCATE, and [RestrictRole] takes those privileges from the service's role.
+// TRUNCATE, and at every start-up [Open] has the service's role revoke those
+// privileges from itself ([RestrictOwnRole]).
 package audit
