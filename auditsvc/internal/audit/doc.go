@@ -38,10 +38,11 @@
 // [Service.Record] serialises appends with a transaction-scoped advisory lock
 // keyed by the schema, so any number of replicas share one chain: each batch
 // reads the chain's head, skips events whose idempotency key is already in
-// the log (found by the INSERT itself; only a batch that holds such keys is
-// planned a second time with a lookup), and inserts the rest with one
-// multi-row INSERT in the same transaction. Sequences come from the head, not from a PostgreSQL sequence,
-// which would leave gaps when a transaction rolls back.
+// the log (found by the unique index as the rows go in; only a batch that
+// holds such keys is planned a second time with a lookup), and writes the
+// rest with one COPY in the same transaction. Sequences come from the head,
+// not from a PostgreSQL sequence, which would leave gaps when a transaction
+// rolls back.
 //
 // The database keeps the log append-only: a trigger refuses UPDATE, DELETE and
 // TRUNCATE, and at every start-up [Open] has the service's role revoke those

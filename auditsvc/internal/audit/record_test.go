@@ -132,6 +132,49 @@ func TestRecordValidates(t *testing.T) {
 	assert.Len(t, got.UserAgent, 512)
 }
 
+// TestRecordKeepsTextExactly records texts that COPY's text format must
+// escape, or could take for its NULL marker, and reads them back unchanged,
+// hashes included.
+func TestRecordKeepsTextExactly(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		text string
+	}{
+		{"NULL marker", `\N`},
+		{"backslashes", `C:\dir\file \. \x41`},
+		{"control characters", "line\nnext\ttab\rreturn\b\f\v"},
+		{"quotes and delimiters", `"quoted" 'single' a,b;c|d {json: "x"}`},
+		{"unicode", "Grüße, 世界 🎉"},
+		{"empty", ""},
+	}
+	events := make([]audit.NewEvent, len(tests))
+	for i, tt := range tests {
+		events[i] = newEvent(fmt.Sprintf("text:%d", i), i)
+		events[i].Target = tt.text
+		events[i].UserAgent = tt.text
+		events[i].RequestID = tt.text
+		events[i].Metadata = map[string]string{"text": tt.text, tt.text + "key": "value"}
+	}
+	res, err := s.svc.Record(ctx, events)
+	require.NoError(t, err)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.svc.GetEvent(ctx, res[i].EventID)
+			require.NoError(t, err)
+			assert.Equal(t, tt.text, got.Target)
+			assert.Equal(t, tt.text, got.UserAgent)
+			assert.Equal(t, tt.text, got.RequestID)
+			assert.Equal(t, map[string]string{"text": tt.text, tt.text + "key": "value"}, got.Metadata)
+		})
+	}
+	v, err := s.svc.VerifyChain(ctx, 0, 0)
+	require.NoError(t, err)
+	assert.True(t, v.OK, "first broken: %d", v.FirstBroken)
+}
+
 // TestConcurrentWriters runs two replicas, each with its own pool, and many
 // goroutines each: they must build one chain, without gaps or forks.
 func TestConcurrentWriters(t *testing.T) {
