@@ -2,7 +2,6 @@ package platform
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -28,7 +27,10 @@ type Admin struct {
 // ensureAdmin makes sure the admin user exists in Identity (at
 // identityURL) and returns its ID: CreateUser, or, when it exists already,
 // VerifyCredentials with a service token of the platform's own.
-func ensureAdmin(ctx context.Context, identityURL string, admin *Admin, serviceToken func(audience string) (string, error)) error {
+//
+// secretsFile is where the admin's password is kept ("" if nowhere), for
+// the message that tells an operator which password does not match.
+func ensureAdmin(ctx context.Context, identityURL string, admin *Admin, secretsFile string, serviceToken func(audience string) (string, error)) error {
 	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, identityURL)
 	created, err := client.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{
 		Email: admin.Email, Password: admin.Password, DisplayName: "Administrator",
@@ -48,7 +50,11 @@ func ensureAdmin(ctx context.Context, identityURL string, admin *Admin, serviceT
 	req.Header().Set(rpc.ServiceTokenHeader, token)
 	resp, err := client.VerifyCredentials(ctx, req)
 	if connect.CodeOf(err) == connect.CodeUnauthenticated {
-		return errors.New("admin " + admin.Email + " exists with another password than " + adminPasswordVar + " (or .run/secrets.env) says; set it to the current one")
+		source := adminPasswordVar
+		if secretsFile != "" {
+			source += " (or " + secretsFile + ")"
+		}
+		return fmt.Errorf("admin %s exists with another password than %s says; set it to the current one", admin.Email, source)
 	}
 	if err != nil {
 		return fmt.Errorf("look up admin %s: %w", admin.Email, err)

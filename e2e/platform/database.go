@@ -14,8 +14,45 @@ import (
 )
 
 // EnsureDatabase creates the database dbURL names unless it exists,
-// connecting to the server's `postgres` database to do so.
+// connecting to the server's `postgres` database to do so, and installs the
+// extensions the services need in it (see [ensureExtensions]).
 func EnsureDatabase(ctx context.Context, dbURL string) error {
+	if err := ensureDatabase(ctx, dbURL); err != nil {
+		return err
+	}
+	return ensureExtensions(ctx, dbURL)
+}
+
+// extensions are the PostgreSQL extensions the services use. A service's
+// role owns only its schema and cannot create an extension, so the platform
+// does it as the administrator of dbURL: pg_trgm backs Identity's trigram
+// index for searching users by email or name. They go into public rather
+// than into any one service's schema.
+var extensions = []string{"pg_trgm"}
+
+func ensureExtensions(ctx context.Context, dbURL string) error {
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer db.Close()
+	for _, ext := range extensions {
+		_, err := db.ExecContext(ctx, "CREATE EXTENSION IF NOT EXISTS "+pq.QuoteIdentifier(ext)+" WITH SCHEMA public")
+		var pqErr *pq.Error
+		// Two platforms starting on one database race to create it:
+		// IF NOT EXISTS does not cover the loser, which sees a unique
+		// violation on pg_extension instead.
+		if errors.As(err, &pqErr) && (pqErr.Code == "23505" || pqErr.Code == "42710") {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create extension %s (it comes with PostgreSQL's contrib modules): %w", ext, err)
+		}
+	}
+	return nil
+}
+
+func ensureDatabase(ctx context.Context, dbURL string) error {
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		return fmt.Errorf("database URL: not a valid URL")

@@ -79,6 +79,10 @@ type Platform struct {
 	GatewayURL string
 	// Admin is the bootstrap administrator.
 	Admin Admin
+	// SecretsFile is the file the generated secrets, the admin's password
+	// among them unless it came from the environment, are kept in: ""
+	// when [Options.StateDir] is empty and nothing is kept.
+	SecretsFile string
 
 	procs      []*process
 	serviceKey string
@@ -156,6 +160,7 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		Password:      secret[adminPasswordVar],
 		PasswordIsNew: fresh[adminPasswordVar],
 	}
+	p.SecretsFile = secretsFile(opts.StateDir)
 	p.serviceKey = secret["PORTCULLIS_SERVICE_AUTH_SERVICE_KEY"]
 	dsns := map[string]string{}
 	if !opts.SharedRole {
@@ -164,7 +169,9 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		}
 	}
 	for _, name := range Services {
-		env := append(os.Environ(),
+		// The platform's own secrets stay with it: a service gets only
+		// what it needs, below.
+		env := append(childEnviron(),
 			"PORTCULLIS_REGISTRY_ADDR="+p.ConsulAddr,
 			"PORTCULLIS_DATABASE_DSN="+cmp.Or(dsns[name], dbURL),
 			"PORTCULLIS_REGISTRY_CHECK_INTERVAL=1s", // healthy sooner on a laptop
@@ -198,14 +205,24 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		if err != nil || len(addrs) == 0 {
 			return fail(&StartError{Name: "admin", Err: fmt.Errorf("find identitysvc: %v", err)})
 		}
-		if err := ensureAdmin(ctx, "http://"+addrs[0], &p.Admin, p.ServiceToken); err != nil {
+		if err := ensureAdmin(ctx, "http://"+addrs[0], &p.Admin, p.SecretsFile, p.ServiceToken); err != nil {
 			return fail(&StartError{Name: "admin", Err: err})
 		}
 		fmt.Fprintf(p.progress, "✓ %-12s %s (user %s)\n", "admin", p.Admin.Email, p.Admin.UserID)
 	}
 	for _, name := range Services {
-		if err := p.await(ctx, name, p.healthCheck(name, p.replicas[name])); err != nil {
-			return fail(err)
+		if name != "identitysvc" {
+			if err := p.await(ctx, name, p.healthCheck(name, p.replicas[name])); err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		// Its first instance was awaited for the admin: await the others
+		// one by one, so each process gets one progress line.
+		for i, proc := range p.instanceNames(name)[1:] {
+			if err := p.await(ctx, proc, p.healthCheck(name, i+2)); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	return p, nil
@@ -325,7 +342,7 @@ func (p *Platform) startConsul(bin string, httpPort int, log *prefixLog) (string
 		"-serf-wan-port=" + strconv.Itoa(ports[3]),
 		"-server-port=" + strconv.Itoa(ports[4]),
 	}
-	if err := p.spawn("consul", filepath.Join(bin, "consul"), args, os.Environ(), syscall.SIGINT, log); err != nil {
+	if err := p.spawn("consul", filepath.Join(bin, "consul"), args, childEnviron(), syscall.SIGINT, log); err != nil {
 		return "", err
 	}
 	p.proc("consul").anyExitAfterStop = true

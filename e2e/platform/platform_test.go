@@ -54,6 +54,10 @@ func TestPlatformStartsAndStops(t *testing.T) {
 	}
 	dbName := strings.TrimPrefix(mustParse(t, dbURL).Path, "/")
 	assert.Equal(t, []string{"audit=" + dbName + "_audit", "auth=" + dbName + "_auth", "authz=" + dbName + "_authz", "identity=" + dbName + "_identity"}, owners)
+	// Extensions a service's role may not create are there for it.
+	var trgm string
+	require.NoError(t, sqlDB(t, dbURL).QueryRow(`SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'`).Scan(&trgm))
+	assert.Equal(t, "public", trgm, "pg_trgm's schema")
 	resp, err = http.Get("http://" + p.ConsulAddr + "/v1/status/leader")
 	require.NoError(t, err)
 	_ = resp.Body.Close()

@@ -21,8 +21,9 @@ import (
 	"portcullis.dev/kernel/kerneltest"
 )
 
-// Build builds every service binary into a temporary bin directory beside
-// the consul binary, as `go tool task build` does into bin/.
+// Build builds every service binary and the platform launcher
+// (`platform`, what `go tool task up/start/stop` run) into a temporary bin
+// directory beside the consul binary, as `go tool task build` does into bin/.
 func Build(t testing.TB) string {
 	t.Helper()
 	consul := kerneltest.ConsulBinary(t)
@@ -31,6 +32,7 @@ func Build(t testing.TB) string {
 	for _, name := range platform.Services {
 		args = append(args, "portcullis.dev/"+name+"/cmd/"+name)
 	}
+	args = append(args, "portcullis.dev/e2e/cmd/platform")
 	out, err := exec.Command("go", args...).CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 	require.NoError(t, os.Symlink(consul, filepath.Join(bin, "consul")))

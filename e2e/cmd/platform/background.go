@@ -12,41 +12,60 @@ import (
 	"time"
 )
 
-// readyFileEnv names the file `up` writes once everything is healthy; start
-// sets it for the `up` it runs in the background.
+// readyFileEnv names the file `up` writes its welcome to once everything is
+// healthy; start sets it for the `up` it runs in the background, waits for
+// the file and prints it, so both commands greet the user the same way.
 const readyFileEnv = "PORTCULLIS_READY_FILE"
+
+// writeReadyFile writes the welcome to path in one step (a temporary file
+// renamed into place), so start never reads half of it. It may hold a
+// newly generated admin password: only the user may read it.
+func writeReadyFile(path, welcome string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(welcome), 0o600); err != nil {
+		return fmt.Errorf("write ready file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write ready file: %w", err)
+	}
+	return nil
+}
 
 // start runs `platform up` detached, with its output in <runDir>/platform.log,
 // and returns once it reports ready, or fails with the log's tail if it exits.
 func start(runDir string) error {
-	if pid, err := readPid(runDir); err == nil && alive(pid) {
+	if pid, err := readPid(runDir); err == nil && isPlatform(pid) {
 		return fmt.Errorf("already running (pid %d); run stop first", pid)
 	}
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("create run directory: %w", err)
 	}
 	logPath := filepath.Join(runDir, "platform.log")
 	readyPath := filepath.Join(runDir, "ready")
 	_ = os.Remove(readyPath)
-	logFile, err := os.Create(logPath)
+	// The log gets the welcome too, and with it a newly generated password.
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("create log: %w", err)
 	}
 	defer logFile.Close()
 
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return fmt.Errorf("find the platform binary: %w", err)
 	}
 	cmd := exec.Command(self, "up")
 	cmd.Env = append(os.Environ(), readyFileEnv+"="+readyPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // survives the task that started it
+	// A session of its own: it survives the task that started it, and
+	// every process it starts stays in that session (each in a process
+	// group of its own), which is how stop finds them all.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start platform: %w", err)
 	}
 	if err := os.WriteFile(pidPath(runDir), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
-		return err
+		return fmt.Errorf("write pid file: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -61,14 +80,22 @@ func start(runDir string) error {
 			return fmt.Errorf("platform not ready after 90s; last lines of %s:\n%s", logPath, tail(logPath, 30))
 		case <-time.After(200 * time.Millisecond):
 		}
-		if url, err := os.ReadFile(readyPath); err == nil {
-			fmt.Printf("Portcullis is running in the background: gateway %s, logs in %s; stop it with `go tool task stop`.\n", strings.TrimSpace(string(url)), logPath)
+		if welcome, err := os.ReadFile(readyPath); err == nil {
+			fmt.Print(string(welcome))
+			fmt.Printf("\nRunning in the background; logs in %s. Stop it with `go tool task stop`.\n", logPath)
 			return nil
 		}
 	}
 }
 
-// stop signals the background platform and waits until it has exited.
+// stopTimeout is how long stop waits for the platform to stop its
+// processes in order before it kills them.
+const stopTimeout = 45 * time.Second
+
+// stop signals the background platform, waits until it has exited, and
+// then makes sure nothing of it is left: whatever is still in its session
+// — the children of a platform that crashed or did not stop in time — is
+// killed.
 func stop(runDir string) error {
 	pid, err := readPid(runDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -76,23 +103,69 @@ func stop(runDir string) error {
 		return nil
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("read pid file: %w", err)
 	}
 	defer os.Remove(pidPath(runDir))
-	if !alive(pid) {
+	running := isPlatform(pid)
+	stoppedInTime := true
+	if running {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		stoppedInTime = waitFor(stopTimeout, func() bool { return !alive(pid) })
+	} else if alive(pid) {
+		// The pid file is stale and the pid belongs to someone else now:
+		// neither it nor its session is ours.
 		fmt.Println("not running")
 		return nil
 	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if !alive(pid) {
-			fmt.Println("stopped")
-			return nil
+	// A session's ID is its leader's pid, and Linux does not reuse a pid
+	// while a process still carries it as its session ID, so whatever is
+	// in this session is the platform's, even once the platform is gone.
+	left, err := killSession(pid)
+	switch {
+	case err != nil:
+		return fmt.Errorf("stop what the platform (pid %d) left: %w", pid, err)
+	case !stoppedInTime:
+		return fmt.Errorf("platform (pid %d) did not stop in %s; it and its processes were killed", pid, stopTimeout)
+	case running && len(left) > 0:
+		return fmt.Errorf("platform (pid %d) stopped but left processes %v running; they were killed", pid, left)
+	case len(left) > 0:
+		fmt.Printf("the platform (pid %d) was gone; killed the processes it left: %v\n", pid, left)
+	case running:
+		fmt.Println("stopped")
+	default:
+		fmt.Println("not running")
+	}
+	return nil
+}
+
+// killSession kills every process in session sid with SIGKILL and waits
+// until they are gone; it returns the pids it found.
+func killSession(sid int) ([]int, error) {
+	pids, err := sessionProcesses(sid)
+	if err != nil || len(pids) == 0 {
+		return nil, err
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	var left []int
+	if !waitFor(5*time.Second, func() bool {
+		left, err = sessionProcesses(sid)
+		return err == nil && len(left) == 0
+	}) {
+		return pids, errors.Join(err, fmt.Errorf("processes %v survived SIGKILL", left))
+	}
+	return pids, nil
+}
+
+// waitFor polls done until it holds or timeout passes, and reports which.
+func waitFor(timeout time.Duration, done func() bool) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if done() {
+			return true
 		}
 	}
-	// The platform's session holds every child: kill them all.
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	return fmt.Errorf("platform (pid %d) did not stop in 45s and was killed", pid)
+	return done()
 }
 
 func pidPath(runDir string) string { return filepath.Join(runDir, "platform.pid") }
@@ -110,8 +183,78 @@ func alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err != nil || !strings.Contains(string(stat), ") Z ")
+	st, err := readStat(pid)
+	return err != nil || st.state != "Z"
+}
+
+// isPlatform reports whether pid is a live background platform: a process
+// of this binary leading its own session, as start runs it. A pid file
+// outlives a reboot or a crash, and its pid may be another program's by now.
+func isPlatform(pid int) bool {
+	st, err := readStat(pid)
+	if err != nil || st.state == "Z" || st.session != pid {
+		return false
+	}
+	self, err := os.Executable()
+	// comm is the executable's name cut to 15 bytes.
+	return err == nil && st.comm == truncate(filepath.Base(self), 15)
+}
+
+func truncate(s string, n int) string { return s[:min(len(s), n)] }
+
+// stat is what this command needs of /proc/<pid>/stat.
+type stat struct {
+	comm    string
+	state   string
+	session int
+}
+
+// readStat parses /proc/<pid>/stat (proc(5)): "pid (comm) state ppid pgrp
+// session ...". comm may hold spaces and parentheses, so the fields are
+// counted from the last ')'.
+func readStat(pid int) (stat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return stat{}, err
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	fields := strings.Fields(s[end+1:])
+	if len(fields) < 4 {
+		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	session, err := strconv.Atoi(fields[3])
+	if err != nil {
+		return stat{}, fmt.Errorf("/proc/%d/stat: session: %w", pid, err)
+	}
+	return stat{comm: s[open+1 : end], state: fields[0], session: session}, nil
+}
+
+// sessionProcesses returns the live processes (zombies are dead already,
+// waiting for their parent) whose session ID is sid.
+func sessionProcesses(sid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue // not a process
+		}
+		st, err := readStat(pid)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if st.session == sid && st.state != "Z" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 func tail(path string, n int) string {

@@ -6,10 +6,12 @@
 //	platform stop    stop what start started
 //
 // Environment: PORTCULLIS_CONSUL_ADDR (use this Consul agent instead of a dev
-// agent), PORTCULLIS_DATABASE_URL (the PostgreSQL to use),
+// agent), PORTCULLIS_CONSUL_HTTP_PORT (the dev agent's HTTP port, default
+// 8500), PORTCULLIS_DATABASE_URL (the PostgreSQL to use),
 // PORTCULLIS_GATEWAY_ADDR (default 127.0.0.1:8080), PORTCULLIS_REPLICAS
 // (instances per service, e.g. identitysvc=2,authzsvc=2) and
-// PORTCULLIS_RUN_DIR (where start keeps its pid and log, default .run).
+// PORTCULLIS_RUN_DIR (where start keeps its pid and log and every command
+// its generated secrets, default .run).
 package main
 
 import (
@@ -17,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -57,17 +58,26 @@ func main() {
 // runDir holds the platform's pid, log and generated secrets.
 func runDir() string { return cmp.Or(os.Getenv("PORTCULLIS_RUN_DIR"), ".run") }
 
-func options() platform.Options {
-	return platform.Options{
-		ConsulAddr:  os.Getenv("PORTCULLIS_CONSUL_ADDR"),
-		GatewayAddr: os.Getenv("PORTCULLIS_GATEWAY_ADDR"),
-		DatabaseURL: os.Getenv("PORTCULLIS_DATABASE_URL"),
-		Log:         os.Stdout,
-		Colour:      term.IsTerminal(int(os.Stdout.Fd())),
-		Progress:    os.Stdout,
-		StateDir:    runDir(),
-		Replicas:    replicas(os.Getenv("PORTCULLIS_REPLICAS")),
+func options() (platform.Options, error) {
+	consulPort := 0 // Options' default: Consul's usual 8500
+	if v := os.Getenv("PORTCULLIS_CONSUL_HTTP_PORT"); v != "" {
+		port, err := strconv.Atoi(v)
+		if err != nil || port < 1 || port > 65535 {
+			return platform.Options{}, fmt.Errorf("PORTCULLIS_CONSUL_HTTP_PORT=%q: want a port number", v)
+		}
+		consulPort = port
 	}
+	return platform.Options{
+		ConsulAddr:     os.Getenv("PORTCULLIS_CONSUL_ADDR"),
+		ConsulHTTPPort: consulPort,
+		GatewayAddr:    os.Getenv("PORTCULLIS_GATEWAY_ADDR"),
+		DatabaseURL:    os.Getenv("PORTCULLIS_DATABASE_URL"),
+		Log:            os.Stdout,
+		Colour:         term.IsTerminal(int(os.Stdout.Fd())),
+		Progress:       os.Stdout,
+		StateDir:       runDir(),
+		Replicas:       replicas(os.Getenv("PORTCULLIS_REPLICAS")),
+	}, nil
 }
 
 // replicas reads PORTCULLIS_REPLICAS, e.g. "identitysvc=2,authsvc=2";
@@ -91,16 +101,23 @@ func replicas(spec string) map[string]int {
 
 // up runs the platform until SIGINT or SIGTERM, or until a process fails.
 func up() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	p, err := platform.Start(ctx, options())
+	opts, err := options()
 	if err != nil {
 		return err
 	}
-	printWelcome(os.Stdout, p)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	p, err := platform.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	hello := welcome(p)
+	fmt.Print(hello + "\nPress Ctrl-C to stop.\n")
+	// start, which runs up in the background, prints the same welcome
+	// from the ready file.
 	if ready := os.Getenv(readyFileEnv); ready != "" {
-		if err := os.WriteFile(ready, []byte(p.GatewayURL+"\n"), 0o644); err != nil {
-			return errors.Join(fmt.Errorf("write ready file: %w", err), shutdown(p))
+		if err := writeReadyFile(ready, hello); err != nil {
+			return errors.Join(err, shutdown(p))
 		}
 	}
 	waitErr := p.Wait(ctx)
@@ -114,21 +131,41 @@ func shutdown(p *platform.Platform) error {
 	return p.Stop(ctx)
 }
 
-// printWelcome tells a newcomer where everything is and what to try.
-func printWelcome(w io.Writer, p *platform.Platform) {
-	password := "(in .run/secrets.env as PORTCULLIS_ADMIN_PASSWORD)"
+// welcome tells a newcomer where everything is and what to try: the
+// gateway, the Consul UI, the admin's credentials and commands to paste,
+// the first of which sets $PASSWORD for the others.
+func welcome(p *platform.Platform) string {
+	var password, export string
 	switch {
 	case os.Getenv("PORTCULLIS_ADMIN_PASSWORD") != "":
 		password = "(from PORTCULLIS_ADMIN_PASSWORD)"
-	case p.Admin.PasswordIsNew:
-		password = p.Admin.Password + "   <- generated now and shown once; also kept in .run/secrets.env"
+		export = `export PASSWORD="$PORTCULLIS_ADMIN_PASSWORD"`
+	case p.SecretsFile == "": // not kept anywhere: this is the only chance
+		password = p.Admin.Password + "   <- generated now and shown once"
+		export = "export PASSWORD=" + shellQuote(p.Admin.Password)
+	default:
+		password = "(in " + p.SecretsFile + " as PORTCULLIS_ADMIN_PASSWORD)"
+		if p.Admin.PasswordIsNew {
+			password = p.Admin.Password + "   <- generated now and shown once; also kept in " + p.SecretsFile
+		}
+		// Read from the file rather than printed, so the commands can be
+		// pasted from a shared screen or a log.
+		export = "export PASSWORD=$(sed -n 's/^PORTCULLIS_ADMIN_PASSWORD=//p' " + shellQuote(p.SecretsFile) + ")"
 	}
-	fmt.Fprintf(w, "\nPortcullis is up.\n  gateway     %s\n  consul UI   http://%s/ui/\n  admin       %s\n  password    %s\n\n",
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nPortcullis is up.\n  gateway     %s\n  consul UI   http://%s/ui/\n  admin       %s\n  password    %s\n\n",
 		p.GatewayURL, p.ConsulAddr, p.Admin.Email, password)
-	fmt.Fprintln(w, "Try it from the repository root (Connect JSON over plain HTTP, then gRPC with buf curl):")
-	fmt.Fprintln(w, "  export PASSWORD='...'   # the admin password above")
-	for _, cmd := range platform.TryCommands(p.GatewayURL, p.Admin.Email) {
-		fmt.Fprintln(w, "  "+cmd)
+	b.WriteString("Try it from the repository root (Connect JSON over plain HTTP, then gRPC with buf curl):\n")
+	for _, cmd := range append([]string{export}, platform.TryCommands(p.GatewayURL, p.Admin.Email)...) {
+		b.WriteString("  " + cmd + "\n")
 	}
-	fmt.Fprintln(w, "\nPress Ctrl-C to stop.")
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell unless it is plainly safe.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./+=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
