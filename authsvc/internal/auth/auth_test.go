@@ -2,10 +2,12 @@ package auth_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 	"github.com/stretchr/testify/assert"
@@ -15,6 +17,7 @@ import (
 	"portcullis.dev/authsvc/internal/authtest"
 	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/kerneltest"
+	identityv1 "portcullis.dev/proto/identity/v1"
 
 	"portcullis.dev/authsvc/ent"
 	"portcullis.dev/authsvc/ent/migrate"
@@ -44,8 +47,9 @@ func TestLogin(t *testing.T) {
 		{name: "ok", email: authtest.ActiveEmail, password: authtest.Password},
 		{name: "wrong password", email: authtest.ActiveEmail, password: "nope", want: auth.ErrInvalidCredentials},
 		{name: "unknown email", email: "who@example.com", password: authtest.Password, want: auth.ErrInvalidCredentials},
-		{name: "locked", email: authtest.LockedEmail, password: authtest.Password, want: auth.ErrAccountLocked},
-		{name: "disabled", email: authtest.DisabledEmail, password: authtest.Password, want: auth.ErrAccountDisabled},
+		{name: "locked", email: authtest.LockedEmail, password: authtest.Password, want: auth.ErrInvalidCredentials},
+		{name: "disabled", email: authtest.DisabledEmail, password: authtest.Password, want: auth.ErrInvalidCredentials},
+		{name: "identity busy", email: authtest.BusyEmail, password: authtest.Password, want: auth.ErrIdentityUnavailable},
 		{name: "no email", password: authtest.Password, invalid: true},
 		{name: "no password", email: authtest.ActiveEmail, invalid: true},
 	}
@@ -59,6 +63,9 @@ func TestLogin(t *testing.T) {
 			case tt.want != nil:
 				require.ErrorIs(t, err, tt.want)
 				assert.Nil(t, p)
+				if tt.want == auth.ErrInvalidCredentials {
+					assert.NotErrorIs(t, err, auth.ErrIdentityUnavailable)
+				}
 			default:
 				require.NoError(t, err)
 				assert.NotEmpty(t, p.AccessToken)
@@ -74,7 +81,78 @@ func TestLogin(t *testing.T) {
 	for _, ev := range events[1:] {
 		reasons = append(reasons, ev.GetMetadata()["reason"])
 	}
-	assert.Equal(t, []string{"invalid_credentials", "invalid_credentials", "locked", "disabled"}, reasons)
+	// Identity does not say why, so neither can the audit log; a busy
+	// Identity is no failed login.
+	assert.Equal(t, []string{"invalid_credentials", "invalid_credentials", "invalid_credentials", "invalid_credentials"}, reasons)
+}
+
+// identityAnswer is an Identity service that gives one fixed answer.
+type identityAnswer struct {
+	mu  sync.Mutex
+	res *identityv1.VerifyCredentialsResponse
+	err error
+}
+
+func (a *identityAnswer) set(res *identityv1.VerifyCredentialsResponse, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.res, a.err = res, err
+}
+
+func (a *identityAnswer) VerifyCredentials(context.Context, *connect.Request[identityv1.VerifyCredentialsRequest]) (*connect.Response[identityv1.VerifyCredentialsResponse], error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return nil, a.err
+	}
+	return connect.NewResponse(a.res), nil
+}
+
+// TestLoginOtherIdentityAnswers covers what the stand-in does not: busy
+// and slow Identity services, and the answers of an Identity service from
+// before its contract refused locked and disabled users alike
+// (ResourceExhausted for a lock, success for a disabled user), as during a
+// rolling upgrade.
+func TestLoginOtherIdentityAnswers(t *testing.T) {
+	t.Parallel()
+	identity := &identityAnswer{}
+	e := authtest.New(t, authtest.Options{Identity: identity})
+	tests := []struct {
+		name   string
+		res    *identityv1.VerifyCredentialsResponse
+		err    error
+		want   error
+		reason string // of the auth.login.failed event; "" for none
+	}{
+		{name: "busy", err: connect.NewError(connect.CodeUnavailable, errors.New("busy")), want: auth.ErrIdentityUnavailable},
+		{name: "deadline", err: connect.NewError(connect.CodeDeadlineExceeded, errors.New("slow")), want: auth.ErrIdentityUnavailable},
+		{name: "older Identity, locked or busy", err: connect.NewError(connect.CodeResourceExhausted, errors.New("account temporarily locked")), want: auth.ErrIdentityUnavailable},
+		{
+			name:   "older Identity, disabled user",
+			res:    &identityv1.VerifyCredentialsResponse{UserId: authtest.DisabledID, Status: identityv1.UserStatus_USER_STATUS_DISABLED, EmailVerified: true},
+			want:   auth.ErrInvalidCredentials,
+			reason: "disabled",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			identity.set(tt.res, tt.err)
+			before, _ := e.Events(t)
+			p, err := e.Service.Login(t.Context(), auth.LoginInput{Email: authtest.DisabledEmail, Password: authtest.Password})
+			require.ErrorIs(t, err, tt.want)
+			assert.Nil(t, p)
+			actions, events := e.Events(t)
+			if tt.reason == "" {
+				assert.Equal(t, before, actions, "audited as a failed login")
+				return
+			}
+			require.Len(t, actions, len(before)+1)
+			ev := events[len(events)-1]
+			assert.Equal(t, "auth.login.failed", ev.GetAction())
+			assert.Equal(t, tt.reason, ev.GetMetadata()["reason"])
+			assert.Equal(t, "user:"+authtest.DisabledID, ev.GetTarget())
+		})
+	}
 }
 
 func TestRefreshRotationAndReuse(t *testing.T) {

@@ -6,13 +6,10 @@ import "errors"
 // fixed message (see the rpc package's error table); the wrapped detail,
 // if any, is for the logs only.
 var (
-	// ErrInvalidCredentials: unknown email or wrong password. One error for
-	// both, so a caller cannot tell which.
+	// ErrInvalidCredentials: unknown email, wrong password, locked account
+	// or disabled user. One error for all, so a caller cannot tell which
+	// accounts exist or what state they are in (the audit log can).
 	ErrInvalidCredentials = errors.New("invalid credentials")
-	// ErrAccountLocked: Identity locked the account after failures.
-	ErrAccountLocked = errors.New("account locked")
-	// ErrAccountDisabled: the password was right but the user is disabled.
-	ErrAccountDisabled = errors.New("account disabled")
 	// ErrEmailNotVerified: the password was right but the email is not
 	// verified and auth.require_verified_email is on.
 	ErrEmailNotVerified = errors.New("email not verified")
@@ -31,7 +28,8 @@ var (
 	// ErrInvalidTOTPCode: a wrong or reused code for ConfirmTOTP or
 	// DisableTOTP.
 	ErrInvalidTOTPCode = errors.New("invalid totp code")
-	// ErrIdentityUnavailable: the Identity service could not answer.
+	// ErrIdentityUnavailable: the Identity service could not answer, or
+	// was too busy hashing passwords to check this one.
 	ErrIdentityUnavailable = errors.New("identity service unavailable")
 )
 

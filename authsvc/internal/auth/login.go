@@ -42,10 +42,18 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 	if err != nil {
 		switch connect.CodeOf(err) {
 		case connect.CodeUnauthenticated, connect.CodeInvalidArgument, connect.CodeNotFound:
+			// Identity gives one answer for an unknown email, a wrong
+			// password, a locked account and a disabled user, so this
+			// service cannot tell them apart either; Identity audits a
+			// lock itself (identity.login.locked).
 			return nil, s.loginFailed(ctx, "", in.Email, "invalid_credentials", ErrInvalidCredentials)
-		case connect.CodeResourceExhausted:
-			return nil, s.loginFailed(ctx, "", in.Email, "locked", ErrAccountLocked)
 		}
+		// Anything else says nothing about the credentials: Unavailable
+		// when Identity is too busy hashing passwords, or it could not be
+		// reached. Not a failed login, so not audited as one. (An Identity
+		// service older than its contract's current version answered
+		// ResourceExhausted for a locked account; that lands here too
+		// rather than risk reading a busy Identity as a lock.)
 		return nil, fmt.Errorf("%w: %v", ErrIdentityUnavailable, err)
 	}
 	user := res.Msg
@@ -53,7 +61,10 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		return nil, fmt.Errorf("%w: VerifyCredentials returned no user", ErrIdentityUnavailable)
 	}
 	if user.GetStatus() != identityv1.UserStatus_USER_STATUS_ACTIVE {
-		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "disabled", ErrAccountDisabled)
+		// Identity refuses disabled users itself; an older Identity
+		// answered for them with their status. Refused like a wrong
+		// password all the same, so the answer tells nothing.
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "disabled", ErrInvalidCredentials)
 	}
 	if s.cfg.RequireVerifiedEmail && !user.GetEmailVerified() {
 		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "email_not_verified", ErrEmailNotVerified)

@@ -37,6 +37,10 @@ const (
 	DisabledID    = "22222222-2222-4222-8222-222222222222"
 	LockedEmail   = "lou@example.com"
 	LockedID      = "33333333-3333-4333-8333-333333333333"
+	// BusyEmail is answered as an Identity service too busy hashing
+	// passwords answers (Unavailable), whatever the password.
+	BusyEmail = "bea@example.com"
+	BusyID    = "44444444-4444-4444-8444-444444444444"
 	// AccessTTL is the access-token lifetime of [Config].
 	AccessTTL = 15 * time.Minute
 	// Leeway is the verifier leeway a keyring's retention allows for.
@@ -48,6 +52,9 @@ type User struct {
 	ID, Password string
 	Status       identityv1.UserStatus
 	Locked       bool
+	// Busy makes every check of this user fail as when Identity's
+	// password-hashing slots stay full.
+	Busy bool
 }
 
 // Identity implements VerifyCredentials like the Identity service does,
@@ -60,12 +67,13 @@ type Identity struct {
 
 var _ auth.Identity = (*Identity)(nil)
 
-// NewIdentity returns a stand-in with the three users of the constants.
+// NewIdentity returns a stand-in with the four users of the constants.
 func NewIdentity() *Identity {
 	return &Identity{users: map[string]User{
 		ActiveEmail:   {ID: ActiveID, Password: Password, Status: identityv1.UserStatus_USER_STATUS_ACTIVE},
 		DisabledEmail: {ID: DisabledID, Password: Password, Status: identityv1.UserStatus_USER_STATUS_DISABLED},
 		LockedEmail:   {ID: LockedID, Password: Password, Status: identityv1.UserStatus_USER_STATUS_ACTIVE, Locked: true},
+		BusyEmail:     {ID: BusyID, Password: Password, Status: identityv1.UserStatus_USER_STATUS_ACTIVE, Busy: true},
 	}}
 }
 
@@ -76,15 +84,17 @@ func (i *Identity) Add(email string, u User) {
 	i.users[email] = u
 }
 
-// VerifyCredentials implements identityv1connect.IdentityServiceHandler.
+// VerifyCredentials implements identityv1connect.IdentityServiceHandler:
+// as the contract says, an unknown email, a wrong password, a locked
+// account and a disabled user all get the same Unauthenticated error.
 func (i *Identity) VerifyCredentials(_ context.Context, req *connect.Request[identityv1.VerifyCredentialsRequest]) (*connect.Response[identityv1.VerifyCredentialsResponse], error) {
 	i.mu.Lock()
 	u, ok := i.users[req.Msg.GetEmail()]
 	i.mu.Unlock()
 	switch {
-	case ok && u.Locked:
-		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("account locked"))
-	case !ok || u.Password != req.Msg.GetPassword():
+	case ok && u.Busy:
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("busy: too many password checks in progress; retry later"))
+	case !ok || u.Password != req.Msg.GetPassword() || u.Locked || u.Status != identityv1.UserStatus_USER_STATUS_ACTIVE:
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid credentials"))
 	}
 	return connect.NewResponse(&identityv1.VerifyCredentialsResponse{UserId: u.ID, Status: u.Status, EmailVerified: true}), nil

@@ -20,8 +20,6 @@ var errorTable = []struct {
 }{
 	{auth.ErrInvalidCredentials, connect.CodeUnauthenticated, "invalid credentials"},
 	{auth.ErrTOTPRequired, connect.CodeUnauthenticated, "invalid credentials"},
-	{auth.ErrAccountLocked, connect.CodeResourceExhausted, "account locked after too many failed attempts; try again later"},
-	{auth.ErrAccountDisabled, connect.CodePermissionDenied, "account disabled"},
 	{auth.ErrEmailNotVerified, connect.CodeFailedPrecondition, "email not verified"},
 	{auth.ErrInvalidRefreshToken, connect.CodeUnauthenticated, "invalid refresh token"},
 	{auth.ErrSessionNotFound, connect.CodeNotFound, "session not found"},

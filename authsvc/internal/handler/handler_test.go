@@ -241,18 +241,26 @@ func TestOverConsul(t *testing.T) {
 	require.Len(t, jwks.Msg.GetKeys(), len(set))
 	assert.Equal(t, "public, max-age=60", jwks.Header().Get("Cache-Control"))
 
-	// Errors as the contract names them.
+	// Errors as the contract names them: every refused login is the same
+	// error, so it tells nothing about the account; a busy Identity is
+	// Unavailable, never mistaken for a refusal.
+	_, wrong := client.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: authtest.ActiveEmail, Password: "wrong password"}))
+	require.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(wrong))
 	tests := []struct {
 		email string
 		code  connect.Code
 	}{
-		{authtest.LockedEmail, connect.CodeResourceExhausted},
-		{authtest.DisabledEmail, connect.CodePermissionDenied},
+		{authtest.LockedEmail, connect.CodeUnauthenticated},
+		{authtest.DisabledEmail, connect.CodeUnauthenticated},
 		{"nobody@example.com", connect.CodeUnauthenticated},
+		{authtest.BusyEmail, connect.CodeUnavailable},
 	}
 	for _, tt := range tests {
 		_, err := client.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: tt.email, Password: authtest.Password}))
 		assert.Equal(t, tt.code, connect.CodeOf(err), tt.email)
+		if tt.code == connect.CodeUnauthenticated {
+			assert.Equal(t, wrong.Error(), err.Error(), "%s is told apart from a wrong password", tt.email)
+		}
 	}
 	_, err = client.Login(ctx, connect.NewRequest(&authv1.LoginRequest{}))
 	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))

@@ -98,6 +98,35 @@ var (
 					Where: "deleted_at IS NULL",
 				},
 			},
+			{
+				Name:    "user_email_prefix",
+				Unique:  false,
+				Columns: []*schema.Column{UsersColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					OpClass: "varchar_pattern_ops",
+					Where:   "deleted_at IS NULL",
+				},
+			},
+			{
+				Name:    "user_email_trgm",
+				Unique:  false,
+				Columns: []*schema.Column{UsersColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					OpClass: "public.gin_trgm_ops",
+					Type:    "GIN",
+					Where:   "deleted_at IS NULL",
+				},
+			},
+			{
+				Name:    "user_display_name_trgm",
+				Unique:  false,
+				Columns: []*schema.Column{UsersColumns[2]},
+				Annotation: &entsql.IndexAnnotation{
+					OpClass: "public.gin_trgm_ops",
+					Type:    "GIN",
+					Where:   "deleted_at IS NULL",
+				},
+			},
 		},
 	}
 	// Tables holds all the tables in the schema.

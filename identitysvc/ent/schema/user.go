@@ -7,6 +7,7 @@ import (
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 	"github.com/google/uuid"
@@ -48,17 +49,32 @@ func (User) Fields() []ent.Field {
 	}
 }
 
-// Indexes of User. Listing pages through live users by (created_at, id),
-// with or without a status filter, so both orders are indexed over live
-// rows only. The query filter is a case-insensitive substring match on
-// email or display name, which no B-tree can serve: it needs a pg_trgm GIN
-// index, and the service's role may not create extensions (see
-// ListUsers).
+// Indexes of User: one for every filter ListUsers offers, all over live
+// rows only (every listing has deleted_at IS NULL, so the planner can use
+// them). Listing pages through users by (created_at, id), with or without
+// a status filter, so both orders are indexed.
+//
+// The text filters need more than the default B-tree:
+//   - an email prefix is LIKE 'prefix%' on the lower-case email; a
+//     B-tree with the default operator class serves it only under the C
+//     collation, varchar_pattern_ops under any;
+//   - a display-name substring (and the query filter, a substring of email
+//     or display name) is ILIKE '%text%', which no B-tree can serve but
+//     pg_trgm's GIN operator class can.
+//
+// pg_trgm lives in schema public, created there by the migration or, for a
+// service whose role may not create extensions, beforehand by the
+// platform's administrator. The service's search_path holds only its own
+// schema, so the operator class is named with its schema.
 func (User) Indexes() []ent.Index {
 	live := entsql.IndexWhere("deleted_at IS NULL")
+	trigram := []schema.Annotation{live, entsql.IndexType("GIN"), entsql.OpClass("public.gin_trgm_ops")}
 	return []ent.Index{
 		index.Fields("email").Unique().Annotations(live),
 		index.Fields("created_at", "id").Annotations(live),
 		index.Fields("status", "created_at", "id").Annotations(live),
+		index.Fields("email").StorageKey("user_email_prefix").Annotations(live, entsql.OpClass("varchar_pattern_ops")),
+		index.Fields("email").StorageKey("user_email_trgm").Annotations(trigram...),
+		index.Fields("display_name").StorageKey("user_display_name_trgm").Annotations(trigram...),
 	}
 }

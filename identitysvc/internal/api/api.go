@@ -90,7 +90,13 @@ func (h *Handler) DeleteUser(ctx context.Context, req *connect.Request[identityv
 
 // ListUsers implements IdentityServiceHandler.
 func (h *Handler) ListUsers(ctx context.Context, req *connect.Request[identityv1.ListUsersRequest]) (*connect.Response[identityv1.ListUsersResponse], error) {
-	q := identity.ListQuery{PageSize: int(req.Msg.GetPageSize()), PageToken: req.Msg.GetPageToken(), Query: req.Msg.GetQuery()}
+	q := identity.ListQuery{
+		PageSize:     int(req.Msg.GetPageSize()),
+		PageToken:    req.Msg.GetPageToken(),
+		Query:        req.Msg.GetQuery(),
+		EmailPrefix:  req.Msg.GetEmailPrefix(),
+		NameContains: req.Msg.GetNameContains(),
+	}
 	switch req.Msg.GetStatus() {
 	case identityv1.UserStatus_USER_STATUS_ACTIVE:
 		q.Status = identity.StatusActive
@@ -244,7 +250,11 @@ func toConnect(err error) error {
 	case errors.Is(err, identity.ErrAlreadyVerified):
 		return connect.NewError(connect.CodeFailedPrecondition, identity.ErrAlreadyVerified)
 	case errors.Is(err, identity.ErrBusy):
-		return connect.NewError(connect.CodeResourceExhausted, identity.ErrBusy)
+		// Unavailable, not ResourceExhausted: it is transient and safe to
+		// retry, and an Auth service that predates the current contract
+		// reads ResourceExhausted from VerifyCredentials as a locked
+		// account.
+		return connect.NewError(connect.CodeUnavailable, identity.ErrBusy)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeOf(err), err)
 	}

@@ -142,6 +142,10 @@ func TestAPI(t *testing.T) {
 	huge := strings.Repeat("x", 1<<20)
 	newEmail := "ANN@example.com"
 	unknown := "6f1c1a56-0000-4000-8000-000000000000"
+	// refused is VerifyCredentials' answer to an unknown email, which every
+	// other refused login (wrong password, locked, disabled) must equal.
+	_, refused := s.verify(t, "nobody@example.com", "wrong password!")
+	require.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(refused))
 
 	t.Run("refusals map to the right codes", func(t *testing.T) {
 		tests := []struct {
@@ -237,9 +241,8 @@ func TestAPI(t *testing.T) {
 		assert.True(t, resp.Msg.GetEmailVerified())
 
 		_, wrong := s.verify(t, "ann@example.com", "wrong password!")
-		_, nobody := s.verify(t, "nobody@example.com", "wrong password!")
 		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(wrong))
-		assert.Equal(t, wrong.Error(), nobody.Error(), "an unknown email is told apart from a wrong password")
+		assert.Equal(t, refused.Error(), wrong.Error(), "an unknown email is told apart from a wrong password")
 	})
 
 	t.Run("password reset", func(t *testing.T) {
@@ -251,7 +254,8 @@ func TestAPI(t *testing.T) {
 			assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
 		}
 		_, err = s.verify(t, "cy@example.com", "correct horse battery")
-		assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(err))
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+		assert.Equal(t, refused.Error(), err.Error(), "a locked account is told apart from an unknown email")
 
 		// The same empty answer whether or not the email is known.
 		unknownResp, err := s.client.RequestPasswordReset(ctx, call("", &identityv1.RequestPasswordResetRequest{Email: "nobody@example.com"}))
@@ -296,10 +300,29 @@ func TestAPI(t *testing.T) {
 		}
 		assert.Len(t, ids, 3)
 		assert.Equal(t, []string{ann.GetId(), bo.GetId()}, ids[:2])
-		found, err := s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{Query: "BO@"}))
-		require.NoError(t, err)
-		require.Len(t, found.Msg.GetUsers(), 1)
-		assert.Equal(t, bo.GetId(), found.Msg.GetUsers()[0].GetId())
+		filters := []struct {
+			name string
+			req  *identityv1.ListUsersRequest
+			want []string
+		}{
+			{"query", &identityv1.ListUsersRequest{Query: "BO@"}, []string{bo.GetId()}},
+			{"email prefix", &identityv1.ListUsersRequest{EmailPrefix: "AN"}, []string{ann.GetId()}},
+			{"email prefix is no substring", &identityv1.ListUsersRequest{EmailPrefix: "example"}, nil},
+			{"name substring", &identityv1.ListUsersRequest{NameContains: "b."}, []string{ann.GetId()}},
+			{"name substring % is literal", &identityv1.ListUsersRequest{NameContains: "%"}, nil},
+			{"all filters", &identityv1.ListUsersRequest{EmailPrefix: "b", NameContains: "bo", Query: "example", Status: identityv1.UserStatus_USER_STATUS_ACTIVE}, []string{bo.GetId()}},
+		}
+		for _, tt := range filters {
+			found, err := s.client.ListUsers(ctx, call(adminToken, tt.req))
+			require.NoError(t, err, tt.name)
+			var got []string
+			for _, u := range found.Msg.GetUsers() {
+				got = append(got, u.GetId())
+			}
+			assert.Equal(t, tt.want, got, tt.name)
+		}
+		_, err = s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{NameContains: strings.Repeat("n", 201)}))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
 
 		dis, err := s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: bo.GetId(), Reason: "test"}))
 		require.NoError(t, err)
@@ -307,13 +330,16 @@ func TestAPI(t *testing.T) {
 		disabled, err := s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{Status: identityv1.UserStatus_USER_STATUS_DISABLED}))
 		require.NoError(t, err)
 		require.Len(t, disabled.Msg.GetUsers(), 1)
-		// A disabled user's right password still verifies; the status says the rest.
-		resp, err := s.verify(t, "bo@example.com", "correct horse battery")
-		require.NoError(t, err)
-		assert.Equal(t, identityv1.UserStatus_USER_STATUS_DISABLED, resp.Msg.GetStatus())
+		// A disabled user's right password is refused like a wrong one.
+		_, err = s.verify(t, "bo@example.com", "correct horse battery")
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+		assert.Equal(t, refused.Error(), err.Error(), "a disabled user is told apart from an unknown email")
 		en, err := s.client.EnableUser(ctx, call(adminToken, &identityv1.EnableUserRequest{UserId: bo.GetId()}))
 		require.NoError(t, err)
 		assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, en.Msg.GetUser().GetStatus())
+		resp, err := s.verify(t, "bo@example.com", "correct horse battery")
+		require.NoError(t, err, "an enabled user is refused")
+		assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, resp.Msg.GetStatus())
 
 		_, err = s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{UserId: bo.GetId()}))
 		require.NoError(t, err)

@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -12,56 +13,76 @@ import (
 	auditv1 "portcullis.dev/proto/audit/v1"
 )
 
-// VerifyCredentials returns the user whose email and password these are.
-// An unknown email and a wrong password both give [ErrInvalidCredentials]
-// after the same work (a dummy hash is checked for unknown emails); an
-// account locked by repeated failures gives [ErrLocked], as the contract
-// says, so the Auth service can tell the user to wait. A disabled or
-// unverified user with the right password succeeds: the caller decides
-// what that user may do.
+// VerifyCredentials returns the active user whose email and password
+// these are. Every refusal is [ErrInvalidCredentials] after one argon2id
+// hash: an unknown email (a dummy hash is checked), a wrong password, a
+// locked account and a disabled user look and cost the same, so the call
+// tells a guesser nothing about which accounts exist or what state they
+// are in. Only [ErrBusy] differs, and it says nothing about the account:
+// the hashing slots are shared by every login.
+//
+// A disabled user's password is still checked, so a wrong one counts
+// towards the lockout like any other, and a right one neither clears the
+// count nor upgrades the hash: a refused login changes nothing that a
+// successful one would.
 func (s *Service) VerifyCredentials(ctx context.Context, email, password string) (User, error) {
 	if len(password) > MaxPasswordBytes {
+		// Refused before hashing: the bound exists so that nobody can make
+		// one hash cost more, and the length says nothing about an account.
 		return User{}, ErrInvalidCredentials
 	}
 	email, err := NormalizeEmail(email)
 	if err != nil {
-		_, _, _ = s.hasher.check(ctx, password, s.dummyHash)
-		return User{}, ErrInvalidCredentials
+		return User{}, s.refuse(ctx, password)
 	}
 	u, err := s.db.User.Query().Where(user.Email(email), user.DeletedAtIsNil()).Only(ctx)
 	if ent.IsNotFound(err) {
-		if _, _, err := s.hasher.check(ctx, password, s.dummyHash); err != nil {
-			return User{}, err
-		}
-		return User{}, ErrInvalidCredentials
+		return User{}, s.refuse(ctx, password)
 	}
 	if err != nil {
-		return User{}, err
+		return User{}, fmt.Errorf("verify credentials: look up user: %w", err)
 	}
-	if err := s.authenticate(ctx, u, password); err != nil {
+	if err := s.authenticate(ctx, u, password, Status(u.Status) == StatusActive); err != nil {
+		if errors.Is(err, ErrLocked) {
+			return User{}, ErrInvalidCredentials
+		}
 		return User{}, err
 	}
 	return toUser(u), nil
 }
 
+// refuse checks password against the dummy hash and returns
+// [ErrInvalidCredentials], or [ErrBusy] when no hashing slot came free:
+// a refusal without an account costs what one with an account does.
+func (s *Service) refuse(ctx context.Context, password string) error {
+	if _, _, err := s.hasher.check(ctx, password, s.dummyHash); err != nil {
+		return err
+	}
+	return ErrInvalidCredentials
+}
+
 // authenticate checks password against u's hash under the lockout rules:
 // [ErrLocked] while u is locked, [ErrInvalidCredentials] for a wrong
-// password (counted towards the lockout), nil for the right one (which
-// clears the count and upgrades a hash made with other parameters).
-func (s *Service) authenticate(ctx context.Context, u *ent.User, password string) error {
+// password (counted towards the lockout) and for the right password when
+// !allowed, nil for the right one (which clears the count and upgrades a
+// hash made with other parameters). Every refusal costs one hash, so
+// timing does not tell them apart.
+func (s *Service) authenticate(ctx context.Context, u *ent.User, password string, allowed bool) error {
 	now := s.now()
-	if u.LockedUntil != nil && now.Before(*u.LockedUntil) {
-		// Same work as any other attempt, so timing does not tell a locked
-		// account from a wrong password.
-		_, _, _ = s.hasher.check(ctx, password, u.PasswordHash)
-		return ErrLocked
-	}
 	ok, stale, err := s.hasher.check(ctx, password, u.PasswordHash)
 	if err != nil {
 		return err
 	}
+	if u.LockedUntil != nil && now.Before(*u.LockedUntil) {
+		// Checked after hashing, for the timing; attempts while locked do
+		// not count (the lock already stops them) and do not extend it.
+		return ErrLocked
+	}
 	if !ok {
 		return s.recordFailure(ctx, u, now)
+	}
+	if !allowed {
+		return ErrInvalidCredentials
 	}
 	if u.FailedAttempts == 0 && u.LockedUntil == nil && !stale {
 		return nil
@@ -77,7 +98,10 @@ func (s *Service) authenticate(ctx context.Context, u *ent.User, password string
 				SetPasswordHash(hash).SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil()
 		}
 	}
-	return upd.Exec(ctx)
+	if err := upd.Exec(ctx); err != nil {
+		return fmt.Errorf("clear failed attempts: %w", err)
+	}
+	return nil
 }
 
 // recordFailure counts a failed attempt atomically (concurrent failures all

@@ -16,6 +16,15 @@
 //   - Lockout counts failures with one atomic UPDATE, and the count is
 //     committed even though the attempt fails. A wrong current password in
 //     ChangePassword counts too.
+//   - VerifyCredentials refuses an unknown email, a wrong password, a
+//     locked account and a disabled user with one error after one argon2id
+//     hash each, so neither its answer nor its timing says which. Only a
+//     full hashing queue answers otherwise ([ErrBusy]), and that is about
+//     the service, not the account.
+//   - ListUsers' filters each have an index over live users: a
+//     varchar_pattern_ops B-tree for the email prefix and pg_trgm GIN
+//     indexes for substrings (pg_trgm is in schema public; see the
+//     migration that adds them).
 //   - One-time tokens are 32 random bytes, stored only as SHA-256 hashes. A
 //     new token of a kind replaces the user's earlier ones; a new email,
 //     a password change and deletion drop the tokens they make stale.

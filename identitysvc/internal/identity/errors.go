@@ -12,20 +12,23 @@ var (
 	ErrNotFound = errors.New("user not found")
 	// ErrEmailTaken: another user has this email, in any letter case.
 	ErrEmailTaken = errors.New("email already registered")
-	// ErrInvalidCredentials: unknown email or wrong password, on purpose
-	// indistinguishable.
+	// ErrInvalidCredentials: unknown email, wrong password, locked account
+	// or disabled user at login, on purpose indistinguishable.
 	ErrInvalidCredentials = errors.New("invalid credentials")
 	// ErrWrongPassword: an authenticated user's current password is wrong
 	// (ChangePassword). Unlike ErrInvalidCredentials it may say so: the
 	// caller is known.
 	ErrWrongPassword = errors.New("current password is wrong")
-	// ErrLocked: too many failed attempts; retry after the lockout.
+	// ErrLocked: too many failed attempts; retry after the lockout. Only
+	// ChangePassword, whose caller is the account's owner, says so; a
+	// login says ErrInvalidCredentials.
 	ErrLocked = errors.New("account temporarily locked")
 	// ErrInvalidToken: unknown, used or expired one-time token.
 	ErrInvalidToken = errors.New("invalid or expired token")
 	// ErrBusy: every password-hashing slot stayed busy until the caller's
-	// deadline.
-	ErrBusy = errors.New("too many password checks in progress")
+	// deadline. Nothing was checked or counted, so a retry is safe; it is
+	// about the service, never about an account.
+	ErrBusy = errors.New("busy: too many password checks in progress; retry later")
 	// ErrTooSoon: a mail of this kind was sent to the user less than the
 	// configured cooldown ago.
 	ErrTooSoon = errors.New("a mail was sent recently; try again later")

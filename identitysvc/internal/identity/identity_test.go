@@ -192,43 +192,136 @@ func TestVerifyCredentialsAndLockout(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, u.ID, got.ID)
 
-	_, err = f.svc.VerifyCredentials(ctx, "nobody@example.com", "correct horse battery")
-	assert.ErrorIs(t, err, identity.ErrInvalidCredentials, "unknown email")
-	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
-	assert.ErrorIs(t, err, identity.ErrInvalidCredentials, "wrong password")
-	assert.Equal(t, identity.ErrInvalidCredentials.Error(), err.Error(), "the answers differ")
-
-	// Three failures within the window lock the account, even for the
-	// right password.
-	for range 2 {
+	// Three failures within the window lock the account: then even the
+	// right password is refused, with the answer a wrong one gets.
+	for range 3 {
 		_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
-		assert.ErrorIs(t, err, identity.ErrInvalidCredentials)
+		assert.Equal(t, identity.ErrInvalidCredentials, err)
 	}
+	assert.Equal(t, 2, f.events(t), "user.created + login.locked")
 	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "correct horse battery")
-	assert.ErrorIs(t, err, identity.ErrLocked)
-	var locked int
-	require.NoError(t, f.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox_events`).Scan(&locked))
-	assert.Equal(t, 2, locked, "user.created + login.locked")
+	assert.Equal(t, identity.ErrInvalidCredentials, err, "a locked account is told apart")
+	assert.True(t, f.locked(t, u.ID))
 
-	// The lock expires.
-	f.clock.Advance(11 * time.Minute)
+	// Attempts while locked neither extend the lock nor lock again.
+	f.clock.Advance(9 * time.Minute)
+	for range 3 {
+		_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
+		assert.Equal(t, identity.ErrInvalidCredentials, err)
+	}
+	assert.Equal(t, 2, f.events(t), "a locked account was locked again")
+
+	// The lock expires 10 minutes after it began.
+	f.clock.Advance(time.Minute + time.Second)
 	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "correct horse battery")
-	require.NoError(t, err)
+	require.NoError(t, err, "the lock did not expire")
+	assert.False(t, f.locked(t, u.ID), "a successful login left the lock behind")
 
 	// Failures spread wider than the window never lock.
 	for range 5 {
 		_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "wrong password!")
-		assert.ErrorIs(t, err, identity.ErrInvalidCredentials)
+		assert.Equal(t, identity.ErrInvalidCredentials, err)
 		f.clock.Advance(40 * time.Second)
 	}
 	_, err = f.svc.VerifyCredentials(ctx, "bob@example.com", "correct horse battery")
 	require.NoError(t, err)
 }
 
+// locked reports whether id is locked now, by the fixture's clock.
+func (f *fixture) locked(t *testing.T, id uuid.UUID) bool {
+	t.Helper()
+	u := f.db.Ent.User.Query().Where(user.ID(id)).OnlyX(t.Context())
+	return u.LockedUntil != nil && f.clock.Now().Before(*u.LockedUntil)
+}
+
+// TestVerifyCredentialsAnswersAlike checks the enumeration-safe answers:
+// every refused login, whatever the reason, is the same error with the
+// same message after exactly one argon2id hash, like a successful login.
+func TestVerifyCredentialsAnswersAlike(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	f.create(t, "active@example.com")
+	disabled := f.create(t, "disabled@example.com")
+	_, err := f.svc.SetStatus(ctx, disabled.ID, identity.StatusDisabled, "left")
+	require.NoError(t, err)
+	locked := f.create(t, "locked@example.com")
+	for range 3 {
+		_, err := f.svc.VerifyCredentials(ctx, "locked@example.com", "wrong password!")
+		require.Equal(t, identity.ErrInvalidCredentials, err)
+	}
+	require.True(t, f.locked(t, locked.ID))
+
+	tests := []struct {
+		name, email, password string
+		ok                    bool
+	}{
+		{name: "right password", email: "active@example.com", password: "correct horse battery", ok: true},
+		{name: "wrong password", email: "active@example.com", password: "wrong password!"},
+		{name: "unknown email", email: "nobody@example.com", password: "correct horse battery"},
+		{name: "malformed email", email: "not an email", password: "correct horse battery"},
+		{name: "locked, right password", email: "locked@example.com", password: "correct horse battery"},
+		{name: "locked, wrong password", email: "locked@example.com", password: "wrong password!"},
+		{name: "disabled, right password", email: "disabled@example.com", password: "correct horse battery"},
+		{name: "disabled, wrong password", email: "disabled@example.com", password: "wrong password!"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := identity.HashCount(f.svc)
+			got, err := f.svc.VerifyCredentials(ctx, tt.email, tt.password)
+			assert.Equal(t, uint64(1), identity.HashCount(f.svc)-before, "argon2id hashes")
+			if tt.ok {
+				require.NoError(t, err)
+				assert.Equal(t, identity.StatusActive, got.Status)
+				return
+			}
+			// The very same error value: same code at the edge, same text.
+			assert.Equal(t, identity.ErrInvalidCredentials, err)
+			assert.Equal(t, identity.User{}, got)
+		})
+	}
+
+	// A disabled user's right password changes nothing, and a wrong one
+	// counts towards the lockout like anyone's.
+	for range 2 {
+		_, err = f.svc.VerifyCredentials(ctx, "disabled@example.com", "wrong password!")
+		require.Equal(t, identity.ErrInvalidCredentials, err)
+	}
+	assert.True(t, f.locked(t, disabled.ID), "a disabled user's failures did not count")
+	_, err = f.svc.SetStatus(ctx, disabled.ID, identity.StatusActive, "back")
+	require.NoError(t, err)
+	f.clock.Advance(11 * time.Minute)
+	_, err = f.svc.VerifyCredentials(ctx, "disabled@example.com", "correct horse battery")
+	require.NoError(t, err, "an enabled user cannot log in")
+}
+
+// TestBusyIsNotARefusal: when every hashing slot stays taken until the
+// caller's deadline, VerifyCredentials says busy — never the answer of a
+// refused login — and counts nothing against the account.
+func TestBusyIsNotARefusal(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *identity.Config) { c.HashConcurrency = 2 })
+	u := f.create(t, "busy@example.com")
+	release := identity.HoldHashSlots(f.svc)
+	for _, email := range []string{"busy@example.com", "nobody@example.com", "not an email"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		_, err := f.svc.VerifyCredentials(ctx, email, "wrong password!")
+		cancel()
+		require.ErrorIs(t, err, identity.ErrBusy, email)
+		assert.NotErrorIs(t, err, identity.ErrInvalidCredentials, email)
+		assert.NotErrorIs(t, err, identity.ErrLocked, email)
+	}
+	release()
+	got := f.db.Ent.User.Query().Where(user.ID(u.ID)).OnlyX(t.Context())
+	assert.Zero(t, got.FailedAttempts, "a login that was never checked counted as a failure")
+	_, err := f.svc.VerifyCredentials(t.Context(), "busy@example.com", "correct horse battery")
+	require.NoError(t, err)
+}
+
 func TestConcurrentFailuresAllCount(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, func(c *identity.Config) { c.Lockout.Threshold = 10 })
-	f.create(t, "carol@example.com")
+	u := f.create(t, "carol@example.com")
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Add(1)
@@ -238,19 +331,9 @@ func TestConcurrentFailuresAllCount(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	assert.True(t, f.locked(t, u.ID), "10 concurrent failures did not all count")
 	_, err := f.svc.VerifyCredentials(t.Context(), "carol@example.com", "correct horse battery")
-	assert.ErrorIs(t, err, identity.ErrLocked, "10 concurrent failures did not all count")
-}
-
-func TestDisabledUserWithRightPasswordIsReported(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	u := f.create(t, "dave@example.com")
-	_, err := f.svc.SetStatus(t.Context(), u.ID, identity.StatusDisabled, "left the company")
-	require.NoError(t, err)
-	got, err := f.svc.VerifyCredentials(t.Context(), "dave@example.com", "correct horse battery")
-	require.NoError(t, err)
-	assert.Equal(t, identity.StatusDisabled, got.Status)
+	assert.Equal(t, identity.ErrInvalidCredentials, err)
 }
 
 func TestHashParametersAreUpgradedOnLogin(t *testing.T) {
@@ -431,9 +514,10 @@ func TestChangePassword(t *testing.T) {
 	for range 3 {
 		assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "not my password", "another good password"), identity.ErrWrongPassword)
 	}
+	// The owner of the account may be told it is locked; a login is not.
 	assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "a new good password", "another good password"), identity.ErrLocked)
 	_, err = f.svc.VerifyCredentials(ctx, "ivan@example.com", "a new good password")
-	assert.ErrorIs(t, err, identity.ErrLocked)
+	assert.Equal(t, identity.ErrInvalidCredentials, err)
 }
 
 func TestUpdateDeleteAndStatus(t *testing.T) {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"entgo.io/ent/dialect/sql"
 	"github.com/google/uuid"
@@ -21,24 +24,40 @@ const (
 	MaxPageSize     = 1000
 )
 
-// ListQuery filters and pages ListUsers.
+// ListQuery filters and pages ListUsers. The filters combine with AND;
+// all text filters ignore letter case and take % and _ literally.
 type ListQuery struct {
 	PageSize  int
 	PageToken string
-	// Query keeps users whose email or display name contains it, in any
-	// letter case.
+	// Query keeps users whose email or display name contains it.
 	Query string
 	// Status keeps users with that status; empty keeps all.
 	Status Status
+	// EmailPrefix keeps users whose email starts with it.
+	EmailPrefix string
+	// NameContains keeps users whose display name contains it.
+	NameContains string
 }
+
+// Bounds of the text filters: none can match anything longer than the
+// field it searches.
+const (
+	maxQueryBytes        = 254
+	maxEmailPrefixBytes  = 254
+	maxNameContainsRunes = MaxDisplayNameRunes
+)
 
 // ListUsers returns a page of live users in creation order and the token of
 // the next page ("" on the last). Pages are keyed on (created_at, id), not
 // offsets, so users created meanwhile never shift a page or repeat a user;
-// each page is one index seek. The Query filter is a case-insensitive
-// substring match (LIKE wildcards in it are escaped); without pg_trgm,
-// which the service's role may not install, it filters the rows the seek
-// visits rather than using an index of its own.
+// each page is one index seek.
+//
+// Every filter has an index over live users (see the User schema):
+// EmailPrefix is a LIKE 'prefix%' on the lower-case email, which a
+// varchar_pattern_ops B-tree serves whatever the database's collation;
+// NameContains and Query are ILIKE '%text%', which pg_trgm's GIN indexes
+// serve once the text has three characters. Ent escapes % and _ in each
+// pattern, so user input is never a wildcard.
 func (s *Service) ListUsers(ctx context.Context, q ListQuery) ([]User, string, error) {
 	size := q.PageSize
 	switch {
@@ -49,8 +68,8 @@ func (s *Service) ListUsers(ctx context.Context, q ListQuery) ([]User, string, e
 	case size > MaxPageSize:
 		size = MaxPageSize
 	}
-	if len(q.Query) > 254 {
-		return nil, "", &ValidationError{Field: "query", Reason: "must be at most 254 bytes"}
+	if err := q.validateText(); err != nil {
+		return nil, "", err
 	}
 	preds := []predicate.User{user.DeletedAtIsNil()}
 	if q.PageToken != "" {
@@ -66,6 +85,15 @@ func (s *Service) ListUsers(ctx context.Context, q ListQuery) ([]User, string, e
 	if q.Query != "" {
 		preds = append(preds, user.Or(user.EmailContainsFold(q.Query), user.DisplayNameContainsFold(q.Query)))
 	}
+	if q.EmailPrefix != "" {
+		// Emails are stored lower-case (NormalizeEmail), so lowering the
+		// prefix the same way makes a case-sensitive LIKE, which a B-tree
+		// can serve, match regardless of case; ILIKE could not use it.
+		preds = append(preds, user.EmailHasPrefix(strings.ToLower(q.EmailPrefix)))
+	}
+	if q.NameContains != "" {
+		preds = append(preds, user.DisplayNameContainsFold(q.NameContains))
+	}
 	switch q.Status {
 	case "":
 	case StatusActive, StatusDisabled:
@@ -75,7 +103,7 @@ func (s *Service) ListUsers(ctx context.Context, q ListQuery) ([]User, string, e
 	}
 	rows, err := s.db.User.Query().Where(preds...).Order(ent.Asc(user.FieldCreatedAt), ent.Asc(user.FieldID)).Limit(size + 1).All(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("list users: %w", err)
 	}
 	next := ""
 	if len(rows) > size {
@@ -90,14 +118,42 @@ func (s *Service) ListUsers(ctx context.Context, q ListQuery) ([]User, string, e
 	return users, next, nil
 }
 
+// validateText checks the text filters' sizes, and that PostgreSQL can
+// take them as text (valid UTF-8 without NUL): otherwise it would refuse
+// the query with an error of its own, which is not the caller's to read.
+func (q ListQuery) validateText() error {
+	switch {
+	case len(q.Query) > maxQueryBytes:
+		return &ValidationError{Field: "query", Reason: fmt.Sprintf("must be at most %d bytes", maxQueryBytes)}
+	case len(q.EmailPrefix) > maxEmailPrefixBytes:
+		return &ValidationError{Field: "email_prefix", Reason: fmt.Sprintf("must be at most %d bytes", maxEmailPrefixBytes)}
+	case utf8.RuneCountInString(q.NameContains) > maxNameContainsRunes:
+		return &ValidationError{Field: "name_contains", Reason: fmt.Sprintf("must be at most %d characters", maxNameContainsRunes)}
+	}
+	for _, f := range [...]struct{ field, value string }{{"query", q.Query}, {"email_prefix", q.EmailPrefix}, {"name_contains", q.NameContains}} {
+		if !utf8.ValidString(f.value) || strings.ContainsRune(f.value, 0) {
+			return &ValidationError{Field: f.field, Reason: "must be UTF-8 text without NUL"}
+		}
+	}
+	return nil
+}
+
 // filterSum identifies the filters a page token was issued for: the
 // contract says they must not change between pages, and a token replayed
 // with other filters is refused rather than silently mixing two listings.
+// The filters added later are summed only when set, so a token issued
+// before they existed still continues its listing.
 func (q ListQuery) filterSum() uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(q.Query))
 	_, _ = h.Write([]byte{0})
 	_, _ = h.Write([]byte(q.Status))
+	if q.EmailPrefix != "" || q.NameContains != "" {
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(q.EmailPrefix))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(q.NameContains))
+	}
 	return h.Sum32()
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -39,6 +40,9 @@ type Argon2Params struct {
 type hasher struct {
 	params Argon2Params
 	slots  chan struct{}
+	// derived counts argon2id runs, so tests can check that every kind of
+	// refused login costs exactly one, like a successful one.
+	derived atomic.Uint64
 }
 
 func newHasher(p Argon2Params, concurrency int) *hasher {
@@ -89,6 +93,7 @@ func (h *hasher) derive(ctx context.Context, password string, salt []byte, p Arg
 		return nil, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
 	}
 	defer func() { <-h.slots }()
+	h.derived.Add(1)
 	return argon2.IDKey([]byte(password), salt, p.Iterations, p.MemoryKiB, p.Parallelism, keyBytes), nil
 }
 

@@ -338,7 +338,9 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 	if err != nil {
 		return err
 	}
-	if err := s.authenticate(ctx, u, current); err != nil {
+	// A disabled user may still change the password with a token issued
+	// before being disabled: that only keeps the account safer.
+	if err := s.authenticate(ctx, u, current, true); err != nil {
 		if errors.Is(err, ErrInvalidCredentials) {
 			return ErrWrongPassword
 		}

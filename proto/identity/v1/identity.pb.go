@@ -675,10 +675,18 @@ type ListUsersRequest struct {
 	// The other fields must not change between pages.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// query, when not empty, keeps users whose email or display name contains it,
-	// case-insensitively.
+	// case-insensitively; % and _ in it are ordinary characters, not wildcards. At most 254
+	// bytes.
 	Query string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
 	// status, when not USER_STATUS_UNSPECIFIED, keeps users with that status.
-	Status        UserStatus `protobuf:"varint,4,opt,name=status,proto3,enum=portcullis.identity.v1.UserStatus" json:"status,omitempty"`
+	Status UserStatus `protobuf:"varint,4,opt,name=status,proto3,enum=portcullis.identity.v1.UserStatus" json:"status,omitempty"`
+	// email_prefix, when not empty, keeps users whose email starts with it, case-insensitively;
+	// % and _ in it are ordinary characters, not wildcards. At most 254 bytes.
+	EmailPrefix string `protobuf:"bytes,5,opt,name=email_prefix,json=emailPrefix,proto3" json:"email_prefix,omitempty"`
+	// name_contains, when not empty, keeps users whose display name contains it,
+	// case-insensitively; % and _ in it are ordinary characters, not wildcards. At most 200
+	// characters.
+	NameContains  string `protobuf:"bytes,6,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -739,6 +747,20 @@ func (x *ListUsersRequest) GetStatus() UserStatus {
 		return x.Status
 	}
 	return UserStatus_USER_STATUS_UNSPECIFIED
+}
+
+func (x *ListUsersRequest) GetEmailPrefix() string {
+	if x != nil {
+		return x.EmailPrefix
+	}
+	return ""
+}
+
+func (x *ListUsersRequest) GetNameContains() string {
+	if x != nil {
+		return x.NameContains
+	}
+	return ""
 }
 
 // ListUsersResponse is the response of IdentityService.ListUsers.
@@ -1485,7 +1507,9 @@ type VerifyCredentialsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// user_id is the ID of the user the credentials belong to.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// status is the user's status; the Auth service refuses to log in a disabled user.
+	// status is the user's status. It is always USER_STATUS_ACTIVE, because a disabled user's
+	// credentials are refused; the Auth service still refuses any other status, in case it
+	// talks to an older Identity service that answered for disabled users.
 	Status UserStatus `protobuf:"varint,2,opt,name=status,proto3,enum=portcullis.identity.v1.UserStatus" json:"status,omitempty"`
 	// email_verified is whether the user's email is verified; the Auth service may require it.
 	EmailVerified bool `protobuf:"varint,3,opt,name=email_verified,json=emailVerified,proto3" json:"email_verified,omitempty"`
@@ -1582,13 +1606,15 @@ const file_portcullis_identity_v1_identity_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x1c.portcullis.identity.v1.UserR\x04user\",\n" +
 	"\x11DeleteUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x14\n" +
-	"\x12DeleteUserResponse\"\xa0\x01\n" +
+	"\x12DeleteUserResponse\"\xe8\x01\n" +
 	"\x10ListUsersRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x14\n" +
 	"\x05query\x18\x03 \x01(\tR\x05query\x12:\n" +
-	"\x06status\x18\x04 \x01(\x0e2\".portcullis.identity.v1.UserStatusR\x06status\"o\n" +
+	"\x06status\x18\x04 \x01(\x0e2\".portcullis.identity.v1.UserStatusR\x06status\x12!\n" +
+	"\femail_prefix\x18\x05 \x01(\tR\vemailPrefix\x12#\n" +
+	"\rname_contains\x18\x06 \x01(\tR\fnameContains\"o\n" +
 	"\x11ListUsersResponse\x122\n" +
 	"\x05users\x18\x01 \x03(\v2\x1c.portcullis.identity.v1.UserR\x05users\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"e\n" +

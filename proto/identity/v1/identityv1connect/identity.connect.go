@@ -124,11 +124,15 @@ type IdentityServiceClient interface {
 	// changes nothing.
 	EnableUser(context.Context, *connect.Request[v1.EnableUserRequest]) (*connect.Response[v1.EnableUserResponse], error)
 	// VerifyCredentials checks an email and password for the Auth service's login. It fails
-	// with UNAUTHENTICATED when the email is unknown or the password wrong (the two are
-	// indistinguishable, and take similar time), and with RESOURCE_EXHAUSTED while the account
-	// is locked after too many failures. A correct password of a disabled or unverified user
-	// succeeds: the Auth service decides, from the returned status and verification, whether
-	// that user may log in.
+	// with UNAUTHENTICATED, with the same message and after similar work (one password hash),
+	// when the email is unknown, the password is wrong, the account is locked after too many
+	// failures, or the user is disabled: a caller cannot tell these apart, so the call cannot be
+	// used to find out who has an account or what state it is in. Failures count towards the
+	// lockout, and locking an account is recorded in the audit log. It fails with UNAVAILABLE,
+	// without checking the password or counting anything, when the service is too busy hashing
+	// passwords to check this one before the deadline; retrying later is safe. A correct
+	// password of an active user succeeds even when the email is unverified: the Auth service
+	// decides from email_verified whether that user may log in.
 	VerifyCredentials(context.Context, *connect.Request[v1.VerifyCredentialsRequest]) (*connect.Response[v1.VerifyCredentialsResponse], error)
 }
 
@@ -373,11 +377,15 @@ type IdentityServiceHandler interface {
 	// changes nothing.
 	EnableUser(context.Context, *connect.Request[v1.EnableUserRequest]) (*connect.Response[v1.EnableUserResponse], error)
 	// VerifyCredentials checks an email and password for the Auth service's login. It fails
-	// with UNAUTHENTICATED when the email is unknown or the password wrong (the two are
-	// indistinguishable, and take similar time), and with RESOURCE_EXHAUSTED while the account
-	// is locked after too many failures. A correct password of a disabled or unverified user
-	// succeeds: the Auth service decides, from the returned status and verification, whether
-	// that user may log in.
+	// with UNAUTHENTICATED, with the same message and after similar work (one password hash),
+	// when the email is unknown, the password is wrong, the account is locked after too many
+	// failures, or the user is disabled: a caller cannot tell these apart, so the call cannot be
+	// used to find out who has an account or what state it is in. Failures count towards the
+	// lockout, and locking an account is recorded in the audit log. It fails with UNAVAILABLE,
+	// without checking the password or counting anything, when the service is too busy hashing
+	// passwords to check this one before the deadline; retrying later is safe. A correct
+	// password of an active user succeeds even when the email is unverified: the Auth service
+	// decides from email_verified whether that user may log in.
 	VerifyCredentials(context.Context, *connect.Request[v1.VerifyCredentialsRequest]) (*connect.Response[v1.VerifyCredentialsResponse], error)
 }
 

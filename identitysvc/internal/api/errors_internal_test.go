@@ -1,0 +1,39 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+
+	"portcullis.dev/identitysvc/internal/identity"
+)
+
+// TestToConnect pins the codes whose meaning other services rely on:
+// the Auth service tells a refused login from an overloaded Identity
+// service by them.
+func TestToConnect(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  error
+		code connect.Code
+		msg  string
+	}{
+		{"refused login", identity.ErrInvalidCredentials, connect.CodeUnauthenticated, "invalid credentials"},
+		{"busy", fmt.Errorf("%w: %w", identity.ErrBusy, context.DeadlineExceeded), connect.CodeUnavailable, "busy: too many password checks in progress; retry later"},
+		{"locked, to the account's owner", identity.ErrLocked, connect.CodeResourceExhausted, "account temporarily locked"},
+		{"unexpected", errors.New("pq: connection refused"), connect.CodeInternal, "internal error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cerr *connect.Error
+			assert.ErrorAs(t, toConnect(tt.err), &cerr)
+			assert.Equal(t, tt.code, cerr.Code())
+			assert.Equal(t, tt.msg, cerr.Message())
+		})
+	}
+}

@@ -1,0 +1,18 @@
+package identity
+
+// HashCount is how many argon2id hashes s has computed.
+func HashCount(s *Service) uint64 { return s.hasher.derived.Load() }
+
+// HoldHashSlots takes every password-hashing slot of s, as a burst of
+// logins would, until release is called.
+func HoldHashSlots(s *Service) (release func()) {
+	n := cap(s.hasher.slots)
+	for range n {
+		s.hasher.slots <- struct{}{}
+	}
+	return func() {
+		for range n {
+			<-s.hasher.slots
+		}
+	}
+}
