@@ -34,7 +34,7 @@ const (
 	// caller, from outside and inside alike: forgetting the option must fail closed.
 	Access_ACCESS_UNSPECIFIED Access = 0
 	// ACCESS_PUBLIC admits callers without an access token (registration, login, JWKS). A token
-	// that is sent anyway is still verified, and a bad one is rejected.
+	// that is sent anyway is ignored: it neither helps nor harms the call.
 	Access_ACCESS_PUBLIC Access = 1
 	// ACCESS_AUTHENTICATED requires a valid access token issued by the Auth service. If the rule
 	// also names a permission, the caller must hold it (see AccessRule.permission).

@@ -67,10 +67,11 @@ const (
 type AuthServiceClient interface {
 	// Login exchanges an email and password, plus a TOTP code when the user has TOTP enabled,
 	// for a new session and its first token pair. Fails with UNAUTHENTICATED for wrong
-	// credentials; when only the TOTP code is missing or wrong (the password was right) the
-	// error carries a TotpRequired detail so that the client can ask for the code. Fails with
-	// PERMISSION_DENIED for a disabled user, and with RESOURCE_EXHAUSTED while the account is
-	// locked after too many failures.
+	// credentials, which includes an unknown email, a disabled user and an account locked after
+	// too many failures: the answer does not tell them apart. When only the TOTP code is missing
+	// or wrong (the password was right) the error carries a TotpRequired detail so that the
+	// client can ask for the code. Fails with UNAVAILABLE when the Identity service cannot check
+	// the password now (down, or busy hashing); the client may retry.
 	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
 	// Refresh exchanges a refresh token for a new token pair and invalidates the one presented
 	// (rotation). Presenting a refresh token that was already rotated is treated as theft: the
@@ -274,10 +275,11 @@ func (c *authServiceClient) GetJWKS(ctx context.Context, req *connect.Request[v1
 type AuthServiceHandler interface {
 	// Login exchanges an email and password, plus a TOTP code when the user has TOTP enabled,
 	// for a new session and its first token pair. Fails with UNAUTHENTICATED for wrong
-	// credentials; when only the TOTP code is missing or wrong (the password was right) the
-	// error carries a TotpRequired detail so that the client can ask for the code. Fails with
-	// PERMISSION_DENIED for a disabled user, and with RESOURCE_EXHAUSTED while the account is
-	// locked after too many failures.
+	// credentials, which includes an unknown email, a disabled user and an account locked after
+	// too many failures: the answer does not tell them apart. When only the TOTP code is missing
+	// or wrong (the password was right) the error carries a TotpRequired detail so that the
+	// client can ask for the code. Fails with UNAVAILABLE when the Identity service cannot check
+	// the password now (down, or busy hashing); the client may retry.
 	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
 	// Refresh exchanges a refresh token for a new token pair and invalidates the one presented
 	// (rotation). Presenting a refresh token that was already rotated is treated as theft: the
