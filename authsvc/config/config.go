@@ -54,6 +54,24 @@ type Auth struct {
 	// RequireVerifiedEmail refuses to log in users whose email is not
 	// verified.
 	RequireVerifiedEmail bool `koanf:"require_verified_email"`
+	// TOTPLockout limits wrong TOTP codes per user: the `totp_lockout:`
+	// subsection.
+	TOTPLockout TOTPLockout `koanf:"totp_lockout"`
+}
+
+// TOTPLockout says when wrong TOTP codes lock a user's second factor. A
+// right password resets Identity's own lockout, so this is what stops
+// someone who has the password from guessing codes.
+type TOTPLockout struct {
+	// Threshold wrong codes within Window lock the user's TOTP. There is no
+	// off switch: six digits do not survive unlimited guessing.
+	Threshold int `koanf:"threshold" validate:"min=1,max=100"`
+	// Window is how long after the first counted wrong code later ones
+	// still count with it.
+	Window time.Duration `koanf:"window" validate:"min=1s,max=24h"`
+	// Duration is how long every code of the user is refused, right ones
+	// included.
+	Duration time.Duration `koanf:"duration" validate:"min=1s,max=24h"`
 }
 
 // Validate checks the rules between fields.

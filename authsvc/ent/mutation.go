@@ -2458,18 +2458,22 @@ func (m *SigningKeyMutation) ResetEdge(name string) error {
 // TOTPCredentialMutation represents an operation that mutates the TOTPCredential nodes in the graph.
 type TOTPCredentialMutation struct {
 	config
-	op                Op
-	typ               string
-	id                *string
-	secret_sealed     *[]byte
-	created_at        *time.Time
-	confirmed_at      *time.Time
-	last_used_step    *int64
-	addlast_used_step *int64
-	clearedFields     map[string]struct{}
-	done              bool
-	oldValue          func(context.Context) (*TOTPCredential, error)
-	predicates        []predicate.TOTPCredential
+	op                   Op
+	typ                  string
+	id                   *string
+	secret_sealed        *[]byte
+	created_at           *time.Time
+	confirmed_at         *time.Time
+	last_used_step       *int64
+	addlast_used_step    *int64
+	failed_attempts      *int
+	addfailed_attempts   *int
+	failure_window_start *time.Time
+	locked_until         *time.Time
+	clearedFields        map[string]struct{}
+	done                 bool
+	oldValue             func(context.Context) (*TOTPCredential, error)
+	predicates           []predicate.TOTPCredential
 }
 
 var _ ent.Mutation = (*TOTPCredentialMutation)(nil)
@@ -2753,6 +2757,160 @@ func (m *TOTPCredentialMutation) ResetLastUsedStep() {
 	m.addlast_used_step = nil
 }
 
+// SetFailedAttempts sets the "failed_attempts" field.
+func (m *TOTPCredentialMutation) SetFailedAttempts(i int) {
+	m.failed_attempts = &i
+	m.addfailed_attempts = nil
+}
+
+// FailedAttempts returns the value of the "failed_attempts" field in the mutation.
+func (m *TOTPCredentialMutation) FailedAttempts() (r int, exists bool) {
+	v := m.failed_attempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailedAttempts returns the old "failed_attempts" field's value of the TOTPCredential entity.
+// If the TOTPCredential object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TOTPCredentialMutation) OldFailedAttempts(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailedAttempts is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailedAttempts requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailedAttempts: %w", err)
+	}
+	return oldValue.FailedAttempts, nil
+}
+
+// AddFailedAttempts adds i to the "failed_attempts" field.
+func (m *TOTPCredentialMutation) AddFailedAttempts(i int) {
+	if m.addfailed_attempts != nil {
+		*m.addfailed_attempts += i
+	} else {
+		m.addfailed_attempts = &i
+	}
+}
+
+// AddedFailedAttempts returns the value that was added to the "failed_attempts" field in this mutation.
+func (m *TOTPCredentialMutation) AddedFailedAttempts() (r int, exists bool) {
+	v := m.addfailed_attempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetFailedAttempts resets all changes to the "failed_attempts" field.
+func (m *TOTPCredentialMutation) ResetFailedAttempts() {
+	m.failed_attempts = nil
+	m.addfailed_attempts = nil
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (m *TOTPCredentialMutation) SetFailureWindowStart(t time.Time) {
+	m.failure_window_start = &t
+}
+
+// FailureWindowStart returns the value of the "failure_window_start" field in the mutation.
+func (m *TOTPCredentialMutation) FailureWindowStart() (r time.Time, exists bool) {
+	v := m.failure_window_start
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailureWindowStart returns the old "failure_window_start" field's value of the TOTPCredential entity.
+// If the TOTPCredential object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TOTPCredentialMutation) OldFailureWindowStart(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailureWindowStart is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailureWindowStart requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailureWindowStart: %w", err)
+	}
+	return oldValue.FailureWindowStart, nil
+}
+
+// ClearFailureWindowStart clears the value of the "failure_window_start" field.
+func (m *TOTPCredentialMutation) ClearFailureWindowStart() {
+	m.failure_window_start = nil
+	m.clearedFields[totpcredential.FieldFailureWindowStart] = struct{}{}
+}
+
+// FailureWindowStartCleared returns if the "failure_window_start" field was cleared in this mutation.
+func (m *TOTPCredentialMutation) FailureWindowStartCleared() bool {
+	_, ok := m.clearedFields[totpcredential.FieldFailureWindowStart]
+	return ok
+}
+
+// ResetFailureWindowStart resets all changes to the "failure_window_start" field.
+func (m *TOTPCredentialMutation) ResetFailureWindowStart() {
+	m.failure_window_start = nil
+	delete(m.clearedFields, totpcredential.FieldFailureWindowStart)
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (m *TOTPCredentialMutation) SetLockedUntil(t time.Time) {
+	m.locked_until = &t
+}
+
+// LockedUntil returns the value of the "locked_until" field in the mutation.
+func (m *TOTPCredentialMutation) LockedUntil() (r time.Time, exists bool) {
+	v := m.locked_until
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLockedUntil returns the old "locked_until" field's value of the TOTPCredential entity.
+// If the TOTPCredential object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TOTPCredentialMutation) OldLockedUntil(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLockedUntil is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLockedUntil requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLockedUntil: %w", err)
+	}
+	return oldValue.LockedUntil, nil
+}
+
+// ClearLockedUntil clears the value of the "locked_until" field.
+func (m *TOTPCredentialMutation) ClearLockedUntil() {
+	m.locked_until = nil
+	m.clearedFields[totpcredential.FieldLockedUntil] = struct{}{}
+}
+
+// LockedUntilCleared returns if the "locked_until" field was cleared in this mutation.
+func (m *TOTPCredentialMutation) LockedUntilCleared() bool {
+	_, ok := m.clearedFields[totpcredential.FieldLockedUntil]
+	return ok
+}
+
+// ResetLockedUntil resets all changes to the "locked_until" field.
+func (m *TOTPCredentialMutation) ResetLockedUntil() {
+	m.locked_until = nil
+	delete(m.clearedFields, totpcredential.FieldLockedUntil)
+}
+
 // Where appends a list predicates to the TOTPCredentialMutation builder.
 func (m *TOTPCredentialMutation) Where(ps ...predicate.TOTPCredential) {
 	m.predicates = append(m.predicates, ps...)
@@ -2787,7 +2945,7 @@ func (m *TOTPCredentialMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TOTPCredentialMutation) Fields() []string {
-	fields := make([]string, 0, 4)
+	fields := make([]string, 0, 7)
 	if m.secret_sealed != nil {
 		fields = append(fields, totpcredential.FieldSecretSealed)
 	}
@@ -2799,6 +2957,15 @@ func (m *TOTPCredentialMutation) Fields() []string {
 	}
 	if m.last_used_step != nil {
 		fields = append(fields, totpcredential.FieldLastUsedStep)
+	}
+	if m.failed_attempts != nil {
+		fields = append(fields, totpcredential.FieldFailedAttempts)
+	}
+	if m.failure_window_start != nil {
+		fields = append(fields, totpcredential.FieldFailureWindowStart)
+	}
+	if m.locked_until != nil {
+		fields = append(fields, totpcredential.FieldLockedUntil)
 	}
 	return fields
 }
@@ -2816,6 +2983,12 @@ func (m *TOTPCredentialMutation) Field(name string) (ent.Value, bool) {
 		return m.ConfirmedAt()
 	case totpcredential.FieldLastUsedStep:
 		return m.LastUsedStep()
+	case totpcredential.FieldFailedAttempts:
+		return m.FailedAttempts()
+	case totpcredential.FieldFailureWindowStart:
+		return m.FailureWindowStart()
+	case totpcredential.FieldLockedUntil:
+		return m.LockedUntil()
 	}
 	return nil, false
 }
@@ -2833,6 +3006,12 @@ func (m *TOTPCredentialMutation) OldField(ctx context.Context, name string) (ent
 		return m.OldConfirmedAt(ctx)
 	case totpcredential.FieldLastUsedStep:
 		return m.OldLastUsedStep(ctx)
+	case totpcredential.FieldFailedAttempts:
+		return m.OldFailedAttempts(ctx)
+	case totpcredential.FieldFailureWindowStart:
+		return m.OldFailureWindowStart(ctx)
+	case totpcredential.FieldLockedUntil:
+		return m.OldLockedUntil(ctx)
 	}
 	return nil, fmt.Errorf("unknown TOTPCredential field %s", name)
 }
@@ -2870,6 +3049,27 @@ func (m *TOTPCredentialMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetLastUsedStep(v)
 		return nil
+	case totpcredential.FieldFailedAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailedAttempts(v)
+		return nil
+	case totpcredential.FieldFailureWindowStart:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailureWindowStart(v)
+		return nil
+	case totpcredential.FieldLockedUntil:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLockedUntil(v)
+		return nil
 	}
 	return fmt.Errorf("unknown TOTPCredential field %s", name)
 }
@@ -2881,6 +3081,9 @@ func (m *TOTPCredentialMutation) AddedFields() []string {
 	if m.addlast_used_step != nil {
 		fields = append(fields, totpcredential.FieldLastUsedStep)
 	}
+	if m.addfailed_attempts != nil {
+		fields = append(fields, totpcredential.FieldFailedAttempts)
+	}
 	return fields
 }
 
@@ -2891,6 +3094,8 @@ func (m *TOTPCredentialMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
 	case totpcredential.FieldLastUsedStep:
 		return m.AddedLastUsedStep()
+	case totpcredential.FieldFailedAttempts:
+		return m.AddedFailedAttempts()
 	}
 	return nil, false
 }
@@ -2907,6 +3112,13 @@ func (m *TOTPCredentialMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddLastUsedStep(v)
 		return nil
+	case totpcredential.FieldFailedAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddFailedAttempts(v)
+		return nil
 	}
 	return fmt.Errorf("unknown TOTPCredential numeric field %s", name)
 }
@@ -2917,6 +3129,12 @@ func (m *TOTPCredentialMutation) ClearedFields() []string {
 	var fields []string
 	if m.FieldCleared(totpcredential.FieldConfirmedAt) {
 		fields = append(fields, totpcredential.FieldConfirmedAt)
+	}
+	if m.FieldCleared(totpcredential.FieldFailureWindowStart) {
+		fields = append(fields, totpcredential.FieldFailureWindowStart)
+	}
+	if m.FieldCleared(totpcredential.FieldLockedUntil) {
+		fields = append(fields, totpcredential.FieldLockedUntil)
 	}
 	return fields
 }
@@ -2934,6 +3152,12 @@ func (m *TOTPCredentialMutation) ClearField(name string) error {
 	switch name {
 	case totpcredential.FieldConfirmedAt:
 		m.ClearConfirmedAt()
+		return nil
+	case totpcredential.FieldFailureWindowStart:
+		m.ClearFailureWindowStart()
+		return nil
+	case totpcredential.FieldLockedUntil:
+		m.ClearLockedUntil()
 		return nil
 	}
 	return fmt.Errorf("unknown TOTPCredential nullable field %s", name)
@@ -2954,6 +3178,15 @@ func (m *TOTPCredentialMutation) ResetField(name string) error {
 		return nil
 	case totpcredential.FieldLastUsedStep:
 		m.ResetLastUsedStep()
+		return nil
+	case totpcredential.FieldFailedAttempts:
+		m.ResetFailedAttempts()
+		return nil
+	case totpcredential.FieldFailureWindowStart:
+		m.ResetFailureWindowStart()
+		return nil
+	case totpcredential.FieldLockedUntil:
+		m.ResetLockedUntil()
 		return nil
 	}
 	return fmt.Errorf("unknown TOTPCredential field %s", name)

@@ -77,6 +77,12 @@ func init() {
 	totpcredentialDescLastUsedStep := totpcredentialFields[4].Descriptor()
 	// totpcredential.DefaultLastUsedStep holds the default value on creation for the last_used_step field.
 	totpcredential.DefaultLastUsedStep = totpcredentialDescLastUsedStep.Default.(int64)
+	// totpcredentialDescFailedAttempts is the schema descriptor for failed_attempts field.
+	totpcredentialDescFailedAttempts := totpcredentialFields[5].Descriptor()
+	// totpcredential.DefaultFailedAttempts holds the default value on creation for the failed_attempts field.
+	totpcredential.DefaultFailedAttempts = totpcredentialDescFailedAttempts.Default.(int)
+	// totpcredential.FailedAttemptsValidator is a validator for the "failed_attempts" field. It is called by the builders before save.
+	totpcredential.FailedAttemptsValidator = totpcredentialDescFailedAttempts.Validators[0].(func(int) error)
 	// totpcredentialDescID is the schema descriptor for id field.
 	totpcredentialDescID := totpcredentialFields[0].Descriptor()
 	// totpcredential.IDValidator is a validator for the "id" field. It is called by the builders before save.

@@ -25,6 +25,12 @@ type TOTPCredential struct {
 	ConfirmedAt *time.Time `json:"confirmed_at,omitempty"`
 	// LastUsedStep holds the value of the "last_used_step" field.
 	LastUsedStep int64 `json:"last_used_step,omitempty"`
+	// FailedAttempts holds the value of the "failed_attempts" field.
+	FailedAttempts int `json:"failed_attempts,omitempty"`
+	// FailureWindowStart holds the value of the "failure_window_start" field.
+	FailureWindowStart *time.Time `json:"failure_window_start,omitempty"`
+	// LockedUntil holds the value of the "locked_until" field.
+	LockedUntil  *time.Time `json:"locked_until,omitempty"`
 	selectValues sql.SelectValues
 }
 
@@ -35,11 +41,11 @@ func (*TOTPCredential) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case totpcredential.FieldSecretSealed:
 			values[i] = new([]byte)
-		case totpcredential.FieldLastUsedStep:
+		case totpcredential.FieldLastUsedStep, totpcredential.FieldFailedAttempts:
 			values[i] = new(sql.NullInt64)
 		case totpcredential.FieldID:
 			values[i] = new(sql.NullString)
-		case totpcredential.FieldCreatedAt, totpcredential.FieldConfirmedAt:
+		case totpcredential.FieldCreatedAt, totpcredential.FieldConfirmedAt, totpcredential.FieldFailureWindowStart, totpcredential.FieldLockedUntil:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -86,6 +92,26 @@ func (_m *TOTPCredential) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field last_used_step", values[i])
 			} else if value.Valid {
 				_m.LastUsedStep = value.Int64
+			}
+		case totpcredential.FieldFailedAttempts:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field failed_attempts", values[i])
+			} else if value.Valid {
+				_m.FailedAttempts = int(value.Int64)
+			}
+		case totpcredential.FieldFailureWindowStart:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field failure_window_start", values[i])
+			} else if value.Valid {
+				_m.FailureWindowStart = new(time.Time)
+				*_m.FailureWindowStart = value.Time
+			}
+		case totpcredential.FieldLockedUntil:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field locked_until", values[i])
+			} else if value.Valid {
+				_m.LockedUntil = new(time.Time)
+				*_m.LockedUntil = value.Time
 			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
@@ -135,6 +161,19 @@ func (_m *TOTPCredential) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("last_used_step=")
 	builder.WriteString(fmt.Sprintf("%v", _m.LastUsedStep))
+	builder.WriteString(", ")
+	builder.WriteString("failed_attempts=")
+	builder.WriteString(fmt.Sprintf("%v", _m.FailedAttempts))
+	builder.WriteString(", ")
+	if v := _m.FailureWindowStart; v != nil {
+		builder.WriteString("failure_window_start=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.LockedUntil; v != nil {
+		builder.WriteString("locked_until=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -63,6 +63,48 @@ func (_c *TOTPCredentialCreate) SetNillableLastUsedStep(v *int64) *TOTPCredentia
 	return _c
 }
 
+// SetFailedAttempts sets the "failed_attempts" field.
+func (_c *TOTPCredentialCreate) SetFailedAttempts(v int) *TOTPCredentialCreate {
+	_c.mutation.SetFailedAttempts(v)
+	return _c
+}
+
+// SetNillableFailedAttempts sets the "failed_attempts" field if the given value is not nil.
+func (_c *TOTPCredentialCreate) SetNillableFailedAttempts(v *int) *TOTPCredentialCreate {
+	if v != nil {
+		_c.SetFailedAttempts(*v)
+	}
+	return _c
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (_c *TOTPCredentialCreate) SetFailureWindowStart(v time.Time) *TOTPCredentialCreate {
+	_c.mutation.SetFailureWindowStart(v)
+	return _c
+}
+
+// SetNillableFailureWindowStart sets the "failure_window_start" field if the given value is not nil.
+func (_c *TOTPCredentialCreate) SetNillableFailureWindowStart(v *time.Time) *TOTPCredentialCreate {
+	if v != nil {
+		_c.SetFailureWindowStart(*v)
+	}
+	return _c
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (_c *TOTPCredentialCreate) SetLockedUntil(v time.Time) *TOTPCredentialCreate {
+	_c.mutation.SetLockedUntil(v)
+	return _c
+}
+
+// SetNillableLockedUntil sets the "locked_until" field if the given value is not nil.
+func (_c *TOTPCredentialCreate) SetNillableLockedUntil(v *time.Time) *TOTPCredentialCreate {
+	if v != nil {
+		_c.SetLockedUntil(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TOTPCredentialCreate) SetID(v string) *TOTPCredentialCreate {
 	_c.mutation.SetID(v)
@@ -108,6 +150,10 @@ func (_c *TOTPCredentialCreate) defaults() {
 		v := totpcredential.DefaultLastUsedStep
 		_c.mutation.SetLastUsedStep(v)
 	}
+	if _, ok := _c.mutation.FailedAttempts(); !ok {
+		v := totpcredential.DefaultFailedAttempts
+		_c.mutation.SetFailedAttempts(v)
+	}
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -125,6 +171,14 @@ func (_c *TOTPCredentialCreate) check() error {
 	}
 	if _, ok := _c.mutation.LastUsedStep(); !ok {
 		return &ValidationError{Name: "last_used_step", err: errors.New(`ent: missing required field "TOTPCredential.last_used_step"`)}
+	}
+	if _, ok := _c.mutation.FailedAttempts(); !ok {
+		return &ValidationError{Name: "failed_attempts", err: errors.New(`ent: missing required field "TOTPCredential.failed_attempts"`)}
+	}
+	if v, ok := _c.mutation.FailedAttempts(); ok {
+		if err := totpcredential.FailedAttemptsValidator(v); err != nil {
+			return &ValidationError{Name: "failed_attempts", err: fmt.Errorf(`ent: validator failed for field "TOTPCredential.failed_attempts": %w`, err)}
+		}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := totpcredential.IDValidator(v); err != nil {
@@ -182,6 +236,18 @@ func (_c *TOTPCredentialCreate) createSpec() (*TOTPCredential, *sqlgraph.CreateS
 	if value, ok := _c.mutation.LastUsedStep(); ok {
 		_spec.SetField(totpcredential.FieldLastUsedStep, field.TypeInt64, value)
 		_node.LastUsedStep = value
+	}
+	if value, ok := _c.mutation.FailedAttempts(); ok {
+		_spec.SetField(totpcredential.FieldFailedAttempts, field.TypeInt, value)
+		_node.FailedAttempts = value
+	}
+	if value, ok := _c.mutation.FailureWindowStart(); ok {
+		_spec.SetField(totpcredential.FieldFailureWindowStart, field.TypeTime, value)
+		_node.FailureWindowStart = &value
+	}
+	if value, ok := _c.mutation.LockedUntil(); ok {
+		_spec.SetField(totpcredential.FieldLockedUntil, field.TypeTime, value)
+		_node.LockedUntil = &value
 	}
 	return _node, _spec
 }
@@ -292,6 +358,60 @@ func (u *TOTPCredentialUpsert) UpdateLastUsedStep() *TOTPCredentialUpsert {
 // AddLastUsedStep adds v to the "last_used_step" field.
 func (u *TOTPCredentialUpsert) AddLastUsedStep(v int64) *TOTPCredentialUpsert {
 	u.Add(totpcredential.FieldLastUsedStep, v)
+	return u
+}
+
+// SetFailedAttempts sets the "failed_attempts" field.
+func (u *TOTPCredentialUpsert) SetFailedAttempts(v int) *TOTPCredentialUpsert {
+	u.Set(totpcredential.FieldFailedAttempts, v)
+	return u
+}
+
+// UpdateFailedAttempts sets the "failed_attempts" field to the value that was provided on create.
+func (u *TOTPCredentialUpsert) UpdateFailedAttempts() *TOTPCredentialUpsert {
+	u.SetExcluded(totpcredential.FieldFailedAttempts)
+	return u
+}
+
+// AddFailedAttempts adds v to the "failed_attempts" field.
+func (u *TOTPCredentialUpsert) AddFailedAttempts(v int) *TOTPCredentialUpsert {
+	u.Add(totpcredential.FieldFailedAttempts, v)
+	return u
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (u *TOTPCredentialUpsert) SetFailureWindowStart(v time.Time) *TOTPCredentialUpsert {
+	u.Set(totpcredential.FieldFailureWindowStart, v)
+	return u
+}
+
+// UpdateFailureWindowStart sets the "failure_window_start" field to the value that was provided on create.
+func (u *TOTPCredentialUpsert) UpdateFailureWindowStart() *TOTPCredentialUpsert {
+	u.SetExcluded(totpcredential.FieldFailureWindowStart)
+	return u
+}
+
+// ClearFailureWindowStart clears the value of the "failure_window_start" field.
+func (u *TOTPCredentialUpsert) ClearFailureWindowStart() *TOTPCredentialUpsert {
+	u.SetNull(totpcredential.FieldFailureWindowStart)
+	return u
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (u *TOTPCredentialUpsert) SetLockedUntil(v time.Time) *TOTPCredentialUpsert {
+	u.Set(totpcredential.FieldLockedUntil, v)
+	return u
+}
+
+// UpdateLockedUntil sets the "locked_until" field to the value that was provided on create.
+func (u *TOTPCredentialUpsert) UpdateLockedUntil() *TOTPCredentialUpsert {
+	u.SetExcluded(totpcredential.FieldLockedUntil)
+	return u
+}
+
+// ClearLockedUntil clears the value of the "locked_until" field.
+func (u *TOTPCredentialUpsert) ClearLockedUntil() *TOTPCredentialUpsert {
+	u.SetNull(totpcredential.FieldLockedUntil)
 	return u
 }
 
@@ -410,6 +530,69 @@ func (u *TOTPCredentialUpsertOne) AddLastUsedStep(v int64) *TOTPCredentialUpsert
 func (u *TOTPCredentialUpsertOne) UpdateLastUsedStep() *TOTPCredentialUpsertOne {
 	return u.Update(func(s *TOTPCredentialUpsert) {
 		s.UpdateLastUsedStep()
+	})
+}
+
+// SetFailedAttempts sets the "failed_attempts" field.
+func (u *TOTPCredentialUpsertOne) SetFailedAttempts(v int) *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.SetFailedAttempts(v)
+	})
+}
+
+// AddFailedAttempts adds v to the "failed_attempts" field.
+func (u *TOTPCredentialUpsertOne) AddFailedAttempts(v int) *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.AddFailedAttempts(v)
+	})
+}
+
+// UpdateFailedAttempts sets the "failed_attempts" field to the value that was provided on create.
+func (u *TOTPCredentialUpsertOne) UpdateFailedAttempts() *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.UpdateFailedAttempts()
+	})
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (u *TOTPCredentialUpsertOne) SetFailureWindowStart(v time.Time) *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.SetFailureWindowStart(v)
+	})
+}
+
+// UpdateFailureWindowStart sets the "failure_window_start" field to the value that was provided on create.
+func (u *TOTPCredentialUpsertOne) UpdateFailureWindowStart() *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.UpdateFailureWindowStart()
+	})
+}
+
+// ClearFailureWindowStart clears the value of the "failure_window_start" field.
+func (u *TOTPCredentialUpsertOne) ClearFailureWindowStart() *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.ClearFailureWindowStart()
+	})
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (u *TOTPCredentialUpsertOne) SetLockedUntil(v time.Time) *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.SetLockedUntil(v)
+	})
+}
+
+// UpdateLockedUntil sets the "locked_until" field to the value that was provided on create.
+func (u *TOTPCredentialUpsertOne) UpdateLockedUntil() *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.UpdateLockedUntil()
+	})
+}
+
+// ClearLockedUntil clears the value of the "locked_until" field.
+func (u *TOTPCredentialUpsertOne) ClearLockedUntil() *TOTPCredentialUpsertOne {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.ClearLockedUntil()
 	})
 }
 
@@ -695,6 +878,69 @@ func (u *TOTPCredentialUpsertBulk) AddLastUsedStep(v int64) *TOTPCredentialUpser
 func (u *TOTPCredentialUpsertBulk) UpdateLastUsedStep() *TOTPCredentialUpsertBulk {
 	return u.Update(func(s *TOTPCredentialUpsert) {
 		s.UpdateLastUsedStep()
+	})
+}
+
+// SetFailedAttempts sets the "failed_attempts" field.
+func (u *TOTPCredentialUpsertBulk) SetFailedAttempts(v int) *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.SetFailedAttempts(v)
+	})
+}
+
+// AddFailedAttempts adds v to the "failed_attempts" field.
+func (u *TOTPCredentialUpsertBulk) AddFailedAttempts(v int) *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.AddFailedAttempts(v)
+	})
+}
+
+// UpdateFailedAttempts sets the "failed_attempts" field to the value that was provided on create.
+func (u *TOTPCredentialUpsertBulk) UpdateFailedAttempts() *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.UpdateFailedAttempts()
+	})
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (u *TOTPCredentialUpsertBulk) SetFailureWindowStart(v time.Time) *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.SetFailureWindowStart(v)
+	})
+}
+
+// UpdateFailureWindowStart sets the "failure_window_start" field to the value that was provided on create.
+func (u *TOTPCredentialUpsertBulk) UpdateFailureWindowStart() *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.UpdateFailureWindowStart()
+	})
+}
+
+// ClearFailureWindowStart clears the value of the "failure_window_start" field.
+func (u *TOTPCredentialUpsertBulk) ClearFailureWindowStart() *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.ClearFailureWindowStart()
+	})
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (u *TOTPCredentialUpsertBulk) SetLockedUntil(v time.Time) *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.SetLockedUntil(v)
+	})
+}
+
+// UpdateLockedUntil sets the "locked_until" field to the value that was provided on create.
+func (u *TOTPCredentialUpsertBulk) UpdateLockedUntil() *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.UpdateLockedUntil()
+	})
+}
+
+// ClearLockedUntil clears the value of the "locked_until" field.
+func (u *TOTPCredentialUpsertBulk) ClearLockedUntil() *TOTPCredentialUpsertBulk {
+	return u.Update(func(s *TOTPCredentialUpsert) {
+		s.ClearLockedUntil()
 	})
 }
 

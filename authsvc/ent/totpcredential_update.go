@@ -89,6 +89,67 @@ func (_u *TOTPCredentialUpdate) AddLastUsedStep(v int64) *TOTPCredentialUpdate {
 	return _u
 }
 
+// SetFailedAttempts sets the "failed_attempts" field.
+func (_u *TOTPCredentialUpdate) SetFailedAttempts(v int) *TOTPCredentialUpdate {
+	_u.mutation.ResetFailedAttempts()
+	_u.mutation.SetFailedAttempts(v)
+	return _u
+}
+
+// SetNillableFailedAttempts sets the "failed_attempts" field if the given value is not nil.
+func (_u *TOTPCredentialUpdate) SetNillableFailedAttempts(v *int) *TOTPCredentialUpdate {
+	if v != nil {
+		_u.SetFailedAttempts(*v)
+	}
+	return _u
+}
+
+// AddFailedAttempts adds value to the "failed_attempts" field.
+func (_u *TOTPCredentialUpdate) AddFailedAttempts(v int) *TOTPCredentialUpdate {
+	_u.mutation.AddFailedAttempts(v)
+	return _u
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (_u *TOTPCredentialUpdate) SetFailureWindowStart(v time.Time) *TOTPCredentialUpdate {
+	_u.mutation.SetFailureWindowStart(v)
+	return _u
+}
+
+// SetNillableFailureWindowStart sets the "failure_window_start" field if the given value is not nil.
+func (_u *TOTPCredentialUpdate) SetNillableFailureWindowStart(v *time.Time) *TOTPCredentialUpdate {
+	if v != nil {
+		_u.SetFailureWindowStart(*v)
+	}
+	return _u
+}
+
+// ClearFailureWindowStart clears the value of the "failure_window_start" field.
+func (_u *TOTPCredentialUpdate) ClearFailureWindowStart() *TOTPCredentialUpdate {
+	_u.mutation.ClearFailureWindowStart()
+	return _u
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (_u *TOTPCredentialUpdate) SetLockedUntil(v time.Time) *TOTPCredentialUpdate {
+	_u.mutation.SetLockedUntil(v)
+	return _u
+}
+
+// SetNillableLockedUntil sets the "locked_until" field if the given value is not nil.
+func (_u *TOTPCredentialUpdate) SetNillableLockedUntil(v *time.Time) *TOTPCredentialUpdate {
+	if v != nil {
+		_u.SetLockedUntil(*v)
+	}
+	return _u
+}
+
+// ClearLockedUntil clears the value of the "locked_until" field.
+func (_u *TOTPCredentialUpdate) ClearLockedUntil() *TOTPCredentialUpdate {
+	_u.mutation.ClearLockedUntil()
+	return _u
+}
+
 // Mutation returns the TOTPCredentialMutation object of the builder.
 func (_u *TOTPCredentialUpdate) Mutation() *TOTPCredentialMutation {
 	return _u.mutation
@@ -128,6 +189,11 @@ func (_u *TOTPCredentialUpdate) check() error {
 			return &ValidationError{Name: "secret_sealed", err: fmt.Errorf(`ent: validator failed for field "TOTPCredential.secret_sealed": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.FailedAttempts(); ok {
+		if err := totpcredential.FailedAttemptsValidator(v); err != nil {
+			return &ValidationError{Name: "failed_attempts", err: fmt.Errorf(`ent: validator failed for field "TOTPCredential.failed_attempts": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -160,6 +226,24 @@ func (_u *TOTPCredentialUpdate) sqlSave(ctx context.Context) (_node int, err err
 	}
 	if value, ok := _u.mutation.AddedLastUsedStep(); ok {
 		_spec.AddField(totpcredential.FieldLastUsedStep, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.FailedAttempts(); ok {
+		_spec.SetField(totpcredential.FieldFailedAttempts, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedFailedAttempts(); ok {
+		_spec.AddField(totpcredential.FieldFailedAttempts, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.FailureWindowStart(); ok {
+		_spec.SetField(totpcredential.FieldFailureWindowStart, field.TypeTime, value)
+	}
+	if _u.mutation.FailureWindowStartCleared() {
+		_spec.ClearField(totpcredential.FieldFailureWindowStart, field.TypeTime)
+	}
+	if value, ok := _u.mutation.LockedUntil(); ok {
+		_spec.SetField(totpcredential.FieldLockedUntil, field.TypeTime, value)
+	}
+	if _u.mutation.LockedUntilCleared() {
+		_spec.ClearField(totpcredential.FieldLockedUntil, field.TypeTime)
 	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -242,6 +326,67 @@ func (_u *TOTPCredentialUpdateOne) AddLastUsedStep(v int64) *TOTPCredentialUpdat
 	return _u
 }
 
+// SetFailedAttempts sets the "failed_attempts" field.
+func (_u *TOTPCredentialUpdateOne) SetFailedAttempts(v int) *TOTPCredentialUpdateOne {
+	_u.mutation.ResetFailedAttempts()
+	_u.mutation.SetFailedAttempts(v)
+	return _u
+}
+
+// SetNillableFailedAttempts sets the "failed_attempts" field if the given value is not nil.
+func (_u *TOTPCredentialUpdateOne) SetNillableFailedAttempts(v *int) *TOTPCredentialUpdateOne {
+	if v != nil {
+		_u.SetFailedAttempts(*v)
+	}
+	return _u
+}
+
+// AddFailedAttempts adds value to the "failed_attempts" field.
+func (_u *TOTPCredentialUpdateOne) AddFailedAttempts(v int) *TOTPCredentialUpdateOne {
+	_u.mutation.AddFailedAttempts(v)
+	return _u
+}
+
+// SetFailureWindowStart sets the "failure_window_start" field.
+func (_u *TOTPCredentialUpdateOne) SetFailureWindowStart(v time.Time) *TOTPCredentialUpdateOne {
+	_u.mutation.SetFailureWindowStart(v)
+	return _u
+}
+
+// SetNillableFailureWindowStart sets the "failure_window_start" field if the given value is not nil.
+func (_u *TOTPCredentialUpdateOne) SetNillableFailureWindowStart(v *time.Time) *TOTPCredentialUpdateOne {
+	if v != nil {
+		_u.SetFailureWindowStart(*v)
+	}
+	return _u
+}
+
+// ClearFailureWindowStart clears the value of the "failure_window_start" field.
+func (_u *TOTPCredentialUpdateOne) ClearFailureWindowStart() *TOTPCredentialUpdateOne {
+	_u.mutation.ClearFailureWindowStart()
+	return _u
+}
+
+// SetLockedUntil sets the "locked_until" field.
+func (_u *TOTPCredentialUpdateOne) SetLockedUntil(v time.Time) *TOTPCredentialUpdateOne {
+	_u.mutation.SetLockedUntil(v)
+	return _u
+}
+
+// SetNillableLockedUntil sets the "locked_until" field if the given value is not nil.
+func (_u *TOTPCredentialUpdateOne) SetNillableLockedUntil(v *time.Time) *TOTPCredentialUpdateOne {
+	if v != nil {
+		_u.SetLockedUntil(*v)
+	}
+	return _u
+}
+
+// ClearLockedUntil clears the value of the "locked_until" field.
+func (_u *TOTPCredentialUpdateOne) ClearLockedUntil() *TOTPCredentialUpdateOne {
+	_u.mutation.ClearLockedUntil()
+	return _u
+}
+
 // Mutation returns the TOTPCredentialMutation object of the builder.
 func (_u *TOTPCredentialUpdateOne) Mutation() *TOTPCredentialMutation {
 	return _u.mutation
@@ -294,6 +439,11 @@ func (_u *TOTPCredentialUpdateOne) check() error {
 			return &ValidationError{Name: "secret_sealed", err: fmt.Errorf(`ent: validator failed for field "TOTPCredential.secret_sealed": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.FailedAttempts(); ok {
+		if err := totpcredential.FailedAttemptsValidator(v); err != nil {
+			return &ValidationError{Name: "failed_attempts", err: fmt.Errorf(`ent: validator failed for field "TOTPCredential.failed_attempts": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -343,6 +493,24 @@ func (_u *TOTPCredentialUpdateOne) sqlSave(ctx context.Context) (_node *TOTPCred
 	}
 	if value, ok := _u.mutation.AddedLastUsedStep(); ok {
 		_spec.AddField(totpcredential.FieldLastUsedStep, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.FailedAttempts(); ok {
+		_spec.SetField(totpcredential.FieldFailedAttempts, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedFailedAttempts(); ok {
+		_spec.AddField(totpcredential.FieldFailedAttempts, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.FailureWindowStart(); ok {
+		_spec.SetField(totpcredential.FieldFailureWindowStart, field.TypeTime, value)
+	}
+	if _u.mutation.FailureWindowStartCleared() {
+		_spec.ClearField(totpcredential.FieldFailureWindowStart, field.TypeTime)
+	}
+	if value, ok := _u.mutation.LockedUntil(); ok {
+		_spec.SetField(totpcredential.FieldLockedUntil, field.TypeTime, value)
+	}
+	if _u.mutation.LockedUntilCleared() {
+		_spec.ClearField(totpcredential.FieldLockedUntil, field.TypeTime)
 	}
 	_node = &TOTPCredential{config: _u.config}
 	_spec.Assign = _node.assignValues

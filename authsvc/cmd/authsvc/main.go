@@ -97,6 +97,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			RefreshAbsoluteTTL:   cfg.Auth.RefreshAbsoluteTTL,
 			TOTPIssuer:           cfg.Auth.TOTPIssuer,
 			RequireVerifiedEmail: cfg.Auth.RequireVerifiedEmail,
+			TOTPLockout: auth.TOTPLockout{
+				Threshold: cfg.Auth.TOTPLockout.Threshold,
+				Window:    cfg.Auth.TOTPLockout.Window,
+				Duration:  cfg.Auth.TOTPLockout.Duration,
+			},
 		})
 
 	srv := kit.Server(append(kit.OutboxRelay(db.DB),

@@ -111,6 +111,9 @@ var (
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "confirmed_at", Type: field.TypeTime, Nullable: true},
 		{Name: "last_used_step", Type: field.TypeInt64, Default: 0},
+		{Name: "failed_attempts", Type: field.TypeInt, Default: 0},
+		{Name: "failure_window_start", Type: field.TypeTime, Nullable: true},
+		{Name: "locked_until", Type: field.TypeTime, Nullable: true},
 	}
 	// TotpCredentialsTable holds the schema information for the "totp_credentials" table.
 	TotpCredentialsTable = &schema.Table{

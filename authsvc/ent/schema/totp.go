@@ -25,5 +25,12 @@ func (TOTPCredential) Fields() []ent.Field {
 		// The last time step whose code was accepted; a code of that step or
 		// an earlier one is refused, so a seen code cannot be replayed.
 		field.Int64("last_used_step").Default(0),
+		// Wrong codes counted since failure_window_start; when they reach
+		// the configured threshold, TOTP logins of the user are refused
+		// until locked_until. One row per user, so every replica counts on
+		// the same row.
+		field.Int("failed_attempts").Default(0).NonNegative(),
+		field.Time("failure_window_start").Optional().Nillable(),
+		field.Time("locked_until").Optional().Nillable(),
 	}
 }

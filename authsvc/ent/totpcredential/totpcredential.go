@@ -19,6 +19,12 @@ const (
 	FieldConfirmedAt = "confirmed_at"
 	// FieldLastUsedStep holds the string denoting the last_used_step field in the database.
 	FieldLastUsedStep = "last_used_step"
+	// FieldFailedAttempts holds the string denoting the failed_attempts field in the database.
+	FieldFailedAttempts = "failed_attempts"
+	// FieldFailureWindowStart holds the string denoting the failure_window_start field in the database.
+	FieldFailureWindowStart = "failure_window_start"
+	// FieldLockedUntil holds the string denoting the locked_until field in the database.
+	FieldLockedUntil = "locked_until"
 	// Table holds the table name of the totpcredential in the database.
 	Table = "totp_credentials"
 )
@@ -30,6 +36,9 @@ var Columns = []string{
 	FieldCreatedAt,
 	FieldConfirmedAt,
 	FieldLastUsedStep,
+	FieldFailedAttempts,
+	FieldFailureWindowStart,
+	FieldLockedUntil,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -47,6 +56,10 @@ var (
 	SecretSealedValidator func([]byte) error
 	// DefaultLastUsedStep holds the default value on creation for the "last_used_step" field.
 	DefaultLastUsedStep int64
+	// DefaultFailedAttempts holds the default value on creation for the "failed_attempts" field.
+	DefaultFailedAttempts int
+	// FailedAttemptsValidator is a validator for the "failed_attempts" field. It is called by the builders before save.
+	FailedAttemptsValidator func(int) error
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
 	IDValidator func(string) error
 )
@@ -72,4 +85,19 @@ func ByConfirmedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByLastUsedStep orders the results by the last_used_step field.
 func ByLastUsedStep(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldLastUsedStep, opts...).ToFunc()
+}
+
+// ByFailedAttempts orders the results by the failed_attempts field.
+func ByFailedAttempts(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldFailedAttempts, opts...).ToFunc()
+}
+
+// ByFailureWindowStart orders the results by the failure_window_start field.
+func ByFailureWindowStart(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldFailureWindowStart, opts...).ToFunc()
+}
+
+// ByLockedUntil orders the results by the locked_until field.
+func ByLockedUntil(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLockedUntil, opts...).ToFunc()
 }

@@ -84,6 +84,21 @@ func LastUsedStep(v int64) predicate.TOTPCredential {
 	return predicate.TOTPCredential(sql.FieldEQ(FieldLastUsedStep, v))
 }
 
+// FailedAttempts applies equality check predicate on the "failed_attempts" field. It's identical to FailedAttemptsEQ.
+func FailedAttempts(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldEQ(FieldFailedAttempts, v))
+}
+
+// FailureWindowStart applies equality check predicate on the "failure_window_start" field. It's identical to FailureWindowStartEQ.
+func FailureWindowStart(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldEQ(FieldFailureWindowStart, v))
+}
+
+// LockedUntil applies equality check predicate on the "locked_until" field. It's identical to LockedUntilEQ.
+func LockedUntil(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldEQ(FieldLockedUntil, v))
+}
+
 // SecretSealedEQ applies the EQ predicate on the "secret_sealed" field.
 func SecretSealedEQ(v []byte) predicate.TOTPCredential {
 	return predicate.TOTPCredential(sql.FieldEQ(FieldSecretSealed, v))
@@ -252,6 +267,146 @@ func LastUsedStepLT(v int64) predicate.TOTPCredential {
 // LastUsedStepLTE applies the LTE predicate on the "last_used_step" field.
 func LastUsedStepLTE(v int64) predicate.TOTPCredential {
 	return predicate.TOTPCredential(sql.FieldLTE(FieldLastUsedStep, v))
+}
+
+// FailedAttemptsEQ applies the EQ predicate on the "failed_attempts" field.
+func FailedAttemptsEQ(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldEQ(FieldFailedAttempts, v))
+}
+
+// FailedAttemptsNEQ applies the NEQ predicate on the "failed_attempts" field.
+func FailedAttemptsNEQ(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNEQ(FieldFailedAttempts, v))
+}
+
+// FailedAttemptsIn applies the In predicate on the "failed_attempts" field.
+func FailedAttemptsIn(vs ...int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldIn(FieldFailedAttempts, vs...))
+}
+
+// FailedAttemptsNotIn applies the NotIn predicate on the "failed_attempts" field.
+func FailedAttemptsNotIn(vs ...int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNotIn(FieldFailedAttempts, vs...))
+}
+
+// FailedAttemptsGT applies the GT predicate on the "failed_attempts" field.
+func FailedAttemptsGT(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldGT(FieldFailedAttempts, v))
+}
+
+// FailedAttemptsGTE applies the GTE predicate on the "failed_attempts" field.
+func FailedAttemptsGTE(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldGTE(FieldFailedAttempts, v))
+}
+
+// FailedAttemptsLT applies the LT predicate on the "failed_attempts" field.
+func FailedAttemptsLT(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldLT(FieldFailedAttempts, v))
+}
+
+// FailedAttemptsLTE applies the LTE predicate on the "failed_attempts" field.
+func FailedAttemptsLTE(v int) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldLTE(FieldFailedAttempts, v))
+}
+
+// FailureWindowStartEQ applies the EQ predicate on the "failure_window_start" field.
+func FailureWindowStartEQ(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldEQ(FieldFailureWindowStart, v))
+}
+
+// FailureWindowStartNEQ applies the NEQ predicate on the "failure_window_start" field.
+func FailureWindowStartNEQ(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNEQ(FieldFailureWindowStart, v))
+}
+
+// FailureWindowStartIn applies the In predicate on the "failure_window_start" field.
+func FailureWindowStartIn(vs ...time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldIn(FieldFailureWindowStart, vs...))
+}
+
+// FailureWindowStartNotIn applies the NotIn predicate on the "failure_window_start" field.
+func FailureWindowStartNotIn(vs ...time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNotIn(FieldFailureWindowStart, vs...))
+}
+
+// FailureWindowStartGT applies the GT predicate on the "failure_window_start" field.
+func FailureWindowStartGT(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldGT(FieldFailureWindowStart, v))
+}
+
+// FailureWindowStartGTE applies the GTE predicate on the "failure_window_start" field.
+func FailureWindowStartGTE(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldGTE(FieldFailureWindowStart, v))
+}
+
+// FailureWindowStartLT applies the LT predicate on the "failure_window_start" field.
+func FailureWindowStartLT(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldLT(FieldFailureWindowStart, v))
+}
+
+// FailureWindowStartLTE applies the LTE predicate on the "failure_window_start" field.
+func FailureWindowStartLTE(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldLTE(FieldFailureWindowStart, v))
+}
+
+// FailureWindowStartIsNil applies the IsNil predicate on the "failure_window_start" field.
+func FailureWindowStartIsNil() predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldIsNull(FieldFailureWindowStart))
+}
+
+// FailureWindowStartNotNil applies the NotNil predicate on the "failure_window_start" field.
+func FailureWindowStartNotNil() predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNotNull(FieldFailureWindowStart))
+}
+
+// LockedUntilEQ applies the EQ predicate on the "locked_until" field.
+func LockedUntilEQ(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldEQ(FieldLockedUntil, v))
+}
+
+// LockedUntilNEQ applies the NEQ predicate on the "locked_until" field.
+func LockedUntilNEQ(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNEQ(FieldLockedUntil, v))
+}
+
+// LockedUntilIn applies the In predicate on the "locked_until" field.
+func LockedUntilIn(vs ...time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldIn(FieldLockedUntil, vs...))
+}
+
+// LockedUntilNotIn applies the NotIn predicate on the "locked_until" field.
+func LockedUntilNotIn(vs ...time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNotIn(FieldLockedUntil, vs...))
+}
+
+// LockedUntilGT applies the GT predicate on the "locked_until" field.
+func LockedUntilGT(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldGT(FieldLockedUntil, v))
+}
+
+// LockedUntilGTE applies the GTE predicate on the "locked_until" field.
+func LockedUntilGTE(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldGTE(FieldLockedUntil, v))
+}
+
+// LockedUntilLT applies the LT predicate on the "locked_until" field.
+func LockedUntilLT(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldLT(FieldLockedUntil, v))
+}
+
+// LockedUntilLTE applies the LTE predicate on the "locked_until" field.
+func LockedUntilLTE(v time.Time) predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldLTE(FieldLockedUntil, v))
+}
+
+// LockedUntilIsNil applies the IsNil predicate on the "locked_until" field.
+func LockedUntilIsNil() predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldIsNull(FieldLockedUntil))
+}
+
+// LockedUntilNotNil applies the NotNil predicate on the "locked_until" field.
+func LockedUntilNotNil() predicate.TOTPCredential {
+	return predicate.TOTPCredential(sql.FieldNotNull(FieldLockedUntil))
 }
 
 // And groups predicates with the AND operator between them.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -69,16 +70,22 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 	if s.cfg.RequireVerifiedEmail && !user.GetEmailVerified() {
 		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "email_not_verified", ErrEmailNotVerified)
 	}
-	step, err := s.checkLoginTOTP(ctx, user.GetUserId(), in.TOTPCode)
+	now := s.now()
+	step, err := s.checkLoginTOTP(ctx, user.GetUserId(), in.TOTPCode, now)
 	if err != nil {
 		var reason totpFailure
-		if errors.As(err, &reason) {
-			return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)
+		if !errors.As(err, &reason) {
+			return nil, err
 		}
-		return nil, err
+		if reason == totpWrong {
+			return nil, s.loginTOTPWrong(ctx, user.GetUserId(), in.Email, now)
+		}
+		// A missing, replayed or locked-out code is refused like a wrong
+		// one, so the answer does not tell a guesser the lock is on; only
+		// the audit log has the reason.
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)
 	}
 
-	now := s.now()
 	var sess *ent.Session
 	var refresh string
 	err = s.withTx(ctx, func(tx *ent.Tx) error {
@@ -86,7 +93,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 			// Consumed in the session's transaction and only if no other
 			// login took this step first: a code works once (RFC 6238
 			// section 5.2).
-			if err := consumeStep(ctx, tx, user.GetUserId(), step); err != nil {
+			if err := consumeStep(ctx, tx, user.GetUserId(), step, now); err != nil {
 				return err
 			}
 		}
@@ -113,8 +120,8 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		meta := map[string]string{"user_id": user.GetUserId(), "session_id": sess.ID, "source_ip": in.SourceIP, "mfa": fmt.Sprint(step > 0)}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.succeeded", "user:"+user.GetUserId(), auditv1.Outcome_OUTCOME_SUCCESS, meta))
 	})
-	if errors.As(err, new(totpFailure)) {
-		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(totpReplayed), ErrTOTPRequired)
+	if reason := totpFailure(""); errors.As(err, &reason) {
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)
 	}
 	if err != nil {
 		return nil, err
@@ -126,19 +133,41 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 // is no change to go with it) and returns err. The reason goes to the
 // audit log, never to the caller.
 func (s *Service) loginFailed(ctx context.Context, userID, email, reason string, err error) error {
+	if werr := s.withTx(ctx, func(tx *ent.Tx) error {
+		return enqueueLoginFailed(ctx, tx, userID, email, reason)
+	}); werr != nil {
+		// Losing the audit event is worse than failing the login again.
+		return werr
+	}
+	return err
+}
+
+// loginTOTPWrong records a login refused for a wrong TOTP code and counts
+// the code toward the user's lockout, in one transaction so the count and
+// the audit trail agree, and returns [ErrTOTPRequired].
+func (s *Service) loginTOTPWrong(ctx context.Context, userID, email string, now time.Time) error {
+	err := s.withTx(ctx, func(tx *ent.Tx) error {
+		if err := s.countTOTPFailure(ctx, tx, userID, now); err != nil {
+			return err
+		}
+		return enqueueLoginFailed(ctx, tx, userID, email, string(totpWrong))
+	})
+	if err != nil {
+		// Not counted is worse than failing the login again.
+		return err
+	}
+	return ErrTOTPRequired
+}
+
+// enqueueLoginFailed adds auth.login.failed to tx's outbox.
+func enqueueLoginFailed(ctx context.Context, tx *ent.Tx, userID, email, reason string) error {
 	target := "user:unknown"
 	meta := map[string]string{"reason": reason, "email": email}
 	if userID != "" {
 		target = "user:" + userID
 		meta["user_id"] = userID
 	}
-	if werr := s.withTx(ctx, func(tx *ent.Tx) error {
-		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.failed", target, auditv1.Outcome_OUTCOME_FAILURE, meta))
-	}); werr != nil {
-		// Losing the audit event is worse than failing the login again.
-		return werr
-	}
-	return err
+	return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.failed", target, auditv1.Outcome_OUTCOME_FAILURE, meta))
 }
 
 func truncateUTF8(s string, n int) string {

@@ -34,6 +34,9 @@ type Config struct {
 	RefreshAbsoluteTTL   time.Duration
 	TOTPIssuer           string
 	RequireVerifiedEmail bool
+	// TOTPLockout limits wrong TOTP codes per user; zero fields take the
+	// defaults.
+	TOTPLockout TOTPLockout
 }
 
 // Service is the Auth domain. It is safe for concurrent use; create it
@@ -62,6 +65,7 @@ func WithClock(now func() time.Time) Option {
 // New returns the domain over db, signing with keyring, sealing TOTP
 // secrets with sealer and checking passwords with identity.
 func New(db *ent.Client, keyring *keys.Keyring, sealer *keys.Sealer, identity Identity, cfg Config, opts ...Option) *Service {
+	cfg.TOTPLockout = cfg.TOTPLockout.withDefaults()
 	s := &Service{db: db, keyring: keyring, sealer: sealer, identity: identity, cfg: cfg, now: time.Now}
 	for _, o := range opts {
 		o(s)

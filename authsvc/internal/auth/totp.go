@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/pquerna/otp"
@@ -32,7 +35,33 @@ const (
 	totpMissing  totpFailure = "totp_missing"
 	totpWrong    totpFailure = "totp_invalid"
 	totpReplayed totpFailure = "totp_replayed"
+	// totpLocked: too many wrong codes lately; the code was not checked.
+	totpLocked totpFailure = "totp_locked"
 )
+
+// TOTPLockout limits how many codes can be guessed for one user. A correct
+// password clears Identity's failure counter, so without this whoever has
+// the password could try all 10^6 codes (RFC 4226 section 7.3 asks for
+// throttling). Threshold wrong codes within Window refuse the user's codes
+// for Duration, with the answer a wrong code gets. Zero fields take the
+// defaults: 5 codes, 15 minutes, 15 minutes.
+type TOTPLockout struct {
+	Threshold int
+	Window    time.Duration
+	Duration  time.Duration
+}
+
+func (l TOTPLockout) withDefaults() TOTPLockout {
+	l.Threshold = cmp.Or(l.Threshold, 5)
+	l.Window = cmp.Or(l.Window, 15*time.Minute)
+	l.Duration = cmp.Or(l.Duration, 15*time.Minute)
+	return l
+}
+
+// totpLockedAt reports whether c refuses codes at now.
+func totpLockedAt(c *ent.TOTPCredential, now time.Time) bool {
+	return c.LockedUntil != nil && now.Before(*c.LockedUntil)
+}
 
 // Enrollment is a new TOTP secret for the user to add to an app.
 type Enrollment struct {
@@ -74,7 +103,7 @@ func (s *Service) openSecret(c *ent.TOTPCredential) (string, error) {
 
 // checkLoginTOTP checks code when userID has TOTP on, and returns the time
 // step to consume (0 when TOTP is off). A failed check is a totpFailure.
-func (s *Service) checkLoginTOTP(ctx context.Context, userID, code string) (int64, error) {
+func (s *Service) checkLoginTOTP(ctx context.Context, userID, code string, now time.Time) (int64, error) {
 	c, err := s.db.TOTPCredential.Query().Where(totpcredential.ID(userID), totpcredential.ConfirmedAtNotNil()).Only(ctx)
 	if ent.IsNotFound(err) {
 		return 0, nil
@@ -85,11 +114,16 @@ func (s *Service) checkLoginTOTP(ctx context.Context, userID, code string) (int6
 	if code == "" {
 		return 0, totpMissing
 	}
+	if totpLockedAt(c, now) {
+		// Not even checked: while locked a right code is no better than a
+		// wrong one, so guessing learns nothing.
+		return 0, totpLocked
+	}
 	secret, err := s.openSecret(c)
 	if err != nil {
 		return 0, err
 	}
-	step := matchStep(secret, code, s.now())
+	step := matchStep(secret, code, now)
 	switch {
 	case step == 0:
 		return 0, totpWrong
@@ -99,20 +133,89 @@ func (s *Service) checkLoginTOTP(ctx context.Context, userID, code string) (int6
 	return step, nil
 }
 
-// consumeStep records step as used by userID, unless it or a later one
-// already is, in which case the code is a replay.
-func consumeStep(ctx context.Context, tx *ent.Tx, userID string, step int64) error {
+// consumeStep records step as used by userID and clears its count of wrong
+// codes. It fails with a totpFailure when that step or a later one is
+// already used (a replay), or when a lock began since the code was checked;
+// the single conditional UPDATE makes concurrent uses of one code, on any
+// replica, serialise on the row so that only the first succeeds.
+func consumeStep(ctx context.Context, tx *ent.Tx, userID string, step int64, now time.Time) error {
 	n, err := tx.TOTPCredential.Update().
-		Where(totpcredential.ID(userID), totpcredential.LastUsedStepLT(step)).
+		Where(
+			totpcredential.ID(userID),
+			totpcredential.LastUsedStepLT(step),
+			totpcredential.Or(totpcredential.LockedUntilIsNil(), totpcredential.LockedUntilLTE(now)),
+		).
 		SetLastUsedStep(step).
+		SetFailedAttempts(0).
+		ClearFailureWindowStart().
+		ClearLockedUntil().
 		Save(ctx)
 	if err != nil {
 		return fmt.Errorf("auth: totp: %w", err)
 	}
-	if n == 0 {
-		return totpReplayed
+	if n > 0 {
+		return nil
 	}
-	return nil
+	// Rare (a race): tell the two apart for the audit log only.
+	locked, err := tx.TOTPCredential.Query().Where(totpcredential.ID(userID), totpcredential.LockedUntilGT(now)).Exist(ctx)
+	if err != nil {
+		return fmt.Errorf("auth: totp: %w", err)
+	}
+	if locked {
+		return totpLocked
+	}
+	return totpReplayed
+}
+
+// countTOTPFailure counts a wrong code of userID toward its lockout, in tx,
+// and locks the user's TOTP when the count reaches the threshold, recording
+// auth.totp.locked in the same transaction.
+//
+// The increment is one UPDATE ... RETURNING, so concurrent wrong codes, on
+// any replica, all count and exactly one of them sees the threshold: the
+// lock and its event happen once. The window is fixed, starting at its
+// first failure. Codes refused while locked are not counted (their UPDATE
+// matches no row), so a lock does not extend itself or record again; the
+// count starts over when it ends.
+func (s *Service) countTOTPFailure(ctx context.Context, tx *ent.Tx, userID string, now time.Time) error {
+	lock := s.cfg.TOTPLockout
+	rows, err := tx.QueryContext(ctx, `
+		UPDATE totp_credentials SET
+			failed_attempts = CASE WHEN failure_window_start IS NULL OR failure_window_start <= $2 THEN 1 ELSE failed_attempts + 1 END,
+			failure_window_start = CASE WHEN failure_window_start IS NULL OR failure_window_start <= $2 THEN $3 ELSE failure_window_start END
+		WHERE id = $1 AND confirmed_at IS NOT NULL AND (locked_until IS NULL OR locked_until <= $3)
+		RETURNING failed_attempts`, userID, now.Add(-lock.Window), now)
+	if err != nil {
+		return fmt.Errorf("auth: totp: count failure: %w", err)
+	}
+	attempts := 0
+	for rows.Next() {
+		if err := rows.Scan(&attempts); err != nil {
+			return fmt.Errorf("auth: totp: count failure: %w", errors.Join(err, rows.Close()))
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("auth: totp: count failure: %w", err)
+	}
+	// attempts is 0 when no row was counted: TOTP turned off meanwhile, or
+	// already locked.
+	if attempts < lock.Threshold {
+		return nil
+	}
+	until := now.Add(lock.Duration)
+	if err := tx.TOTPCredential.UpdateOneID(userID).
+		SetLockedUntil(until).
+		SetFailedAttempts(0).
+		ClearFailureWindowStart().
+		Exec(ctx); err != nil {
+		return fmt.Errorf("auth: totp: lock: %w", err)
+	}
+	meta := map[string]string{
+		"user_id":      userID,
+		"failures":     strconv.Itoa(attempts),
+		"locked_until": until.UTC().Format(time.RFC3339),
+	}
+	return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.totp.locked", "user:"+userID, auditv1.Outcome_OUTCOME_DENIED, meta))
 }
 
 // EnrollTOTP gives userID a new pending TOTP secret, replacing a pending
@@ -185,8 +288,15 @@ func (s *Service) ConfirmTOTP(ctx context.Context, userID, code string) error {
 // off their own) code must be a current, unused code; an administrator
 // needs none. Turning off TOTP that is off succeeds, and drops a pending
 // enrollment.
+//
+// A user's code is checked as a login checks it: it is spent (consumeStep),
+// so it cannot also log in, whichever of the two comes first; a wrong one
+// counts toward the lockout, and none is accepted while locked. Otherwise
+// a stolen access token could guess codes here without limit and then turn
+// the second factor off.
 func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, code string) error {
-	return s.withTx(ctx, func(tx *ent.Tx) error {
+	now := s.now()
+	err := s.withTx(ctx, func(tx *ent.Tx) error {
 		c, err := tx.TOTPCredential.Query().Where(totpcredential.ID(userID)).ForUpdate().Only(ctx)
 		if ent.IsNotFound(err) {
 			return nil
@@ -198,12 +308,22 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 			if code == "" {
 				return invalid("code", "required to turn off your own TOTP")
 			}
+			if totpLockedAt(c, now) {
+				return ErrInvalidTOTPCode
+			}
 			secret, err := s.openSecret(c)
 			if err != nil {
 				return err
 			}
-			if step := matchStep(secret, code, s.now()); step == 0 || step <= c.LastUsedStep {
-				return ErrInvalidTOTPCode
+			step := matchStep(secret, code, now)
+			if step == 0 {
+				return totpWrong // counted below, once this transaction is undone
+			}
+			if err := consumeStep(ctx, tx, userID, step, now); err != nil {
+				if errors.As(err, new(totpFailure)) {
+					return ErrInvalidTOTPCode
+				}
+				return err
 			}
 		}
 		if err := tx.TOTPCredential.DeleteOne(c).Exec(ctx); err != nil {
@@ -215,4 +335,11 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 		meta := map[string]string{"by_admin": fmt.Sprint(!self)}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.totp.disabled", "user:"+userID, auditv1.Outcome_OUTCOME_SUCCESS, meta))
 	})
+	if errors.Is(err, totpWrong) {
+		if err := s.withTx(ctx, func(tx *ent.Tx) error { return s.countTOTPFailure(ctx, tx, userID, now) }); err != nil {
+			return err
+		}
+		return ErrInvalidTOTPCode
+	}
+	return err
 }

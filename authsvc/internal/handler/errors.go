@@ -52,7 +52,12 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return cerr
 		}
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// A deadline that ran out is not a cancellation: the client did not give
+	// up, and may retry with a longer one (Connect's protocol reports it so).
+	if errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	}
+	if errors.Is(err, context.Canceled) {
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
 	}
 	h.logger.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("error", err.Error()))
