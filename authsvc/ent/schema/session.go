@@ -24,7 +24,8 @@ func (Session) Fields() []ent.Field {
 		// The absolute limit, set at login.
 		field.Time("expires_at").Immutable(),
 		field.Time("revoked_at").Optional().Nillable(),
-		// Why it was revoked: logout, revoked, reuse_detected.
+		// Why it was revoked: logout, revoked, reuse_detected, or the reason
+		// another service gave EndUserSessions (user_disabled, ...).
 		field.String("revoke_reason").Optional(),
 		field.String("source_ip").Default("").Immutable(),
 		field.String("user_agent").Default("").Immutable(),

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"portcullis.dev/authsvc/ent"
 	"portcullis.dev/authsvc/ent/predicate"
 	"portcullis.dev/authsvc/ent/session"
@@ -113,6 +115,50 @@ func (s *Service) RevokeSession(ctx context.Context, userID, sid string) error {
 // RevokeAllSessions ends every active session of userID but keep (if not
 // empty), and returns how many it ended.
 func (s *Service) RevokeAllSessions(ctx context.Context, userID, keep string) (int, error) {
+	return s.revokeAll(ctx, userID, keep, reasonRevoked)
+}
+
+// maxReasonLen bounds an EndUserSessions reason (see the contract).
+const maxReasonLen = 64
+
+// EndUserSessions ends every active session of userID but except (if not
+// empty), recording reason, and returns how many it ended. Another service
+// calls it when something that proved who the user is has changed there
+// (disabled, deleted, a new password): a refresh token must not outlive
+// that. Ending them again ends none and succeeds, so the caller may retry.
+func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except string) (int, error) {
+	// Sessions hold the user ID as text, in the canonical form Identity
+	// gives at login: any other spelling would match nothing and report
+	// success while the sessions stay.
+	id, err := uuid.Parse(userID)
+	if err != nil {
+		return 0, invalid("user_id", "must be a UUID")
+	}
+	userID = id.String()
+	if !validReason(reason) {
+		return 0, invalid("reason", fmt.Sprintf("must be a lower-case word of letters, digits and underscores of at most %d bytes", maxReasonLen))
+	}
+	return s.revokeAll(ctx, userID, except, reason)
+}
+
+// validReason reports whether reason is a word such as "user_disabled":
+// it is stored and audited as a value to filter on, not as free text.
+func validReason(reason string) bool {
+	if reason == "" || len(reason) > maxReasonLen || reason[0] < 'a' || reason[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(reason) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// revokeAll ends every active session of userID but keep (if not empty)
+// for reason, audits it as one auth.sessions.revoked_all event, and
+// returns how many it ended.
+func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string) (int, error) {
 	var n int
 	err := s.withTx(ctx, func(tx *ent.Tx) error {
 		now := s.now()
@@ -121,11 +167,11 @@ func (s *Service) RevokeAllSessions(ctx context.Context, userID, keep string) (i
 			u = u.Where(session.IDNEQ(keep))
 		}
 		var err error
-		if n, err = u.SetRevokedAt(now).SetRevokeReason(reasonRevoked).Save(ctx); err != nil {
+		if n, err = u.SetRevokedAt(now).SetRevokeReason(reason).Save(ctx); err != nil {
 			return fmt.Errorf("auth: revoke sessions: %w", err)
 		}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.sessions.revoked_all", "user:"+userID, auditv1.Outcome_OUTCOME_SUCCESS,
-			map[string]string{"count": fmt.Sprint(n), "kept_current": fmt.Sprint(keep != "")}))
+			map[string]string{"count": fmt.Sprint(n), "kept_current": fmt.Sprint(keep != ""), "reason": reason}))
 	})
 	return n, err
 }

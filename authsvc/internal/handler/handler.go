@@ -157,6 +157,18 @@ func (h *Handler) RevokeAllSessions(ctx context.Context, req *connect.Request[au
 	return connect.NewResponse(&authv1.RevokeAllSessionsResponse{RevokedCount: int32(n)}), nil
 }
 
+// EndUserSessions implements authv1connect.AuthServiceHandler. The
+// kernel's access policy has already required a service token (the
+// procedure is INTERNAL), so the caller is another Portcullis service.
+func (h *Handler) EndUserSessions(ctx context.Context, req *connect.Request[authv1.EndUserSessionsRequest]) (*connect.Response[authv1.EndUserSessionsResponse], error) {
+	m := req.Msg
+	n, err := h.svc.EndUserSessions(ctx, m.GetUserId(), m.GetReason(), m.GetExceptSessionId())
+	if err != nil {
+		return nil, h.toConnect(ctx, err)
+	}
+	return connect.NewResponse(&authv1.EndUserSessionsResponse{Ended: int32(n)}), nil
+}
+
 // RotateSigningKey implements authv1connect.AuthServiceHandler.
 func (h *Handler) RotateSigningKey(ctx context.Context, _ *connect.Request[authv1.RotateSigningKeyRequest]) (*connect.Response[authv1.RotateSigningKeyResponse], error) {
 	k, err := h.svc.Keyring().Rotate(ctx)

@@ -17,10 +17,13 @@ import (
 
 	"portcullis.dev/kernel/authn/authntest"
 	"portcullis.dev/kernel/rpc"
+	"portcullis.dev/proto/access"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
+	"portcullis.dev/proto/auth/v1/authv1connect"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
+	optionsv1 "portcullis.dev/proto/options/v1"
 )
 
 // TestEdge runs the gateway against one Consul with an Identity and an
@@ -85,13 +88,21 @@ func TestEdge(t *testing.T) {
 
 	t.Run("internal and unknown procedures are 404", func(t *testing.T) {
 		t.Parallel()
-		for _, path := range []string{
-			identityv1connect.IdentityServiceVerifyCredentialsProcedure,
-			auditv1connect.AuditServiceRecordProcedure,
+		paths := []string{
 			"/portcullis.identity.v1.IdentityService/Nope",
 			"/grpc.health.v1.Health/Check",
 			"/nope",
-		} {
+		}
+		// Every internal procedure of every contract, so that one added
+		// later is covered without anyone remembering to list it here.
+		for _, p := range access.All() {
+			if p.Rule.Level == optionsv1.Access_ACCESS_INTERNAL {
+				paths = append(paths, p.Name)
+			}
+		}
+		require.Contains(t, paths, identityv1connect.IdentityServiceVerifyCredentialsProcedure)
+		require.Contains(t, paths, authv1connect.AuthServiceEndUserSessionsProcedure)
+		for _, path := range paths {
 			resp, err := http.Post(gw.url+path, "application/json", strings.NewReader("{}"))
 			require.NoError(t, err)
 			body, _ := io.ReadAll(resp.Body)

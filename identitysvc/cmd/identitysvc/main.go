@@ -21,11 +21,13 @@ import (
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/rpc"
 	"portcullis.dev/kernel/service"
+	"portcullis.dev/proto/auth/v1/authv1connect"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
 
 	"portcullis.dev/identitysvc/config"
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/internal/api"
+	"portcullis.dev/identitysvc/internal/authclient"
 	"portcullis.dev/identitysvc/internal/identity"
 )
 
@@ -58,18 +60,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	users, err := identity.NewService(db.Ent, cfg.Identity, mailer, identity.WithLogger(logger))
-	if err != nil {
-		return err
-	}
 	kit, err := service.New(name, service.BuildVersion(), cfg.Config, logger)
 	if err != nil {
 		return err
 	}
 	defer kit.Close()
+	users, err := identity.NewService(db.Ent, cfg.Identity, mailer, identity.WithLogger(logger),
+		identity.WithSessionEnder(authclient.NewSessions(rpc.NewClient(kit.Clients, "authsvc", authv1connect.NewAuthServiceClient))))
+	if err != nil {
+		return err
+	}
 	srv := kit.Server(append(kit.OutboxRelay(db.DB),
+		rpc.WithCollectors(users.Collectors()...),
 		rpc.WithReadiness("database", db.Ready),
-		// Mail already accepted goes out before the process ends.
+		// Mail already accepted goes out, and sessions being ended in the
+		// Auth service are ended, before the process ends.
 		rpc.WithCloser(users.Drain),
 		rpc.WithCloser(db.Close),
 	)...)

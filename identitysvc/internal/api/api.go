@@ -114,13 +114,16 @@ func (h *Handler) ListUsers(ctx context.Context, req *connect.Request[identityv1
 	return connect.NewResponse(resp), nil
 }
 
-// ChangePassword implements IdentityServiceHandler.
+// ChangePassword implements IdentityServiceHandler. The session the
+// caller's access token belongs to survives the change; the user's others
+// are ended.
 func (h *Handler) ChangePassword(ctx context.Context, req *connect.Request[identityv1.ChangePasswordRequest]) (*connect.Response[identityv1.ChangePasswordResponse], error) {
 	id, err := subject(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	if err := h.svc.ChangePassword(ctx, id, req.Msg.GetCurrentPassword(), req.Msg.GetNewPassword()); err != nil {
+	p, _ := authn.FromContext(ctx) // a user's, as subject has checked
+	if err := h.svc.ChangePassword(ctx, id, req.Msg.GetCurrentPassword(), req.Msg.GetNewPassword(), p.SessionID); err != nil {
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&identityv1.ChangePasswordResponse{}), nil

@@ -45,7 +45,9 @@ type server struct {
 	admins  admins
 }
 
-func startServer(t *testing.T) *server {
+// startServer starts the Identity service, its domain built with opts, on
+// a loopback port of its own.
+func startServer(t *testing.T, opts ...identity.Option) *server {
 	t.Helper()
 	dsn, _ := kerneltest.Postgres(t)
 	db, err := database.NewEntClient(t.Context(), database.Config{DSN: config.DSN(dsn), Schema: kerneltest.SchemaName(t)},
@@ -58,7 +60,7 @@ func startServer(t *testing.T) *server {
 		Lockout:      identity.LockoutConfig{Threshold: 3, Window: time.Minute, Duration: time.Hour},
 		MailCooldown: time.Second,
 		PublicURL:    "https://id.example.com/verify",
-	}, &identity.DirMailer{Dir: mailDir, From: "test@example.com"})
+	}, &identity.DirMailer{Dir: mailDir, From: "test@example.com"}, opts...)
 	require.NoError(t, err)
 
 	issuer := authntest.NewServer(t)

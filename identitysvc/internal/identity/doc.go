@@ -33,4 +33,9 @@
 //     time, whether or not an account exists.
 //   - Deleting a user erases everything personal and keeps a tombstone of
 //     its ID and times.
+//   - Disabling or deleting a user, or resetting or changing a password,
+//     ends the user's sessions in the Auth service ([SessionEnder]) after
+//     the change commits, in the background like mail. The change never
+//     waits for or depends on the Auth service; a failure after a few
+//     retries is logged at error level and counted instead.
 package identity

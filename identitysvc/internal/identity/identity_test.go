@@ -402,7 +402,7 @@ func TestPasswordReset(t *testing.T) {
 	require.NoError(t, f.svc.RequestEmailVerification(ctx, u.ID))
 	assert.ErrorIs(t, f.svc.ResetPassword(ctx, f.lastToken(t, "frank@example.com", "Verify"), "yet another password"), identity.ErrInvalidToken)
 	// A password change ends outstanding reset links.
-	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "a brand new password", "changed by the user"))
+	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "a brand new password", "changed by the user", ""))
 	assert.ErrorIs(t, f.svc.ResetPassword(ctx, newer, "yet another password"), identity.ErrInvalidToken)
 	// A weak new password is refused before the token is spent.
 	f.clock.Advance(2 * time.Minute)
@@ -502,20 +502,20 @@ func TestChangePassword(t *testing.T) {
 	u := f.create(t, "ivan@example.com")
 	ctx := t.Context()
 	var invalid *identity.ValidationError
-	require.ErrorAs(t, f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "short"), &invalid)
-	assert.ErrorIs(t, f.svc.ChangePassword(ctx, uuid.New(), "correct horse battery", "a new good password"), identity.ErrNotFound)
+	require.ErrorAs(t, f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "short", ""), &invalid)
+	assert.ErrorIs(t, f.svc.ChangePassword(ctx, uuid.New(), "correct horse battery", "a new good password", ""), identity.ErrNotFound)
 	before := f.events(t)
-	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "a new good password"))
+	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "a new good password", ""))
 	assert.Equal(t, before+1, f.events(t), "no identity.password.changed")
 	_, err := f.svc.VerifyCredentials(ctx, "ivan@example.com", "a new good password")
 	require.NoError(t, err)
 
 	// Wrong current passwords count towards the lockout.
 	for range 3 {
-		assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "not my password", "another good password"), identity.ErrWrongPassword)
+		assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "not my password", "another good password", ""), identity.ErrWrongPassword)
 	}
 	// The owner of the account may be told it is locked; a login is not.
-	assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "a new good password", "another good password"), identity.ErrLocked)
+	assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "a new good password", "another good password", ""), identity.ErrLocked)
 	_, err = f.svc.VerifyCredentials(ctx, "ivan@example.com", "a new good password")
 	assert.Equal(t, identity.ErrInvalidCredentials, err)
 }

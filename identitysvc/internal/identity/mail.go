@@ -80,16 +80,17 @@ func (s *Service) send(ctx context.Context, m Message) {
 }
 
 // Drain waits until the mails accepted so far have been handed to the
-// Mailer, or until ctx ends, whichever is first. The server calls it on
+// Mailer and the calls that end users' sessions (see endSessions) are
+// done, or until ctx ends, whichever is first. The server calls it on
 // shutdown; the Service stays usable afterwards.
 func (s *Service) Drain(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { s.outgoing.Wait(); close(done) }()
+	go func() { s.outgoing.Wait(); s.ending.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("identity: mail still in flight: %w", ctx.Err())
+		return fmt.Errorf("identity: mail or session ending still in flight: %w", ctx.Err())
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/ent/onetimetoken"
@@ -66,6 +67,12 @@ type Service struct {
 	// mailSlots bounds how many are sent at once.
 	outgoing  sync.WaitGroup
 	mailSlots chan struct{}
+	// sessions ends users' sessions in the Auth service (see endSessions);
+	// ending tracks those calls in flight, and sessionEndFailures counts
+	// the ones that failed.
+	sessions           SessionEnder
+	ending             sync.WaitGroup
+	sessionEndFailures *prometheus.CounterVec
 }
 
 // Option configures a [Service].
@@ -82,7 +89,8 @@ func NewService(db *ent.Client, cfg Config, mailer Mailer, opts ...Option) (*Ser
 	cfg = cfg.withDefaults()
 	s := &Service{
 		db: db, cfg: cfg, hasher: newHasher(cfg.Argon2, cfg.HashConcurrency), mailer: mailer, now: time.Now,
-		mailSlots: make(chan struct{}, mailConcurrency),
+		mailSlots:          make(chan struct{}, mailConcurrency),
+		sessionEndFailures: newSessionEndFailures(),
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -265,9 +273,10 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, ema
 // DeleteUser deletes a user: everything personal is erased and its tokens
 // deleted, leaving a tombstone of the ID and times (see the User schema).
 // Deleting a user that is gone already succeeds (the RPC is idempotent);
-// one that never existed is [ErrNotFound].
+// one that never existed is [ErrNotFound]. Then the user's sessions are
+// ended (see endSessions), again too, so a second call retries that.
 func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
-	return s.inTx(ctx, func(tx *ent.Tx) error {
+	err := s.inTx(ctx, func(tx *ent.Tx) error {
 		u, err := tx.User.Query().Where(user.ID(id)).ForUpdate().Only(ctx)
 		if ent.IsNotFound(err) {
 			return ErrNotFound
@@ -286,10 +295,18 @@ func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
 		}
 		return s.audit(ctx, tx, "identity.user.deleted", id, nil)
 	})
+	if err != nil {
+		return err
+	}
+	s.endSessions(ctx, id, ReasonUserDeleted, "")
+	return nil
 }
 
 // SetStatus disables or enables a user; setting the status it has already
-// succeeds without an event.
+// succeeds without an event. Disabling ends the user's sessions (see
+// endSessions), even when the user was disabled already: an administrator
+// disabling again is how to retry after the Auth service could not be
+// reached.
 func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, reason string) (User, error) {
 	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonRunes {
 		return User{}, &ValidationError{Field: "reason", Reason: fmt.Sprintf("must be valid UTF-8 of at most %d characters", MaxReasonRunes)}
@@ -316,6 +333,9 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 	if err != nil {
 		return User{}, err
 	}
+	if status == StatusDisabled {
+		s.endSessions(ctx, id, ReasonUserDisabled, "")
+	}
 	return toUser(out), nil
 }
 
@@ -323,8 +343,11 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 // one. A wrong current password is [ErrWrongPassword] and counts towards
 // the lockout like a failed login (a stolen access token must not become
 // an unlimited password oracle); while locked it is [ErrLocked].
-// Outstanding password-reset tokens stop working.
-func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, next string) error {
+// Outstanding password-reset tokens stop working, and so do the user's
+// sessions but keepSession, the one the change was made in (see
+// endSessions): whoever knew the old password, or holds a refresh token
+// from before, is logged out everywhere else.
+func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, next, keepSession string) error {
 	if err := checkPasswordRules(next, s.cfg.MinPasswordLength); err != nil {
 		return err
 	}
@@ -350,7 +373,7 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *ent.Tx) error {
+	err = s.inTx(ctx, func(tx *ent.Tx) error {
 		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil()).SetPasswordHash(hash).SetUpdatedAt(s.now()).Save(ctx)
 		if err != nil {
 			return err
@@ -363,6 +386,11 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 		}
 		return s.audit(ctx, tx, "identity.password.changed", id, nil)
 	})
+	if err != nil {
+		return err
+	}
+	s.endSessions(ctx, id, ReasonPasswordChanged, keepSession)
+	return nil
 }
 
 // inTx runs fn in a transaction, committing when it returns nil or an

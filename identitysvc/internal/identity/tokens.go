@@ -163,7 +163,9 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string) error 
 }
 
 // ResetPassword sets a new password with a reset token, which also ends a
-// lockout. The user's other reset tokens stop working.
+// lockout. The user's other reset tokens stop working, and so do all of
+// their sessions (see endSessions): a refresh token stolen before the
+// reset must not outlive it.
 func (s *Service) ResetPassword(ctx context.Context, token, password string) error {
 	if err := checkPasswordRules(password, s.cfg.MinPasswordLength); err != nil {
 		return err
@@ -176,11 +178,13 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *ent.Tx) error {
+	var userID uuid.UUID
+	err = s.inTx(ctx, func(tx *ent.Tx) error {
 		t, err := s.useToken(ctx, tx, token, onetimetoken.PurposeResetPassword)
 		if err != nil {
 			return err
 		}
+		userID = t.UserID
 		n, err := tx.User.Update().Where(user.ID(t.UserID), user.DeletedAtIsNil()).
 			SetPasswordHash(hash).SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil().SetUpdatedAt(s.now()).Save(ctx)
 		if err != nil {
@@ -195,6 +199,11 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 		}
 		return s.audit(ctx, tx, "identity.password.reset", t.UserID, nil)
 	})
+	if err != nil {
+		return err
+	}
+	s.endSessions(ctx, userID, ReasonPasswordReset, "")
+	return nil
 }
 
 // useToken marks a live token of purpose used, in tx, and returns it. A

@@ -870,6 +870,121 @@ func (x *RevokeAllSessionsResponse) GetRevokedCount() int32 {
 	return 0
 }
 
+// EndUserSessionsRequest is the request of AuthService.EndUserSessions.
+type EndUserSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the ID of the user whose sessions to end, a UUID; required.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// reason is why the sessions end, as a lower-case word of letters, digits and underscores
+	// of at most 64 bytes, for example "user_disabled", "user_deleted", "password_reset" or
+	// "password_changed"; required. It is stored with each ended session and in the audit
+	// event.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// except_session_id is the ID of a session to keep, such as the one in which the user
+	// changed their password; empty ends every session.
+	ExceptSessionId string `protobuf:"bytes,3,opt,name=except_session_id,json=exceptSessionId,proto3" json:"except_session_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EndUserSessionsRequest) Reset() {
+	*x = EndUserSessionsRequest{}
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndUserSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndUserSessionsRequest) ProtoMessage() {}
+
+func (x *EndUserSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndUserSessionsRequest.ProtoReflect.Descriptor instead.
+func (*EndUserSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EndUserSessionsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *EndUserSessionsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EndUserSessionsRequest) GetExceptSessionId() string {
+	if x != nil {
+		return x.ExceptSessionId
+	}
+	return ""
+}
+
+// EndUserSessionsResponse is the response of AuthService.EndUserSessions.
+type EndUserSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ended is how many active sessions the call ended; zero when there were none, as on a
+	// repeated call.
+	Ended         int32 `protobuf:"varint,1,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndUserSessionsResponse) Reset() {
+	*x = EndUserSessionsResponse{}
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndUserSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndUserSessionsResponse) ProtoMessage() {}
+
+func (x *EndUserSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndUserSessionsResponse.ProtoReflect.Descriptor instead.
+func (*EndUserSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EndUserSessionsResponse) GetEnded() int32 {
+	if x != nil {
+		return x.Ended
+	}
+	return 0
+}
+
 // RotateSigningKeyRequest is the request of AuthService.RotateSigningKey.
 type RotateSigningKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -879,7 +994,7 @@ type RotateSigningKeyRequest struct {
 
 func (x *RotateSigningKeyRequest) Reset() {
 	*x = RotateSigningKeyRequest{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[14]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1006,7 @@ func (x *RotateSigningKeyRequest) String() string {
 func (*RotateSigningKeyRequest) ProtoMessage() {}
 
 func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[14]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1019,7 @@ func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 // RotateSigningKeyResponse is the response of AuthService.RotateSigningKey.
@@ -918,7 +1033,7 @@ type RotateSigningKeyResponse struct {
 
 func (x *RotateSigningKeyResponse) Reset() {
 	*x = RotateSigningKeyResponse{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1045,7 @@ func (x *RotateSigningKeyResponse) String() string {
 func (*RotateSigningKeyResponse) ProtoMessage() {}
 
 func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1058,7 @@ func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RotateSigningKeyResponse) GetKey() *Jwk {
@@ -963,7 +1078,7 @@ type EnrollTOTPRequest struct {
 
 func (x *EnrollTOTPRequest) Reset() {
 	*x = EnrollTOTPRequest{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1090,7 @@ func (x *EnrollTOTPRequest) String() string {
 func (*EnrollTOTPRequest) ProtoMessage() {}
 
 func (x *EnrollTOTPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1103,7 @@ func (x *EnrollTOTPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollTOTPRequest.ProtoReflect.Descriptor instead.
 func (*EnrollTOTPRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 // EnrollTOTPResponse is the response of AuthService.EnrollTOTP.
@@ -1006,7 +1121,7 @@ type EnrollTOTPResponse struct {
 
 func (x *EnrollTOTPResponse) Reset() {
 	*x = EnrollTOTPResponse{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1133,7 @@ func (x *EnrollTOTPResponse) String() string {
 func (*EnrollTOTPResponse) ProtoMessage() {}
 
 func (x *EnrollTOTPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1146,7 @@ func (x *EnrollTOTPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollTOTPResponse.ProtoReflect.Descriptor instead.
 func (*EnrollTOTPResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EnrollTOTPResponse) GetSecret() string {
@@ -1059,7 +1174,7 @@ type ConfirmTOTPRequest struct {
 
 func (x *ConfirmTOTPRequest) Reset() {
 	*x = ConfirmTOTPRequest{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1186,7 @@ func (x *ConfirmTOTPRequest) String() string {
 func (*ConfirmTOTPRequest) ProtoMessage() {}
 
 func (x *ConfirmTOTPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1199,7 @@ func (x *ConfirmTOTPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTOTPRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTOTPRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConfirmTOTPRequest) GetCode() string {
@@ -1103,7 +1218,7 @@ type ConfirmTOTPResponse struct {
 
 func (x *ConfirmTOTPResponse) Reset() {
 	*x = ConfirmTOTPResponse{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1230,7 @@ func (x *ConfirmTOTPResponse) String() string {
 func (*ConfirmTOTPResponse) ProtoMessage() {}
 
 func (x *ConfirmTOTPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1243,7 @@ func (x *ConfirmTOTPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTOTPResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTOTPResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 // DisableTOTPRequest is the request of AuthService.DisableTOTP.
@@ -1145,7 +1260,7 @@ type DisableTOTPRequest struct {
 
 func (x *DisableTOTPRequest) Reset() {
 	*x = DisableTOTPRequest{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1272,7 @@ func (x *DisableTOTPRequest) String() string {
 func (*DisableTOTPRequest) ProtoMessage() {}
 
 func (x *DisableTOTPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1285,7 @@ func (x *DisableTOTPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTOTPRequest.ProtoReflect.Descriptor instead.
 func (*DisableTOTPRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DisableTOTPRequest) GetUserId() string {
@@ -1196,7 +1311,7 @@ type DisableTOTPResponse struct {
 
 func (x *DisableTOTPResponse) Reset() {
 	*x = DisableTOTPResponse{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1323,7 @@ func (x *DisableTOTPResponse) String() string {
 func (*DisableTOTPResponse) ProtoMessage() {}
 
 func (x *DisableTOTPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1336,7 @@ func (x *DisableTOTPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTOTPResponse.ProtoReflect.Descriptor instead.
 func (*DisableTOTPResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 // GetJWKSRequest is the request of AuthService.GetJWKS.
@@ -1233,7 +1348,7 @@ type GetJWKSRequest struct {
 
 func (x *GetJWKSRequest) Reset() {
 	*x = GetJWKSRequest{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1360,7 @@ func (x *GetJWKSRequest) String() string {
 func (*GetJWKSRequest) ProtoMessage() {}
 
 func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1373,7 @@ func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSRequest.ProtoReflect.Descriptor instead.
 func (*GetJWKSRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 // GetJWKSResponse is the response of AuthService.GetJWKS: a JWK Set (RFC 7517 section 5).
@@ -1273,7 +1388,7 @@ type GetJWKSResponse struct {
 
 func (x *GetJWKSResponse) Reset() {
 	*x = GetJWKSResponse{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1400,7 @@ func (x *GetJWKSResponse) String() string {
 func (*GetJWKSResponse) ProtoMessage() {}
 
 func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1413,7 @@ func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSResponse.ProtoReflect.Descriptor instead.
 func (*GetJWKSResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{23}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetJWKSResponse) GetKeys() []*Jwk {
@@ -1337,7 +1452,7 @@ type Jwk struct {
 
 func (x *Jwk) Reset() {
 	*x = Jwk{}
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1464,7 @@ func (x *Jwk) String() string {
 func (*Jwk) ProtoMessage() {}
 
 func (x *Jwk) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_portcullis_auth_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1477,7 @@ func (x *Jwk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Jwk.ProtoReflect.Descriptor instead.
 func (*Jwk) Descriptor() ([]byte, []int) {
-	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{24}
+	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Jwk) GetKty() string {
@@ -1492,7 +1607,13 @@ const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12!\n" +
 	"\fkeep_current\x18\x02 \x01(\bR\vkeepCurrent\"@\n" +
 	"\x19RevokeAllSessionsResponse\x12#\n" +
-	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"\x19\n" +
+	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"u\n" +
+	"\x16EndUserSessionsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
+	"\x11except_session_id\x18\x03 \x01(\tR\x0fexceptSessionId\"/\n" +
+	"\x17EndUserSessionsResponse\x12\x14\n" +
+	"\x05ended\x18\x01 \x01(\x05R\x05ended\"\x19\n" +
 	"\x17RotateSigningKeyRequest\"E\n" +
 	"\x18RotateSigningKeyResponse\x12)\n" +
 	"\x03key\x18\x01 \x01(\v2\x17.portcullis.auth.v1.JwkR\x03key\"\x13\n" +
@@ -1520,15 +1641,15 @@ const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\x01x\x18\x06 \x01(\tR\x01x\x12\f\n" +
 	"\x01y\x18\a \x01(\tR\x01y\x12\f\n" +
 	"\x01n\x18\b \x01(\tR\x01n\x12\f\n" +
-	"\x01e\x18\t \x01(\tR\x01e2\x8c\n" +
-	"\n" +
+	"\x01e\x18\t \x01(\tR\x01e2\x83\v\n" +
 	"\vAuthService\x12T\n" +
 	"\x05Login\x12 .portcullis.auth.v1.LoginRequest\x1a!.portcullis.auth.v1.LoginResponse\"\x06\x82\xce\x18\x02\b\x01\x12Z\n" +
 	"\aRefresh\x12\".portcullis.auth.v1.RefreshRequest\x1a#.portcullis.auth.v1.RefreshResponse\"\x06\x82\xce\x18\x02\b\x01\x12Z\n" +
 	"\x06Logout\x12!.portcullis.auth.v1.LogoutRequest\x1a\".portcullis.auth.v1.LogoutResponse\"\t\x82\xce\x18\x02\b\x01\x90\x02\x02\x12\x89\x01\n" +
 	"\fListSessions\x12'.portcullis.auth.v1.ListSessionsRequest\x1a(.portcullis.auth.v1.ListSessionsResponse\"&\x82\xce\x18\x1f\b\x02\x12\x12auth.sessions.read\x1a\auser_id\x90\x02\x01\x12\x8e\x01\n" +
 	"\rRevokeSession\x12(.portcullis.auth.v1.RevokeSessionRequest\x1a).portcullis.auth.v1.RevokeSessionResponse\"(\x82\xce\x18!\b\x02\x12\x14auth.sessions.revoke\x1a\auser_id\x90\x02\x02\x12\x9a\x01\n" +
-	"\x11RevokeAllSessions\x12,.portcullis.auth.v1.RevokeAllSessionsRequest\x1a-.portcullis.auth.v1.RevokeAllSessionsResponse\"(\x82\xce\x18!\b\x02\x12\x14auth.sessions.revoke\x1a\auser_id\x90\x02\x02\x12\x87\x01\n" +
+	"\x11RevokeAllSessions\x12,.portcullis.auth.v1.RevokeAllSessionsRequest\x1a-.portcullis.auth.v1.RevokeAllSessionsResponse\"(\x82\xce\x18!\b\x02\x12\x14auth.sessions.revoke\x1a\auser_id\x90\x02\x02\x12u\n" +
+	"\x0fEndUserSessions\x12*.portcullis.auth.v1.EndUserSessionsRequest\x1a+.portcullis.auth.v1.EndUserSessionsResponse\"\t\x82\xce\x18\x02\b\x03\x90\x02\x02\x12\x87\x01\n" +
 	"\x10RotateSigningKey\x12+.portcullis.auth.v1.RotateSigningKeyRequest\x1a,.portcullis.auth.v1.RotateSigningKeyResponse\"\x18\x82\xce\x18\x14\b\x02\x12\x10auth.keys.rotate\x12c\n" +
 	"\n" +
 	"EnrollTOTP\x12%.portcullis.auth.v1.EnrollTOTPRequest\x1a&.portcullis.auth.v1.EnrollTOTPResponse\"\x06\x82\xce\x18\x02\b\x02\x12f\n" +
@@ -1548,7 +1669,7 @@ func file_portcullis_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_portcullis_auth_v1_auth_proto_rawDescData
 }
 
-var file_portcullis_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_portcullis_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_portcullis_auth_v1_auth_proto_goTypes = []any{
 	(*TotpRequired)(nil),              // 0: portcullis.auth.v1.TotpRequired
 	(*Session)(nil),                   // 1: portcullis.auth.v1.Session
@@ -1564,50 +1685,54 @@ var file_portcullis_auth_v1_auth_proto_goTypes = []any{
 	(*RevokeSessionResponse)(nil),     // 11: portcullis.auth.v1.RevokeSessionResponse
 	(*RevokeAllSessionsRequest)(nil),  // 12: portcullis.auth.v1.RevokeAllSessionsRequest
 	(*RevokeAllSessionsResponse)(nil), // 13: portcullis.auth.v1.RevokeAllSessionsResponse
-	(*RotateSigningKeyRequest)(nil),   // 14: portcullis.auth.v1.RotateSigningKeyRequest
-	(*RotateSigningKeyResponse)(nil),  // 15: portcullis.auth.v1.RotateSigningKeyResponse
-	(*EnrollTOTPRequest)(nil),         // 16: portcullis.auth.v1.EnrollTOTPRequest
-	(*EnrollTOTPResponse)(nil),        // 17: portcullis.auth.v1.EnrollTOTPResponse
-	(*ConfirmTOTPRequest)(nil),        // 18: portcullis.auth.v1.ConfirmTOTPRequest
-	(*ConfirmTOTPResponse)(nil),       // 19: portcullis.auth.v1.ConfirmTOTPResponse
-	(*DisableTOTPRequest)(nil),        // 20: portcullis.auth.v1.DisableTOTPRequest
-	(*DisableTOTPResponse)(nil),       // 21: portcullis.auth.v1.DisableTOTPResponse
-	(*GetJWKSRequest)(nil),            // 22: portcullis.auth.v1.GetJWKSRequest
-	(*GetJWKSResponse)(nil),           // 23: portcullis.auth.v1.GetJWKSResponse
-	(*Jwk)(nil),                       // 24: portcullis.auth.v1.Jwk
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*EndUserSessionsRequest)(nil),    // 14: portcullis.auth.v1.EndUserSessionsRequest
+	(*EndUserSessionsResponse)(nil),   // 15: portcullis.auth.v1.EndUserSessionsResponse
+	(*RotateSigningKeyRequest)(nil),   // 16: portcullis.auth.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),  // 17: portcullis.auth.v1.RotateSigningKeyResponse
+	(*EnrollTOTPRequest)(nil),         // 18: portcullis.auth.v1.EnrollTOTPRequest
+	(*EnrollTOTPResponse)(nil),        // 19: portcullis.auth.v1.EnrollTOTPResponse
+	(*ConfirmTOTPRequest)(nil),        // 20: portcullis.auth.v1.ConfirmTOTPRequest
+	(*ConfirmTOTPResponse)(nil),       // 21: portcullis.auth.v1.ConfirmTOTPResponse
+	(*DisableTOTPRequest)(nil),        // 22: portcullis.auth.v1.DisableTOTPRequest
+	(*DisableTOTPResponse)(nil),       // 23: portcullis.auth.v1.DisableTOTPResponse
+	(*GetJWKSRequest)(nil),            // 24: portcullis.auth.v1.GetJWKSRequest
+	(*GetJWKSResponse)(nil),           // 25: portcullis.auth.v1.GetJWKSResponse
+	(*Jwk)(nil),                       // 26: portcullis.auth.v1.Jwk
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
 }
 var file_portcullis_auth_v1_auth_proto_depIdxs = []int32{
-	25, // 0: portcullis.auth.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	25, // 1: portcullis.auth.v1.Session.last_refresh_time:type_name -> google.protobuf.Timestamp
-	25, // 2: portcullis.auth.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 0: portcullis.auth.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	27, // 1: portcullis.auth.v1.Session.last_refresh_time:type_name -> google.protobuf.Timestamp
+	27, // 2: portcullis.auth.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: portcullis.auth.v1.ListSessionsResponse.sessions:type_name -> portcullis.auth.v1.Session
-	24, // 4: portcullis.auth.v1.RotateSigningKeyResponse.key:type_name -> portcullis.auth.v1.Jwk
-	24, // 5: portcullis.auth.v1.GetJWKSResponse.keys:type_name -> portcullis.auth.v1.Jwk
+	26, // 4: portcullis.auth.v1.RotateSigningKeyResponse.key:type_name -> portcullis.auth.v1.Jwk
+	26, // 5: portcullis.auth.v1.GetJWKSResponse.keys:type_name -> portcullis.auth.v1.Jwk
 	2,  // 6: portcullis.auth.v1.AuthService.Login:input_type -> portcullis.auth.v1.LoginRequest
 	4,  // 7: portcullis.auth.v1.AuthService.Refresh:input_type -> portcullis.auth.v1.RefreshRequest
 	6,  // 8: portcullis.auth.v1.AuthService.Logout:input_type -> portcullis.auth.v1.LogoutRequest
 	8,  // 9: portcullis.auth.v1.AuthService.ListSessions:input_type -> portcullis.auth.v1.ListSessionsRequest
 	10, // 10: portcullis.auth.v1.AuthService.RevokeSession:input_type -> portcullis.auth.v1.RevokeSessionRequest
 	12, // 11: portcullis.auth.v1.AuthService.RevokeAllSessions:input_type -> portcullis.auth.v1.RevokeAllSessionsRequest
-	14, // 12: portcullis.auth.v1.AuthService.RotateSigningKey:input_type -> portcullis.auth.v1.RotateSigningKeyRequest
-	16, // 13: portcullis.auth.v1.AuthService.EnrollTOTP:input_type -> portcullis.auth.v1.EnrollTOTPRequest
-	18, // 14: portcullis.auth.v1.AuthService.ConfirmTOTP:input_type -> portcullis.auth.v1.ConfirmTOTPRequest
-	20, // 15: portcullis.auth.v1.AuthService.DisableTOTP:input_type -> portcullis.auth.v1.DisableTOTPRequest
-	22, // 16: portcullis.auth.v1.AuthService.GetJWKS:input_type -> portcullis.auth.v1.GetJWKSRequest
-	3,  // 17: portcullis.auth.v1.AuthService.Login:output_type -> portcullis.auth.v1.LoginResponse
-	5,  // 18: portcullis.auth.v1.AuthService.Refresh:output_type -> portcullis.auth.v1.RefreshResponse
-	7,  // 19: portcullis.auth.v1.AuthService.Logout:output_type -> portcullis.auth.v1.LogoutResponse
-	9,  // 20: portcullis.auth.v1.AuthService.ListSessions:output_type -> portcullis.auth.v1.ListSessionsResponse
-	11, // 21: portcullis.auth.v1.AuthService.RevokeSession:output_type -> portcullis.auth.v1.RevokeSessionResponse
-	13, // 22: portcullis.auth.v1.AuthService.RevokeAllSessions:output_type -> portcullis.auth.v1.RevokeAllSessionsResponse
-	15, // 23: portcullis.auth.v1.AuthService.RotateSigningKey:output_type -> portcullis.auth.v1.RotateSigningKeyResponse
-	17, // 24: portcullis.auth.v1.AuthService.EnrollTOTP:output_type -> portcullis.auth.v1.EnrollTOTPResponse
-	19, // 25: portcullis.auth.v1.AuthService.ConfirmTOTP:output_type -> portcullis.auth.v1.ConfirmTOTPResponse
-	21, // 26: portcullis.auth.v1.AuthService.DisableTOTP:output_type -> portcullis.auth.v1.DisableTOTPResponse
-	23, // 27: portcullis.auth.v1.AuthService.GetJWKS:output_type -> portcullis.auth.v1.GetJWKSResponse
-	17, // [17:28] is the sub-list for method output_type
-	6,  // [6:17] is the sub-list for method input_type
+	14, // 12: portcullis.auth.v1.AuthService.EndUserSessions:input_type -> portcullis.auth.v1.EndUserSessionsRequest
+	16, // 13: portcullis.auth.v1.AuthService.RotateSigningKey:input_type -> portcullis.auth.v1.RotateSigningKeyRequest
+	18, // 14: portcullis.auth.v1.AuthService.EnrollTOTP:input_type -> portcullis.auth.v1.EnrollTOTPRequest
+	20, // 15: portcullis.auth.v1.AuthService.ConfirmTOTP:input_type -> portcullis.auth.v1.ConfirmTOTPRequest
+	22, // 16: portcullis.auth.v1.AuthService.DisableTOTP:input_type -> portcullis.auth.v1.DisableTOTPRequest
+	24, // 17: portcullis.auth.v1.AuthService.GetJWKS:input_type -> portcullis.auth.v1.GetJWKSRequest
+	3,  // 18: portcullis.auth.v1.AuthService.Login:output_type -> portcullis.auth.v1.LoginResponse
+	5,  // 19: portcullis.auth.v1.AuthService.Refresh:output_type -> portcullis.auth.v1.RefreshResponse
+	7,  // 20: portcullis.auth.v1.AuthService.Logout:output_type -> portcullis.auth.v1.LogoutResponse
+	9,  // 21: portcullis.auth.v1.AuthService.ListSessions:output_type -> portcullis.auth.v1.ListSessionsResponse
+	11, // 22: portcullis.auth.v1.AuthService.RevokeSession:output_type -> portcullis.auth.v1.RevokeSessionResponse
+	13, // 23: portcullis.auth.v1.AuthService.RevokeAllSessions:output_type -> portcullis.auth.v1.RevokeAllSessionsResponse
+	15, // 24: portcullis.auth.v1.AuthService.EndUserSessions:output_type -> portcullis.auth.v1.EndUserSessionsResponse
+	17, // 25: portcullis.auth.v1.AuthService.RotateSigningKey:output_type -> portcullis.auth.v1.RotateSigningKeyResponse
+	19, // 26: portcullis.auth.v1.AuthService.EnrollTOTP:output_type -> portcullis.auth.v1.EnrollTOTPResponse
+	21, // 27: portcullis.auth.v1.AuthService.ConfirmTOTP:output_type -> portcullis.auth.v1.ConfirmTOTPResponse
+	23, // 28: portcullis.auth.v1.AuthService.DisableTOTP:output_type -> portcullis.auth.v1.DisableTOTPResponse
+	25, // 29: portcullis.auth.v1.AuthService.GetJWKS:output_type -> portcullis.auth.v1.GetJWKSResponse
+	18, // [18:30] is the sub-list for method output_type
+	6,  // [6:18] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1624,7 +1749,7 @@ func file_portcullis_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_auth_v1_auth_proto_rawDesc), len(file_portcullis_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

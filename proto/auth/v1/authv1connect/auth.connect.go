@@ -50,6 +50,9 @@ const (
 	// AuthServiceRevokeAllSessionsProcedure is the fully-qualified name of the AuthService's
 	// RevokeAllSessions RPC.
 	AuthServiceRevokeAllSessionsProcedure = "/portcullis.auth.v1.AuthService/RevokeAllSessions"
+	// AuthServiceEndUserSessionsProcedure is the fully-qualified name of the AuthService's
+	// EndUserSessions RPC.
+	AuthServiceEndUserSessionsProcedure = "/portcullis.auth.v1.AuthService/EndUserSessions"
 	// AuthServiceRotateSigningKeyProcedure is the fully-qualified name of the AuthService's
 	// RotateSigningKey RPC.
 	AuthServiceRotateSigningKeyProcedure = "/portcullis.auth.v1.AuthService/RotateSigningKey"
@@ -93,6 +96,17 @@ type AuthServiceClient interface {
 	// RevokeAllSessions ends every session of a user ("log out everywhere"). Users may end
 	// their own; ending anyone else's needs auth.sessions.revoke.
 	RevokeAllSessions(context.Context, *connect.Request[v1.RevokeAllSessionsRequest]) (*connect.Response[v1.RevokeAllSessionsResponse], error)
+	// EndUserSessions ends every active session of a user, but the one named in
+	// except_session_id, because something that proved who the user is has changed in the
+	// Identity service: the user was disabled or deleted, or their password was reset or
+	// changed. Without it a refresh token taken before the change would keep the user (or
+	// whoever stole it) logged in until the session's absolute expiry. Each ended session
+	// records the reason, and one auth.sessions.revoked_all audit event records the call.
+	// Access tokens already issued stay valid until they expire, which is why they are
+	// short-lived. Internal: only other Portcullis services may call it, never a client. Ending
+	// the sessions again ends none and succeeds, so a caller may retry. Fails with
+	// INVALID_ARGUMENT when user_id is not a UUID or reason is malformed.
+	EndUserSessions(context.Context, *connect.Request[v1.EndUserSessionsRequest]) (*connect.Response[v1.EndUserSessionsResponse], error)
 	// RotateSigningKey creates a new signing key and signs new access tokens with it from now
 	// on. The previous keys stay in the JWKS until every token they signed has expired, so
 	// rotation never invalidates a valid token.
@@ -167,6 +181,13 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		endUserSessions: connect.NewClient[v1.EndUserSessionsRequest, v1.EndUserSessionsResponse](
+			httpClient,
+			baseURL+AuthServiceEndUserSessionsProcedure,
+			connect.WithSchema(authServiceMethods.ByName("EndUserSessions")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 		rotateSigningKey: connect.NewClient[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse](
 			httpClient,
 			baseURL+AuthServiceRotateSigningKeyProcedure,
@@ -209,6 +230,7 @@ type authServiceClient struct {
 	listSessions      *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
 	revokeSession     *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
 	revokeAllSessions *connect.Client[v1.RevokeAllSessionsRequest, v1.RevokeAllSessionsResponse]
+	endUserSessions   *connect.Client[v1.EndUserSessionsRequest, v1.EndUserSessionsResponse]
 	rotateSigningKey  *connect.Client[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse]
 	enrollTOTP        *connect.Client[v1.EnrollTOTPRequest, v1.EnrollTOTPResponse]
 	confirmTOTP       *connect.Client[v1.ConfirmTOTPRequest, v1.ConfirmTOTPResponse]
@@ -244,6 +266,11 @@ func (c *authServiceClient) RevokeSession(ctx context.Context, req *connect.Requ
 // RevokeAllSessions calls portcullis.auth.v1.AuthService.RevokeAllSessions.
 func (c *authServiceClient) RevokeAllSessions(ctx context.Context, req *connect.Request[v1.RevokeAllSessionsRequest]) (*connect.Response[v1.RevokeAllSessionsResponse], error) {
 	return c.revokeAllSessions.CallUnary(ctx, req)
+}
+
+// EndUserSessions calls portcullis.auth.v1.AuthService.EndUserSessions.
+func (c *authServiceClient) EndUserSessions(ctx context.Context, req *connect.Request[v1.EndUserSessionsRequest]) (*connect.Response[v1.EndUserSessionsResponse], error) {
+	return c.endUserSessions.CallUnary(ctx, req)
 }
 
 // RotateSigningKey calls portcullis.auth.v1.AuthService.RotateSigningKey.
@@ -301,6 +328,17 @@ type AuthServiceHandler interface {
 	// RevokeAllSessions ends every session of a user ("log out everywhere"). Users may end
 	// their own; ending anyone else's needs auth.sessions.revoke.
 	RevokeAllSessions(context.Context, *connect.Request[v1.RevokeAllSessionsRequest]) (*connect.Response[v1.RevokeAllSessionsResponse], error)
+	// EndUserSessions ends every active session of a user, but the one named in
+	// except_session_id, because something that proved who the user is has changed in the
+	// Identity service: the user was disabled or deleted, or their password was reset or
+	// changed. Without it a refresh token taken before the change would keep the user (or
+	// whoever stole it) logged in until the session's absolute expiry. Each ended session
+	// records the reason, and one auth.sessions.revoked_all audit event records the call.
+	// Access tokens already issued stay valid until they expire, which is why they are
+	// short-lived. Internal: only other Portcullis services may call it, never a client. Ending
+	// the sessions again ends none and succeeds, so a caller may retry. Fails with
+	// INVALID_ARGUMENT when user_id is not a UUID or reason is malformed.
+	EndUserSessions(context.Context, *connect.Request[v1.EndUserSessionsRequest]) (*connect.Response[v1.EndUserSessionsResponse], error)
 	// RotateSigningKey creates a new signing key and signs new access tokens with it from now
 	// on. The previous keys stay in the JWKS until every token they signed has expired, so
 	// rotation never invalidates a valid token.
@@ -371,6 +409,13 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceEndUserSessionsHandler := connect.NewUnaryHandler(
+		AuthServiceEndUserSessionsProcedure,
+		svc.EndUserSessions,
+		connect.WithSchema(authServiceMethods.ByName("EndUserSessions")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	authServiceRotateSigningKeyHandler := connect.NewUnaryHandler(
 		AuthServiceRotateSigningKeyProcedure,
 		svc.RotateSigningKey,
@@ -416,6 +461,8 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceRevokeSessionHandler.ServeHTTP(w, r)
 		case AuthServiceRevokeAllSessionsProcedure:
 			authServiceRevokeAllSessionsHandler.ServeHTTP(w, r)
+		case AuthServiceEndUserSessionsProcedure:
+			authServiceEndUserSessionsHandler.ServeHTTP(w, r)
 		case AuthServiceRotateSigningKeyProcedure:
 			authServiceRotateSigningKeyHandler.ServeHTTP(w, r)
 		case AuthServiceEnrollTOTPProcedure:
@@ -457,6 +504,10 @@ func (UnimplementedAuthServiceHandler) RevokeSession(context.Context, *connect.R
 
 func (UnimplementedAuthServiceHandler) RevokeAllSessions(context.Context, *connect.Request[v1.RevokeAllSessionsRequest]) (*connect.Response[v1.RevokeAllSessionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("portcullis.auth.v1.AuthService.RevokeAllSessions is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) EndUserSessions(context.Context, *connect.Request[v1.EndUserSessionsRequest]) (*connect.Response[v1.EndUserSessionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("portcullis.auth.v1.AuthService.EndUserSessions is not implemented"))
 }
 
 func (UnimplementedAuthServiceHandler) RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error) {

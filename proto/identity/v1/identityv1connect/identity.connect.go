@@ -94,12 +94,22 @@ type IdentityServiceClient interface {
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
 	// DeleteUser deletes a user and everything the Identity service keeps about them. It does
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
-	// stolen access token must not be enough to destroy an account.
+	// stolen access token must not be enough to destroy an account. Once the deletion is
+	// committed the user's sessions are ended in the Auth service (AuthService.EndUserSessions,
+	// reason "user_deleted"), so no refresh token outlives the account. That happens after the
+	// answer and does not decide it: when the Auth service cannot be reached the deletion still
+	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
+	// again.
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// ListUsers pages through users, oldest first.
 	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
 	// ChangePassword replaces the caller's password, proving knowledge of the current one.
 	// Fails with PERMISSION_DENIED when current_password is wrong (counted towards lockout).
+	// Once the change is committed every other session of the caller is ended in the Auth
+	// service (AuthService.EndUserSessions, reason "password_changed"); the session of the
+	// access token that made the call stays. That happens after the answer and does not decide
+	// it: when the Auth service cannot be reached the change still succeeds, and the failure is
+	// logged and counted.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 	// RequestEmailVerification mails a new verification token to the caller's current email,
 	// invalidating earlier ones. Fails with FAILED_PRECONDITION when the email is already
@@ -114,11 +124,21 @@ type IdentityServiceClient interface {
 	// cannot be used to find out who has an account.
 	RequestPasswordReset(context.Context, *connect.Request[v1.RequestPasswordResetRequest]) (*connect.Response[v1.RequestPasswordResetResponse], error)
 	// ResetPassword consumes a password reset token and sets a new password. It also clears the
-	// lockout counter. Fails with INVALID_ARGUMENT for an unknown, used or expired token.
+	// lockout counter. Fails with INVALID_ARGUMENT for an unknown, used or expired token. Once
+	// the new password is committed every session of the user is ended in the Auth service
+	// (AuthService.EndUserSessions, reason "password_reset"), so that a refresh token stolen
+	// before the reset stops working. That happens after the answer and does not decide it:
+	// when the Auth service cannot be reached the reset still succeeds, and the failure is
+	// logged and counted.
 	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
-	// DisableUser stops a user from logging in. Sessions already open are not ended by this
-	// call; end them with AuthService.RevokeAllSessions. Disabling a disabled user succeeds and
-	// changes nothing.
+	// DisableUser stops a user from logging in and ends the sessions they have open: once the
+	// change is committed the Identity service asks the Auth service to end them
+	// (AuthService.EndUserSessions, reason "user_disabled"), so the user cannot keep refreshing
+	// tokens. Access tokens already issued stay valid until they expire. Ending the sessions
+	// happens after the answer and does not decide it: when the Auth service cannot be reached
+	// the user is still disabled, and the failure is logged and counted. Disabling a disabled
+	// user succeeds and changes nothing, except that it ends the user's sessions again: that is
+	// how to retry after such a failure.
 	DisableUser(context.Context, *connect.Request[v1.DisableUserRequest]) (*connect.Response[v1.DisableUserResponse], error)
 	// EnableUser lets a disabled user log in again. Enabling an active user succeeds and
 	// changes nothing.
@@ -347,12 +367,22 @@ type IdentityServiceHandler interface {
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
 	// DeleteUser deletes a user and everything the Identity service keeps about them. It does
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
-	// stolen access token must not be enough to destroy an account.
+	// stolen access token must not be enough to destroy an account. Once the deletion is
+	// committed the user's sessions are ended in the Auth service (AuthService.EndUserSessions,
+	// reason "user_deleted"), so no refresh token outlives the account. That happens after the
+	// answer and does not decide it: when the Auth service cannot be reached the deletion still
+	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
+	// again.
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// ListUsers pages through users, oldest first.
 	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
 	// ChangePassword replaces the caller's password, proving knowledge of the current one.
 	// Fails with PERMISSION_DENIED when current_password is wrong (counted towards lockout).
+	// Once the change is committed every other session of the caller is ended in the Auth
+	// service (AuthService.EndUserSessions, reason "password_changed"); the session of the
+	// access token that made the call stays. That happens after the answer and does not decide
+	// it: when the Auth service cannot be reached the change still succeeds, and the failure is
+	// logged and counted.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 	// RequestEmailVerification mails a new verification token to the caller's current email,
 	// invalidating earlier ones. Fails with FAILED_PRECONDITION when the email is already
@@ -367,11 +397,21 @@ type IdentityServiceHandler interface {
 	// cannot be used to find out who has an account.
 	RequestPasswordReset(context.Context, *connect.Request[v1.RequestPasswordResetRequest]) (*connect.Response[v1.RequestPasswordResetResponse], error)
 	// ResetPassword consumes a password reset token and sets a new password. It also clears the
-	// lockout counter. Fails with INVALID_ARGUMENT for an unknown, used or expired token.
+	// lockout counter. Fails with INVALID_ARGUMENT for an unknown, used or expired token. Once
+	// the new password is committed every session of the user is ended in the Auth service
+	// (AuthService.EndUserSessions, reason "password_reset"), so that a refresh token stolen
+	// before the reset stops working. That happens after the answer and does not decide it:
+	// when the Auth service cannot be reached the reset still succeeds, and the failure is
+	// logged and counted.
 	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
-	// DisableUser stops a user from logging in. Sessions already open are not ended by this
-	// call; end them with AuthService.RevokeAllSessions. Disabling a disabled user succeeds and
-	// changes nothing.
+	// DisableUser stops a user from logging in and ends the sessions they have open: once the
+	// change is committed the Identity service asks the Auth service to end them
+	// (AuthService.EndUserSessions, reason "user_disabled"), so the user cannot keep refreshing
+	// tokens. Access tokens already issued stay valid until they expire. Ending the sessions
+	// happens after the answer and does not decide it: when the Auth service cannot be reached
+	// the user is still disabled, and the failure is logged and counted. Disabling a disabled
+	// user succeeds and changes nothing, except that it ends the user's sessions again: that is
+	// how to retry after such a failure.
 	DisableUser(context.Context, *connect.Request[v1.DisableUserRequest]) (*connect.Response[v1.DisableUserResponse], error)
 	// EnableUser lets a disabled user log in again. Enabling an active user succeeds and
 	// changes nothing.
