@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
@@ -70,6 +71,23 @@ func TestThroughTheGateway(t *testing.T) {
 	refreshed, err := auth.Refresh(ctx, connect.NewRequest(&authv1.RefreshRequest{RefreshToken: annLogin.Msg.GetRefreshToken()}))
 	require.NoError(t, err)
 	assert.NotEqual(t, annLogin.Msg.GetRefreshToken(), refreshed.Msg.GetRefreshToken())
+
+	// An admin disables a user: Identity ends their sessions in Auth, so
+	// their refresh token stops working and they cannot log in again.
+	bob, err := identity.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{Email: "bob@example.com", Password: "correct horse battery", DisplayName: "Bob"}))
+	require.NoError(t, err)
+	bobLogin, err := auth.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: "bob@example.com", Password: "correct horse battery"}))
+	require.NoError(t, err)
+	bobID := bob.Msg.GetUser().GetId()
+	_, err = identity.DisableUser(ctx, bearer(admin, &identityv1.DisableUserRequest{UserId: bobID}))
+	require.NoError(t, err)
+	// Identity tells Auth after its own change committed.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := auth.Refresh(ctx, connect.NewRequest(&authv1.RefreshRequest{RefreshToken: bobLogin.Msg.GetRefreshToken()}))
+		assert.Equal(c, connect.CodeUnauthenticated, connect.CodeOf(err))
+	}, 10*time.Second, 50*time.Millisecond, "a disabled user's session still refreshes")
+	_, err = auth.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: "bob@example.com", Password: "correct horse battery"}))
+	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "a disabled user logs in")
 
 	// Refusals at the edge.
 	_, err = identity.GetMe(ctx, connect.NewRequest(&identityv1.GetMeRequest{}))
