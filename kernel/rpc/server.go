@@ -377,7 +377,7 @@ func (s *Server) close() error {
 }
 
 func (s *Server) mountStandard(health *grpchealth.StaticChecker) {
-	s.mux.Handle(grpchealth.NewHandler(health))
+	s.mux.Handle(grpchealth.NewHandler(&readyChecker{s: s, static: health}))
 	reflector := grpcreflect.NewStaticReflector(s.services...)
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
@@ -393,15 +393,7 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusServiceUnavailable, "not ready: starting or shutting down")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	var failed []string
-	for _, c := range s.readiness {
-		if err := c.check(ctx); err != nil {
-			s.logger.WarnContext(ctx, "readiness check failed", "check", c.name, "err", err)
-			failed = append(failed, c.name)
-		}
-	}
+	failed := s.failedReadiness(r.Context())
 	var detail strings.Builder
 	for _, d := range s.details {
 		fmt.Fprintf(&detail, "\n%s: %s", d.name, d.detail())
@@ -411,6 +403,41 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeStatus(w, http.StatusOK, "ok"+detail.String())
+}
+
+// failedReadiness runs the readiness checks and returns the names of those
+// that failed.
+func (s *Server) failedReadiness(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var failed []string
+	for _, c := range s.readiness {
+		if err := c.check(ctx); err != nil {
+			s.logger.WarnContext(ctx, "readiness check failed", "check", c.name, "err", err)
+			failed = append(failed, c.name)
+		}
+	}
+	return failed
+}
+
+// readyChecker answers gRPC health checks as /readyz does: NOT_SERVING
+// while the server starts, shuts down or fails a readiness check, so a
+// gRPC health probe (Consul's, Kubernetes') sees what an HTTP one sees.
+// The static checker knows the services and the shutdown status.
+type readyChecker struct {
+	s      *Server
+	static *grpchealth.StaticChecker
+}
+
+func (c *readyChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	res, err := c.static.Check(ctx, req)
+	if err != nil || res.Status != grpchealth.StatusServing {
+		return res, err
+	}
+	if !c.s.ready.Load() || len(c.s.failedReadiness(ctx)) > 0 {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return res, nil
 }
 
 func writeStatus(w http.ResponseWriter, code int, msg string) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,17 +222,39 @@ func TestRequestIDRecoveryAndStandardEndpoints(t *testing.T) {
 
 func TestReadinessChecks(t *testing.T) {
 	t.Parallel()
-	var dbErr error
+	var dbDown atomic.Bool
 	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
-		rpc.WithReadiness("database", func(context.Context) error { return dbErr }))
+		rpc.WithReadiness("database", func(context.Context) error {
+			if dbDown.Load() {
+				return context.DeadlineExceeded
+			}
+			return nil
+		}))
 	url := startServer(t, srv, &identityStub{})
-	dbErr = context.DeadlineExceeded
+	grpcHealth := func(service string) string {
+		resp, err := http.Post(url+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":"`+service+`"}`))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return string(body)
+	}
+	assert.Contains(t, grpcHealth("portcullis.identity.v1.IdentityService"), `"SERVING_STATUS_SERVING"`)
+
+	dbDown.Store(true)
 	resp, err := http.Get(url + "/readyz")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Contains(t, string(body), "database")
+	// gRPC health probes see what /readyz says.
+	for _, service := range []string{"", "portcullis.identity.v1.IdentityService"} {
+		assert.Contains(t, grpcHealth(service), `"SERVING_STATUS_NOT_SERVING"`, service)
+	}
+	assert.NotContains(t, grpcHealth("no.such.Service"), "SERVING_STATUS", "an unknown service is NotFound")
+
+	dbDown.Store(false)
+	assert.Contains(t, grpcHealth(""), `"SERVING_STATUS_SERVING"`)
 }
 
 func TestBackgroundTasksLiveAsLongAsTheServer(t *testing.T) {
