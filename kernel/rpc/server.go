@@ -69,7 +69,17 @@ type Server struct {
 	ready    atomic.Bool
 	addr     chan net.Addr
 	addrOnce sync.Once
+
+	// The last readiness verdict, reused for a second so that frequent
+	// probes (gRPC health checks at load-balancer rates) cost no database
+	// round trip each.
+	verdictMu     sync.Mutex
+	verdict       []string
+	verdictExpiry time.Time
 }
+
+// readinessReuse is how long a readiness verdict answers probes.
+const readinessReuse = time.Second
 
 type readinessCheck struct {
 	name  string
@@ -405,9 +415,23 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	writeStatus(w, http.StatusOK, "ok"+detail.String())
 }
 
-// failedReadiness runs the readiness checks and returns the names of those
-// that failed.
+// failedReadiness returns the names of the readiness checks that failed,
+// running them at most once per [readinessReuse]; probes in between get
+// the last verdict.
 func (s *Server) failedReadiness(ctx context.Context) []string {
+	s.verdictMu.Lock()
+	defer s.verdictMu.Unlock()
+	if now := time.Now(); now.Before(s.verdictExpiry) {
+		return s.verdict
+	}
+	s.verdict = s.runReadiness(ctx)
+	s.verdictExpiry = time.Now().Add(readinessReuse)
+	return s.verdict
+}
+
+// runReadiness runs the readiness checks and returns the names of those
+// that failed.
+func (s *Server) runReadiness(ctx context.Context) []string {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var failed []string
