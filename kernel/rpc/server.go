@@ -387,10 +387,13 @@ func (s *Server) close() error {
 }
 
 func (s *Server) mountStandard(health *grpchealth.StaticChecker) {
-	s.mux.Handle(grpchealth.NewHandler(&readyChecker{s: s, static: health}))
+	// The same compression threshold as the services' handlers: a health
+	// answer is a few bytes, and a probe should not pay for gzip.
+	compress := connect.WithCompressMinBytes(s.cfg.CompressMinBytes)
+	s.mux.Handle(grpchealth.NewHandler(&readyChecker{s: s, static: health}, compress))
 	reflector := grpcreflect.NewStaticReflector(s.services...)
-	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	s.mux.Handle(grpcreflect.NewHandlerV1(reflector, compress))
+	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, compress))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeStatus(w, http.StatusOK, "ok") })
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
