@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +41,10 @@ const maxTokenSize = 8 << 10
 // segmentEncoding is base64url without padding (RFC 7515 section 2), the
 // encoding of key thumbprints and JWS segments.
 var segmentEncoding = base64.RawURLEncoding
+
+// strictSegment decodes a segment only in its one canonical spelling (the
+// unused bits of its last character zero).
+var strictSegment = base64.RawURLEncoding.Strict()
 
 // checkSize rejects an empty token, and one too long to be ours before it
 // costs a cache lookup (which hashes it) or any decoding.
@@ -86,10 +91,16 @@ func verifyJWT(ctx context.Context, token string, lookup keyLookup, now time.Tim
 	if strings.Count(token, ".") != 2 {
 		return nil, errorf(ErrTokenMalformed, "not three dot-separated segments")
 	}
-	// jwx also accepts padded and standard base64; a token has one spelling
-	// here, so that the cache and logs never see two forms of one token.
+	// jwx also accepts padded and standard base64, and ignores the unused
+	// trailing bits of a segment; a token has one spelling here, so that
+	// one token cannot take many cache slots or signature checks.
 	if i := strings.IndexFunc(token, notBase64URL); i >= 0 {
 		return nil, errorf(ErrTokenMalformed, "byte %d is not base64url without padding", i)
+	}
+	for segment := range strings.SplitSeq(token, ".") {
+		if _, err := strictSegment.DecodeString(segment); err != nil {
+			return nil, errorf(ErrTokenMalformed, "segment: %v", err)
+		}
 	}
 	var (
 		key       *publicKey
@@ -144,9 +155,9 @@ type claimSet struct {
 	Iss string          `json:"iss"`
 	Sub string          `json:"sub"`
 	Aud json.RawMessage `json:"aud"` // a string or an array of strings
-	Exp *json.Number    `json:"exp"`
-	Nbf *json.Number    `json:"nbf"`
-	Iat *json.Number    `json:"iat"`
+	Exp json.RawMessage `json:"exp"` // a JSON number, never a string
+	Nbf json.RawMessage `json:"nbf"`
+	Iat json.RawMessage `json:"iat"`
 	Jti string          `json:"jti"`
 	Sid string          `json:"sid"`
 }
@@ -186,14 +197,14 @@ func decodeClaims(payload []byte) (jwt.Token, error) {
 	}
 	type dateClaim struct {
 		name  string
-		value *json.Number
+		value json.RawMessage
 	}
 	for _, dc := range [...]dateClaim{{jwt.ExpirationKey, c.Exp}, {jwt.NotBeforeKey, c.Nbf}, {jwt.IssuedAtKey, c.Iat}} {
-		name, n := dc.name, dc.value
-		if n == nil {
+		name, raw := dc.name, dc.value
+		if raw == nil {
 			continue
 		}
-		f, err := n.Float64()
+		f, err := strconv.ParseFloat(string(raw), 64) // refuses "123", quoted
 		if err != nil || math.IsNaN(f) || f < 0 || f > maxNumericDate {
 			errs = append(errs, fmt.Errorf("%s is not a number of seconds between 1970 and 9999", name))
 			continue

@@ -94,7 +94,7 @@ type serviceClaims struct {
 type ServiceTokenSource struct {
 	name   string
 	key    serviceKey
-	header jws.Headers // the protected header, the same for every token; jws.Sign copies it
+	header jws.Headers // the protected header, the same for every token (alg included: jws.Sign sets it again, to the same value, under the header's lock)
 	ttl    time.Duration
 	now    func() time.Time
 
@@ -122,7 +122,7 @@ func NewServiceTokenSource(name string, cfg ServiceConfig, opts ...Option) (*Ser
 	key, _ := parseServiceKey(cfg.ServiceKey) // checked by Validate
 	o := newOptions(opts)
 	header := jws.NewHeaders()
-	if err := errors.Join(header.Set(jws.KeyIDKey, key.kid), header.Set(jws.TypeKey, ServiceTokenType)); err != nil {
+	if err := errors.Join(header.Set(jws.AlgorithmKey, jwa.EdDSA), header.Set(jws.KeyIDKey, key.kid), header.Set(jws.TypeKey, ServiceTokenType)); err != nil {
 		return nil, fmt.Errorf("authn: service token header: %w", err)
 	}
 	return &ServiceTokenSource{

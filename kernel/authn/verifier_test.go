@@ -249,6 +249,23 @@ func TestVerify(t *testing.T) {
 			wantErr: authn.ErrTokenInvalid,
 		},
 		{
+			// 64 signature bytes leave 4 unused bits in the last of 86
+			// characters; lenient decoders read both spellings alike.
+			name: "signature with unused bits set",
+			token: func(t *testing.T, srv *authntest.Server) string {
+				const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+				token := srv.Issue()
+				last := strings.IndexByte(alphabet, token[len(token)-1])
+				return token[:len(token)-1] + string(alphabet[last^1])
+			},
+			wantErr: authn.ErrTokenMalformed,
+		},
+		{
+			name:    "exp as a string",
+			token:   issue(authntest.WithClaim("exp", "4102444800")),
+			wantErr: authn.ErrTokenMalformed,
+		},
+		{
 			name: "signature with padding",
 			token: func(t *testing.T, srv *authntest.Server) string {
 				return srv.Issue() + "=="

@@ -435,7 +435,10 @@ func (s *Server) failedReadiness(ctx context.Context) []string {
 // runReadiness runs the readiness checks and returns the names of those
 // that failed.
 func (s *Server) runReadiness(ctx context.Context) []string {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	// Not the probe's own deadline or cancellation: the verdict answers
+	// every probe for a while, so one impatient caller must not make it
+	// "not ready" for all.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	var failed []string
 	for _, c := range s.readiness {

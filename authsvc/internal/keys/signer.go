@@ -43,7 +43,8 @@ type Key struct {
 	signer crypto.Signer
 	alg    jwa.SignatureAlgorithm
 	// header is the protected JOSE header, the same for every token the key
-	// signs; jws.Sign copies it before adding alg.
+	// signs, alg included: jws.Sign sets alg on it again, to the same
+	// value, under the header's own lock, so concurrent signing is safe.
 	header jws.Headers
 }
 
@@ -94,7 +95,7 @@ func newKey(signer crypto.Signer, createdAt time.Time) (*Key, error) {
 	// typ at+jwt: an access token (RFC 9068 section 2.1), which the kernel
 	// verifier accepts and a service token never carries.
 	header := jws.NewHeaders()
-	if err := errors.Join(header.Set(jws.KeyIDKey, pub.Kid), header.Set(jws.TypeKey, "at+jwt")); err != nil {
+	if err := errors.Join(header.Set(jws.AlgorithmKey, jwa.SignatureAlgorithm(pub.Alg)), header.Set(jws.KeyIDKey, pub.Kid), header.Set(jws.TypeKey, "at+jwt")); err != nil {
 		return nil, fmt.Errorf("keys: header: %w", err)
 	}
 	return &Key{
