@@ -64,6 +64,7 @@ func (r *Registry) WatchCatalog(opts ...WatchOption) *CatalogWatcher {
 		equal:  routeTable.equal,
 		merge:  mergeRoutes,
 		size:   func(t routeTable) int { return len(t.routes) },
+		agent:  r.agentID,
 		opts:   o,
 		logger: o.logger.With(slog.String("watch", "catalog")),
 	}

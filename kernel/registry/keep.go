@@ -32,7 +32,11 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance)
 		if !errors.As(err, &status) || status.Code != http.StatusNotFound {
 			continue // known, or the agent is unreachable: nothing to repair
 		}
-		if _, err := r.Register(ctx, inst); err != nil {
+		// The instance was serving and passing before the agent forgot
+		// it: it starts passing again rather than critical until its first
+		// check, so callers do not lose it meanwhile. Its next check, one
+		// interval away, corrects that if it is no longer ready.
+		if _, err := r.register(ctx, inst, api.HealthPassing); err != nil {
 			if ctx.Err() == nil {
 				r.logger.WarnContext(ctx, "Consul lost this instance's registration and registering again failed",
 					slog.String("id", id), slog.Any("error", err))

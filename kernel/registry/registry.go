@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -99,6 +100,21 @@ func New(cfg Config, opts ...Option) (*Registry, error) {
 // configured address, token and datacenter.
 func (r *Registry) Client() *api.Client { return r.client }
 
+// agentID returns the node ID of the Consul agent answering, which a dev
+// agent draws anew each start; watchers compare it to tell a restarted
+// agent from instances that left.
+func (r *Registry) agentID(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var self struct {
+		Config struct{ NodeID string }
+	}
+	if _, err := r.client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("consul agent self: %w", err)
+	}
+	return self.Config.NodeID, nil
+}
+
 // Register registers inst with the Consul agent and returns its ID: inst.ID,
 // or, if that is empty, "<service>-<address>-<port>", which a restarted
 // instance on the same address reuses, so it replaces its stale predecessor
@@ -112,10 +128,17 @@ func (r *Registry) Client() *api.Client { return r.client }
 // its first check passes, which Consul runs within one interval.
 // Registering an ID again replaces the registration.
 func (r *Registry) Register(ctx context.Context, inst Instance) (string, error) {
+	return r.register(ctx, inst, "")
+}
+
+// register registers inst with its check starting in initialStatus; empty
+// means Consul's default, critical.
+func (r *Registry) register(ctx context.Context, inst Instance, initialStatus string) (string, error) {
 	reg, err := r.registration(inst)
 	if err != nil {
 		return "", fmt.Errorf("register %s: %w", inst.Service, err)
 	}
+	reg.Check.Status = initialStatus
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := r.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
 		return "", fmt.Errorf("register %q in Consul at %s: %w", reg.ID, r.cfg.Addr, err)

@@ -44,6 +44,7 @@ func (r *Registry) Resolver(service string, opts ...WatchOption) *Resolver {
 		equal:  equalInstances,
 		merge:  mergeInstances,
 		size:   func(i []Instance) int { return len(i) },
+		agent:  r.agentID,
 		opts:   o,
 		logger: o.logger.With(slog.String("resolve", service)),
 	}

@@ -109,6 +109,12 @@ type watch[T any] struct {
 	// newer winning where they disagree: what the watcher serves while
 	// Consul settles after an outage or a restart.
 	merge func(earlier, newer T) T
+	// agent, if set, names the Consul agent answering: it changes when the
+	// agent restarts without its state (a dev agent, say). The blocking
+	// query alone cannot always tell: Go's HTTP client silently redials a
+	// closed keep-alive connection, and a new agent's index need not be
+	// lower than the old one's.
+	agent func(ctx context.Context) (string, error)
 
 	opts   watchOptions
 	logger *slog.Logger
@@ -121,6 +127,11 @@ type watch[T any] struct {
 
 	mu      sync.Mutex
 	lastErr error // of the latest query, nil after an answer
+}
+
+// loses reports whether newer lacks something earlier held.
+func (w *watch[T]) loses(earlier, newer T) bool {
+	return w.size(w.merge(earlier, newer)) > w.size(newer)
 }
 
 // start stores the zero answer and starts the loop.
@@ -189,6 +200,7 @@ func (w *watch[T]) run(ctx context.Context) {
 		// settleUntil, while in the future, makes answers add to what was
 		// known rather than replace it (see WithSettle).
 		settleUntil time.Time
+		agentID     string // of the agent that answered, when known
 	)
 	for {
 		if d := minQueryInterval - time.Since(lastStart); d > 0 && !sleep(ctx, d) {
@@ -230,6 +242,19 @@ func (w *watch[T]) run(ctx context.Context) {
 		restarted := meta.LastIndex < index
 		if (failures > 0 || restarted) && hadAnswer && w.opts.settle > 0 {
 			settleUntil = time.Now().Add(w.opts.settle)
+		}
+		// An answer that loses something, from an agent other than the one
+		// that answered before, is an agent that restarted and has not yet
+		// relearned its services: settle as after an outage.
+		if w.agent != nil && w.opts.settle > 0 && (!hadAnswer || (time.Now().After(settleUntil) && w.loses(w.load(), answer))) {
+			if id, err := w.agent(ctx); err == nil {
+				if hadAnswer && agentID != "" && id != agentID {
+					settleUntil = time.Now().Add(w.opts.settle)
+					w.logger.Info("Consul agent changed (restarted?); keeping the last known state while it settles",
+						slog.Duration("settle", w.opts.settle))
+				}
+				agentID = id
+			}
 		}
 		if failures > 0 {
 			w.logger.Info("Consul answers again",
