@@ -66,9 +66,7 @@ func (s *Service) send(ctx context.Context, m Message) {
 	// The request's values (request ID, log attributes) stay; its end does
 	// not cancel the send.
 	ctx = context.WithoutCancel(ctx)
-	s.outgoing.Add(1)
-	go func() {
-		defer s.outgoing.Done()
+	s.inBackground(func() {
 		s.mailSlots <- struct{}{}
 		defer func() { <-s.mailSlots }()
 		ctx, cancel := context.WithTimeout(ctx, mailTimeout)
@@ -76,6 +74,25 @@ func (s *Service) send(ctx context.Context, m Message) {
 		if err := s.mailer.Send(ctx, m); err != nil {
 			s.logger.ErrorContext(ctx, "send mail", "subject", m.Subject, "err", err)
 		}
+	})
+}
+
+// inBackground runs fn in a goroutine [Service.Drain] waits for. Once
+// Drain has begun it runs fn in the caller instead: a request still in
+// flight at shutdown finishes its work rather than starting some that
+// Drain would not see (a WaitGroup must not grow while it is waited on).
+func (s *Service) inBackground(fn func()) {
+	s.backgroundMu.Lock()
+	if s.draining {
+		s.backgroundMu.Unlock()
+		fn()
+		return
+	}
+	s.background.Add(1)
+	s.backgroundMu.Unlock()
+	go func() {
+		defer s.background.Done()
+		fn()
 	}()
 }
 
@@ -84,8 +101,11 @@ func (s *Service) send(ctx context.Context, m Message) {
 // done, or until ctx ends, whichever is first. The server calls it on
 // shutdown; the Service stays usable afterwards.
 func (s *Service) Drain(ctx context.Context) error {
+	s.backgroundMu.Lock()
+	s.draining = true
+	s.backgroundMu.Unlock()
 	done := make(chan struct{})
-	go func() { s.outgoing.Wait(); s.ending.Wait(); close(done) }()
+	go func() { s.background.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

@@ -63,16 +63,18 @@ type Service struct {
 	// dummyHash is checked against for unknown emails, so they cost the
 	// same time as known ones.
 	dummyHash string
-	// outgoing tracks mails being sent in the background (see send), and
-	// mailSlots bounds how many are sent at once.
-	outgoing  sync.WaitGroup
+	// mailSlots bounds how many mails are sent at once (see send).
 	mailSlots chan struct{}
 	// sessions ends users' sessions in the Auth service (see endSessions);
-	// ending tracks those calls in flight, and sessionEndFailures counts
-	// the ones that failed.
+	// sessionEndFailures counts the calls that failed.
 	sessions           SessionEnder
-	ending             sync.WaitGroup
 	sessionEndFailures *prometheus.CounterVec
+	// background tracks work that outlives a request (mail, session
+	// ending); once draining is set, no more starts in the background
+	// (see inBackground).
+	backgroundMu sync.Mutex
+	draining     bool
+	background   sync.WaitGroup
 }
 
 // Option configures a [Service].

@@ -77,9 +77,7 @@ func (s *Service) endSessions(ctx context.Context, id uuid.UUID, reason, except 
 	// The request's values (request ID, log attributes) stay; its end does
 	// not cancel the call.
 	ctx = context.WithoutCancel(ctx)
-	s.ending.Add(1)
-	go func() {
-		defer s.ending.Done()
+	s.inBackground(func() {
 		ctx, cancel := context.WithTimeout(ctx, sessionEndTimeout)
 		defer cancel()
 		err := s.tryEndSessions(ctx, id.String(), reason, except)
@@ -88,7 +86,7 @@ func (s *Service) endSessions(ctx context.Context, id uuid.UUID, reason, except 
 			s.logger.ErrorContext(ctx, "sessions not ended: the user can keep refreshing tokens until they expire or are revoked",
 				"user_id", id.String(), "reason", reason, "err", err)
 		}
-	}()
+	})
 }
 
 // tryEndSessions calls the Auth service up to sessionEndAttempts times,
