@@ -319,8 +319,23 @@ func readPending(ctx context.Context, tx *sql.Tx, limit int) ([]pending, error) 
 	return batch, nil
 }
 
+// splittable reports whether a batch of n events that Audit refused with
+// err is worth sending in halves: refused as invalid (one bad event
+// refuses the batch), or, with more than one event, as too large (a
+// request over Audit's max_request_bytes). A single event too large is not
+// set aside: it waits, and the backlog shows it.
+func splittable(err error, n int) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument:
+		return true
+	case connect.CodeResourceExhausted:
+		return n > 1
+	}
+	return false
+}
+
 // send records batch in order, adding what it delivered or rejected to out.
-// When Audit refuses the batch as invalid, it bisects: the first half, then
+// When Audit refuses the batch as invalid or too large, it bisects: the first half, then
 // the second, so the order holds and a batch with one bad event costs about
 // 2*log2(len) calls. An event refused on its own is rejected. Any other
 // error (Audit unreachable, a timeout) stops it: what follows is not sent.
@@ -338,9 +353,9 @@ func (r *Relay) send(ctx context.Context, batch []pending, out *outcome) error {
 			out.delivered = append(out.delivered, p.id)
 		}
 		return nil
-	case connect.CodeOf(err) != connect.CodeInvalidArgument || ctx.Err() != nil:
+	case !splittable(err, len(batch)) || ctx.Err() != nil:
 		return fmt.Errorf("record %d events: %w", len(batch), err)
-	case len(batch) == 1:
+	case len(batch) == 1: // refused as invalid on its own
 		out.rejected = append(out.rejected, rejection{batch[0], err.Error()})
 		return nil
 	}

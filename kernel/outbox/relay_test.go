@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -152,6 +153,42 @@ func TestRelayIsolatesRefusedEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sizeLimitedLog stands in for an Audit service whose max_request_bytes a
+// batch of more than max events exceeds.
+type sizeLimitedLog struct {
+	*auditLog
+	max int
+}
+
+func (a *sizeLimitedLog) Record(ctx context.Context, req *connect.Request[auditv1.RecordRequest]) (*connect.Response[auditv1.RecordResponse], error) {
+	if len(req.Msg.GetEvents()) > a.max {
+		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("message size exceeds the maximum"))
+	}
+	return a.auditLog.Record(ctx, req)
+}
+
+// TestRelaySplitsBatchesTooLargeForAudit: a batch Audit refuses as too
+// large is sent in halves, in order; nothing is set aside.
+func TestRelaySplitsBatchesTooLargeForAudit(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	const n = 20
+	for i := range n {
+		change(t, db, "item-"+strconv.Itoa(i), true)
+	}
+	log := &sizeLimitedLog{auditLog: &auditLog{seen: map[string]int{}}, max: 3}
+	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log),
+		outbox.Config{PollInterval: time.Hour, MaxBackoff: 200 * time.Millisecond}, nil)
+	runRelay(t, relay)
+	require.Eventually(t, func() bool { return log.count() == n && relay.Backlog() == 0 }, 10*time.Second, 10*time.Millisecond,
+		"%d of %d delivered, backlog %d", log.count(), n, relay.Backlog())
+	assert.Zero(t, relay.Rejected())
+	deliveredKeys, _ := outboxKeys(t, db.DB, `delivered_at > 'epoch'`)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	assert.Equal(t, deliveredKeys, log.keys, "not every event arrived, once, in order")
 }
 
 // TestStandbyRelayKeepsItsBacklogCurrent runs a relay that never gets the
