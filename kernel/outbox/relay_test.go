@@ -130,13 +130,18 @@ func TestRelayIsolatesRefusedEvents(t *testing.T) {
 
 			// Events behind the refused ones keep flowing.
 			change(t, db, "after", true)
-			require.Eventually(t, func() bool { return log.count() == wantDelivered+1 }, 5*time.Second, 10*time.Millisecond)
+			// Delivered means recorded and marked in the outbox, which the
+			// relay does after Record returns.
+			var deliveredKeys []string
+			require.Eventually(t, func() bool {
+				deliveredKeys, _ = outboxKeys(t, db.DB, `delivered_at > 'epoch'`)
+				return log.count() == wantDelivered+1 && len(deliveredKeys) == wantDelivered+1
+			}, 5*time.Second, 10*time.Millisecond)
 			time.Sleep(100 * time.Millisecond) // nothing more comes
 			assert.Equal(t, int64(wantRejected), relay.Rejected(), "a refused event was sent again")
 
 			rejectedKeys, rejectedIDs := outboxKeys(t, db.DB, `delivered_at = 'epoch'`)
 			assert.Len(t, rejectedKeys, wantRejected)
-			deliveredKeys, _ := outboxKeys(t, db.DB, `delivered_at > 'epoch'`)
 			log.mu.Lock()
 			assert.Equal(t, deliveredKeys, log.keys, "not every accepted event arrived, once, in order")
 			for key, times := range log.seen {
@@ -182,10 +187,14 @@ func TestRelaySplitsBatchesTooLargeForAudit(t *testing.T) {
 	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log),
 		outbox.Config{PollInterval: time.Hour, MaxBackoff: 200 * time.Millisecond}, nil)
 	runRelay(t, relay)
-	require.Eventually(t, func() bool { return log.count() == n && relay.Backlog() == 0 }, 10*time.Second, 10*time.Millisecond,
-		"%d of %d delivered, backlog %d", log.count(), n, relay.Backlog())
+	// Delivered means recorded by Audit and marked in the outbox, which
+	// the relay does after Record returns.
+	var deliveredKeys []string
+	require.Eventually(t, func() bool {
+		deliveredKeys, _ = outboxKeys(t, db.DB, `delivered_at > 'epoch'`)
+		return log.count() == n && len(deliveredKeys) == n
+	}, 10*time.Second, 10*time.Millisecond, "%d of %d recorded, %d marked delivered", log.count(), n, len(deliveredKeys))
 	assert.Zero(t, relay.Rejected())
-	deliveredKeys, _ := outboxKeys(t, db.DB, `delivered_at > 'epoch'`)
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	assert.Equal(t, deliveredKeys, log.keys, "not every event arrived, once, in order")
