@@ -58,6 +58,13 @@ func startLoad(workers int, call func(context.Context) error) *steadyLoad {
 	return l
 }
 
+// The services of the fault tests and how many instances each runs; the
+// gateway does not register in Consul, it only reads it.
+var (
+	services = platform.Services[:4]
+	replicas = map[string]int{"identitysvc": 2}
+)
+
 // TestFaults runs the platform with two Identity instances under a steady
 // load through the gateway, and breaks it: an Identity instance crashes,
 // Consul restarts, and finally everything gets SIGTERM.
@@ -66,7 +73,7 @@ func TestFaults(t *testing.T) {
 	consul := kerneltest.StartConsul(t)
 	p, logs := platformtest.Start(t, platform.Options{
 		ConsulAddr: consul.Addr(),
-		Replicas:   map[string]int{"identitysvc": 2},
+		Replicas:   replicas,
 		Env:        append([]string{"PORTCULLIS_RATELIMIT_ENABLED=false"}, platformtest.FastHashing...),
 	})
 	ctx := t.Context()
@@ -79,7 +86,7 @@ func TestFaults(t *testing.T) {
 	require.NoError(t, err, "logs:\n%s", logs.String())
 	token := login.Msg.GetAccessToken()
 	// gRPC over h2c: one connection to the gateway, many streams.
-	identity := identityv1connect.NewIdentityServiceClient(newH2CClient(), p.GatewayURL, connect.WithGRPC())
+	identity := identityv1connect.NewIdentityServiceClient(platform.H2CClient(), p.GatewayURL, connect.WithGRPC())
 	getMe := func(ctx context.Context) error {
 		_, err := identity.GetMe(ctx, bearer(token, &identityv1.GetMeRequest{}))
 		return err
@@ -113,9 +120,8 @@ func TestFaults(t *testing.T) {
 		served := load.ok.Load()
 		consul.Restart() // a dev agent: it comes back empty, and every instance registers again
 		require.Eventually(t, func() bool {
-			for _, service := range platform.Services[:4] {
-				want := map[string]int{"identitysvc": 2}[service]
-				if addrs, err := p.Instances(ctx, service); err != nil || len(addrs) < max(1, want) {
+			for _, service := range services {
+				if addrs, err := p.Instances(ctx, service); err != nil || len(addrs) < max(1, replicas[service]) {
 					return false
 				}
 			}
@@ -138,18 +144,14 @@ func TestFaults(t *testing.T) {
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&entries))
 			return len(entries)
 		}
-		require.Equal(t, 2, registered("identitysvc"))
+		for _, service := range services {
+			require.Equal(t, max(1, replicas[service]), registered(service), service)
+		}
 		stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		require.NoError(t, p.Stop(stopCtx), "every process exits 0 on SIGTERM")
-		for _, service := range append(platform.Services[:4], "gateway") {
+		for _, service := range services {
 			assert.Zero(t, registered(service), fmt.Sprintf("%s left its registration behind", service))
 		}
 	})
-}
-
-func newH2CClient() *http.Client {
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: tr}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -362,19 +363,10 @@ func (j *journeys) totpLogin(t *testing.T) {
 func wrongCode(codes ...string) string {
 	for i := 0; ; i++ {
 		c := fmt.Sprintf("%06d", i)
-		if !contains(codes, c) {
+		if !slices.Contains(codes, c) {
 			return c
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // hasTOTPRequired says whether err carries Auth's TotpRequired detail.
@@ -404,9 +396,6 @@ func (j *journeys) auditChainOfTheRun(t *testing.T) {
 		got[i] = summary(e)
 	}
 	require.Equal(t, j.trail.want, got, "the run's audit trail")
-	for i := 1; i < len(run); i++ {
-		assert.Less(t, run[i-1].GetSequence(), run[i].GetSequence())
-	}
 
 	// The whole log, bootstrap included, exported as NDJSON.
 	stream, err := j.audit.ExportEvents(ctx, bearer(j.admin, &auditv1.ExportEventsRequest{}))

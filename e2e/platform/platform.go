@@ -497,6 +497,24 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
+// FreeAddr returns a loopback address nothing listens on right now.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// H2CClient returns an HTTP client that speaks HTTP/2 without TLS (prior
+// knowledge), as gRPC clients and the services do.
+func H2CClient() *http.Client {
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: tr}
+}
+
 // freePorts returns n distinct ports that were free a moment ago for both
 // TCP and UDP (Consul's serf ports use both).
 func freePorts(n int) ([]int, error) {

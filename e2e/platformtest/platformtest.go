@@ -6,12 +6,13 @@ package platformtest
 import (
 	"context"
 	"crypto/rand"
-	"net"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,21 +23,49 @@ import (
 )
 
 // Build builds every service binary and the platform launcher
-// (`platform`, what `go tool task up/start/stop` run) into a temporary bin
-// directory beside the consul binary, as `go tool task build` does into bin/.
+// (`platform`, what `go tool task up/start/stop` run) into a bin directory
+// beside the consul binary, as `go tool task build` does into bin/. It
+// builds once per test binary, however many tests ask; [Main] removes the
+// directory when the tests are done.
 func Build(t testing.TB) string {
 	t.Helper()
 	consul := kerneltest.ConsulBinary(t)
-	bin := t.TempDir()
+	built.once.Do(func() { built.dir, built.err = build(consul) })
+	require.NoError(t, built.err)
+	return built.dir
+}
+
+// built is what Build made: shared by the tests of one test binary.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func build(consul string) (string, error) {
+	bin, err := os.MkdirTemp("", "portcullis-e2e-bin-")
+	if err != nil {
+		return "", err
+	}
 	args := []string{"build", "-o", bin}
 	for _, name := range platform.Services {
 		args = append(args, "portcullis.dev/"+name+"/cmd/"+name)
 	}
 	args = append(args, "portcullis.dev/e2e/cmd/platform")
-	out, err := exec.Command("go", args...).CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	require.NoError(t, os.Symlink(consul, filepath.Join(bin, "consul")))
-	return bin
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		return bin, fmt.Errorf("go build: %w: %s", err, out)
+	}
+	return bin, os.Symlink(consul, filepath.Join(bin, "consul"))
+}
+
+// Main runs the tests of a package that uses [Build] and removes what
+// Build made; call it from TestMain: os.Exit(platformtest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+	return code
 }
 
 // Database returns the URL of a database of the test's own on the test
@@ -54,10 +83,8 @@ func Database(t testing.TB) string {
 // FreeAddr returns a loopback address nothing listens on right now.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := platform.FreeAddr()
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
 	return addr
 }
 

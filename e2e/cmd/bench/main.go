@@ -20,7 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,6 +37,8 @@ import (
 	"golang.org/x/crypto/argon2"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/google/uuid"
 
 	"portcullis.dev/e2e/platform"
 	"portcullis.dev/kernel/rpc"
@@ -101,7 +103,7 @@ func run(ctx context.Context, bin, out, chart, gatewayDir string, phase time.Dur
 		return err
 	}
 	defer os.RemoveAll(mailDir)
-	gatewayAddr, err := freeAddr()
+	gatewayAddr, err := platform.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -316,7 +318,7 @@ func (b *bench) logins(ctx context.Context, rep *report) error {
 }
 
 func (b *bench) refreshes(ctx context.Context, rep *report) error {
-	auth := authv1connect.NewAuthServiceClient(h2c(), b.p.GatewayURL)
+	auth := authv1connect.NewAuthServiceClient(platform.H2CClient(), b.p.GatewayURL)
 	tokens := make([]string, 4*b.workers)
 	for i := range tokens {
 		res, err := auth.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: fmt.Sprintf("bench-%d@example.com", i%b.workers), Password: benchPassword}))
@@ -366,7 +368,7 @@ func (b *bench) checks(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	client := h2c()
+	client := platform.H2CClient()
 	// JSON for all three, so they differ only in what the server does.
 	authz := authzv1connect.NewAuthzServiceClient(client, base, withToken, connect.WithProtoJSON())
 	health := connect.NewClient[structpb.Struct, structpb.Struct](client, base+"/grpc.health.v1.Health/Check", connect.WithProtoJSON())
@@ -388,7 +390,7 @@ func (b *bench) checks(ctx context.Context, rep *report) error {
 	}
 	uncached, err := b.loop(ctx, workers, func(ctx context.Context, _ int) (int, error) {
 		// A subject never seen: its decision index is loaded from the database.
-		_, err := authz.Check(ctx, connect.NewRequest(&authzv1.CheckRequest{Subject: uuid(), Permission: "identity.users.read"}))
+		_, err := authz.Check(ctx, connect.NewRequest(&authzv1.CheckRequest{Subject: uuid.NewString(), Permission: "identity.users.read"}))
 		return 1, err
 	})
 	if err != nil {
@@ -406,7 +408,7 @@ func (b *bench) audit(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	audit := auditv1connect.NewAuditServiceClient(h2c(), base, withToken)
+	audit := auditv1connect.NewAuditServiceClient(platform.H2CClient(), base, withToken)
 	record := func(batch int) func(ctx context.Context, _ int) (int, error) {
 		return func(ctx context.Context, _ int) (int, error) {
 			events := make([]*auditv1.NewEvent, batch)
@@ -496,13 +498,7 @@ func (r *report) markdown(at time.Time) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.figure, r.value, r.baseline, r.ratio, r.target)
 	}
 	b.WriteString("\n## Memory (RSS)\n\n| Process | Idle | Loaded (peak) | Loaded/idle |\n|---|---|---|---|\n")
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range r.rss {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(r.rss)) {
 		v := r.rss[name]
 		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB | %.2fx |\n", name, v[0], v[1], v[1]/cmp.Or(v[0], 1))
 	}
@@ -559,29 +555,6 @@ func scratchDatabase() (string, error) {
 	}
 	u.Path = "/portcullis_bench_" + strings.ToLower(rand.Text()[:8])
 	return u.String(), nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func h2c() *http.Client {
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: tr}
-}
-
-func uuid() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 func tail(s string, n int) string {
