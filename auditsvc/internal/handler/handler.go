@@ -10,6 +10,7 @@ import (
 
 	"portcullis.dev/auditsvc/internal/audit"
 	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
 )
@@ -119,10 +120,9 @@ func (h *Handler) connectError(ctx context.Context, err error) error {
 		return connect.NewError(connect.CodeNotFound, audit.ErrNotFound)
 	case errors.As(err, &ce):
 		return ce // from the stream: the client went away
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, errors.New("canceled"))
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	}
+	if cerr, ok := rpc.ContextError(err); ok {
+		return cerr
 	}
 	h.logger.ErrorContext(ctx, "audit request failed", "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))

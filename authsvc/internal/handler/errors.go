@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"portcullis.dev/authsvc/internal/auth"
+	"portcullis.dev/kernel/rpc"
 	authv1 "portcullis.dev/proto/auth/v1"
 )
 
@@ -52,13 +53,8 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return cerr
 		}
 	}
-	// A deadline that ran out is not a cancellation: the client did not give
-	// up, and may retry with a longer one (Connect's protocol reports it so).
-	if errors.Is(err, context.DeadlineExceeded) {
-		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
-	}
-	if errors.Is(err, context.Canceled) {
-		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
+	if cerr, ok := rpc.ContextError(err); ok {
+		return cerr
 	}
 	h.logger.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("error", err.Error()))
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))

@@ -10,6 +10,7 @@ import (
 
 	"portcullis.dev/kernel/authn"
 	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/rpc"
 	authzv1 "portcullis.dev/proto/authz/v1"
 	"portcullis.dev/proto/authz/v1/authzv1connect"
 )
@@ -48,11 +49,8 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return connect.NewError(code, errors.New(de.Msg))
 		}
 	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	if cerr, ok := rpc.ContextError(err); ok {
+		return cerr
 	}
 	h.logger.ErrorContext(ctx, "authz request failed", "procedure", logging.Procedure(ctx), "err", err)
 	return connect.NewError(connect.CodeUnavailable, errors.New("the request could not be completed; retry later"))

@@ -14,6 +14,7 @@ import (
 
 	"portcullis.dev/identitysvc/internal/identity"
 	"portcullis.dev/kernel/authn"
+	"portcullis.dev/kernel/rpc"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
 )
@@ -258,8 +259,9 @@ func toConnect(err error) error {
 		// reads ResourceExhausted from VerifyCredentials as a locked
 		// account.
 		return connect.NewError(connect.CodeUnavailable, identity.ErrBusy)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeOf(err), err)
+	}
+	if cerr, ok := rpc.ContextError(err); ok {
+		return cerr
 	}
 	return connect.NewError(connect.CodeInternal, errInternal{err})
 }
