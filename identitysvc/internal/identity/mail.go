@@ -99,13 +99,23 @@ func (s *Service) inBackground(fn func()) {
 // Drain waits until the mails accepted so far have been handed to the
 // Mailer and the calls that end users' sessions (see endSessions) are
 // done, or until ctx ends, whichever is first. The server calls it on
-// shutdown; the Service stays usable afterwards.
+// shutdown. While it waits, new work runs in its caller; once everything
+// in flight is done, work goes to the background again, so the Service
+// stays usable afterwards (tests drain between steps).
 func (s *Service) Drain(ctx context.Context) error {
 	s.backgroundMu.Lock()
 	s.draining = true
 	s.backgroundMu.Unlock()
 	done := make(chan struct{})
-	go func() { s.background.Wait(); close(done) }()
+	go func() {
+		s.background.Wait()
+		// Nothing is in flight and nothing new was counted meanwhile, so
+		// the group may grow again.
+		s.backgroundMu.Lock()
+		s.draining = false
+		s.backgroundMu.Unlock()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
