@@ -47,10 +47,15 @@ func TestRFCVectors(t *testing.T) {
 		assert.Equal(t, tt.alg, k.alg.String())
 		_, err := jws.Verify([]byte(tt.jws), jws.WithKey(k.alg, k.raw))
 		assert.NoError(t, err, tt.kid)
-		tampered := []byte(tt.jws)
-		tampered[len(tampered)-2] ^= 1
-		_, err = jws.Verify(tampered, jws.WithKey(k.alg, k.raw))
-		assert.Error(t, err, tt.kid)
+		// A signature with one bit flipped, still well formed, must fail
+		// the signature check itself, not the parse.
+		input, sig, _ := strings.Cut(tt.jws[strings.IndexByte(tt.jws, '.')+1:], ".")
+		raw, err := segmentEncoding.DecodeString(sig)
+		require.NoError(t, err)
+		raw[0] ^= 1
+		tampered := tt.jws[:strings.IndexByte(tt.jws, '.')+1] + input + "." + segmentEncoding.EncodeToString(raw)
+		_, err = jws.Verify([]byte(tampered), jws.WithKey(k.alg, k.raw))
+		assert.True(t, jws.IsVerificationError(err), "%s: %v", tt.kid, err)
 	}
 	tp, err := thumbprint(keys["ed"].raw)
 	require.NoError(t, err)
@@ -157,4 +162,34 @@ func TestTokenCacheEviction(t *testing.T) {
 	c.clear()
 	c.put("stale", Principal{}, later.Add(time.Hour), epoch, later)
 	assert.Equal(t, 0, c.len())
+}
+
+func TestDecodeClaims(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		payload string
+		exp     time.Time // zero: no exp
+		wantErr bool
+	}{
+		{`{"exp":1300819380}`, time.Unix(1300819380, 0), false},
+		{`{"exp":1300819380.75}`, time.Unix(1300819380, 0), false}, // read to the second
+		{`{"exp":1.3e9}`, time.Unix(1_300_000_000, 0), false},
+		{`{"sub":"a"}`, time.Time{}, false},
+		{`{"exp":-1}`, time.Time{}, true},
+		{`{"exp":1e300}`, time.Time{}, true},
+		{`{"exp":"1300819380"}`, time.Time{}, true},
+		{`{"exp":true}`, time.Time{}, true},
+		{`{"exp":null}`, time.Time{}, true},
+		{`{"aud":7}`, time.Time{}, true},
+		{`[1,2]`, time.Time{}, true},
+	}
+	for _, tt := range tests {
+		tok, err := decodeClaims([]byte(tt.payload))
+		if tt.wantErr {
+			assert.ErrorIs(t, err, ErrTokenMalformed, tt.payload)
+			continue
+		}
+		require.NoError(t, err, tt.payload)
+		assert.True(t, tt.exp.Equal(tok.Expiration()), "%s: got %v", tt.payload, tok.Expiration())
+	}
 }

@@ -246,9 +246,9 @@ func (w *watch[T]) run(ctx context.Context) {
 		// An answer that loses something, from an agent other than the one
 		// that answered before, is an agent that restarted and has not yet
 		// relearned its services: settle as after an outage.
-		if w.agent != nil && w.opts.settle > 0 && (!hadAnswer || (time.Now().After(settleUntil) && w.loses(w.load(), answer))) {
+		if w.agent != nil && w.opts.settle > 0 && hadAnswer && time.Now().After(settleUntil) && w.loses(w.load(), answer) {
 			if id, err := w.agent(ctx); err == nil {
-				if hadAnswer && agentID != "" && id != agentID {
+				if agentID != "" && id != agentID {
 					settleUntil = time.Now().Add(w.opts.settle)
 					w.logger.Info("Consul agent changed (restarted?); keeping the last known state while it settles",
 						slog.Duration("settle", w.opts.settle))
@@ -285,6 +285,13 @@ func (w *watch[T]) run(ctx context.Context) {
 		if !hadAnswer {
 			hadAnswer = true
 			close(w.ready)
+			// The agent to compare later answers' agent with, asked after
+			// the watcher is ready so that start-up does not wait for it.
+			if w.agent != nil && w.opts.settle > 0 {
+				if id, err := w.agent(ctx); err == nil {
+					agentID = id
+				}
+			}
 		}
 	}
 }

@@ -241,6 +241,13 @@ func TestEdge(t *testing.T) {
 		}
 		c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
 		inst := e.identity
+		// The control: a valid token does reach the service, where the
+		// instance records it, so "not recorded" below means refused.
+		valid := a.Issue()
+		_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), valid))
+		require.NoError(t, err)
+		_, reached := inst.bearers.Load("Bearer " + valid)
+		require.True(t, reached, "a valid token never reached the service")
 		for name, tok := range attacks {
 			t.Run(name, func(t *testing.T) {
 				_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), tok))
