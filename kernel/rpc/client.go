@@ -170,3 +170,26 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 	h.Set(ServiceTokenHeader, token)
 	return nil
 }
+
+// Pick chooses an instance of service the way the factory's clients do:
+// the less busy of two healthy instances, skipping those ejected for
+// failing and those in tried. It is for a caller that talks to the
+// instance itself, such as the gateway's HTTP/2 proxy. The caller must call
+// done exactly once when the call ends, saying whether the instance
+// answered (false for a transport error or a 503): that counts toward
+// ejection, as it does for the factory's own calls.
+func (f *ClientFactory) Pick(ctx context.Context, service string, tried []string) (addr string, done func(ok bool), err error) {
+	instances, err := f.instances(ctx, service)
+	if err != nil {
+		return "", nil, err
+	}
+	inst, ep, ok := f.balancer.pick(instances, tried)
+	if !ok {
+		return "", nil, fmt.Errorf("no healthy instance of %q", service)
+	}
+	ep.inFlight.Add(1)
+	return inst.HostPort(), func(ok bool) {
+		ep.inFlight.Add(-1)
+		f.balancer.record(ep, ok)
+	}, nil
+}

@@ -1,0 +1,458 @@
+package h2proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// conn is one HTTP/2 connection, to a client (server side) or to an
+// upstream instance (client side). One goroutine reads its frames and
+// handles each at once, forwarding data to the other side of its stream;
+// what it writes, to this connection or another, is flushed when nothing
+// more is buffered to read, so frames that arrived together leave together.
+type conn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	rfr    *http2.Framer
+	out    *out
+	server *Server    // nil on a client-side connection
+	owner  *Transport // nil on a server-side connection
+	addr   string     // the upstream's address, client side
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	ready     chan struct{} // client side: the peer's first SETTINGS arrived
+	readyOnce sync.Once
+
+	mu         sync.Mutex
+	streams    map[uint32]*half
+	maxStreams uint32
+	lastPeerID uint32 // highest stream the peer opened (server side)
+	goingAway  bool   // no new streams: GOAWAY sent or received
+	idle       *time.Timer
+	idleFor    time.Duration
+
+	// Receive accounting at the connection level, under out.mu: what the
+	// peer may still send, and what was consumed but not yet given back.
+	recvWin     int32
+	recvUnacked int32
+	// streamWin is the receive window this side advertises per stream.
+	streamWin int32
+}
+
+func newConn(nc net.Conn, writeTimeout time.Duration, connWin, streamWin int32) *conn {
+	c := &conn{
+		nc:         nc,
+		br:         bufio.NewReaderSize(nc, 32<<10),
+		out:        newOut(nc, writeTimeout),
+		closed:     make(chan struct{}),
+		ready:      make(chan struct{}),
+		streams:    make(map[uint32]*half),
+		maxStreams: 1<<31 - 1,
+		recvWin:    connWin,
+		streamWin:  streamWin,
+	}
+	c.rfr = http2.NewFramer(nil, c.br)
+	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.rfr.SetMaxReadFrameSize(minMaxFrameSize)
+	c.out.failed = func(err error) { c.close(err) }
+	c.out.drained = func() {
+		var b batch
+		c.pumpAll(&b)
+		b.flush()
+	}
+	return c
+}
+
+// writeSettings starts the connection: this side's settings and, beyond the
+// default 64 KiB, its connection window.
+func (c *conn) writeSettings(settings ...http2.Setting) {
+	o := c.out
+	o.mu.Lock()
+	_ = o.fr.WriteSettings(settings...)
+	if c.recvWin > initialWindow {
+		_ = o.fr.WriteWindowUpdate(0, uint32(c.recvWin-initialWindow))
+	}
+	o.mu.Unlock()
+}
+
+// batch collects the connections a goroutine wrote to, to flush them
+// together.
+type batch struct{ outs []*out }
+
+func (b *batch) touch(o *out) {
+	for _, x := range b.outs {
+		if x == o {
+			return
+		}
+	}
+	b.outs = append(b.outs, o)
+}
+
+func (b *batch) flush() {
+	for _, o := range b.outs {
+		o.flush()
+	}
+	b.outs = b.outs[:0]
+}
+
+// serve reads and handles frames until the connection fails or closes.
+func (c *conn) serve() {
+	var b batch
+	for {
+		f, err := c.rfr.ReadFrame()
+		if err == nil {
+			err = c.handle(f, &b)
+		}
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.resetStream(se.StreamID, se.Code, &b)
+				err = nil
+			} else {
+				var ce http2.ConnectionError
+				if errors.As(err, &ce) {
+					c.goAway(http2.ErrCode(ce), &b)
+				}
+				b.flush()
+				c.close(err)
+				return
+			}
+		}
+		if c.br.Buffered() == 0 {
+			b.flush()
+		}
+	}
+}
+
+func (c *conn) handle(f http2.Frame, b *batch) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		if c.server != nil {
+			return c.server.onHeaders(c, f, b)
+		}
+		return c.onResponseHeaders(f, b)
+	case *http2.DataFrame:
+		return c.onData(f, b)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f, b)
+	case *http2.RSTStreamFrame:
+		if h := c.stream(f.StreamID); h != nil {
+			h.x.peerReset(h, f.ErrCode, b)
+		}
+	case *http2.SettingsFrame:
+		return c.onSettings(f, b)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.out.mu.Lock()
+			_ = c.out.fr.WritePing(true, f.Data)
+			c.out.mu.Unlock()
+			b.touch(c.out)
+		}
+	case *http2.GoAwayFrame:
+		c.onGoAway(f, b)
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol) // push is off
+	}
+	return nil
+}
+
+func (c *conn) stream(id uint32) *half {
+	c.mu.Lock()
+	h := c.streams[id]
+	c.mu.Unlock()
+	return h
+}
+
+func (c *conn) onData(f *http2.DataFrame, b *batch) error {
+	n := int32(f.Header().Length) // padding counts against the windows
+	o := c.out
+	o.mu.Lock()
+	c.recvWin -= n
+	overflow := c.recvWin < 0
+	o.mu.Unlock()
+	if overflow {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	h := c.stream(f.StreamID)
+	if h == nil {
+		// A stream that ended already: late data is dropped, but the
+		// connection's window must not shrink for it.
+		c.credit(nil, int(n), b)
+		return nil
+	}
+	h.x.onData(h, f, n, b)
+	return nil
+}
+
+// credit gives back n bytes the peer sent on h (nil: on a stream that is
+// gone) once they have been passed on or dropped. The connection's credit
+// is given in batches; a stream's at once, unless it ended.
+func (c *conn) credit(h *half, n int, b *batch) {
+	if n <= 0 {
+		return
+	}
+	o := c.out
+	o.mu.Lock()
+	c.recvUnacked += int32(n)
+	if c.recvUnacked >= creditBatch {
+		_ = o.fr.WriteWindowUpdate(0, uint32(c.recvUnacked))
+		c.recvWin += c.recvUnacked
+		c.recvUnacked = 0
+	}
+	if h != nil && !h.recvEnd && !h.reset {
+		_ = o.fr.WriteWindowUpdate(h.id, uint32(n))
+		h.recvWin += int32(n)
+	}
+	o.mu.Unlock()
+	b.touch(o)
+}
+
+// creditBatch is how much connection-level credit is collected before a
+// WINDOW_UPDATE gives it back: one frame per many small calls.
+const creditBatch = 32 << 10
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame, b *batch) error {
+	if f.StreamID == 0 {
+		c.out.mu.Lock()
+		err := addWindow(&c.out.connWin, int64(f.Increment))
+		c.out.mu.Unlock()
+		if err != nil {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		c.pumpAll(b)
+		return nil
+	}
+	if h := c.stream(f.StreamID); h != nil {
+		x := h.x
+		x.mu.Lock()
+		if err := addWindow(&h.sendWin, int64(f.Increment)); err != nil {
+			x.mu.Unlock()
+			return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+		}
+		x.pump(h, b)
+		x.mu.Unlock()
+	}
+	return nil
+}
+
+// pumpAll sends what waits on any stream of c, after the connection's
+// window or its buffer's room grew.
+func (c *conn) pumpAll(b *batch) {
+	for _, h := range c.snapshot() {
+		x := h.x
+		x.mu.Lock()
+		if len(h.pend) > 0 || h.pendEnd {
+			x.pump(h, b)
+		}
+		x.mu.Unlock()
+	}
+}
+
+func (c *conn) snapshot() []*half {
+	c.mu.Lock()
+	hs := make([]*half, 0, len(c.streams))
+	for _, h := range c.streams {
+		hs = append(hs, h)
+	}
+	c.mu.Unlock()
+	return hs
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame, b *batch) error {
+	if f.IsAck() {
+		return nil
+	}
+	o := c.out
+	var delta int32
+	o.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta += int32(s.Val) - o.initWin
+			o.initWin = int32(s.Val)
+		case http2.SettingMaxFrameSize:
+			o.maxFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			o.enc.SetMaxDynamicTableSizeLimit(s.Val)
+		case http2.SettingMaxConcurrentStreams:
+			c.mu.Lock()
+			c.maxStreams = s.Val
+			c.mu.Unlock()
+		}
+		return nil
+	})
+	if err == nil {
+		_ = o.fr.WriteSettingsAck()
+	}
+	o.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	b.touch(o)
+	if delta != 0 {
+		for _, h := range c.snapshot() {
+			x := h.x
+			x.mu.Lock()
+			h.sendWin += delta
+			x.pump(h, b)
+			x.mu.Unlock()
+		}
+	}
+	c.readyOnce.Do(func() { close(c.ready) })
+	return nil
+}
+
+func (c *conn) onGoAway(f *http2.GoAwayFrame, b *batch) {
+	c.mu.Lock()
+	c.goingAway = true
+	var refused []*half
+	if c.server == nil {
+		for id, h := range c.streams {
+			if id > f.LastStreamID {
+				refused = append(refused, h)
+			}
+		}
+	}
+	empty := len(c.streams) == 0
+	c.mu.Unlock()
+	for _, h := range refused {
+		h.x.peerReset(h, http2.ErrCodeRefusedStream, b)
+	}
+	if empty {
+		b.flush()
+		c.close(nil)
+	}
+}
+
+// goAway tells the peer that no new streams will be served.
+func (c *conn) goAway(code http2.ErrCode, b *batch) {
+	c.mu.Lock()
+	c.goingAway = true
+	last := c.lastPeerID
+	c.mu.Unlock()
+	c.out.mu.Lock()
+	_ = c.out.fr.WriteGoAway(last, code, nil)
+	c.out.mu.Unlock()
+	b.touch(c.out)
+}
+
+// resetStream answers a stream error of the peer's.
+func (c *conn) resetStream(id uint32, code http2.ErrCode, b *batch) {
+	if h := c.stream(id); h != nil {
+		h.x.peerReset(h, code, b)
+	}
+	c.writeReset(id, code, b)
+}
+
+func (c *conn) writeReset(id uint32, code http2.ErrCode, b *batch) {
+	c.out.mu.Lock()
+	_ = c.out.fr.WriteRSTStream(id, code)
+	c.out.mu.Unlock()
+	b.touch(c.out)
+}
+
+// add registers a stream of this connection.
+func (c *conn) add(h *half) {
+	c.streams[h.id] = h
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+}
+
+// remove forgets a stream that ended. A connection going away closes with
+// its last stream; an idle one after its idle time.
+func (c *conn) remove(h *half) {
+	c.mu.Lock()
+	if c.streams[h.id] != h {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.streams, h.id)
+	empty := len(c.streams) == 0
+	if empty && c.idleFor > 0 {
+		if c.idle == nil {
+			c.idle = time.AfterFunc(c.idleFor, c.closeIfIdle)
+		} else {
+			c.idle.Reset(c.idleFor)
+		}
+	}
+	closeNow := empty && c.goingAway
+	c.mu.Unlock()
+	if closeNow {
+		// Not here: the caller holds its exchange's lock, and closing
+		// takes every other's.
+		go func() {
+			c.out.flush()
+			c.close(nil)
+		}()
+	}
+}
+
+func (c *conn) closeIfIdle() {
+	c.mu.Lock()
+	idle := len(c.streams) == 0
+	c.mu.Unlock()
+	if !idle {
+		return
+	}
+	var b batch
+	c.goAway(http2.ErrCodeNo, &b)
+	b.flush()
+	c.close(nil)
+}
+
+// close ends the connection and every stream on it.
+func (c *conn) close(err error) {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		_ = c.nc.Close()
+		c.mu.Lock()
+		c.goingAway = true
+		if c.idle != nil {
+			c.idle.Stop()
+		}
+		hs := make([]*half, 0, len(c.streams))
+		for _, h := range c.streams {
+			hs = append(hs, h)
+		}
+		c.mu.Unlock()
+		var b batch
+		for _, h := range hs {
+			h.x.peerReset(h, http2.ErrCodeInternal, &b)
+		}
+		b.flush()
+		if c.server != nil {
+			c.server.forget(c)
+		}
+		if c.owner != nil {
+			c.owner.forget(c)
+		}
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			c.logDebug("connection closed", err)
+		}
+	})
+}
+
+func (c *conn) logDebug(msg string, err error) {
+	var l interface{ Debug(string, ...any) }
+	switch {
+	case c.server != nil && c.server.Logger != nil:
+		l = c.server.Logger
+	case c.owner != nil && c.owner.Logger != nil:
+		l = c.owner.Logger
+	default:
+		return
+	}
+	l.Debug("http2: "+msg, "remote", c.nc.RemoteAddr().String(), "err", err)
+}

@@ -1,0 +1,390 @@
+package h2proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// half is one end of an exchange: a stream on one connection.
+type half struct {
+	x  *exchange
+	c  *conn // nil until the upstream stream is opened
+	id uint32
+
+	sendWin int32 // what the peer lets this side send on the stream
+	recvWin int32 // what the peer may still send on it
+
+	// What waits for the peer's window, or for the stream to open: data,
+	// then the end of the stream, with trailers if there are any.
+	pend         []byte
+	pendEnd      bool
+	pendTrailers []hpack.HeaderField
+
+	sentEnd bool // this side ended the stream
+	recvEnd bool // the peer ended it
+	reset   bool
+}
+
+// exchange is one client stream and, once forwarded, the upstream stream
+// that serves it. Its lock guards both halves.
+type exchange struct {
+	mu     sync.Mutex
+	down   half // the client's stream
+	up     half // the upstream's
+	stream *Stream
+
+	forwarded   bool // Forward opened the upstream stream
+	local       bool // the handler answered itself
+	respStarted bool // response headers went to the client
+	extra       http.Header
+	status      int
+	grpcStatus  string
+	reqBytes    int64
+	maxBody     int64
+	tooLarge    bool
+
+	done     chan struct{}
+	finished bool
+	err      error
+}
+
+func (x *exchange) other(h *half) *half {
+	if h == &x.down {
+		return &x.up
+	}
+	return &x.down
+}
+
+// finish ends the exchange for Forward's caller. Call with x.mu.
+func (x *exchange) finish(err error) {
+	if !x.finished {
+		x.finished, x.err = true, err
+		close(x.done)
+	}
+}
+
+// onData passes data the peer of h sent on to the other half.
+func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	data := f.Data()
+	if h.reset || h.recvEnd {
+		h.c.credit(nil, int(n), b)
+		return
+	}
+	h.recvWin -= n
+	if h.recvWin < 0 {
+		h.c.credit(nil, int(n), b)
+		x.abort(h, http2.ErrCodeFlowControl, b)
+		return
+	}
+	h.recvEnd = f.StreamEnded()
+	h.c.credit(h, int(n)-len(data), b) // padding is not passed on
+	dst := x.other(h)
+	if h == &x.down {
+		x.reqBytes += int64(len(data))
+		if x.maxBody > 0 && x.reqBytes > x.maxBody {
+			h.c.credit(nil, len(data), b)
+			x.bodyTooLarge(b)
+			return
+		}
+	}
+	if x.local || dst.reset || dst.sentEnd {
+		h.c.credit(nil, len(data), b) // nobody takes it
+		return
+	}
+	x.send(dst, data, h.recvEnd, b)
+	if h == &x.up {
+		x.closeUpIfDone()
+	}
+}
+
+// send passes data (and the end of the stream) to dst, at once if nothing
+// waits before it and the windows allow, else after what waits.
+func (x *exchange) send(dst *half, data []byte, end bool, b *batch) {
+	if dst.c != nil && len(dst.pend) == 0 && !dst.pendEnd {
+		o := dst.c.out
+		o.mu.Lock()
+		n := o.writeData(dst.id, &dst.sendWin, data, end)
+		o.mu.Unlock()
+		b.touch(o)
+		if src := x.other(dst); src.c != nil {
+			src.c.credit(src, n, b)
+		}
+		if end && n == len(data) {
+			x.sentEnd(dst, b)
+			return
+		}
+		data = data[n:]
+	}
+	dst.pend = append(dst.pend, data...)
+	dst.pendEnd = dst.pendEnd || end
+}
+
+// pump sends what waits on h as far as the windows allow.
+func (x *exchange) pump(h *half, b *batch) {
+	if h.c == nil || h.reset || h.sentEnd || (len(h.pend) == 0 && !h.pendEnd) {
+		return
+	}
+	o := h.c.out
+	o.mu.Lock()
+	endWithData := h.pendEnd && h.pendTrailers == nil
+	n := o.writeData(h.id, &h.sendWin, h.pend, endWithData)
+	ended := endWithData && n == len(h.pend)
+	if !ended && n == len(h.pend) && h.pendEnd {
+		o.writeHeaders(h.id, h.pendTrailers, true)
+		ended = true
+	}
+	o.mu.Unlock()
+	b.touch(o)
+	if n > 0 {
+		h.pend = h.pend[n:]
+		if len(h.pend) == 0 {
+			h.pend = nil
+		}
+		if src := x.other(h); src.c != nil {
+			src.c.credit(src, n, b)
+		}
+	}
+	if ended {
+		h.pendEnd, h.pendTrailers = false, nil
+		x.sentEnd(h, b)
+	}
+}
+
+// sentEnd follows this side ending its stream on h.
+func (x *exchange) sentEnd(h *half, b *batch) {
+	h.sentEnd = true
+	if h == &x.down {
+		x.complete(b)
+		return
+	}
+	x.closeUpIfDone()
+}
+
+// closeUpIfDone forgets the upstream stream once both sides ended it.
+func (x *exchange) closeUpIfDone() {
+	if up := &x.up; up.c != nil && up.sentEnd && up.recvEnd {
+		up.c.remove(up)
+	}
+}
+
+// complete follows the end of the response to the client: the rest of the
+// request is refused without error (RFC 9113, 8.1), the upstream stream, if
+// it is still open, cancelled, and the exchange finished.
+func (x *exchange) complete(b *batch) {
+	down := &x.down
+	if !down.recvEnd && !down.reset {
+		down.c.writeReset(down.id, http2.ErrCodeNo, b)
+		down.recvEnd = true
+	}
+	x.dropPending(&x.up, b)
+	down.c.remove(down)
+	x.cancelUp(b)
+	x.finish(nil)
+}
+
+// cancelUp resets the upstream stream unless it ended both ways.
+func (x *exchange) cancelUp(b *batch) {
+	up := &x.up
+	if up.c == nil || up.reset {
+		return
+	}
+	if !up.sentEnd || !up.recvEnd {
+		up.c.writeReset(up.id, http2.ErrCodeCancel, b)
+	}
+	up.reset = true
+	x.dropPending(&x.down, b)
+	up.c.remove(up)
+}
+
+// dropPending discards what waits on h, giving its source the credit.
+func (x *exchange) dropPending(h *half, b *batch) {
+	if len(h.pend) > 0 {
+		if src := x.other(h); src.c != nil {
+			src.c.credit(nil, len(h.pend), b)
+		}
+	}
+	h.pend, h.pendEnd, h.pendTrailers = nil, false, nil
+}
+
+// peerReset follows the peer of h resetting its stream, or its connection
+// failing (code INTERNAL_ERROR).
+func (x *exchange) peerReset(h *half, code http2.ErrCode, b *batch) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if h.reset {
+		return
+	}
+	if h == &x.up && code == http2.ErrCodeNo && h.recvEnd {
+		// The response is whole; the upstream only wants no more of the
+		// request.
+		h.reset = true
+		x.dropPending(h, b)
+		h.c.remove(h)
+		return
+	}
+	h.reset = true
+	x.dropPending(h, b)
+	h.c.remove(h)
+	if h == &x.down {
+		x.stream.cancel()
+		x.cancelUp(b)
+		x.finish(errClientGone)
+		return
+	}
+	if x.respStarted {
+		x.resetDown(code, b)
+	}
+	x.finish(&ResetError{Code: code})
+}
+
+// resetDown resets the client's stream.
+func (x *exchange) resetDown(code http2.ErrCode, b *batch) {
+	down := &x.down
+	if down.reset || down.sentEnd {
+		return
+	}
+	if code == http2.ErrCodeNo || code == http2.ErrCodeRefusedStream {
+		code = http2.ErrCodeInternal // the response is cut short
+	}
+	down.c.writeReset(down.id, code, b)
+	down.reset = true
+	x.dropPending(down, b)
+	down.c.remove(down)
+	x.stream.cancel()
+}
+
+// abort ends the exchange after a stream error on h.
+func (x *exchange) abort(h *half, code http2.ErrCode, b *batch) {
+	h.c.writeReset(h.id, code, b)
+	if h == &x.down {
+		h.reset = true
+		x.dropPending(h, b)
+		h.c.remove(h)
+		x.stream.cancel()
+		x.cancelUp(b)
+		x.finish(fmt.Errorf("client stream: %v", code))
+		return
+	}
+	x.cancelUp(b)
+	if x.respStarted {
+		x.resetDown(http2.ErrCodeInternal, b)
+	}
+	x.finish(&ResetError{Code: code})
+}
+
+// bodyTooLarge ends an exchange whose request body passed the limit. If no
+// response started, the handler answers.
+func (x *exchange) bodyTooLarge(b *batch) {
+	x.tooLarge = true
+	x.dropPending(&x.up, b)
+	x.up.pendEnd = false
+	x.cancelUp(b)
+	if x.respStarted {
+		x.resetDown(http2.ErrCodeCancel, b)
+	}
+	x.finish(ErrBodyTooLarge)
+}
+
+// onResponseHeaders handles the upstream's response headers or trailers.
+func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
+	h := c.stream(f.StreamID)
+	if h == nil {
+		return nil // a stream this side reset
+	}
+	x := h.x
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if h.reset || h.recvEnd {
+		return nil
+	}
+	down := &x.down
+	if !x.respStarted {
+		status := f.PseudoValue("status")
+		if len(status) == 3 && status[0] == '1' {
+			if f.StreamEnded() {
+				return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+			}
+			return nil // informational: nothing the client needs from here
+		}
+		x.respStarted = true
+		x.status, _ = strconv.Atoi(status)
+		h.recvEnd = f.StreamEnded()
+		if down.reset {
+			x.closeUpIfDone()
+			return nil
+		}
+		fields := forwardFields(make([]hpack.HeaderField, 0, len(f.Fields)+len(x.extra)), f.Fields, &x.grpcStatus)
+		fields = appendHeader(fields, x.extra)
+		o := down.c.out
+		o.mu.Lock()
+		o.writeHeaders(down.id, fields, h.recvEnd)
+		o.mu.Unlock()
+		b.touch(o)
+		if h.recvEnd {
+			x.sentEnd(down, b)
+		}
+		x.closeUpIfDone()
+		return nil
+	}
+	if !f.StreamEnded() {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+	}
+	h.recvEnd = true
+	if !down.reset && !down.sentEnd {
+		down.pendEnd = true
+		down.pendTrailers = forwardFields(nil, f.Fields, &x.grpcStatus)
+		x.pump(down, b)
+	}
+	x.closeUpIfDone()
+	return nil
+}
+
+// forwardFields appends the fields worth passing on, leaving out those
+// that belong to one connection, and notes a grpc-status.
+func forwardFields(dst, fields []hpack.HeaderField, grpcStatus *string) []hpack.HeaderField {
+	for _, f := range fields {
+		switch f.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		case "grpc-status":
+			*grpcStatus = f.Value
+		}
+		dst = append(dst, f)
+	}
+	return dst
+}
+
+// appendHeader appends h's fields with lower-case names.
+func appendHeader(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
+	for k, vs := range h {
+		name := lowerHeader(k)
+		switch name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		}
+		for _, v := range vs {
+			dst = append(dst, hpack.HeaderField{Name: name, Value: v})
+		}
+	}
+	return dst
+}
+
+// ErrBodyTooLarge is Forward's error for a request body over the server's
+// MaxBodyBytes.
+var ErrBodyTooLarge = errors.New("request body too large")
+
+var errClientGone = errors.New("client reset the stream")
+
+// ResetError is Forward's error when the upstream reset its stream or its
+// connection failed.
+type ResetError struct{ Code http2.ErrCode }
+
+func (e *ResetError) Error() string { return "upstream stream reset: " + e.Code.String() }

@@ -1,0 +1,263 @@
+package h2proxy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	auditv1 "portcullis.dev/proto/audit/v1"
+	"portcullis.dev/proto/audit/v1/auditv1connect"
+	identityv1 "portcullis.dev/proto/identity/v1"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+
+	"portcullis.dev/gateway/internal/h2proxy"
+)
+
+type identity struct {
+	identityv1connect.UnimplementedIdentityServiceHandler
+}
+
+func (identity) CreateUser(_ context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
+	if req.Msg.GetEmail() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("email is required"))
+	}
+	res := connect.NewResponse(&identityv1.CreateUserResponse{User: &identityv1.User{
+		Email: req.Msg.GetEmail(), DisplayName: req.Msg.GetDisplayName(),
+	}})
+	res.Header().Set("X-Seen-Forwarded-For", req.Header().Get("X-Forwarded-For"))
+	res.Trailer().Set("X-Test-Trailer", "upstream")
+	return res, nil
+}
+
+type audit struct {
+	auditv1connect.UnimplementedAuditServiceHandler
+}
+
+func (audit) ExportEvents(ctx context.Context, _ *connect.Request[auditv1.ExportEventsRequest], stream *connect.ServerStream[auditv1.ExportEventsResponse]) error {
+	for i := range 200 {
+		if err := stream.Send(&auditv1.ExportEventsResponse{Event: &auditv1.Event{Sequence: int64(i + 1), Action: strings.Repeat("a", 1000)}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upstream serves the contracts and a few raw handlers over h2c.
+func upstream(t *testing.T) string { return upstreamB(t) }
+
+func upstreamB(t testing.TB) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle(identityv1connect.NewIdentityServiceHandler(identity{}))
+	mux.Handle(auditv1connect.NewAuditServiceHandler(audit{}))
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Echo-Bytes")
+		n, _ := io.Copy(w, r.Body)
+		w.Header().Set("X-Echo-Bytes", itoa(n))
+	})
+	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	})
+	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+
+// proxy serves an h2proxy.Server that forwards every stream to addr, but
+// answers /local itself.
+func proxy(t *testing.T, addr string, srv *h2proxy.Server) string { return proxyWith(t, addr, srv) }
+
+func proxyB(b *testing.B, addr string) string { return proxyWith(b, addr, &h2proxy.Server{}) }
+
+func proxyWith(t testing.TB, addr string, srv *h2proxy.Server) string {
+	t.Helper()
+	tr := &h2proxy.Transport{}
+	srv.Handler = func(st *h2proxy.Stream) {
+		if st.Path == "/local" {
+			w := st.ResponseWriter()
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, strings.Repeat("l", 100_000))
+			return
+		}
+		h := st.Header.Clone()
+		h.Set("X-Forwarded-For", "192.0.2.1")
+		res, err := st.Forward(st.Context(), tr, addr, h, http.Header{"X-Proxy": {"h2proxy"}})
+		if err != nil && !res.Started {
+			w := st.ResponseWriter()
+			w.Header().Set("X-Error", err.Error())
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				preface := make([]byte, len(h2proxy.Preface))
+				if _, err := io.ReadFull(nc, preface); err != nil || string(preface) != h2proxy.Preface {
+					_ = nc.Close()
+					return
+				}
+				srv.ServeConn(nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		srv.Close()
+		tr.Close()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func h2cClient() *http.Client {
+	t := &http.Transport{Protocols: new(http.Protocols)}
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: t}
+}
+
+func TestForwardsConnectAndGRPC(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	for _, tc := range []struct {
+		name string
+		opts []connect.ClientOption
+	}{
+		{"connect+proto", nil},
+		{"connect+json", []connect.ClientOption{connect.WithProtoJSON()}},
+		{"grpc", []connect.ClientOption{connect.WithGRPC()}},
+		{"grpc-web", []connect.ClientOption{connect.WithGRPCWeb()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := identityv1connect.NewIdentityServiceClient(h2cClient(), base, tc.opts...)
+			res, err := c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{
+				Email: "a@example.com", DisplayName: strings.Repeat("x", 1000)}))
+			require.NoError(t, err)
+			assert.Equal(t, "a@example.com", res.Msg.GetUser().GetEmail())
+			assert.Equal(t, "192.0.2.1", res.Header().Get("X-Seen-Forwarded-For"))
+			assert.Equal(t, "h2proxy", res.Header().Get("X-Proxy"))
+			assert.Equal(t, "upstream", res.Trailer().Get("X-Test-Trailer"))
+
+			_, err = c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{}))
+			assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+
+			a := auditv1connect.NewAuditServiceClient(h2cClient(), base, tc.opts...)
+			stream, err := a.ExportEvents(context.Background(), connect.NewRequest(&auditv1.ExportEventsRequest{}))
+			require.NoError(t, err)
+			var n int64
+			for stream.Receive() {
+				n++
+				assert.Equal(t, n, stream.Msg().GetEvent().GetSequence())
+			}
+			require.NoError(t, stream.Err())
+			assert.EqualValues(t, 200, n)
+		})
+	}
+}
+
+func TestLargeBodiesBothWays(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	body := make([]byte, 5<<20) // past every window on the way
+	_, _ = rand.Read(body)
+	client := h2cClient()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			res, err := client.Post(base+"/echo", "application/octet-stream", bytes.NewReader(body))
+			if !assert.NoError(t, err) {
+				return
+			}
+			defer res.Body.Close()
+			got, err := io.ReadAll(res.Body)
+			assert.NoError(t, err)
+			assert.True(t, bytes.Equal(body, got), "echoed body differs")
+			assert.Equal(t, itoa(int64(len(body))), res.Trailer.Get("X-Echo-Bytes"))
+		})
+	}
+	wg.Wait()
+}
+
+func TestManyConcurrentCalls(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	c := identityv1connect.NewIdentityServiceClient(h2cClient(), base)
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for range 50 {
+				_, err := c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+				if !assert.NoError(t, err) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestLocalAnswerAndUnreachableUpstream(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	res, err := h2cClient().Get(base + "/local")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Len(t, body, 100_000)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	_ = ln.Close()
+	base = proxy(t, dead, &h2proxy.Server{})
+	res, err = h2cClient().Post(base+"/echo", "text/plain", strings.NewReader("hello"))
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	assert.Equal(t, http.StatusBadGateway, res.StatusCode)
+	assert.Contains(t, res.Header.Get("X-Error"), "not sent")
+}
+
+func TestBodyLimitAndCancel(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{MaxBodyBytes: 1 << 20})
+	res, err := h2cClient().Post(base+"/echo", "application/octet-stream", bytes.NewReader(make([]byte, 3<<20)))
+	if err == nil {
+		_, err = io.ReadAll(res.Body)
+		_ = res.Body.Close()
+	}
+	if err == nil {
+		assert.Equal(t, http.StatusBadGateway, res.StatusCode)
+		assert.Contains(t, res.Header.Get("X-Error"), "too large")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/wait", nil)
+	_, err = h2cClient().Do(req)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// The proxy still serves after both.
+	c := identityv1connect.NewIdentityServiceClient(h2cClient(), base)
+	_, err = c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+	require.NoError(t, err)
+}

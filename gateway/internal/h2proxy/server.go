@@ -1,0 +1,426 @@
+package h2proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Server serves HTTP/2 clients (prior knowledge, no TLS) stream by stream:
+// for each stream it calls Handler in a goroutine of its own, which
+// answers through the stream's ResponseWriter or forwards it upstream with
+// [Stream.Forward]. Set its fields before the first ServeConn.
+type Server struct {
+	Handler func(*Stream)
+	// MaxConcurrentStreams per connection; zero means 250.
+	MaxConcurrentStreams uint32
+	// MaxHeaderBytes bounds a request's header list; zero means 1 MiB.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request's body; zero means no bound.
+	MaxBodyBytes int64
+	// ReadHeaderTimeout bounds the wait for the client's preface and
+	// settings; IdleTimeout closes a connection without streams;
+	// WriteTimeout bounds a write the client does not take.
+	ReadHeaderTimeout, IdleTimeout, WriteTimeout time.Duration
+	// BaseContext is the parent of every stream's context.
+	BaseContext context.Context
+	Logger      *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	shutdown bool
+}
+
+// The windows a client may fill: the connection's bounds what the proxy
+// holds for one client.
+const (
+	serverConnWindow   = 1 << 20
+	serverStreamWindow = 1 << 20
+)
+
+// Preface is what an HTTP/2 client with prior knowledge sends first.
+const Preface = http2.ClientPreface
+
+// ServeConn serves nc, whose client preface was read already, until the
+// connection ends.
+func (s *Server) ServeConn(nc net.Conn) {
+	c := newConn(nc, s.WriteTimeout, serverConnWindow, serverStreamWindow)
+	c.server = s
+	c.idleFor = s.IdleTimeout
+	max := s.MaxHeaderBytes
+	if max <= 0 {
+		max = 1 << 20
+	}
+	c.rfr.MaxHeaderListSize = uint32(max)
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+
+	c.writeSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams()},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: serverStreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(max)},
+	)
+	go c.out.run(c.closed)
+	c.out.flush()
+	if s.ReadHeaderTimeout > 0 {
+		_ = nc.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+		go func() {
+			select {
+			case <-c.ready:
+				_ = nc.SetReadDeadline(time.Time{})
+			case <-c.closed:
+			}
+		}()
+	}
+	if c.idleFor > 0 {
+		c.mu.Lock()
+		c.idle = time.AfterFunc(c.idleFor, c.closeIfIdle)
+		c.mu.Unlock()
+	}
+	c.serve()
+}
+
+func (s *Server) maxStreams() uint32 {
+	if s.MaxConcurrentStreams == 0 {
+		return 250
+	}
+	return s.MaxConcurrentStreams
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown tells every client that no new streams will be served, waits
+// for the streams in flight to end or ctx to, then closes the connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		var b batch
+		c.goAway(http2.ErrCodeNo, &b)
+		b.flush()
+		c.mu.Lock()
+		empty := len(c.streams) == 0
+		c.mu.Unlock()
+		if empty {
+			c.close(nil)
+		}
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes every connection at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.shutdown = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(nil)
+	}
+}
+
+// onHeaders opens a stream, or takes the trailers of one.
+func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
+	id := f.StreamID
+	c.mu.Lock()
+	if h := c.streams[id]; h != nil {
+		c.mu.Unlock()
+		return h.x.onRequestTrailers(h, f, b)
+	}
+	if id%2 == 0 {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if id <= c.lastPeerID {
+		c.mu.Unlock()
+		c.writeReset(id, http2.ErrCodeStreamClosed, b)
+		return nil
+	}
+	c.lastPeerID = id
+	if c.goingAway || uint32(len(c.streams)) >= s.maxStreams() {
+		c.mu.Unlock()
+		c.writeReset(id, http2.ErrCodeRefusedStream, b)
+		return nil
+	}
+	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes}
+	x.down = half{x: x, c: c, id: id, recvWin: c.streamWin, recvEnd: f.StreamEnded()}
+	c.out.mu.Lock()
+	x.down.sendWin = c.out.initWin
+	c.out.mu.Unlock()
+	x.up = half{x: x, pendEnd: f.StreamEnded()}
+	c.add(&x.down)
+	c.mu.Unlock()
+
+	st := newStream(x, f, c.nc.RemoteAddr().String(), s.BaseContext)
+	x.stream = st
+	if f.Truncated {
+		st.respond(http.StatusRequestHeaderFieldsTooLarge, nil, nil)
+		st.cancel()
+		return nil
+	}
+	if st.Method == "" || st.Path == "" || st.Method == http.MethodConnect || f.PseudoValue("protocol") != "" {
+		x.mu.Lock()
+		x.abort(&x.down, http2.ErrCodeProtocol, b)
+		x.mu.Unlock()
+		st.cancel()
+		return nil
+	}
+	go s.serveStream(st)
+	return nil
+}
+
+func (s *Server) serveStream(st *Stream) {
+	defer st.finish()
+	s.Handler(st)
+}
+
+// onRequestTrailers passes the client's trailers on after its data.
+func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batch) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !f.StreamEnded() || h.recvEnd {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+	}
+	h.recvEnd = true
+	up := &x.up
+	if x.local || up.reset || up.sentEnd {
+		return nil
+	}
+	up.pendEnd = true
+	var ignored string
+	up.pendTrailers = forwardFields(nil, f.Fields, &ignored)
+	x.pump(up, b)
+	return nil
+}
+
+// Stream is one request from a client.
+type Stream struct {
+	x *exchange
+	// The request's pseudo-headers and headers (canonical keys).
+	Method, Scheme, Authority, Path string
+	Header                          http.Header
+	RemoteAddr                      string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	w      responseWriter
+}
+
+func newStream(x *exchange, f *http2.MetaHeadersFrame, remote string, base context.Context) *Stream {
+	if base == nil {
+		base = context.Background()
+	}
+	st := &Stream{
+		x:          x,
+		Method:     f.PseudoValue("method"),
+		Scheme:     f.PseudoValue("scheme"),
+		Authority:  f.PseudoValue("authority"),
+		Path:       f.PseudoValue("path"),
+		RemoteAddr: remote,
+	}
+	regular := f.RegularFields()
+	st.Header = make(http.Header, len(regular))
+	for _, hf := range regular {
+		k := canonicalHeader(hf.Name)
+		st.Header[k] = append(st.Header[k], hf.Value)
+	}
+	st.ctx, st.cancel = context.WithCancel(base)
+	st.w.st = st
+	return st
+}
+
+// Context ends when the client resets the stream or its connection ends.
+func (s *Stream) Context() context.Context { return s.ctx }
+
+// Request returns the stream as an http.Request without a body, for code
+// that decides about requests in net/http's terms.
+func (s *Stream) Request() (*http.Request, error) {
+	u, err := url.ParseRequestURI(s.Path)
+	if err != nil {
+		return nil, err
+	}
+	host := s.Authority
+	if host == "" {
+		host = s.Header.Get("Host")
+	}
+	r := &http.Request{
+		Method:     s.Method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     s.Header,
+		Body:       http.NoBody,
+		Host:       host,
+		RemoteAddr: s.RemoteAddr,
+		RequestURI: s.Path,
+	}
+	r.ContentLength = -1
+	if v := s.Header.Get("Content-Length"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			r.ContentLength = n
+		}
+	} else if s.x.down.recvEnd {
+		r.ContentLength = 0
+	}
+	return r.WithContext(s.ctx), nil
+}
+
+// ResponseWriter answers the stream from the proxy itself. What is written
+// goes out when the handler returns, unless the stream was forwarded.
+func (s *Stream) ResponseWriter() http.ResponseWriter { return &s.w }
+
+// finish sends what the handler wrote, if it did not forward the stream,
+// and releases the stream.
+func (s *Stream) finish() {
+	w := &s.w
+	s.respond(max(w.status, http.StatusOK), w.header, w.body)
+	s.cancel()
+}
+
+// respond answers the client, unless a response started already.
+func (s *Stream) respond(status int, header http.Header, body []byte) {
+	x := s.x
+	var b batch
+	x.mu.Lock()
+	down := &x.down
+	if x.respStarted || down.reset || down.sentEnd {
+		x.mu.Unlock()
+		return
+	}
+	x.respStarted, x.local, x.status = true, true, status
+	x.grpcStatus = header.Get("Grpc-Status")
+	x.dropPending(&x.up, &b)
+	fields := make([]hpack.HeaderField, 0, len(header)+2)
+	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	fields = appendHeader(fields, header)
+	if header.Get("Content-Length") == "" && status != http.StatusNoContent && status != http.StatusNotModified {
+		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+	}
+	o := down.c.out
+	o.mu.Lock()
+	o.writeHeaders(down.id, fields, len(body) == 0)
+	o.mu.Unlock()
+	b.touch(o)
+	if len(body) == 0 {
+		x.sentEnd(down, &b)
+	} else {
+		down.pend, down.pendEnd = body, true
+		x.pump(down, &b)
+	}
+	x.mu.Unlock()
+	b.flush()
+}
+
+// responseWriter buffers the proxy's own answers: errors, health, metrics.
+type responseWriter struct {
+	st     *Stream
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (w *responseWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// Flush does nothing: the answer goes out whole when the handler returns.
+func (*responseWriter) Flush() {}
+
+var _ io.Writer = (*responseWriter)(nil)
+
+// canonicalHeader is http.CanonicalHeaderKey of a lower-case HTTP/2 field
+// name, without allocating for the common ones.
+func canonicalHeader(name string) string {
+	if k, ok := commonCanonical[name]; ok {
+		return k
+	}
+	return http.CanonicalHeaderKey(name)
+}
+
+// lowerHeader is the HTTP/2 field name of a header key.
+func lowerHeader(key string) string {
+	if k, ok := commonLower[key]; ok {
+		return k
+	}
+	return strings.ToLower(key)
+}
+
+var commonCanonical, commonLower = func() (map[string]string, map[string]string) {
+	names := []string{
+		"accept", "accept-encoding", "authorization", "content-encoding", "content-length", "content-type",
+		"date", "grpc-accept-encoding", "grpc-encoding", "grpc-message", "grpc-status", "grpc-status-details-bin",
+		"grpc-timeout", "connect-protocol-version", "connect-timeout-ms", "connect-accept-encoding",
+		"connect-content-encoding", "host", "origin", "ratelimit-limit", "ratelimit-policy", "ratelimit-remaining",
+		"ratelimit-reset", "retry-after", "te", "traceparent", "tracestate", "user-agent", "vary",
+		"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-request-id", "x-user-agent",
+		"access-control-allow-origin", "access-control-expose-headers", "access-control-allow-credentials",
+	}
+	canon := make(map[string]string, len(names))
+	lower := make(map[string]string, len(names))
+	for _, n := range names {
+		k := http.CanonicalHeaderKey(n)
+		canon[n], lower[k] = k, n
+	}
+	return canon, lower
+}()

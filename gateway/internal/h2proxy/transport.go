@@ -1,0 +1,266 @@
+package h2proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Transport holds HTTP/2 cleartext connections to upstream instances, as
+// many per instance as its stream limit needs. Its zero value is ready.
+type Transport struct {
+	// DialTimeout bounds connecting and the upstream's first SETTINGS;
+	// zero means 2s.
+	DialTimeout time.Duration
+	// IdleTimeout closes a connection without streams; zero means 90s.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+
+	mu      sync.Mutex
+	conns   map[string][]*conn
+	dialing map[string]chan struct{}
+	closed  bool
+}
+
+// The windows an upstream may fill: per stream, what one slow client makes
+// the proxy hold; the connection's is large, so that a slow client never
+// holds up the others sharing it.
+const (
+	upstreamConnWindow   = 1 << 30
+	upstreamStreamWindow = 1 << 20
+)
+
+// NotSentError is Forward's error when the request never reached the
+// upstream: it may be sent to another instance.
+type NotSentError struct{ Err error }
+
+func (e *NotSentError) Error() string { return "request not sent: " + e.Err.Error() }
+func (e *NotSentError) Unwrap() error { return e.Err }
+
+// get returns a connection to addr with room for a stream, dialling one
+// if there is none.
+func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
+	for {
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return nil, &NotSentError{net.ErrClosed}
+		}
+		for _, c := range t.conns[addr] {
+			if c.usable() {
+				t.mu.Unlock()
+				return c, nil
+			}
+		}
+		if wait, ok := t.dialing[addr]; ok {
+			t.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if t.dialing == nil {
+			t.dialing = make(map[string]chan struct{})
+			t.conns = make(map[string][]*conn)
+		}
+		done := make(chan struct{})
+		t.dialing[addr] = done
+		t.mu.Unlock()
+
+		c, err := t.dial(ctx, addr)
+
+		t.mu.Lock()
+		delete(t.dialing, addr)
+		close(done)
+		if err == nil {
+			t.conns[addr] = append(t.conns[addr], c)
+		}
+		t.mu.Unlock()
+		if err != nil {
+			return nil, &NotSentError{err}
+		}
+		return c, nil
+	}
+}
+
+func (c *conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.goingAway && uint32(len(c.streams)) < c.maxStreams && c.out.nextLocalID < 1<<31-1
+}
+
+func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
+	timeout := t.DialTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(nc, 0, upstreamConnWindow, upstreamStreamWindow)
+	c.owner, c.addr = t, addr
+	c.idleFor = t.IdleTimeout
+	if c.idleFor <= 0 {
+		c.idleFor = 90 * time.Second
+	}
+	c.out.nextLocalID = 1
+	c.rfr.MaxHeaderListSize = 1 << 20
+	c.out.mu.Lock()
+	c.out.buf = append(c.out.buf, http2.ClientPreface...)
+	c.out.mu.Unlock()
+	c.writeSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: upstreamStreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: 1 << 20},
+	)
+	go c.out.run(c.closed)
+	go c.serve()
+	c.out.flush()
+	select {
+	case <-c.ready:
+		return c, nil
+	case <-c.closed:
+		return nil, fmt.Errorf("connection to %s closed before its settings", addr)
+	case <-ctx.Done():
+		c.close(nil)
+		return nil, fmt.Errorf("settings of %s: %w", addr, ctx.Err())
+	}
+}
+
+func (t *Transport) forget(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cs := t.conns[c.addr]
+	for i, x := range cs {
+		if x == c {
+			t.conns[c.addr] = append(cs[:i:i], cs[i+1:]...)
+			break
+		}
+	}
+	if len(t.conns[c.addr]) == 0 {
+		delete(t.conns, c.addr)
+	}
+}
+
+// Close closes every connection.
+func (t *Transport) Close() {
+	t.mu.Lock()
+	t.closed = true
+	var all []*conn
+	for _, cs := range t.conns {
+		all = append(all, cs...)
+	}
+	t.mu.Unlock()
+	for _, c := range all {
+		c.close(nil)
+	}
+}
+
+// Result is how a forwarded exchange went.
+type Result struct {
+	Status     int    // the upstream's HTTP status; 0 if none came
+	GRPCStatus string // its grpc-status, from headers or trailers
+	Started    bool   // the response reached the client: the handler must not answer
+}
+
+// Forward sends the stream to the upstream at addr with header (which
+// replaces the client's headers; the pseudo-headers are the stream's, but
+// :authority is addr) and passes the response back with extra added to its
+// headers. It returns when the exchange ends or ctx does. A
+// [*NotSentError] means the request never left and may go elsewhere; any
+// other error with Started false leaves the answer to the caller.
+func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header http.Header, extra http.Header) (Result, error) {
+	x := s.x
+	x.mu.Lock()
+	if x.forwarded || x.respStarted {
+		x.mu.Unlock()
+		return Result{}, errors.New("h2proxy: stream forwarded or answered already")
+	}
+	if x.tooLarge {
+		x.mu.Unlock()
+		return Result{}, ErrBodyTooLarge
+	}
+	x.mu.Unlock()
+
+	c, err := t.get(ctx, addr)
+	if err != nil {
+		return Result{}, err
+	}
+	fields := make([]hpack.HeaderField, 0, len(header)+4)
+	fields = append(fields,
+		hpack.HeaderField{Name: ":method", Value: s.Method},
+		hpack.HeaderField{Name: ":scheme", Value: "http"},
+		hpack.HeaderField{Name: ":authority", Value: addr},
+		hpack.HeaderField{Name: ":path", Value: s.Path})
+	fields = appendHeader(fields, header)
+
+	var b batch
+	x.mu.Lock()
+	if x.finished || x.down.reset {
+		x.mu.Unlock()
+		return Result{}, context.Canceled
+	}
+	if x.tooLarge {
+		x.mu.Unlock()
+		return Result{}, ErrBodyTooLarge
+	}
+	up := &x.up
+	o := c.out
+	o.mu.Lock()
+	c.mu.Lock()
+	if o.err != nil || c.goingAway {
+		c.mu.Unlock()
+		o.mu.Unlock()
+		x.mu.Unlock()
+		return Result{}, &NotSentError{errors.New("connection closing")}
+	}
+	up.c, up.id = c, o.nextLocalID
+	o.nextLocalID += 2
+	up.sendWin, up.recvWin = o.initWin, c.streamWin
+	c.add(up)
+	c.mu.Unlock()
+	end := up.pendEnd && len(up.pend) == 0 && up.pendTrailers == nil
+	o.writeHeaders(up.id, fields, end)
+	o.mu.Unlock()
+	b.touch(o)
+	x.forwarded, x.extra = true, extra
+	if end {
+		up.pendEnd = false
+		x.sentEnd(up, &b)
+	} else {
+		x.pump(up, &b)
+	}
+	x.mu.Unlock()
+	b.flush()
+
+	select {
+	case <-x.done:
+	case <-ctx.Done():
+		x.mu.Lock()
+		if !x.finished {
+			x.cancelUp(&b)
+			if x.respStarted {
+				x.resetDown(http2.ErrCodeCancel, &b)
+			}
+			x.finish(ctx.Err())
+		}
+		x.mu.Unlock()
+		b.flush()
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return Result{Status: x.status, GRPCStatus: x.grpcStatus, Started: x.respStarted}, x.err
+}
