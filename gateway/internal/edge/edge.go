@@ -4,10 +4,14 @@
 // say about the procedure — INTERNAL ones do not exist from outside,
 // AUTHENTICATED ones need a valid access token — and the rate limits.
 //
-// The proxy is net/http/httputil.ReverseProxy over the kernel's balancing
-// transport (rpc.ClientFactory.HTTPClient): HTTP/2 cleartext to the
-// services, so gRPC trailers and server streams pass unchanged, whatever the
-// protocol — Connect, gRPC or gRPC-Web — and HTTP version the client speaks.
+// Clients that speak HTTP/2 with prior knowledge — gRPC and Connect clients
+// outside browsers — are served by h2proxy, which forwards each stream frame
+// by frame to an instance the kernel's balancer picks. HTTP/1.1 clients —
+// browsers with connect-web or gRPC-Web — are served by net/http and
+// net/http/httputil.ReverseProxy over the kernel's balancing transport. Both
+// speak HTTP/2 cleartext to the services, so gRPC trailers and server
+// streams pass unchanged whatever the protocol, and both go through the
+// same checks, limits, logs and metrics.
 package edge
 
 import (
@@ -40,6 +44,7 @@ import (
 	optionsv1 "portcullis.dev/proto/options/v1"
 
 	"portcullis.dev/gateway/config"
+	"portcullis.dev/gateway/internal/h2proxy"
 	"portcullis.dev/gateway/internal/ratelimit"
 )
 
@@ -61,6 +66,7 @@ type Gateway struct {
 	routes   map[string]*route
 	trusted  []netip.Prefix
 	proxy    *httputil.ReverseProxy
+	h2       *h2proxy.Transport
 	metrics  *metrics
 	errors   *connect.ErrorWriter
 	handler  http.Handler
@@ -136,6 +142,7 @@ func New(cfg config.Config, reg *registry.Registry, opts ...Option) (*Gateway, e
 		ErrorHandler:  g.upstreamError,
 		ErrorLog:      slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
 	}
+	g.h2 = &h2proxy.Transport{Logger: g.logger}
 	g.handler = g.withCORS(http.HandlerFunc(g.route))
 	return g, nil
 }
@@ -200,6 +207,7 @@ func (g *Gateway) WaitCatalog(ctx context.Context) error {
 func (g *Gateway) Close() {
 	g.catalog.Close()
 	g.clients.Close()
+	g.h2.Close()
 	if g.redis != nil {
 		_ = g.redis.Close()
 	}
@@ -212,13 +220,30 @@ type state struct {
 	upstream  string // Consul service
 	forwarded string // X-Forwarded-For to send
 	principal string
+	// stream is the client's HTTP/2 stream when h2proxy serves it; the
+	// call is then forwarded with it rather than through ReverseProxy.
+	stream *h2proxy.Stream
+	// result is how the forwarded stream went, for the log and metrics.
+	result *h2proxy.Result
 }
 
 type stateKey struct{}
 
 // ServeHTTP implements http.Handler: every request gets an ID, a trace
 // context, an access log line and its metrics.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.serve(w, r, nil) }
+
+// serveStream serves a stream of an HTTP/2 client h2proxy took.
+func (g *Gateway) serveStream(s *h2proxy.Stream) {
+	r, err := s.Request()
+	if err != nil {
+		http.Error(s.ResponseWriter(), "bad request path", http.StatusBadRequest)
+		return
+	}
+	g.serve(s.ResponseWriter(), r, s)
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.Stream) {
 	start := time.Now()
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
@@ -231,13 +256,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(rpc.RequestIDHeader, id)
 	traceID := propagateTrace(r.Header)
 
-	st := &state{route: routeUnknown}
+	st := &state{route: routeUnknown, stream: stream}
 	ctx := context.WithValue(logging.WithRequestID(r.Context(), id), stateKey{}, st)
 	rec := &recorder{ResponseWriter: w}
 	g.handler.ServeHTTP(rec, r.WithContext(ctx))
 
 	elapsed := time.Since(start)
-	code := rec.code()
+	code, status := rec.code(), rec.status
+	if st.result != nil {
+		code, status = resultCode(st.result), st.result.Status
+	}
 	g.metrics.requests.WithLabelValues(st.route, code).Inc()
 	g.metrics.duration.WithLabelValues(st.route).Observe(elapsed.Seconds())
 	if g.logger.Enabled(ctx, slog.LevelInfo) {
@@ -251,7 +279,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			slog.String("principal", st.principal),
 			slog.String("client", r.RemoteAddr),
 			slog.String("proto", r.Proto),
-			slog.Int("status", max(rec.status, http.StatusOK)),
+			slog.Int("status", max(status, http.StatusOK)),
 			slog.String("code", code),
 			slog.Duration("latency", elapsed))
 	}
@@ -357,6 +385,11 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 		return
 	}
 
+	st.upstream = upstream
+	if st.stream != nil {
+		g.forwardStream(w, r, st, rt)
+		return
+	}
 	if !rt.clientStream {
 		if err := bufferBody(r); err != nil {
 			var tooLarge *http.MaxBytesError
@@ -369,10 +402,69 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 		}
 	}
 
-	st.upstream = upstream
 	ctx, cancel := context.WithTimeout(r.Context(), rt.timeout)
 	defer cancel()
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// forwardStream forwards an HTTP/2 client's stream frame by frame to an
+// instance of st.upstream, trying another when the first could not be
+// reached, as the kernel's balancer does for ReverseProxy.
+func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *state, rt *route) {
+	ctx, cancel := context.WithTimeout(r.Context(), rt.timeout)
+	defer cancel()
+	h := r.Header
+	for _, k := range [...]string{"Host", "Forwarded", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(h, k)
+	}
+	setForwarded(h, st, r.Host, false)
+	var (
+		tried   []string
+		lastErr error
+	)
+	for range maxAttempts {
+		addr, done, err := g.clients.Pick(ctx, st.upstream, tried)
+		if err != nil {
+			if lastErr == nil {
+				lastErr = err
+			}
+			break
+		}
+		res, err := st.stream.Forward(ctx, g.h2, addr, h, w.Header())
+		var notSent *h2proxy.NotSentError
+		upstreamFailed := errors.As(err, &notSent) || isReset(err)
+		done(!upstreamFailed && res.Status != http.StatusServiceUnavailable)
+		if errors.As(err, &notSent) {
+			tried = append(tried, addr)
+			lastErr = err
+			continue
+		}
+		if err == nil || res.Started {
+			st.result = &res
+			return
+		}
+		g.upstreamError(w, r.WithContext(ctx), err)
+		return
+	}
+	g.upstreamError(w, r.WithContext(ctx), lastErr)
+}
+
+// maxAttempts is how many instances a call that never left may try, as
+// many as the kernel's balancer tries.
+const maxAttempts = 3
+
+func isReset(err error) bool {
+	var reset *h2proxy.ResetError
+	return errors.As(err, &reset)
+}
+
+// resultCode is the outcome of a forwarded stream for logs and metrics,
+// as recorder.code says it for ReverseProxy.
+func resultCode(res *h2proxy.Result) string {
+	if res.GRPCStatus != "" {
+		return "grpc-" + res.GRPCStatus
+	}
+	return statusText(res.Status)
 }
 
 // bearer returns the token of an Authorization: Bearer header.
@@ -487,12 +579,17 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = st.upstream // resolved to an instance by the balancer
 	pr.Out.Host = ""
-	pr.Out.Header.Set("X-Forwarded-For", st.forwarded)
-	pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
-	if pr.In.TLS != nil {
-		pr.Out.Header.Set("X-Forwarded-Proto", "https")
+	setForwarded(pr.Out.Header, st, pr.In.Host, pr.In.TLS != nil)
+}
+
+// setForwarded sets the X-Forwarded-* headers the services read.
+func setForwarded(h http.Header, st *state, host string, tls bool) {
+	h.Set("X-Forwarded-For", st.forwarded)
+	h.Set("X-Forwarded-Host", host)
+	if tls {
+		h.Set("X-Forwarded-Proto", "https")
 	} else {
-		pr.Out.Header.Set("X-Forwarded-Proto", "http")
+		h.Set("X-Forwarded-Proto", "http")
 	}
 }
 
@@ -504,7 +601,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	case errors.As(err, &tooLarge):
 		g.writeError(w, r, connect.CodeResourceExhausted, "request too large")
 		return
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+	case errors.Is(err, h2proxy.ErrBodyTooLarge):
+		g.writeError(w, r, connect.CodeResourceExhausted, "request too large")
+		return
+	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		// The client went away; nobody reads the answer.
 		w.WriteHeader(499)
 		return
@@ -580,8 +680,20 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
+	h2 := &h2proxy.Server{
+		Handler:           g.serveStream,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		MaxBodyBytes:      lim.MaxBodyBytes,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		BaseContext:       context.WithoutCancel(ctx),
+		Logger:            g.logger,
+	}
+	split := newSplitListener(ln, lim.ReadHeaderTimeout, h2.ServeConn)
+
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(split) }()
 	g.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String())
 
 	select {
@@ -593,10 +705,15 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	g.logger.Info("draining", "timeout", g.cfg.Gateway.ShutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Gateway.ShutdownTimeout)
 	defer cancel()
+	h2done := make(chan error, 1)
+	go func() { h2done <- h2.Shutdown(shutdownCtx) }()
 	var shutdownErr error
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		_ = srv.Close()
 		shutdownErr = fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-h2done; err != nil {
+		shutdownErr = errors.Join(shutdownErr, fmt.Errorf("shutdown http/2: %w", err))
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return errors.Join(shutdownErr, fmt.Errorf("serve %s: %w", ln.Addr(), err))

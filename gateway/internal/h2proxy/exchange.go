@@ -357,6 +357,7 @@ func forwardFields(dst, fields []hpack.HeaderField, grpcStatus *string) []hpack.
 		case "grpc-status":
 			*grpcStatus = f.Value
 		}
+		f.Sensitive = f.Sensitive || neverIndexed(f.Name)
 		dst = append(dst, f)
 	}
 	return dst
@@ -371,10 +372,25 @@ func appendHeader(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
 			continue
 		}
 		for _, v := range vs {
-			dst = append(dst, hpack.HeaderField{Name: name, Value: v})
+			dst = append(dst, hpack.HeaderField{Name: name, Value: v, Sensitive: neverIndexed(name)})
 		}
 	}
 	return dst
+}
+
+// neverIndexed reports whether a field is sent as a literal the peer must
+// not index (RFC 7541, 7.1.3): values unique to one request, which would
+// only push the useful entries out of the table, at the cost of a copy of
+// the table each time. A client's own never-indexed fields stay so. A
+// bearer token is indexed, as the clients themselves do: a caller sends
+// the same one many times, and the table it sits in is only seen on the
+// link to the services.
+func neverIndexed(name string) bool {
+	switch name {
+	case "x-request-id", "traceparent", "tracestate", "grpc-timeout", "connect-timeout-ms", "date":
+		return true
+	}
+	return false
 }
 
 // ErrBodyTooLarge is Forward's error for a request body over the server's

@@ -82,7 +82,6 @@ func upstreamB(t testing.TB) string {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-
 // proxy serves an h2proxy.Server that forwards every stream to addr, but
 // answers /local itself.
 func proxy(t *testing.T, addr string, srv *h2proxy.Server) string { return proxyWith(t, addr, srv) }

@@ -244,7 +244,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		x.pump(up, &b)
 	}
 	x.mu.Unlock()
-	b.flush()
+	b.flushLater()
 
 	select {
 	case <-x.done:
