@@ -169,3 +169,47 @@ func TestFactoryWithoutInstancesIsUnavailable(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
 }
+
+func TestFactoryPick(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	reg := newRegistry(t, consul)
+	a := newAccess(t)
+	first := startInstance(t, reg, a, "first")
+	second := startInstance(t, reg, a, "second")
+	factory := rpc.NewClientFactory(reg, rpc.WithEjection(1, time.Minute))
+	t.Cleanup(factory.Close)
+
+	// Both instances are picked in time; an instance already tried is not.
+	seen := map[string]bool{}
+	require.Eventually(t, func() bool {
+		addr, done, err := factory.Pick(t.Context(), "identitysvc", nil)
+		if err != nil {
+			return false
+		}
+		done(true)
+		seen[addr] = true
+		return len(seen) == 2
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, map[string]bool{first.addr: true, second.addr: true}, seen)
+	for range 10 {
+		addr, done, err := factory.Pick(t.Context(), "identitysvc", []string{first.addr})
+		require.NoError(t, err)
+		done(true)
+		assert.Equal(t, second.addr, addr)
+	}
+	_, _, err := factory.Pick(t.Context(), "identitysvc", []string{first.addr, second.addr})
+	assert.ErrorContains(t, err, "no healthy instance")
+
+	// A failure reported through done ejects the instance: the other is
+	// picked while it is out.
+	_, done, err := factory.Pick(t.Context(), "identitysvc", []string{second.addr})
+	require.NoError(t, err)
+	done(false)
+	for range 10 {
+		addr, done, err := factory.Pick(t.Context(), "identitysvc", nil)
+		require.NoError(t, err)
+		done(true)
+		assert.Equal(t, second.addr, addr)
+	}
+}

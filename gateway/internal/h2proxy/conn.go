@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -26,10 +27,11 @@ type conn struct {
 	owner  *Transport // nil on a server-side connection
 	addr   string     // the upstream's address, client side
 
-	closed    chan struct{}
-	closeOnce sync.Once
-	ready     chan struct{} // client side: the peer's first SETTINGS arrived
-	readyOnce sync.Once
+	closed     chan struct{}
+	closeOnce  sync.Once
+	framesRead atomic.Uint64
+	ready      chan struct{} // client side: the peer's first SETTINGS arrived
+	readyOnce  sync.Once
 
 	mu         sync.Mutex
 	streams    map[uint32]*half
@@ -117,6 +119,7 @@ func (c *conn) serve() {
 	for {
 		f, err := c.rfr.ReadFrame()
 		if err == nil {
+			c.framesRead.Add(1)
 			err = c.handle(f, &b)
 		}
 		if err != nil {
@@ -409,14 +412,19 @@ func (c *conn) remove(h *half) {
 
 func (c *conn) closeIfIdle() {
 	c.mu.Lock()
-	idle := len(c.streams) == 0
-	c.mu.Unlock()
-	if !idle {
+	if len(c.streams) > 0 {
+		c.mu.Unlock()
 		return
 	}
-	var b batch
-	c.goAway(http2.ErrCodeNo, &b)
-	b.flush()
+	// Marked in the same critical section as the check, so that no
+	// stream is added to a connection about to close.
+	c.goingAway = true
+	last := c.lastPeerID
+	c.mu.Unlock()
+	c.out.mu.Lock()
+	_ = c.out.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	c.out.mu.Unlock()
+	c.out.flush()
 	c.close(nil)
 }
 
@@ -437,7 +445,7 @@ func (c *conn) close(err error) {
 		c.mu.Unlock()
 		var b batch
 		for _, h := range hs {
-			h.x.peerReset(h, http2.ErrCodeInternal, &b)
+			h.x.connLost(h, &b)
 		}
 		b.flush()
 		if c.server != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -29,6 +30,10 @@ type half struct {
 	sentEnd bool // this side ended the stream
 	recvEnd bool // the peer ended it
 	reset   bool
+	// framesAtOpen is the connection's frame count when the stream
+	// opened: if none arrived since and the connection ended, the peer
+	// said nothing after the request was written.
+	framesAtOpen uint64
 }
 
 // exchange is one client stream and, once forwarded, the upstream stream
@@ -48,10 +53,15 @@ type exchange struct {
 	reqBytes    int64
 	maxBody     int64
 	tooLarge    bool
+	// replay is the request body so far, while it is small enough to send
+	// again to another instance (see connLost).
+	replay     []byte
+	replayable bool
 
 	done     chan struct{}
 	finished bool
 	err      error
+	retry    bool // finished as never sent: Forward may try again
 }
 
 func (x *exchange) other(h *half) *half {
@@ -89,6 +99,13 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 	dst := x.other(h)
 	if h == &x.down {
 		x.reqBytes += int64(len(data))
+		if x.replayable {
+			if x.reqBytes <= maxReplay {
+				x.replay = append(x.replay, data...)
+			} else {
+				x.replayable, x.replay = false, nil
+			}
+		}
 		if x.maxBody > 0 && x.reqBytes > x.maxBody {
 			h.c.credit(nil, len(data), b)
 			x.bodyTooLarge(b)
@@ -212,6 +229,30 @@ func (x *exchange) dropPending(h *half, b *batch) {
 		}
 	}
 	h.pend, h.pendEnd, h.pendTrailers = nil, false, nil
+}
+
+// maxReplay is the largest request body kept to be sent again.
+const maxReplay = 64 << 10
+
+// connLost follows the connection of h ending. An upstream stream on which
+// the peer said nothing at all since it was written — the connection was
+// already closing, as with an instance killed a moment before — is given
+// back to Forward's caller as never sent, with its request ready to go to
+// another instance, if the whole request is at hand.
+func (x *exchange) connLost(h *half, b *batch) {
+	x.mu.Lock()
+	if h == &x.up && !h.reset && !x.respStarted && !x.finished && x.replayable && x.down.recvEnd &&
+		!x.down.reset && h.c.framesRead.Load() == h.framesAtOpen {
+		h.c.remove(h)
+		x.dropPending(&x.down, b)
+		x.up = half{x: x, pend: slices.Clone(x.replay), pendEnd: true}
+		x.forwarded, x.retry = false, true
+		x.finish(&NotSentError{errors.New("upstream connection closed before it answered")})
+		x.mu.Unlock()
+		return
+	}
+	x.mu.Unlock()
+	x.peerReset(h, http2.ErrCodeInternal, b)
 }
 
 // peerReset follows the peer of h resetting its stream, or its connection

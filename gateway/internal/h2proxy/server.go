@@ -188,7 +188,7 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		c.writeReset(id, http2.ErrCodeRefusedStream, b)
 		return nil
 	}
-	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes}
+	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes, replayable: true}
 	x.down = half{x: x, c: c, id: id, recvWin: c.streamWin, recvEnd: f.StreamEnded()}
 	c.out.mu.Lock()
 	x.down.sendWin = c.out.initWin
@@ -228,6 +228,7 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
 	}
 	h.recvEnd = true
+	x.replayable, x.replay = false, nil // trailers are not kept to send again
 	up := &x.up
 	if x.local || up.reset || up.sentEnd {
 		return nil

@@ -209,6 +209,10 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 
 	var b batch
 	x.mu.Lock()
+	if x.finished && x.retry && !x.down.reset {
+		x.finished, x.err, x.retry = false, nil, false
+		x.done = make(chan struct{})
+	}
 	if x.finished || x.down.reset {
 		x.mu.Unlock()
 		return Result{}, context.Canceled
@@ -230,6 +234,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	up.c, up.id = c, o.nextLocalID
 	o.nextLocalID += 2
 	up.sendWin, up.recvWin = o.initWin, c.streamWin
+	up.framesAtOpen = c.framesRead.Load()
 	c.add(up)
 	c.mu.Unlock()
 	end := up.pendEnd && len(up.pend) == 0 && up.pendTrailers == nil
@@ -237,6 +242,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	o.mu.Unlock()
 	b.touch(o)
 	x.forwarded, x.extra = true, extra
+	done := x.done
 	if end {
 		up.pendEnd = false
 		x.sentEnd(up, &b)
@@ -247,7 +253,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	b.flushLater()
 
 	select {
-	case <-x.done:
+	case <-done:
 	case <-ctx.Done():
 		x.mu.Lock()
 		if !x.finished {
