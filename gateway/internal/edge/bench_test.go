@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -45,13 +44,6 @@ func (s *sample) rps() float64 { return float64(s.calls) / s.elapsed.Seconds() }
 // cpuPerCall is the CPU time this process spent per call.
 func (s *sample) cpuPerCall() time.Duration { return s.cpu / time.Duration(max(s.calls, 1)) }
 
-// processCPU returns the user and system CPU time of this process so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // percentile returns the p-th percentile latency (0 < p < 100).
 func (s *sample) percentile(p int) time.Duration {
 	if len(s.lat) == 0 {
@@ -64,14 +56,14 @@ func (s *sample) percentile(p int) time.Duration {
 // closedLoop calls call from workers goroutines, each starting its next
 // call when the last one returned, for d: the throughput it finds is the
 // path's peak for that many concurrent callers.
-func closedLoop(b *testing.B, d time.Duration, workers int, call func(context.Context) error) sample {
+func closedLoop(b *testing.B, d time.Duration, workers int, cpuNow func() time.Duration, call func(context.Context) error) sample {
 	var (
 		mu  sync.Mutex
 		all []time.Duration
 		wg  sync.WaitGroup
 	)
 	ctx := context.Background()
-	cpu := processCPU()
+	cpu := cpuNow()
 	start := time.Now()
 	deadline := start.Add(d)
 	for range workers {
@@ -91,7 +83,7 @@ func closedLoop(b *testing.B, d time.Duration, workers int, call func(context.Co
 		})
 	}
 	wg.Wait()
-	return sample{calls: len(all), elapsed: time.Since(start), cpu: processCPU() - cpu, lat: all}
+	return sample{calls: len(all), elapsed: time.Since(start), cpu: cpuNow() - cpu, lat: all}
 }
 
 // openLoop starts calls at a fixed rate for d, each in its own goroutine,
@@ -193,14 +185,22 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // elsewhere then skews the ratios less.
 //
 // Client, gateway and service run in this one process and share its
-// cores; nginx runs beside it. The figures compare paths on one machine
+// cores; nginx runs beside it. The same gateway also runs as a process of
+// its own, its binary as deployed (process-rps, process/direct,
+// process/nginx, process-cpu-µs), measured in the closed loop only: on
+// two shared cores each hop between processes costs the kernel's context
+// switches, where in one process it is a goroutine switch, so it shows
+// what the machine, not the proxy, costs. CPU figures count this process,
+// the gateway's own and nginx's. The figures compare paths on one machine
 // in one run; they are not capacity figures for production.
 func BenchmarkGatewayVsDirect(b *testing.B) {
 	e := newEnv(b)
 	inst := e.startIdentity(b, "bench")
 	gw := e.startGateway(b, e.config(b), edge.WithLogger(slog.New(slog.DiscardHandler)))
-	nginxURL := startNginx(b, inst.addr)
+	processURL, processPID := e.startGatewayProcess(b)
+	nginxURL, nginxPID := startNginx(b, inst.addr)
 	stdURL := startReverseProxy(b, inst.addr)
+	cpuNow := func() time.Duration { return processCPU(processPID, nginxPID) }
 
 	client := h2cClient()
 	token := e.auth.Issue()
@@ -222,8 +222,9 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		directToken  = &path{name: "direct with token", call: call("http://"+inst.addr, token)}
 		gatewayToken = &path{name: "gateway with token", call: call(gw.url, token)}
 		stdProxy     = &path{name: "reverseproxy", call: call(stdURL, "")}
+		ownProcess   = &path{name: "gateway process", call: call(processURL, "")}
 		nginx        *path
-		paths        = []*path{direct, gateway, directToken, gatewayToken, stdProxy}
+		paths        = []*path{direct, gateway, directToken, gatewayToken, stdProxy, ownProcess}
 	)
 	if nginxURL != "" {
 		nginx = &path{name: "nginx", call: call(nginxURL, "")}
@@ -242,7 +243,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		if err := p.call(context.Background()); err != nil {
 			b.Fatalf("%s: %v", p.name, err)
 		}
-		closedLoop(b, 200*time.Millisecond, 16, p.call)
+		closedLoop(b, 200*time.Millisecond, 16, cpuNow, p.call)
 	}
 
 	const (
@@ -252,7 +253,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	)
 	b.ResetTimer()
 	interleave(rounds, paths, func(call func(context.Context) error) sample {
-		return closedLoop(b, slice, workers, call)
+		return closedLoop(b, slice, workers, cpuNow, call)
 	})
 	halfPeak := gateway.res.rps() / 2
 	open := []*path{{name: "direct", call: direct.call}, {name: "gateway", call: gateway.call}}
@@ -278,8 +279,13 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	b.ReportMetric(sp.rps(), "reverseproxy-rps")
 	b.ReportMetric(g.rps()/sp.rps(), "gateway/reverseproxy")
 	b.ReportMetric(µs(sp.cpuPerCall()), "reverseproxy-cpu-µs")
+	op := &ownProcess.res
+	b.ReportMetric(op.rps(), "process-rps")
+	b.ReportMetric(op.rps()/d.rps(), "process/direct")
+	b.ReportMetric(µs(op.cpuPerCall()), "process-cpu-µs")
 	if nginx != nil {
 		n := &nginx.res
+		b.ReportMetric(op.rps()/n.rps(), "process/nginx")
 		b.ReportMetric(n.rps(), "nginx-rps")
 		b.ReportMetric(g.rps()/n.rps(), "gateway/nginx")
 		b.ReportMetric(µs(n.percentile(50)), "nginx-p50-µs")

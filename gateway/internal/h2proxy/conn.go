@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -27,15 +26,17 @@ type conn struct {
 	owner  *Transport // nil on a server-side connection
 	addr   string     // the upstream's address, client side
 
-	closed     chan struct{}
-	closeOnce  sync.Once
-	framesRead atomic.Uint64
-	ready      chan struct{} // client side: the peer's first SETTINGS arrived
-	readyOnce  sync.Once
+	closed    chan struct{}
+	closeOnce sync.Once
+	ready     chan struct{} // client side: the peer's first SETTINGS arrived
+	readyOnce sync.Once
 
 	mu         sync.Mutex
 	streams    map[uint32]*half
 	maxStreams uint32
+	// handlers counts streams whose handler still runs, reset or not, so
+	// that resetting streams cannot start handlers without bound.
+	handlers   int
 	lastPeerID uint32 // highest stream the peer opened (server side)
 	goingAway  bool   // no new streams: GOAWAY sent or received
 	idle       *time.Timer
@@ -119,8 +120,12 @@ func (c *conn) serve() {
 	for {
 		f, err := c.rfr.ReadFrame()
 		if err == nil {
-			c.framesRead.Add(1)
 			err = c.handle(f, &b)
+		}
+		if err == nil && c.out.queued() > maxQueued {
+			// A peer that sends but does not read (PINGs, SETTINGS,
+			// refused streams) would have the answers pile up.
+			err = http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 		if err != nil {
 			var se http2.StreamError
@@ -282,7 +287,10 @@ func (c *conn) onSettings(f *http2.SettingsFrame, b *batch) error {
 		return nil
 	}
 	o := c.out
-	var delta int32
+	var (
+		delta int32
+		hs    []*half
+	)
 	o.mu.Lock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
@@ -305,19 +313,27 @@ func (c *conn) onSettings(f *http2.SettingsFrame, b *batch) error {
 	})
 	if err == nil {
 		_ = o.fr.WriteSettingsAck()
+		if delta != 0 {
+			// The streams open now, in the same critical section as the
+			// new initial window: a stream opened after it starts with it.
+			hs = c.snapshot()
+		}
 	}
 	o.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	b.touch(o)
-	if delta != 0 {
-		for _, h := range c.snapshot() {
-			x := h.x
-			x.mu.Lock()
-			h.sendWin += delta
+	for _, h := range hs {
+		x := h.x
+		x.mu.Lock()
+		err := addWindow(&h.sendWin, int64(delta))
+		if err == nil {
 			x.pump(h, b)
-			x.mu.Unlock()
+		}
+		x.mu.Unlock()
+		if err != nil {
+			return http2.ConnectionError(http2.ErrCodeFlowControl) // RFC 9113, 6.9.2
 		}
 	}
 	c.readyOnce.Do(func() { close(c.ready) })
@@ -404,7 +420,7 @@ func (c *conn) remove(h *half) {
 		// Not here: the caller holds its exchange's lock, and closing
 		// takes every other's.
 		go func() {
-			c.out.flush()
+			c.out.drain(drainTimeout)
 			c.close(nil)
 		}()
 	}
@@ -424,13 +440,24 @@ func (c *conn) closeIfIdle() {
 	c.out.mu.Lock()
 	_ = c.out.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
 	c.out.mu.Unlock()
-	c.out.flush()
+	c.out.drain(drainTimeout)
 	c.close(nil)
 }
+
+// drainTimeout bounds how long a closing connection waits for what it
+// has buffered to be written.
+const drainTimeout = 5 * time.Second
 
 // close ends the connection and every stream on it.
 func (c *conn) close(err error) {
 	c.closeOnce.Do(func() {
+		// Writes from here on go nowhere, and a flush does not fail again
+		// into this close.
+		c.out.mu.Lock()
+		if c.out.err == nil {
+			c.out.err = net.ErrClosed
+		}
+		c.out.mu.Unlock()
 		close(c.closed)
 		_ = c.nc.Close()
 		c.mu.Lock()
@@ -445,7 +472,7 @@ func (c *conn) close(err error) {
 		c.mu.Unlock()
 		var b batch
 		for _, h := range hs {
-			h.x.connLost(h, &b)
+			h.x.peerReset(h, http2.ErrCodeInternal, &b)
 		}
 		b.flush()
 		if c.server != nil {

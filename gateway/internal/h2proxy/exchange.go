@@ -30,18 +30,14 @@ type half struct {
 	sentEnd bool // this side ended the stream
 	recvEnd bool // the peer ended it
 	reset   bool
-	// framesAtOpen is the connection's frame count when the stream
-	// opened: if none arrived since and the connection ended, the peer
-	// said nothing after the request was written.
-	framesAtOpen uint64
 }
 
 // exchange is one client stream and, once forwarded, the upstream stream
 // that serves it. Its lock guards both halves.
 type exchange struct {
 	mu     sync.Mutex
-	down   half // the client's stream
-	up     half // the upstream's
+	down   half  // the client's stream
+	up     *half // the upstream's; replaced when a refused stream is sent again
 	stream *Stream
 
 	forwarded   bool // Forward opened the upstream stream
@@ -54,7 +50,7 @@ type exchange struct {
 	maxBody     int64
 	tooLarge    bool
 	// replay is the request body so far, while it is small enough to send
-	// again to another instance (see connLost).
+	// again to another instance (see peerReset).
 	replay     []byte
 	replayable bool
 
@@ -66,7 +62,7 @@ type exchange struct {
 
 func (x *exchange) other(h *half) *half {
 	if h == &x.down {
-		return &x.up
+		return x.up
 	}
 	return &x.down
 }
@@ -94,6 +90,12 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 		x.abort(h, http2.ErrCodeFlowControl, b)
 		return
 	}
+	if h == x.up && !x.respStarted {
+		// Data before the response's headers is malformed (RFC 9113, 8.1).
+		h.c.credit(nil, int(n), b)
+		x.abort(h, http2.ErrCodeProtocol, b)
+		return
+	}
 	h.recvEnd = f.StreamEnded()
 	h.c.credit(h, int(n)-len(data), b) // padding is not passed on
 	dst := x.other(h)
@@ -117,7 +119,7 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 		return
 	}
 	x.send(dst, data, h.recvEnd, b)
-	if h == &x.up {
+	if h == x.up {
 		x.closeUpIfDone()
 	}
 }
@@ -187,7 +189,7 @@ func (x *exchange) sentEnd(h *half, b *batch) {
 
 // closeUpIfDone forgets the upstream stream once both sides ended it.
 func (x *exchange) closeUpIfDone() {
-	if up := &x.up; up.c != nil && up.sentEnd && up.recvEnd {
+	if up := x.up; up.c != nil && up.sentEnd && up.recvEnd {
 		up.c.remove(up)
 	}
 }
@@ -201,7 +203,7 @@ func (x *exchange) complete(b *batch) {
 		down.c.writeReset(down.id, http2.ErrCodeNo, b)
 		down.recvEnd = true
 	}
-	x.dropPending(&x.up, b)
+	x.dropPending(x.up, b)
 	down.c.remove(down)
 	x.cancelUp(b)
 	x.finish(nil)
@@ -209,7 +211,8 @@ func (x *exchange) complete(b *batch) {
 
 // cancelUp resets the upstream stream unless it ended both ways.
 func (x *exchange) cancelUp(b *batch) {
-	up := &x.up
+	up := x.up
+	x.dropPending(up, b) // request data that will not be sent now
 	if up.c == nil || up.reset {
 		return
 	}
@@ -234,27 +237,6 @@ func (x *exchange) dropPending(h *half, b *batch) {
 // maxReplay is the largest request body kept to be sent again.
 const maxReplay = 64 << 10
 
-// connLost follows the connection of h ending. An upstream stream on which
-// the peer said nothing at all since it was written — the connection was
-// already closing, as with an instance killed a moment before — is given
-// back to Forward's caller as never sent, with its request ready to go to
-// another instance, if the whole request is at hand.
-func (x *exchange) connLost(h *half, b *batch) {
-	x.mu.Lock()
-	if h == &x.up && !h.reset && !x.respStarted && !x.finished && x.replayable && x.down.recvEnd &&
-		!x.down.reset && h.c.framesRead.Load() == h.framesAtOpen {
-		h.c.remove(h)
-		x.dropPending(&x.down, b)
-		x.up = half{x: x, pend: slices.Clone(x.replay), pendEnd: true}
-		x.forwarded, x.retry = false, true
-		x.finish(&NotSentError{errors.New("upstream connection closed before it answered")})
-		x.mu.Unlock()
-		return
-	}
-	x.mu.Unlock()
-	x.peerReset(h, http2.ErrCodeInternal, b)
-}
-
 // peerReset follows the peer of h resetting its stream, or its connection
 // failing (code INTERNAL_ERROR).
 func (x *exchange) peerReset(h *half, code http2.ErrCode, b *batch) {
@@ -263,12 +245,24 @@ func (x *exchange) peerReset(h *half, code http2.ErrCode, b *batch) {
 	if h.reset {
 		return
 	}
-	if h == &x.up && code == http2.ErrCodeNo && h.recvEnd {
+	if h == x.up && code == http2.ErrCodeNo && h.recvEnd {
 		// The response is whole; the upstream only wants no more of the
 		// request.
 		h.reset = true
 		x.dropPending(h, b)
 		h.c.remove(h)
+		return
+	}
+	if h == x.up && code == http2.ErrCodeRefusedStream && !x.respStarted && !x.finished &&
+		x.replayable && x.down.recvEnd && !x.down.reset {
+		// The upstream did not process the stream (RFC 9113, 8.7): it may go
+		// to another instance, with the request kept for that.
+		h.reset = true
+		h.c.remove(h)
+		x.dropPending(&x.down, b)
+		x.up = &half{x: x, pend: slices.Clone(x.replay), pendEnd: true}
+		x.forwarded, x.retry = false, true
+		x.finish(&NotSentError{errors.New("upstream refused the stream")})
 		return
 	}
 	h.reset = true
@@ -298,6 +292,7 @@ func (x *exchange) resetDown(code http2.ErrCode, b *batch) {
 	down.c.writeReset(down.id, code, b)
 	down.reset = true
 	x.dropPending(down, b)
+	x.dropPending(x.up, b)
 	down.c.remove(down)
 	x.stream.cancel()
 }
@@ -325,7 +320,7 @@ func (x *exchange) abort(h *half, code http2.ErrCode, b *batch) {
 // response started, the handler answers.
 func (x *exchange) bodyTooLarge(b *batch) {
 	x.tooLarge = true
-	x.dropPending(&x.up, b)
+	x.dropPending(x.up, b)
 	x.up.pendEnd = false
 	x.cancelUp(b)
 	if x.respStarted {

@@ -71,6 +71,12 @@ func upstreamB(t testing.TB) string {
 	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 	})
+	mux.HandleFunc("/die", func(w http.ResponseWriter, r *http.Request) {
+		// Half a response, then the connection is dropped.
+		_, _ = w.Write(make([]byte, 64<<10))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	})
 	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,6 +98,13 @@ func proxyWith(t testing.TB, addr string, srv *h2proxy.Server) string {
 	t.Helper()
 	tr := &h2proxy.Transport{}
 	srv.Handler = func(st *h2proxy.Stream) {
+		if st.Path == "/slow" {
+			select { // a handler still deciding when the client gives up
+			case <-st.Context().Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
 		if st.Path == "/local" {
 			w := st.ResponseWriter()
 			w.Header().Set("Content-Type", "text/plain")
@@ -258,5 +271,47 @@ func TestBodyLimitAndCancel(t *testing.T) {
 	// The proxy still serves after both.
 	c := identityv1connect.NewIdentityServiceClient(h2cClient(), base)
 	_, err = c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+	require.NoError(t, err)
+}
+
+func TestCancelledUploadsGiveTheWindowBack(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	client := h2cClient()
+	// Each upload fills its stream while the handler decides, then the
+	// client resets it: together far past the connection's 1 MiB window.
+	for range 8 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/slow", bytes.NewReader(make([]byte, 192<<10)))
+		go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+		_, err := client.Do(req)
+		assert.Error(t, err)
+		cancel()
+	}
+	// The connection still carries a large upload.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/echo", bytes.NewReader(make([]byte, 2<<20)))
+	res, err := client.Do(req)
+	require.NoError(t, err)
+	n, err := io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2<<20, n)
+}
+
+func TestUpstreamDyingMidResponse(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	client := h2cClient()
+	for range 5 {
+		res, err := client.Get(base + "/die")
+		if err == nil {
+			_, err = io.Copy(io.Discard, res.Body)
+			_ = res.Body.Close()
+		}
+		assert.Error(t, err, "a cut response is not passed off as whole")
+	}
+	// The proxy dials again and serves; closing it (in Cleanup) returns.
+	c := identityv1connect.NewIdentityServiceClient(client, base)
+	_, err := c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
 	require.NoError(t, err)
 }

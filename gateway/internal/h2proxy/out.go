@@ -86,6 +86,34 @@ const (
 	minMaxFrameSize = 16384
 )
 
+// maxQueued is how much may wait to be written before the connection is
+// closed: data stops at maxBuffered, so what passes this is frames the
+// peer provokes without reading the answers.
+const maxQueued = 4 * maxBuffered
+
+// queued is how much waits to be written.
+func (o *out) queued() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.buf) + o.inFlight
+}
+
+// drain flushes and waits, up to timeout, until everything buffered is
+// written or the connection failed.
+func (o *out) drain(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		o.flush()
+		o.mu.Lock()
+		done := o.err != nil || (len(o.buf) == 0 && !o.busy)
+		o.mu.Unlock()
+		if done || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // room is how many more bytes of data may be queued now.
 func (o *out) room() int { return maxBuffered - len(o.buf) - o.inFlight }
 

@@ -22,7 +22,8 @@ import (
 // [Stream.Forward]. Set its fields before the first ServeConn.
 type Server struct {
 	Handler func(*Stream)
-	// MaxConcurrentStreams per connection; zero means 250.
+	// MaxConcurrentStreams per connection; zero means 100. With the
+	// per-stream window it bounds what one client can make the proxy hold.
 	MaxConcurrentStreams uint32
 	// MaxHeaderBytes bounds a request's header list; zero means 1 MiB.
 	MaxHeaderBytes int
@@ -35,6 +36,10 @@ type Server struct {
 	// BaseContext is the parent of every stream's context.
 	BaseContext context.Context
 	Logger      *slog.Logger
+
+	// work hands a new stream to an idle handler goroutine, whose stack
+	// has already grown to what handlers need.
+	work chan *Stream
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -70,6 +75,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	}
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
+		s.work = make(chan *Stream)
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -101,7 +107,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 
 func (s *Server) maxStreams() uint32 {
 	if s.MaxConcurrentStreams == 0 {
-		return 250
+		return 100
 	}
 	return s.MaxConcurrentStreams
 }
@@ -130,6 +136,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		empty := len(c.streams) == 0
 		c.mu.Unlock()
 		if empty {
+			c.out.drain(drainTimeout)
 			c.close(nil)
 		}
 	}
@@ -183,41 +190,80 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		return nil
 	}
 	c.lastPeerID = id
-	if c.goingAway || uint32(len(c.streams)) >= s.maxStreams() {
+	if c.goingAway || uint32(c.handlers) >= s.maxStreams() {
 		c.mu.Unlock()
 		c.writeReset(id, http2.ErrCodeRefusedStream, b)
 		return nil
 	}
-	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes, replayable: true}
-	x.down = half{x: x, c: c, id: id, recvWin: c.streamWin, recvEnd: f.StreamEnded()}
-	c.out.mu.Lock()
-	x.down.sendWin = c.out.initWin
-	c.out.mu.Unlock()
-	x.up = half{x: x, pendEnd: f.StreamEnded()}
-	c.add(&x.down)
 	c.mu.Unlock()
+	// Only this goroutine changes a server connection's initial window.
+	c.out.mu.Lock()
+	sendWin := c.out.initWin
+	c.out.mu.Unlock()
 
+	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes, replayable: true}
+	x.down = half{x: x, c: c, id: id, sendWin: sendWin, recvWin: c.streamWin, recvEnd: f.StreamEnded()}
+	x.up = &half{x: x, pendEnd: f.StreamEnded()}
 	st := newStream(x, f, c.nc.RemoteAddr().String(), s.BaseContext)
 	x.stream = st
+	c.mu.Lock()
+	c.add(&x.down)
+	c.handlers++
+	c.mu.Unlock()
+
 	if f.Truncated {
 		st.respond(http.StatusRequestHeaderFieldsTooLarge, nil, nil)
-		st.cancel()
+		st.done()
 		return nil
 	}
 	if st.Method == "" || st.Path == "" || st.Method == http.MethodConnect || f.PseudoValue("protocol") != "" {
 		x.mu.Lock()
 		x.abort(&x.down, http2.ErrCodeProtocol, b)
 		x.mu.Unlock()
-		st.cancel()
+		st.done()
 		return nil
 	}
-	go s.serveStream(st)
+	select {
+	case s.work <- st:
+	default:
+		go s.worker(st)
+	}
 	return nil
+}
+
+// workerIdle is how long a handler goroutine waits for another stream
+// before it exits.
+const workerIdle = 10 * time.Second
+
+// worker serves st, then the streams handed to it while it waits, until
+// it has waited workerIdle for one.
+func (s *Server) worker(st *Stream) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		s.serveStream(st)
+		idle.Reset(workerIdle)
+		select {
+		case st = <-s.work:
+		case <-idle.C:
+			return
+		}
+	}
 }
 
 func (s *Server) serveStream(st *Stream) {
 	defer st.finish()
 	s.Handler(st)
+}
+
+// done releases the stream's context and its place among the
+// connection's running handlers.
+func (s *Stream) done() {
+	s.cancel()
+	c := s.x.down.c
+	c.mu.Lock()
+	c.handlers--
+	c.mu.Unlock()
 }
 
 // onRequestTrailers passes the client's trailers on after its data.
@@ -229,7 +275,7 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 	}
 	h.recvEnd = true
 	x.replayable, x.replay = false, nil // trailers are not kept to send again
-	up := &x.up
+	up := x.up
 	if x.local || up.reset || up.sentEnd {
 		return nil
 	}
@@ -251,6 +297,8 @@ type Stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	w      responseWriter
+	// bodyless: the request ended with its headers.
+	bodyless bool
 }
 
 func newStream(x *exchange, f *http2.MetaHeadersFrame, remote string, base context.Context) *Stream {
@@ -264,6 +312,7 @@ func newStream(x *exchange, f *http2.MetaHeadersFrame, remote string, base conte
 		Authority:  f.PseudoValue("authority"),
 		Path:       f.PseudoValue("path"),
 		RemoteAddr: remote,
+		bodyless:   f.StreamEnded(),
 	}
 	regular := f.RegularFields()
 	st.Header = make(http.Header, len(regular))
@@ -282,7 +331,7 @@ func (s *Stream) Context() context.Context { return s.ctx }
 // Request returns the stream as an http.Request without a body, for code
 // that decides about requests in net/http's terms.
 func (s *Stream) Request() (*http.Request, error) {
-	u, err := url.ParseRequestURI(s.Path)
+	u, err := parsePath(s.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -306,10 +355,20 @@ func (s *Stream) Request() (*http.Request, error) {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 			r.ContentLength = n
 		}
-	} else if s.x.down.recvEnd {
+	} else if s.bodyless {
 		r.ContentLength = 0
 	}
 	return r.WithContext(s.ctx), nil
+}
+
+// parsePath is url.ParseRequestURI, without its cost for the plain paths
+// of RPCs: /pkg.Service/Method, maybe with a query.
+func parsePath(p string) (*url.URL, error) {
+	path, query, _ := strings.Cut(p, "?")
+	if len(path) > 0 && path[0] == '/' && !strings.ContainsAny(path, "%#") && !strings.Contains(query, "#") {
+		return &url.URL{Path: path, RawQuery: query}, nil
+	}
+	return url.ParseRequestURI(p)
 }
 
 // ResponseWriter answers the stream from the proxy itself. What is written
@@ -321,7 +380,7 @@ func (s *Stream) ResponseWriter() http.ResponseWriter { return &s.w }
 func (s *Stream) finish() {
 	w := &s.w
 	s.respond(max(w.status, http.StatusOK), w.header, w.body)
-	s.cancel()
+	s.done()
 }
 
 // respond answers the client, unless a response started already.
@@ -336,7 +395,7 @@ func (s *Stream) respond(status int, header http.Header, body []byte) {
 	}
 	x.respStarted, x.local, x.status = true, true, status
 	x.grpcStatus = header.Get("Grpc-Status")
-	x.dropPending(&x.up, &b)
+	x.dropPending(x.up, &b)
 	fields := make([]hpack.HeaderField, 0, len(header)+2)
 	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	fields = appendHeader(fields, header)

@@ -35,7 +35,7 @@ type Transport struct {
 // holds up the others sharing it.
 const (
 	upstreamConnWindow   = 1 << 30
-	upstreamStreamWindow = 1 << 20
+	upstreamStreamWindow = 256 << 10
 )
 
 // NotSentError is Forward's error when the request never reached the
@@ -195,10 +195,6 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	}
 	x.mu.Unlock()
 
-	c, err := t.get(ctx, addr)
-	if err != nil {
-		return Result{}, err
-	}
 	fields := make([]hpack.HeaderField, 0, len(header)+4)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":method", Value: s.Method},
@@ -207,34 +203,60 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		hpack.HeaderField{Name: ":path", Value: s.Path})
 	fields = appendHeader(fields, header)
 
-	var b batch
-	x.mu.Lock()
-	if x.finished && x.retry && !x.down.reset {
-		x.finished, x.err, x.retry = false, nil, false
-		x.done = make(chan struct{})
-	}
-	if x.finished || x.down.reset {
-		x.mu.Unlock()
-		return Result{}, context.Canceled
-	}
-	if x.tooLarge {
-		x.mu.Unlock()
-		return Result{}, ErrBodyTooLarge
-	}
-	up := &x.up
-	o := c.out
-	o.mu.Lock()
-	c.mu.Lock()
-	if o.err != nil || c.goingAway {
+	var (
+		b  batch
+		c  *conn
+		o  *out
+		up *half
+	)
+	for attempt := 0; ; attempt++ {
+		var err error
+		if c, err = t.get(ctx, addr); err != nil {
+			return Result{}, err
+		}
+		if !peerOpen(c.out.raw) {
+			// The instance closed the connection and its reader has not
+			// seen it yet (an instance killed a moment ago): nothing is
+			// sent on it, and get will not offer it again.
+			c.mu.Lock()
+			c.goingAway = true
+			c.mu.Unlock()
+			if attempt >= 3 {
+				return Result{}, &NotSentError{errors.New("upstream closed its connections")}
+			}
+			continue
+		}
+		x.mu.Lock()
+		if x.finished && x.retry && !x.down.reset {
+			x.finished, x.err, x.retry = false, nil, false
+			x.done = make(chan struct{})
+		}
+		if x.finished || x.down.reset {
+			x.mu.Unlock()
+			return Result{}, context.Canceled
+		}
+		if x.tooLarge {
+			x.mu.Unlock()
+			return Result{}, ErrBodyTooLarge
+		}
+		up, o = x.up, c.out
+		o.mu.Lock()
+		c.mu.Lock()
+		if o.err == nil && !c.goingAway && uint32(len(c.streams)) < c.maxStreams {
+			break // with x.mu, o.mu and c.mu held
+		}
+		full := o.err == nil && !c.goingAway
 		c.mu.Unlock()
 		o.mu.Unlock()
 		x.mu.Unlock()
-		return Result{}, &NotSentError{errors.New("connection closing")}
+		if !full || attempt >= 3 {
+			return Result{}, &NotSentError{errors.New("connection closing or full")}
+		}
+		// Another Forward took the last stream: get finds or dials another.
 	}
 	up.c, up.id = c, o.nextLocalID
 	o.nextLocalID += 2
 	up.sendWin, up.recvWin = o.initWin, c.streamWin
-	up.framesAtOpen = c.framesRead.Load()
 	c.add(up)
 	c.mu.Unlock()
 	end := up.pendEnd && len(up.pend) == 0 && up.pendTrailers == nil
