@@ -216,8 +216,12 @@ func (r *report) proxy(m map[string]float64) {
 		num("gateway/nginx", "%.2fx"), "≥ 1x")
 	r.add("Gateway throughput vs a bare httputil.ReverseProxy", num("gateway-rps", "%.0f req/s"), num("reverseproxy-rps", "bare proxy %.0f req/s"),
 		num("gateway/reverseproxy", "%.2fx"), "what forwarding frames (h2proxy) saves over net/http's server and Transport")
-	r.add("CPU per call, whole process (client, proxy, service)", num("gateway-cpu-µs", "gateway path %.0f µs"),
-		num("direct-cpu-µs", "direct %.0f µs")+", "+num("reverseproxy-cpu-µs", "bare proxy %.0f µs"), ratio(m, "gateway-cpu-µs", "direct-cpu-µs"), "")
+	r.add("The gateway binary as its own process, as nginx runs", num("process-rps", "%.0f req/s"),
+		num("direct-rps", "direct %.0f req/s")+", "+num("nginx-rps", "nginx %.0f req/s"),
+		num("process/direct", "%.2fx")+", "+num("process/nginx", "%.2fx"), "hops between processes cost context switches on the shared cores")
+	r.add("CPU per call, all processes (client, proxy, service)", num("gateway-cpu-µs", "gateway path %.0f µs"),
+		num("direct-cpu-µs", "direct %.0f µs")+", "+num("reverseproxy-cpu-µs", "bare proxy %.0f µs")+", "+num("process-cpu-µs", "own process %.0f µs"),
+		ratio(m, "gateway-cpu-µs", "direct-cpu-µs"), "")
 	r.add("Added p99 at half of peak load", num("half-peak-added-p99-µs", "%.0f µs"), num("half-peak-direct-p99-µs", "direct p99 %.0f µs"),
 		"", "< 1000 µs")
 	r.add("Token validation at the gateway (verified-token cache)", num("token-overhead-%", "%.1f %%"), "gateway/direct without a token", "", "< 5 %")

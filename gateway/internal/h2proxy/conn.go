@@ -106,14 +106,6 @@ func (b *batch) flush() {
 	b.outs = b.outs[:0]
 }
 
-// flushLater hands the writes to the connections' writing goroutines.
-func (b *batch) flushLater() {
-	for _, o := range b.outs {
-		o.flushLater()
-	}
-	b.outs = b.outs[:0]
-}
-
 // serve reads and handles frames until the connection fails or closes.
 func (c *conn) serve() {
 	var b batch

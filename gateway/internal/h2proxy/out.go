@@ -195,23 +195,6 @@ func (o *out) flush() {
 	}
 }
 
-// flushLater leaves what is buffered to the writing goroutine, so that
-// frames that goroutines other than the readers add around the same time
-// leave in one write rather than one each.
-func (o *out) flushLater() {
-	o.mu.Lock()
-	if o.busy || len(o.buf) == 0 || o.err != nil {
-		o.mu.Unlock()
-		return
-	}
-	o.busy = true
-	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
-
 // tryWrite writes p to the socket without waiting for room in it.
 func (o *out) tryWrite(p []byte) (int, error) {
 	if o.raw == nil {

@@ -272,7 +272,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		x.pump(up, &b)
 	}
 	x.mu.Unlock()
-	b.flushLater()
+	b.flush()
 
 	select {
 	case <-done:
