@@ -71,6 +71,13 @@ func upstreamB(t testing.TB) string {
 	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 	})
+	mux.HandleFunc("/chunks", func(w http.ResponseWriter, r *http.Request) {
+		for range 3 {
+			_, _ = io.WriteString(w, "chunk\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
 	mux.HandleFunc("/die", func(w http.ResponseWriter, r *http.Request) {
 		// Half a response, then the connection is dropped.
 		_, _ = w.Write(make([]byte, 64<<10))
@@ -314,4 +321,32 @@ func TestUpstreamDyingMidResponse(t *testing.T) {
 	c := identityv1connect.NewIdentityServiceClient(client, base)
 	_, err := c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
 	require.NoError(t, err)
+}
+
+func TestShutdownDrainsStreamsInFlight(t *testing.T) {
+	srv := &h2proxy.Server{}
+	base := proxy(t, upstream(t), srv)
+	res, err := h2cClient().Get(base + "/chunks")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	first := make([]byte, len("chunk\n"))
+	_, err = io.ReadFull(res.Body, first)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- srv.Shutdown(ctx) }()
+
+	rest, err := io.ReadAll(res.Body)
+	require.NoError(t, err, "the stream in flight ends whole")
+	assert.Equal(t, "chunk\nchunk\n", string(rest))
+	select {
+	case err := <-shutdown:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return after the last stream")
+	}
+	_, err = h2cClient().Get(base + "/chunks")
+	assert.Error(t, err, "no new connection is served after Shutdown")
 }
