@@ -121,14 +121,7 @@ func (s *Server) forget(c *conn) {
 // Shutdown tells every client that no new streams will be served, waits
 // for the streams in flight to end or ctx to, then closes the connections.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.stop() {
 		var b batch
 		c.goAway(http2.ErrCodeNo, &b)
 		b.flush()
@@ -160,16 +153,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every connection at once.
 func (s *Server) Close() {
+	for _, c := range s.stop() {
+		c.close(nil)
+	}
+}
+
+// stop refuses new connections and returns the open ones.
+func (s *Server) stop() []*conn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.shutdown = true
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.close(nil)
-	}
+	return conns
 }
 
 // onHeaders opens a stream, or takes the trailers of one.
