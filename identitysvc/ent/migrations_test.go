@@ -62,7 +62,15 @@ func TestMigrationsRunAsServiceRole(t *testing.T) {
 
 	// The trigram indexes are there and usable by the role.
 	var indexes []string
-	rows, err := admin.QueryContext(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%gin_trgm_ops%' ORDER BY 1`, schema)
+	// Not pg_indexes: it may read the definition of every index in the
+	// database before filtering by schema, and other tests drop theirs
+	// meanwhile ("could not open relation with OID"). This schema's
+	// indexes are found first, and only theirs are read.
+	rows, err := admin.QueryContext(ctx, `
+		WITH own AS MATERIALIZED (
+			SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relkind = 'i')
+		SELECT relname FROM own WHERE pg_get_indexdef(oid) LIKE '%gin_trgm_ops%' ORDER BY 1`, schema)
 	require.NoError(t, err)
 	for rows.Next() {
 		var name string
