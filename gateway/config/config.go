@@ -105,13 +105,16 @@ type Limits struct {
 	// MaxHeaderBytes caps the request line and headers (HTTP/1.1) or the
 	// header list (HTTP/2).
 	MaxHeaderBytes int `koanf:"max_header_bytes" validate:"min=1024"`
-	// ReadHeaderTimeout is how long a client may take to send its headers.
+	// ReadHeaderTimeout is how long a client may take to send its headers,
+	// or on HTTP/2 its connection preface and settings.
 	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout" validate:"min=1ms"`
-	// ReadTimeout is how long a client may take to send a whole request,
-	// body included. Zero: no limit (client streams).
+	// ReadTimeout is how long an HTTP/1.1 client may take to send a whole
+	// request, body included. Zero: no limit (client streams). On HTTP/2
+	// the route's timeout bounds a request.
 	ReadTimeout time.Duration `koanf:"read_timeout" validate:"min=0s"`
-	// WriteTimeout is how long writing a response may take. Zero: no
-	// limit, which server streams need.
+	// WriteTimeout is how long writing a response may take (HTTP/1.1), or
+	// one write the client does not take (HTTP/2). Zero: no limit, which
+	// server streams need.
 	WriteTimeout time.Duration `koanf:"write_timeout" validate:"min=0s"`
 	// IdleTimeout closes a keep-alive connection idle for this long.
 	IdleTimeout time.Duration `koanf:"idle_timeout" validate:"min=1s"`
