@@ -102,13 +102,15 @@ func TestEdge(t *testing.T) {
 		}
 		require.Contains(t, paths, identityv1connect.IdentityServiceVerifyCredentialsProcedure)
 		require.Contains(t, paths, authv1connect.AuthServiceEndUserSessionsProcedure)
-		for _, path := range paths {
-			resp, err := http.Post(gw.url+path, "application/json", strings.NewReader("{}"))
-			require.NoError(t, err)
-			body, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			assert.Equal(t, http.StatusNotFound, resp.StatusCode, path)
-			assert.Contains(t, string(body), `"code":"unimplemented"`, path)
+		for _, client := range bothPaths() {
+			for _, path := range paths {
+				resp, err := client.c.Post(gw.url+path, "application/json", strings.NewReader("{}"))
+				require.NoError(t, err)
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				assert.Equal(t, http.StatusNotFound, resp.StatusCode, client.name, path)
+				assert.Contains(t, string(body), `"code":"unimplemented"`, client.name, path)
+			}
 		}
 	})
 
@@ -185,38 +187,40 @@ func TestEdge(t *testing.T) {
 				},
 				wantTracestateEmpty: true},
 		} {
-			t.Run(tc.name, func(t *testing.T) {
-				c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
-				req := connect.NewRequest(&identityv1.CreateUserRequest{})
-				for k, v := range tc.in {
-					req.Header().Set(k, v)
-				}
-				res, err := c.CreateUser(t.Context(), req)
-				require.NoError(t, err)
-				seen := func(h string) string { return res.Header().Get("X-Seen-" + h) }
-				assert.Empty(t, seen(rpc.ServiceTokenHeader), "service token stripped")
-				assert.Empty(t, seen("X-Real-Ip"))
-				assert.Equal(t, "127.0.0.1", seen("X-Forwarded-For"), "the client's XFF is not believed")
-				id := seen(rpc.RequestIDHeader)
-				assert.Equal(t, id, res.Header().Get(rpc.RequestIDHeader), "the client gets the ID back")
-				if tc.wantRequestID != "" {
-					assert.Equal(t, tc.wantRequestID, id)
-				} else {
-					assert.Len(t, id, 32)
-				}
-				tp := seen("Traceparent")
-				require.Len(t, tp, 55)
-				if tc.wantTraceID != "" {
-					assert.Equal(t, tc.wantTraceID, tp[3:35])
-					assert.NotEqual(t, trace, tp, "the gateway is the new parent")
-					assert.Equal(t, "a=b", seen("Tracestate"))
-				} else {
-					assert.NotEqual(t, strings.Repeat("0", 32), tp[3:35])
-				}
-				if tc.wantTracestateEmpty {
-					assert.Empty(t, seen("Tracestate"))
-				}
-			})
+			for _, client := range bothPaths() {
+				t.Run(tc.name+"/"+client.name, func(t *testing.T) {
+					c := identityv1connect.NewIdentityServiceClient(client.c, gw.url)
+					req := connect.NewRequest(&identityv1.CreateUserRequest{})
+					for k, v := range tc.in {
+						req.Header().Set(k, v)
+					}
+					res, err := c.CreateUser(t.Context(), req)
+					require.NoError(t, err)
+					seen := func(h string) string { return res.Header().Get("X-Seen-" + h) }
+					assert.Empty(t, seen(rpc.ServiceTokenHeader), "service token stripped")
+					assert.Empty(t, seen("X-Real-Ip"))
+					assert.Equal(t, "127.0.0.1", seen("X-Forwarded-For"), "the client's XFF is not believed")
+					id := seen(rpc.RequestIDHeader)
+					assert.Equal(t, id, res.Header().Get(rpc.RequestIDHeader), "the client gets the ID back")
+					if tc.wantRequestID != "" {
+						assert.Equal(t, tc.wantRequestID, id)
+					} else {
+						assert.Len(t, id, 32)
+					}
+					tp := seen("Traceparent")
+					require.Len(t, tp, 55)
+					if tc.wantTraceID != "" {
+						assert.Equal(t, tc.wantTraceID, tp[3:35])
+						assert.NotEqual(t, trace, tp, "the gateway is the new parent")
+						assert.Equal(t, "a=b", seen("Tracestate"))
+					} else {
+						assert.NotEqual(t, strings.Repeat("0", 32), tp[3:35])
+					}
+					if tc.wantTracestateEmpty {
+						assert.Empty(t, seen("Tracestate"))
+					}
+				})
+			}
 		}
 	})
 
@@ -239,22 +243,24 @@ func TestEdge(t *testing.T) {
 			"garbage":            "not.a.jwt",
 			"empty":              "",
 		}
-		c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
 		inst := e.identity
-		// The control: a valid token does reach the service, where the
-		// instance records it, so "not recorded" below means refused.
-		valid := a.Issue()
-		_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), valid))
-		require.NoError(t, err)
-		_, reached := inst.bearers.Load("Bearer " + valid)
-		require.True(t, reached, "a valid token never reached the service")
-		for name, tok := range attacks {
-			t.Run(name, func(t *testing.T) {
-				_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), tok))
-				assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
-				_, reached := inst.bearers.Load("Bearer " + tok)
-				assert.False(t, reached, "refused before reaching the service")
-			})
+		for _, client := range bothPaths() {
+			c := identityv1connect.NewIdentityServiceClient(client.c, gw.url)
+			// The control: a valid token does reach the service, where the
+			// instance records it, so "not recorded" below means refused.
+			valid := a.Issue(authntest.WithSubject("control-" + client.name))
+			_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), valid))
+			require.NoError(t, err)
+			_, reached := inst.bearers.Load("Bearer " + valid)
+			require.True(t, reached, "a valid token never reached the service over %s", client.name)
+			for name, tok := range attacks {
+				t.Run(name+"/"+client.name, func(t *testing.T) {
+					_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), tok))
+					assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
+					_, reached := inst.bearers.Load("Bearer " + tok)
+					assert.False(t, reached, "refused before reaching the service")
+				})
+			}
 		}
 	})
 
@@ -292,35 +298,37 @@ func TestEdge(t *testing.T) {
 			origin string
 			allow  bool
 		}{{"http://localhost:5173", true}, {"https://evil.example", false}} {
-			pre, err := http.NewRequest(http.MethodOptions, path, nil)
-			require.NoError(t, err)
-			pre.Header.Set("Origin", tc.origin)
-			pre.Header.Set("Access-Control-Request-Method", "POST")
-			// Browsers send the list lowercase and sorted (Fetch standard); rs/cors relies on it.
-			pre.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type")
-			resp, err := http.DefaultClient.Do(pre)
-			require.NoError(t, err)
-			_ = resp.Body.Close()
-			post, err := http.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
-			require.NoError(t, err)
-			post.Header.Set("Origin", tc.origin)
-			post.Header.Set("Content-Type", "application/json")
-			actual, err := http.DefaultClient.Do(post)
-			require.NoError(t, err)
-			_ = actual.Body.Close()
-			assert.Equal(t, http.StatusOK, actual.StatusCode)
-			if tc.allow {
-				assert.Less(t, resp.StatusCode, 300)
-				assert.Equal(t, tc.origin, resp.Header.Get("Access-Control-Allow-Origin"))
-				assert.Contains(t, strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "connect-protocol-version")
-				assert.Equal(t, tc.origin, actual.Header.Get("Access-Control-Allow-Origin"))
-				assert.Contains(t, actual.Header.Get("Access-Control-Expose-Headers"), "Grpc-Status")
-			} else {
-				for k := range resp.Header {
-					assert.False(t, strings.HasPrefix(k, "Access-Control-Allow"), "preflight from %s: %s", tc.origin, k)
-				}
-				for k := range actual.Header {
-					assert.False(t, strings.HasPrefix(k, "Access-Control-Allow"), "request from %s: %s", tc.origin, k)
+			for _, client := range bothPaths() {
+				pre, err := http.NewRequest(http.MethodOptions, path, nil)
+				require.NoError(t, err)
+				pre.Header.Set("Origin", tc.origin)
+				pre.Header.Set("Access-Control-Request-Method", "POST")
+				// Browsers send the list lowercase and sorted (Fetch standard); rs/cors relies on it.
+				pre.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type")
+				resp, err := client.c.Do(pre)
+				require.NoError(t, err)
+				_ = resp.Body.Close()
+				post, err := http.NewRequest(http.MethodPost, path, strings.NewReader("{}"))
+				require.NoError(t, err)
+				post.Header.Set("Origin", tc.origin)
+				post.Header.Set("Content-Type", "application/json")
+				actual, err := client.c.Do(post)
+				require.NoError(t, err)
+				_ = actual.Body.Close()
+				assert.Equal(t, http.StatusOK, actual.StatusCode)
+				if tc.allow {
+					assert.Less(t, resp.StatusCode, 300)
+					assert.Equal(t, tc.origin, resp.Header.Get("Access-Control-Allow-Origin"))
+					assert.Contains(t, strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "connect-protocol-version")
+					assert.Equal(t, tc.origin, actual.Header.Get("Access-Control-Allow-Origin"))
+					assert.Contains(t, actual.Header.Get("Access-Control-Expose-Headers"), "Grpc-Status")
+				} else {
+					for k := range resp.Header {
+						assert.False(t, strings.HasPrefix(k, "Access-Control-Allow"), "preflight from %s: %s", tc.origin, k)
+					}
+					for k := range actual.Header {
+						assert.False(t, strings.HasPrefix(k, "Access-Control-Allow"), "request from %s: %s", tc.origin, k)
+					}
 				}
 			}
 		}
@@ -340,10 +348,15 @@ func TestRoutingFollowsHealth(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	gw := e.startGateway(t, e.config(t))
-	c := identityv1connect.NewIdentityServiceClient(http.DefaultClient, gw.url)
+	// Each check asks over both data paths; the first error counts.
 	call := func() error {
-		_, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{}))
-		return err
+		for _, client := range bothPaths() {
+			c := identityv1connect.NewIdentityServiceClient(client.c, gw.url)
+			if _, err := c.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{})); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(call()), "no instance yet")
 

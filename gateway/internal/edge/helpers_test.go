@@ -269,6 +269,17 @@ func h2cClient() *http.Client {
 	return &http.Client{Transport: t}
 }
 
+// client is an HTTP client that takes one of the gateway's two data
+// paths: net/http for HTTP/1.1, h2proxy for HTTP/2 with prior knowledge.
+type client struct {
+	name string
+	c    *http.Client
+}
+
+func bothPaths() []client {
+	return []client{{"http1", http.DefaultClient}, {"h2c", h2cClient()}}
+}
+
 type protocol struct {
 	name   string
 	client *http.Client
