@@ -440,6 +440,12 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 			continue
 		}
 		if err == nil || res.Started {
+			if err != nil {
+				// The answer was cut short after it started: the log and
+				// metrics say so rather than the status that went out.
+				res.Status, res.GRPCStatus = 0, ""
+				g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+			}
 			st.result = &res
 			return
 		}
@@ -461,8 +467,11 @@ func isReset(err error) bool {
 // resultCode is the outcome of a forwarded stream for logs and metrics,
 // as recorder.code says it for ReverseProxy.
 func resultCode(res *h2proxy.Result) string {
-	if res.GRPCStatus != "" {
+	switch {
+	case res.GRPCStatus != "":
 		return "grpc-" + res.GRPCStatus
+	case res.Status == 0:
+		return "reset" // the response started, then was cut short
 	}
 	return statusText(res.Status)
 }

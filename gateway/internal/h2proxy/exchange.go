@@ -30,6 +30,9 @@ type half struct {
 	sentEnd bool // this side ended the stream
 	recvEnd bool // the peer ended it
 	reset   bool
+	// credited: what waits here was credited to its sender already (a
+	// request sent again after a refusal).
+	credited bool
 }
 
 // exchange is one client stream and, once forwarded, the upstream stream
@@ -65,6 +68,19 @@ func (x *exchange) other(h *half) *half {
 		return x.up
 	}
 	return &x.down
+}
+
+// source is the half whose peer sent what waits on h, to be credited when
+// it is passed on or dropped; nil when nobody is owed credit for it: the
+// proxy's own answer, or a request kept to be sent again.
+func (x *exchange) source(h *half) *half {
+	if (h == &x.down && x.local) || h.credited {
+		return nil
+	}
+	if src := x.other(h); src.c != nil {
+		return src
+	}
+	return nil
 }
 
 // finish ends the exchange for Forward's caller. Call with x.mu.
@@ -133,7 +149,7 @@ func (x *exchange) send(dst *half, data []byte, end bool, b *batch) {
 		n := o.writeData(dst.id, &dst.sendWin, data, end)
 		o.mu.Unlock()
 		b.touch(o)
-		if src := x.other(dst); src.c != nil {
+		if src := x.source(dst); src != nil {
 			src.c.credit(src, n, b)
 		}
 		if end && n == len(data) {
@@ -167,7 +183,7 @@ func (x *exchange) pump(h *half, b *batch) {
 		if len(h.pend) == 0 {
 			h.pend = nil
 		}
-		if src := x.other(h); src.c != nil {
+		if src := x.source(h); src != nil {
 			src.c.credit(src, n, b)
 		}
 	}
@@ -227,7 +243,7 @@ func (x *exchange) cancelUp(b *batch) {
 // dropPending discards what waits on h, giving its source the credit.
 func (x *exchange) dropPending(h *half, b *batch) {
 	if len(h.pend) > 0 {
-		if src := x.other(h); src.c != nil {
+		if src := x.source(h); src != nil {
 			src.c.credit(nil, len(h.pend), b)
 		}
 	}
@@ -259,8 +275,11 @@ func (x *exchange) peerReset(h *half, code http2.ErrCode, b *batch) {
 		// to another instance, with the request kept for that.
 		h.reset = true
 		h.c.remove(h)
+		x.dropPending(h, b) // credits what had not been sent yet
 		x.dropPending(&x.down, b)
-		x.up = &half{x: x, pend: slices.Clone(x.replay), pendEnd: true}
+		// Every byte of the request has been credited now, sent or dropped:
+		// the copy sent again owes the client nothing.
+		x.up = &half{x: x, pend: slices.Clone(x.replay), pendEnd: true, credited: true}
 		x.forwarded, x.retry = false, true
 		x.finish(&NotSentError{errors.New("upstream refused the stream")})
 		return

@@ -32,6 +32,10 @@ type out struct {
 	hbuf  bytes.Buffer
 	enc   *hpack.Encoder
 	busy  bool // the writing goroutine owns the socket
+	// roomBlocked: data was held back for want of room in buf; whoever
+	// empties buf calls drained so that it goes on. inDrained: a flush is
+	// calling drained now, and nested flushes leave it to that one.
+	roomBlocked, inDrained bool
 	// inFlight is what the writing goroutine is writing now.
 	inFlight int
 	wake     chan struct{}
@@ -149,6 +153,9 @@ func (o *out) writeData(id uint32, streamWin *int32, data []byte, end bool) int 
 	n := max(min(len(data), int(*streamWin), int(o.connWin), o.room()), 0)
 	if n < len(data) {
 		end = false
+		if n == max(o.room(), 0) {
+			o.roomBlocked = true
+		}
 	}
 	if n == 0 && !end {
 		return 0
@@ -167,32 +174,53 @@ func (o *out) writeData(id uint32, streamWin *int32, data []byte, end bool) int 
 }
 
 // flush writes what is buffered. It tries the socket once without waiting;
-// what the socket does not take is left to the writing goroutine.
+// what the socket does not take is left to the writing goroutine. When the
+// write emptied a buffer that had held data back, the streams waiting for
+// room go on.
 func (o *out) flush() {
+	for o.flushOnce() {
+		o.drained()
+		o.mu.Lock()
+		o.inDrained = false
+		o.mu.Unlock()
+	}
+}
+
+// flushOnce writes what the socket takes and reports whether the buffer is
+// empty after data was held back for room, and it falls to this caller to
+// call drained.
+func (o *out) flushOnce() bool {
 	o.mu.Lock()
-	if o.busy || len(o.buf) == 0 || o.err != nil {
+	if o.busy || o.err != nil {
 		o.mu.Unlock()
-		return
+		return false
 	}
-	n, err := o.tryWrite(o.buf)
-	if err != nil {
-		o.err = err
-		o.mu.Unlock()
-		o.failed(err)
-		return
-	}
-	if n == len(o.buf) {
+	if len(o.buf) > 0 {
+		n, err := o.tryWrite(o.buf)
+		if err != nil {
+			o.err = err
+			o.mu.Unlock()
+			o.failed(err)
+			return false
+		}
+		if n < len(o.buf) {
+			o.buf = append(o.buf[:0], o.buf[n:]...)
+			o.busy = true
+			o.mu.Unlock()
+			select {
+			case o.wake <- struct{}{}:
+			default:
+			}
+			return false
+		}
 		o.buf = o.buf[:0]
-		o.mu.Unlock()
-		return
 	}
-	o.buf = append(o.buf[:0], o.buf[n:]...)
-	o.busy = true
+	again := o.roomBlocked && !o.inDrained && o.drained != nil
+	if again {
+		o.roomBlocked, o.inDrained = false, true
+	}
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	return again
 }
 
 // tryWrite writes p to the socket without waiting for room in it.
@@ -257,6 +285,7 @@ func (o *out) run(closed <-chan struct{}) {
 				o.failed(err)
 				return
 			}
+			o.roomBlocked = false
 			o.mu.Unlock()
 			if o.drained != nil {
 				o.drained()

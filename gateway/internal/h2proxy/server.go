@@ -188,7 +188,9 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		return nil
 	}
 	c.lastPeerID = id
-	if c.goingAway || uint32(c.handlers) >= s.maxStreams() {
+	// Streams count while open (RFC 9113, 5.1.2), and handlers while they
+	// run, reset or not.
+	if c.goingAway || uint32(len(c.streams)) >= s.maxStreams() || uint32(c.handlers) >= s.maxStreams() {
 		c.mu.Unlock()
 		c.writeReset(id, http2.ErrCodeRefusedStream, b)
 		return nil

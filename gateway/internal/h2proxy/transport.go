@@ -83,7 +83,12 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
 		delete(t.dialing, addr)
 		close(done)
 		if err == nil {
-			t.conns[addr] = append(t.conns[addr], c)
+			select {
+			case <-c.closed: // closed already, and forgotten before it was added
+				err = errors.New("connection closed as it opened")
+			default:
+				t.conns[addr] = append(t.conns[addr], c)
+			}
 		}
 		t.mu.Unlock()
 		if err != nil {
@@ -245,14 +250,14 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		if o.err == nil && !c.goingAway && uint32(len(c.streams)) < c.maxStreams {
 			break // with x.mu, o.mu and c.mu held
 		}
-		full := o.err == nil && !c.goingAway
 		c.mu.Unlock()
 		o.mu.Unlock()
 		x.mu.Unlock()
-		if !full || attempt >= 3 {
-			return Result{}, &NotSentError{errors.New("connection closing or full")}
+		if attempt >= 3 {
+			return Result{}, &NotSentError{errors.New("connections closing or full")}
 		}
-		// Another Forward took the last stream: get finds or dials another.
+		// The connection filled up or started going away since get chose
+		// it: get finds or dials another.
 	}
 	up.c, up.id = c, o.nextLocalID
 	o.nextLocalID += 2
