@@ -14,7 +14,7 @@ import (
 	"golang.org/x/net/http2"
 )
 
-func TestLocalBodyCreditsUpstream(t *testing.T) {
+func TestLocalAnswersAreNotCreditedUpstream(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) })
 	hs := &http.Server{Handler: mux, Protocols: new(http.Protocols)}

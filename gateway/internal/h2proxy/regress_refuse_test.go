@@ -59,7 +59,7 @@ func refuser(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestRefusedDoubleCredit(t *testing.T) {
+func TestRefusedStreamIsCreditedOnce(t *testing.T) {
 	bad := refuser(t)
 	tr := &Transport{}
 	srv := &Server{}

@@ -30,7 +30,7 @@ func bigUpstream(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestRoomStall(t *testing.T) {
+func TestDataHeldForRoomGoesOn(t *testing.T) {
 	up := bigUpstream(t)
 	tr := &Transport{}
 	srv := &Server{}
