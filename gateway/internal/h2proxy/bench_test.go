@@ -27,8 +27,8 @@ func processCPU() time.Duration {
 // in alternating rounds; it reports calls per second of both, their ratio,
 // and the CPU time per call of the whole process on each path.
 func BenchmarkProxyVsDirect(b *testing.B) {
-	addr := upstreamB(b)
-	base := proxyB(b, addr)
+	addr := upstream(b)
+	base := proxy(b, addr, &h2proxy.Server{})
 	msg := &identityv1.CreateUserRequest{Email: "a@example.com", DisplayName: strings.Repeat("x", 1000)}
 	run := func(url string, d time.Duration) (calls int, cpu time.Duration, el time.Duration) {
 		c := identityv1connect.NewIdentityServiceClient(h2cClient(), url)
@@ -71,5 +71,3 @@ func BenchmarkProxyVsDirect(b *testing.B) {
 	b.ReportMetric(float64(dc.Microseconds())/float64(dn), "direct-cpu-µs")
 	b.ReportMetric(float64(pc.Microseconds())/float64(pn), "proxy-cpu-µs")
 }
-
-var _ = h2proxy.Preface

@@ -56,9 +56,7 @@ func (audit) ExportEvents(ctx context.Context, _ *connect.Request[auditv1.Export
 }
 
 // upstream serves the contracts and a few raw handlers over h2c.
-func upstream(t *testing.T) string { return upstreamB(t) }
-
-func upstreamB(t testing.TB) string {
+func upstream(t testing.TB) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle(identityv1connect.NewIdentityServiceHandler(identity{}))
@@ -84,26 +82,17 @@ func upstreamB(t testing.TB) string {
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler)
 	})
-	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	return h2proxy.ServeH2CForTest(t, mux)
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// proxy serves an h2proxy.Server that forwards every stream to addr, but
-// answers /local itself.
-func proxy(t *testing.T, addr string, srv *h2proxy.Server) string { return proxyWith(t, addr, srv) }
-
-func proxyB(b *testing.B, addr string) string { return proxyWith(b, addr, &h2proxy.Server{}) }
-
-func proxyWith(t testing.TB, addr string, srv *h2proxy.Server) string {
+// proxy serves srv, forwarding every stream to addr but answering /local
+// itself, until the test ends, and returns its base URL.
+func proxy(t testing.TB, addr string, srv *h2proxy.Server) string {
 	t.Helper()
 	tr := &h2proxy.Transport{}
+	t.Cleanup(tr.Close)
 	srv.Handler = func(st *h2proxy.Stream) {
 		if st.Path == "/slow" {
 			select { // a handler still deciding when the client gives up
@@ -127,37 +116,10 @@ func proxyWith(t testing.TB, addr string, srv *h2proxy.Server) string {
 			w.WriteHeader(http.StatusBadGateway)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				preface := make([]byte, len(h2proxy.Preface))
-				if _, err := io.ReadFull(nc, preface); err != nil || string(preface) != h2proxy.Preface {
-					_ = nc.Close()
-					return
-				}
-				srv.ServeConn(nc)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		srv.Close()
-		tr.Close()
-	})
-	return "http://" + ln.Addr().String()
+	return "http://" + h2proxy.ServeForTest(t, srv)
 }
 
-func h2cClient() *http.Client {
-	t := &http.Transport{Protocols: new(http.Protocols)}
-	t.Protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: t}
-}
+var h2cClient = h2proxy.H2CClient
 
 func TestForwardsConnectAndGRPC(t *testing.T) {
 	base := proxy(t, upstream(t), &h2proxy.Server{})

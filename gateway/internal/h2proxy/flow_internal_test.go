@@ -1,0 +1,266 @@
+package h2proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// These tests hold the flow-control accounting to what RFC 9113 asks and
+// to the memory bounds the package promises, with raw frames where a Go
+// client would hide the case.
+
+// rawClient opens an HTTP/2 connection to addr with settings, for frames
+// no Go client sends.
+func rawClient(t *testing.T, addr string, settings ...http2.Setting) (net.Conn, *http2.Framer) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	_, err = nc.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	fr := http2.NewFramer(nc, nc)
+	require.NoError(t, fr.WriteSettings(settings...))
+	return nc, fr
+}
+
+// writeGet opens stream id with a GET of path and no body.
+func writeGet(t *testing.T, fr *http2.Framer, id uint32, path string) {
+	t.Helper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
+		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}))
+}
+
+// windowsWhole reports whether every connection's receive window, what the
+// peer may send plus what is owed back, is exactly what was advertised:
+// no byte credited twice, none forgotten.
+func windowsWhole(conns []*conn, advertised int32) bool {
+	for _, c := range conns {
+		c.out.mu.Lock()
+		window := c.recvWin + c.recvUnacked
+		c.out.mu.Unlock()
+		if window != advertised {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) connsForTest() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cs []*conn
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func (t *Transport) connsForTest() []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var cs []*conn
+	for _, list := range t.conns {
+		cs = append(cs, list...)
+	}
+	return cs
+}
+
+// TestOpenStreamsAreBounded: streams the proxy answers itself stay open
+// while a client's zero window holds their bodies back (RFC 9113, 5.1.2);
+// they count against the limit, or a client could have the proxy hold any
+// number of them.
+func TestOpenStreamsAreBounded(t *testing.T) {
+	srv := &Server{Handler: func(st *Stream) { _, _ = st.ResponseWriter().Write(make([]byte, 100_000)) }}
+	nc, fr := rawClient(t, ServeForTest(t, srv), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	var refused atomic.Int64
+	go func() {
+		rfr := http2.NewFramer(nil, nc)
+		for {
+			f, err := rfr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if r, ok := f.(*http2.RSTStreamFrame); ok && r.ErrCode == http2.ErrCodeRefusedStream {
+				refused.Add(1)
+			}
+		}
+	}()
+	const n = 1000
+	for i := range uint32(n) {
+		writeGet(t, fr, 2*i+1, "/x")
+		if i%50 == 49 {
+			time.Sleep(20 * time.Millisecond) // let the handlers run
+		}
+	}
+	want := int64(n - srv.maxStreams())
+	assert.Eventually(t, func() bool { return refused.Load() == want }, 5*time.Second, 10*time.Millisecond,
+		"refused %d of %d streams, want %d", refused.Load(), n, want)
+	for _, c := range srv.connsForTest() {
+		c.mu.Lock()
+		assert.LessOrEqual(t, len(c.streams), int(srv.maxStreams()))
+		c.mu.Unlock()
+	}
+}
+
+// TestDataHeldForRoomGoesOn: data held back for want of room in a
+// connection's buffer goes on once the buffer empties, also when a single
+// write emptied it (large socket buffers make that the common case).
+func TestDataHeldForRoomGoesOn(t *testing.T) {
+	const size = 300 << 10
+	up := ServeH2CForTest(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(make([]byte, size))
+	}))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) { _, _ = st.Forward(st.Context(), tr, up, http.Header{}, nil) }}
+	addr := ServeForTest(t, srv, func(nc net.Conn) { _ = nc.(*net.TCPConn).SetWriteBuffer(4 << 20) })
+	nc, fr := rawClient(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 8 << 20})
+	require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(4<<20))
+	var (
+		mu  sync.Mutex
+		got int
+	)
+	go func() {
+		rfr := http2.NewFramer(nil, nc)
+		for {
+			f, err := rfr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if d, ok := f.(*http2.DataFrame); ok {
+				mu.Lock()
+				got += len(d.Data())
+				mu.Unlock()
+			}
+		}
+	}()
+	const n = 8
+	for i := range uint32(n) {
+		writeGet(t, fr, 2*i+1, "/big")
+	}
+	// The connection window opens only once the responses are under way,
+	// so that they pile up in the proxy's buffer.
+	time.Sleep(time.Second)
+	require.NoError(t, fr.WriteWindowUpdate(0, 1<<31-1-initialWindow))
+	assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got == n*size
+	}, 10*time.Second, 10*time.Millisecond, "responses stalled although the client's windows are open")
+}
+
+// refuser is an upstream that refuses every stream once its request
+// ended, as a server going away does (RFC 9113, 8.7).
+func refuser(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(nc, nc)
+				_ = fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+					case *http2.DataFrame:
+						if n := f.Header().Length; n > 0 {
+							_ = fr.WriteWindowUpdate(0, n)
+						}
+						if f.StreamEnded() {
+							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+						}
+					case *http2.HeadersFrame:
+						if f.StreamEnded() {
+							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestRefusedStreamIsCreditedOnce: a request kept to be sent again after a
+// refusal was credited to the client when it first arrived; sending or
+// dropping the copy must not credit it again.
+func TestRefusedStreamIsCreditedOnce(t *testing.T) {
+	bad := refuser(t)
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) {
+		_, err := st.Forward(st.Context(), tr, bad, http.Header{}, nil)
+		var notSent *NotSentError
+		assert.True(t, errors.As(err, &notSent), "a refused stream is not sent: %v", err)
+		st.ResponseWriter().WriteHeader(http.StatusServiceUnavailable) // as the gateway answers when it gives up
+	}}
+	base := "http://" + ServeForTest(t, srv)
+	client := H2CClient()
+	for range 20 {
+		res, err := client.Post(base+"/x", "application/octet-stream", bytes.NewReader(make([]byte, 60_000)))
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+		assert.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	}
+	assert.Eventually(t, func() bool { return windowsWhole(srv.connsForTest(), serverConnWindow) },
+		5*time.Second, 10*time.Millisecond)
+}
+
+// TestLocalAnswersAreNotCreditedUpstream: the proxy's own answer, after
+// the upstream failed, owes the upstream no credit.
+func TestLocalAnswersAreNotCreditedUpstream(t *testing.T) {
+	up := ServeH2CForTest(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) {
+		_, err := st.Forward(context.Background(), tr, up, http.Header{}, nil)
+		assert.Error(t, err)
+		w := st.ResponseWriter()
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(make([]byte, 100_000)) // the gateway's own error body
+	}}
+	base := "http://" + ServeForTest(t, srv)
+	client := H2CClient()
+	for range 10 {
+		res, err := client.Post(base+"/reset", "application/octet-stream", nil)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+	}
+	assert.Eventually(t, func() bool { return windowsWhole(tr.connsForTest(), upstreamConnWindow) },
+		5*time.Second, 10*time.Millisecond)
+}
