@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"strings"
 	"time"
 
 	"portcullis.dev/proto/access"
@@ -69,13 +68,4 @@ func buildRoutes(cfg config.Config) (map[string]*route, error) {
 		routes[p.Name] = r
 	}
 	return routes, nil
-}
-
-// serviceOf returns the Connect service of a path /pkg.Service/Method.
-func serviceOf(path string) (string, bool) {
-	if len(path) < 2 || path[0] != '/' {
-		return "", false
-	}
-	svc, method, ok := strings.Cut(path[1:], "/")
-	return svc, ok && svc != "" && method != "" && !strings.Contains(method, "/")
 }

@@ -213,14 +213,14 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 
 	if f.Truncated {
 		st.respond(http.StatusRequestHeaderFieldsTooLarge, nil, nil)
-		st.done()
+		st.release()
 		return nil
 	}
 	if st.Method == "" || st.Path == "" || st.Method == http.MethodConnect || f.PseudoValue("protocol") != "" {
 		x.mu.Lock()
 		x.abort(&x.down, http2.ErrCodeProtocol, b)
 		x.mu.Unlock()
-		st.done()
+		st.release()
 		return nil
 	}
 	select {
@@ -256,9 +256,9 @@ func (s *Server) serveStream(st *Stream) {
 	s.Handler(st)
 }
 
-// done releases the stream's context and its place among the
+// release gives back the stream's context and its place among the
 // connection's running handlers.
-func (s *Stream) done() {
+func (s *Stream) release() {
 	s.cancel()
 	c := s.x.down.c
 	c.mu.Lock()
@@ -380,7 +380,7 @@ func (s *Stream) ResponseWriter() http.ResponseWriter { return &s.w }
 func (s *Stream) finish() {
 	w := &s.w
 	s.respond(max(w.status, http.StatusOK), w.header, w.body)
-	s.done()
+	s.release()
 }
 
 // respond answers the client, unless a response started already.
