@@ -70,17 +70,14 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
+	// A request whose body was read and cannot be read again cannot be
+	// sent again; one without a body (a GET, say) needs no GetBody.
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	var (
-		tried   []string // at most maxAttempts: a slice beats a map
-		lastErr error
+		resp *http.Response
+		sent bool // the transport took the request, and closes its body
 	)
-	for attempt := 0; attempt < b.maxAttempts; attempt++ {
-		inst, ep, ok := b.pick(instances, tried)
-		if !ok {
-			break
-		}
-		addr := inst.HostPort()
-		tried = append(tried, addr)
+	err = b.call(service, instances, func(addr string, ep *endpoint, first bool) (bool, bool, error) {
 		// A shallow copy with its own URL: the headers are not changed, so
 		// they need no copy (http.Request.Clone would copy them each call).
 		out := new(http.Request)
@@ -89,34 +86,67 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		u.Host = addr
 		out.URL = &u
 		out.Host = addr
-		if attempt > 0 && req.GetBody != nil {
-			// A request without a body (a GET, say) has no GetBody and
-			// needs none: it is sent again as it is.
+		if !first && req.GetBody != nil {
 			body, err := req.GetBody()
 			if err != nil {
-				return nil, fmt.Errorf("replay request body: %w", err)
+				return true, false, fmt.Errorf("replay request body: %w", err)
 			}
 			out.Body = body
 		}
 		ep.inFlight.Add(1)
-		resp, err := b.base.RoundTrip(out)
-		if err == nil {
-			b.record(ep, resp.StatusCode != http.StatusServiceUnavailable)
-			resp.Body = &trackedBody{ReadCloser: resp.Body, done: func() { ep.inFlight.Add(-1) }}
-			return resp, nil
+		sent = true
+		r, err := b.base.RoundTrip(out)
+		if err != nil {
+			ep.inFlight.Add(-1)
+			return false, replayable && neverSent(err), err
 		}
-		ep.inFlight.Add(-1)
-		b.record(ep, false)
+		// The call goes on until its body is read or closed.
+		r.Body = &trackedBody{ReadCloser: r.Body, done: func() { ep.inFlight.Add(-1) }}
+		resp = r
+		return r.StatusCode != http.StatusServiceUnavailable, false, nil
+	})
+	if err != nil {
+		if !sent {
+			closeBody(req)
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// call runs attempt on an instance of service picked by [balancer.pick],
+// and on others, up to maxAttempts in all and never one twice, while
+// attempt says the call may go elsewhere (retry: it never reached the
+// instance). attempt also says whether the instance is to be counted
+// healthy, which ejects one that keeps failing; first is true on the first
+// try. call returns attempt's last error, or why no instance could be
+// picked.
+func (b *balancer) call(service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
+	var (
+		tried   []string // at most maxAttempts: a slice beats a map
+		lastErr error
+	)
+	for len(tried) < b.maxAttempts {
+		inst, ep, ok := b.pick(instances, tried)
+		if !ok {
+			break
+		}
+		addr := inst.HostPort()
+		tried = append(tried, addr)
+		healthy, retry, err := attempt(addr, ep, len(tried) == 1)
+		b.record(ep, healthy)
+		if err == nil {
+			return nil
+		}
 		lastErr = fmt.Errorf("%s instance %s: %w", service, addr, err)
-		if !neverSent(err) || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
-			return nil, lastErr
+		if !retry {
+			return lastErr
 		}
 	}
 	if lastErr == nil {
-		closeBody(req)
 		lastErr = fmt.Errorf("no healthy instance of %q", service)
 	}
-	return nil, lastErr
+	return lastErr
 }
 
 // pick chooses the less busy of two random usable instances. Ejected

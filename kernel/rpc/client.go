@@ -171,25 +171,23 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 	return nil
 }
 
-// Pick chooses an instance of service the way the factory's clients do:
-// the less busy of two healthy instances, skipping those ejected for
-// failing and those in tried. It is for a caller that talks to the
-// instance itself, such as the gateway's HTTP/2 proxy. The caller must call
-// done exactly once when the call ends, saying whether the instance
-// answered (false for a transport error or a 503): that counts toward
-// ejection, as it does for the factory's own calls.
-func (f *ClientFactory) Pick(ctx context.Context, service string, tried []string) (addr string, done func(ok bool), err error) {
+// Call makes a call the way the factory's clients do, for a caller that
+// talks to the instances itself, such as the gateway's HTTP/2 proxy:
+// attempt runs on the less busy of two healthy instances of service
+// (host:port), and on up to two others while it reports retry — the call
+// never reached the instance. It reports too whether the instance is to be
+// counted healthy (false after a transport failure or a 503), which ejects
+// one that keeps failing. The instance counts the call as in flight while
+// attempt runs. Call returns attempt's last error, or why no instance
+// could be picked.
+func (f *ClientFactory) Call(ctx context.Context, service string, attempt func(addr string) (healthy, retry bool, err error)) error {
 	instances, err := f.instances(ctx, service)
 	if err != nil {
-		return "", nil, err
+		return err
 	}
-	inst, ep, ok := f.balancer.pick(instances, tried)
-	if !ok {
-		return "", nil, fmt.Errorf("no healthy instance of %q", service)
-	}
-	ep.inFlight.Add(1)
-	return inst.HostPort(), func(ok bool) {
-		ep.inFlight.Add(-1)
-		f.balancer.record(ep, ok)
-	}, nil
+	return f.balancer.call(service, instances, func(addr string, ep *endpoint, _ bool) (bool, bool, error) {
+		ep.inFlight.Add(1)
+		defer ep.inFlight.Add(-1)
+		return attempt(addr)
+	})
 }

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -170,7 +171,7 @@ func TestFactoryWithoutInstancesIsUnavailable(t *testing.T) {
 	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
 }
 
-func TestFactoryPick(t *testing.T) {
+func TestFactoryCall(t *testing.T) {
 	t.Parallel()
 	consul := kerneltest.StartConsul(t)
 	reg := newRegistry(t, consul)
@@ -179,37 +180,60 @@ func TestFactoryPick(t *testing.T) {
 	second := startInstance(t, reg, a, "second")
 	factory := rpc.NewClientFactory(reg, rpc.WithEjection(1, time.Minute))
 	t.Cleanup(factory.Close)
+	ok := func(string) (bool, bool, error) { return true, false, nil }
 
-	// Both instances are picked in time; an instance already tried is not.
+	// Calls reach both instances in time.
 	seen := map[string]bool{}
 	require.Eventually(t, func() bool {
-		addr, done, err := factory.Pick(t.Context(), "identitysvc", nil)
-		if err != nil {
-			return false
-		}
-		done(true)
-		seen[addr] = true
+		_ = factory.Call(t.Context(), "identitysvc", func(addr string) (bool, bool, error) {
+			seen[addr] = true
+			return true, false, nil
+		})
 		return len(seen) == 2
 	}, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, map[string]bool{first.addr: true, second.addr: true}, seen)
-	for range 10 {
-		addr, done, err := factory.Pick(t.Context(), "identitysvc", []string{first.addr})
-		require.NoError(t, err)
-		done(true)
-		assert.Equal(t, second.addr, addr)
-	}
-	_, _, err := factory.Pick(t.Context(), "identitysvc", []string{first.addr, second.addr})
-	assert.ErrorContains(t, err, "no healthy instance")
 
-	// A failure reported through done ejects the instance: the other is
-	// picked while it is out.
-	_, done, err := factory.Pick(t.Context(), "identitysvc", []string{second.addr})
+	// A call that never left moves to the other instance, once.
+	var tried []string
+	err := factory.Call(t.Context(), "identitysvc", func(addr string) (bool, bool, error) {
+		tried = append(tried, addr)
+		if len(tried) == 1 {
+			return true, true, errors.New("not sent")
+		}
+		return true, false, nil
+	})
 	require.NoError(t, err)
-	done(false)
+	require.Len(t, tried, 2)
+	assert.NotEqual(t, tried[0], tried[1])
+
+	// A call that may have run is not sent again; its error is returned.
+	tried = nil
+	err = factory.Call(t.Context(), "identitysvc", func(addr string) (bool, bool, error) {
+		tried = append(tried, addr)
+		return true, false, errors.New("reset after sending")
+	})
+	assert.ErrorContains(t, err, "reset after sending")
+	assert.Len(t, tried, 1)
+
+	// No more than two others are tried, each once.
+	tried = nil
+	err = factory.Call(t.Context(), "identitysvc", func(addr string) (bool, bool, error) {
+		tried = append(tried, addr)
+		return true, true, errors.New("not sent")
+	})
+	assert.ErrorContains(t, err, "not sent")
+	assert.ElementsMatch(t, []string{first.addr, second.addr}, tried, "two instances, each tried once")
+
+	// An instance reported unhealthy is ejected: the other takes the calls.
+	var failed string
+	require.NoError(t, factory.Call(t.Context(), "identitysvc", func(addr string) (bool, bool, error) {
+		failed = addr
+		return false, false, nil
+	}))
 	for range 10 {
-		addr, done, err := factory.Pick(t.Context(), "identitysvc", nil)
-		require.NoError(t, err)
-		done(true)
-		assert.Equal(t, second.addr, addr)
+		require.NoError(t, factory.Call(t.Context(), "identitysvc", func(addr string) (bool, bool, error) {
+			assert.NotEqual(t, failed, addr, "the ejected instance is not picked")
+			return ok(addr)
+		}))
 	}
 }

@@ -408,8 +408,8 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 }
 
 // forwardStream forwards an HTTP/2 client's stream frame by frame to an
-// instance of st.upstream, trying another when the first could not be
-// reached, as the kernel's balancer does for ReverseProxy.
+// instance of st.upstream, which the kernel picks and replaces when the
+// call could not reach it, as for its own clients.
 func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *state, rt *route) {
 	ctx, cancel := context.WithTimeout(r.Context(), rt.timeout)
 	defer cancel()
@@ -418,46 +418,26 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 		delete(h, k)
 	}
 	setForwarded(h, st, r.Host, false)
-	var (
-		tried   []string
-		lastErr error
-	)
-	for range maxAttempts {
-		addr, done, err := g.clients.Pick(ctx, st.upstream, tried)
-		if err != nil {
-			if lastErr == nil {
-				lastErr = err
-			}
-			break
-		}
-		res, err := st.stream.Forward(ctx, g.h2, addr, h, w.Header())
+	var res h2proxy.Result
+	err := g.clients.Call(ctx, st.upstream, func(addr string) (healthy, retry bool, err error) {
+		res, err = st.stream.Forward(ctx, g.h2, addr, h, w.Header())
 		var notSent *h2proxy.NotSentError
-		upstreamFailed := errors.As(err, &notSent) || isReset(err)
-		done(!upstreamFailed && res.Status != http.StatusServiceUnavailable)
-		if errors.As(err, &notSent) {
-			tried = append(tried, addr)
-			lastErr = err
-			continue
-		}
-		if err == nil || res.Started {
-			if err != nil {
-				// The answer was cut short after it started: the log and
-				// metrics say so rather than the status that went out.
-				res.Status, res.GRPCStatus = 0, ""
-				g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
-			}
-			st.result = &res
-			return
-		}
+		retry = errors.As(err, &notSent)
+		return !retry && !isReset(err) && res.Status != http.StatusServiceUnavailable, retry, err
+	})
+	switch {
+	case err == nil:
+		st.result = &res
+	case res.Started:
+		// The answer was cut short after it started: the log and metrics
+		// say so rather than the status that went out.
+		res.Status, res.GRPCStatus = 0, ""
+		g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+		st.result = &res
+	default:
 		g.upstreamError(w, r.WithContext(ctx), err)
-		return
 	}
-	g.upstreamError(w, r.WithContext(ctx), lastErr)
 }
-
-// maxAttempts is how many instances a call that never left may try, as
-// many as the kernel's balancer tries.
-const maxAttempts = 3
 
 func isReset(err error) bool {
 	var reset *h2proxy.ResetError
