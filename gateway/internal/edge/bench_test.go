@@ -87,9 +87,9 @@ func closedLoop(b *testing.B, d time.Duration, workers int, cpuNow func() time.D
 }
 
 // openLoop starts calls at a fixed rate for d, each in its own goroutine,
-// whether or not earlier calls returned, as independent clients do. A
-// call whose start time the pacer overslept is started at once, so the
-// rate holds on average even where timers are coarse.
+// whether or not earlier calls returned, as independent clients do. The
+// pacer's ticks are exact to the microsecond (see [pacer]); when the pacer
+// itself was held up, the calls it owes start at once, so the rate holds.
 func openLoop(b *testing.B, d time.Duration, rate float64, call func(context.Context) error) sample {
 	var (
 		mu  sync.Mutex
@@ -99,22 +99,27 @@ func openLoop(b *testing.B, d time.Duration, rate float64, call func(context.Con
 	ctx := context.Background()
 	interval := time.Duration(float64(time.Second) / rate)
 	n := int(d.Seconds() * rate)
+	p, err := newPacer(interval)
+	require.NoError(b, err)
+	defer p.close()
 	start := time.Now()
-	for i := range n {
-		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-			time.Sleep(wait)
+	for started := 0; started < n; {
+		ticks, err := p.wait()
+		require.NoError(b, err)
+		for range min(ticks, n-started) {
+			started++
+			wg.Go(func() {
+				t0 := time.Now()
+				if err := call(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+				l := time.Since(t0)
+				mu.Lock()
+				all = append(all, l)
+				mu.Unlock()
+			})
 		}
-		wg.Go(func() {
-			t0 := time.Now()
-			if err := call(ctx); err != nil {
-				b.Error(err)
-				return
-			}
-			l := time.Since(t0)
-			mu.Lock()
-			all = append(all, l)
-			mu.Unlock()
-		})
 	}
 	wg.Wait()
 	return sample{calls: len(all), elapsed: time.Since(start), lat: all}
