@@ -167,7 +167,10 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 //     gateway runs at half its capacity and the difference to direct at the
 //     same rate is what the gateway adds: half-peak-direct-p99-µs,
 //     half-peak-gateway-p99-µs, half-peak-nginx-p99-µs, and
-//     half-peak-added-p99-µs = gateway − direct (target < 1000).
+//     half-peak-added-p99-µs = gateway − direct (target < 1000). A
+//     control, the direct path measured again on a second connection,
+//     says how much two measurements of one path differ on this machine
+//     at this load: half-peak-control-p99-µs = control − direct.
 //   - Token validation: the same closed loop with a Bearer access token,
 //     direct and through the gateway. gateway/direct-with-token, and
 //     token-overhead-%, the relative drop of gateway/direct that the token
@@ -210,7 +213,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	client := h2cClient()
 	token := e.auth.Issue()
 	msg := &identityv1.CreateUserRequest{Email: "bench@example.com", DisplayName: strings.Repeat("x", 1000)}
-	call := func(baseURL, token string) func(context.Context) error {
+	callWith := func(client *http.Client, baseURL, token string) func(context.Context) error {
 		c := identityv1connect.NewIdentityServiceClient(client, baseURL)
 		return func(ctx context.Context) error {
 			req := connect.NewRequest(msg)
@@ -221,6 +224,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 			return err
 		}
 	}
+	call := func(baseURL, token string) func(context.Context) error { return callWith(client, baseURL, token) }
 	var (
 		direct       = &path{name: "direct", call: call("http://"+inst.addr, "")}
 		gateway      = &path{name: "gateway", call: call(gw.url, "")}
@@ -261,7 +265,11 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		return closedLoop(b, slice, workers, cpuNow, call)
 	})
 	halfPeak := gateway.res.rps() / 2
-	open := []*path{{name: "direct", call: direct.call}, {name: "gateway", call: gateway.call}}
+	// The control is the direct path again, on a connection of its own:
+	// how far two measurements of the same path differ is what this
+	// machine's noise is at this load.
+	control := callWith(h2cClient(), "http://"+inst.addr, "")
+	open := []*path{{name: "direct", call: direct.call}, {name: "gateway", call: gateway.call}, {name: "control", call: control}}
 	if nginx != nil {
 		open = append(open, &path{name: "nginx", call: nginx.call})
 	}
@@ -304,8 +312,9 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	b.ReportMetric(µs(hd.percentile(99)), "half-peak-direct-p99-µs")
 	b.ReportMetric(µs(hg.percentile(99)), "half-peak-gateway-p99-µs")
 	b.ReportMetric(µs(hg.percentile(99)-hd.percentile(99)), "half-peak-added-p99-µs")
+	b.ReportMetric(µs(open[2].res.percentile(99)-hd.percentile(99)), "half-peak-control-p99-µs")
 	if nginx != nil {
-		b.ReportMetric(µs(open[2].res.percentile(99)), "half-peak-nginx-p99-µs")
+		b.ReportMetric(µs(open[3].res.percentile(99)), "half-peak-nginx-p99-µs")
 	}
 
 	dt, gt := &directToken.res, &gatewayToken.res
