@@ -222,8 +222,9 @@ func (r *report) proxy(m map[string]float64) {
 	r.add("CPU per call, all processes (client, proxy, service)", num("gateway-cpu-µs", "gateway path %.0f µs"),
 		num("direct-cpu-µs", "direct %.0f µs")+", "+num("reverseproxy-cpu-µs", "bare proxy %.0f µs")+", "+num("process-cpu-µs", "own process %.0f µs"),
 		ratio(m, "gateway-cpu-µs", "direct-cpu-µs"), "")
-	r.add("Added p99 at half of peak load", num("half-peak-added-p99-µs", "%.0f µs"), num("half-peak-direct-p99-µs", "direct p99 %.0f µs"),
-		"", "< 1000 µs")
+	r.add("Added p99 at half of peak load", num("half-peak-added-p99-µs", "%.0f µs"),
+		num("half-peak-direct-p99-µs", "direct p99 %.0f µs")+", "+num("half-peak-gateway-p99-µs", "gateway %.0f µs")+", "+num("half-peak-nginx-p99-µs", "nginx %.0f µs"),
+		num("half-peak-control-p99-µs", "control (direct again) %+.0f µs"), "< 1000 µs")
 	r.add("Token validation at the gateway (verified-token cache)", num("token-overhead-%", "%.1f %%"), "gateway/direct without a token", "", "< 5 %")
 	for _, path := range []string{"direct", "gateway", "nginx"} {
 		p50, ok50 := m[path+"-p50-µs"]

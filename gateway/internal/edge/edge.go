@@ -545,10 +545,15 @@ func (g *Gateway) allow(w http.ResponseWriter, r *http.Request, st *state, bucke
 	}
 	h := w.Header()
 	burst := max(d.Limit.Burst, 1)
-	h.Set("RateLimit-Policy", strconv.Itoa(burst)+";w="+strconv.Itoa(int(d.Limit.Window().Round(time.Second)/time.Second)))
-	h.Set("RateLimit-Limit", strconv.Itoa(burst))
-	h.Set("RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
-	h.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(d.Reset)))
+	// One array holds the four values: they go on every answer.
+	v := []string{
+		strconv.Itoa(burst) + ";w=" + strconv.Itoa(int(d.Limit.Window().Round(time.Second)/time.Second)),
+		strconv.Itoa(burst),
+		strconv.Itoa(max(d.Remaining, 0)),
+		strconv.Itoa(ceilSeconds(d.Reset)),
+	}
+	h["Ratelimit-Policy"], h["Ratelimit-Limit"] = v[0:1:1], v[1:2:2]
+	h["Ratelimit-Remaining"], h["Ratelimit-Reset"] = v[2:3:3], v[3:4:4]
 	if d.Allowed {
 		return true
 	}

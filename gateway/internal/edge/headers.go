@@ -30,10 +30,13 @@ func stripTrusted(h http.Header) {
 	h.Del("X-Real-Ip")
 }
 
+// randomHex returns n random bytes in hex (n ≤ 16).
 func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	var b [16]byte
+	_, _ = rand.Read(b[:n])
+	var out [32]byte
+	hex.Encode(out[:], b[:n])
+	return string(out[:2*n])
 }
 
 // propagateTrace makes the request carry a W3C traceparent

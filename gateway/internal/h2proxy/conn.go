@@ -25,6 +25,7 @@ type conn struct {
 	server *Server    // nil on a client-side connection
 	owner  *Transport // nil on a server-side connection
 	addr   string     // the upstream's address, client side
+	remote string     // the client's address, server side
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -87,14 +88,21 @@ func (c *conn) writeSettings(settings ...http2.Setting) {
 }
 
 // batch collects the connections a goroutine wrote to, to flush them
-// together.
-type batch struct{ outs []*out }
+// together. A stream touches two at most, its client's and its upstream's:
+// those fit in the batch itself.
+type batch struct {
+	outs  []*out
+	inner [2]*out
+}
 
 func (b *batch) touch(o *out) {
 	for _, x := range b.outs {
 		if x == o {
 			return
 		}
+	}
+	if b.outs == nil {
+		b.outs = b.inner[:0]
 	}
 	b.outs = append(b.outs, o)
 }

@@ -442,7 +442,8 @@ func appendHeader(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
 // link to the services.
 func neverIndexed(name string) bool {
 	switch name {
-	case "x-request-id", "traceparent", "tracestate", "grpc-timeout", "connect-timeout-ms", "date":
+	case "x-request-id", "traceparent", "tracestate", "grpc-timeout", "connect-timeout-ms", "date",
+		"ratelimit-remaining", "ratelimit-reset", "retry-after":
 		return true
 	}
 	return false

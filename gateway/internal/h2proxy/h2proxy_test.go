@@ -66,6 +66,11 @@ func upstream(t testing.TB) string {
 		n, _ := io.Copy(w, r.Body)
 		w.Header().Set("X-Echo-Bytes", itoa(n))
 	})
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		for _, k := range []string{"X-Multi", "X-After"} {
+			w.Header()["Seen-"+k] = r.Header[k]
+		}
+	})
 	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 	})
@@ -120,6 +125,19 @@ func proxy(t testing.TB, addr string, srv *h2proxy.Server) string {
 }
 
 var h2cClient = h2proxy.H2CClient
+
+func TestForwardsRepeatedHeaders(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	req, err := http.NewRequest(http.MethodGet, base+"/headers", nil)
+	require.NoError(t, err)
+	req.Header["X-Multi"] = []string{"a", "b"}
+	req.Header["X-After"] = []string{"c"}
+	res, err := h2cClient().Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	assert.Equal(t, []string{"a", "b"}, res.Header["Seen-X-Multi"])
+	assert.Equal(t, []string{"c"}, res.Header["Seen-X-After"])
+}
 
 func TestForwardsConnectAndGRPC(t *testing.T) {
 	base := proxy(t, upstream(t), &h2proxy.Server{})

@@ -61,6 +61,7 @@ const Preface = http2.ClientPreface
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(nc, s.WriteTimeout, serverConnWindow, serverStreamWindow)
 	c.server = s
+	c.remote = nc.RemoteAddr().String()
 	c.idleFor = s.IdleTimeout
 	max := s.MaxHeaderBytes
 	if max <= 0 {
@@ -204,7 +205,7 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes, replayable: true}
 	x.down = half{x: x, c: c, id: id, sendWin: sendWin, recvWin: c.streamWin, recvEnd: f.StreamEnded()}
 	x.up = &half{x: x, pendEnd: f.StreamEnded()}
-	st := newStream(x, f, c.nc.RemoteAddr().String(), s.BaseContext)
+	st := newStream(x, f, c.remote, s.BaseContext)
 	x.stream = st
 	c.mu.Lock()
 	c.add(&x.down)
@@ -315,10 +316,19 @@ func newStream(x *exchange, f *http2.MetaHeadersFrame, remote string, base conte
 		bodyless:   f.StreamEnded(),
 	}
 	regular := f.RegularFields()
-	st.Header = make(http.Header, len(regular))
-	for _, hf := range regular {
+	// Room for the fields a proxy adds: IDs, trace and X-Forwarded-*.
+	st.Header = make(http.Header, len(regular)+8)
+	// One array holds every value; a key's first value takes a slice of it
+	// capped at one, so a second value appends elsewhere.
+	values := make([]string, len(regular))
+	for i, hf := range regular {
 		k := canonicalHeader(hf.Name)
-		st.Header[k] = append(st.Header[k], hf.Value)
+		if vs, ok := st.Header[k]; ok {
+			st.Header[k] = append(vs, hf.Value)
+			continue
+		}
+		values[i] = hf.Value
+		st.Header[k] = values[i : i+1 : i+1]
 	}
 	st.ctx, st.cancel = context.WithCancel(base)
 	st.w.st = st
@@ -427,7 +437,7 @@ type responseWriter struct {
 
 func (w *responseWriter) Header() http.Header {
 	if w.header == nil {
-		w.header = make(http.Header)
+		w.header = make(http.Header, 8) // request ID and RateLimit-* on every answer
 	}
 	return w.header
 }
