@@ -9,7 +9,9 @@ import (
 
 // GOWORK=off: ent resolves its imports like goimports, and in the workspace
 // every service has a package named ent to mistake for entgo.io/ent.
-//go:generate env GOWORK=off go tool ent generate --feature sql/versioned-migration,sql/execquery ./schema
+// GOMAXPROCS=1: ent runs goimports on its files in parallel, one of which
+// once came out of a CI run without its database/sql import.
+//go:generate env GOWORK=off GOMAXPROCS=1 go tool ent generate --feature sql/versioned-migration,sql/execquery ./schema
 //go:generate go run ./newmigration -name=${MIGRATION_NAME}
 
 //go:embed migrations
