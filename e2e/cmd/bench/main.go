@@ -226,6 +226,16 @@ func (r *report) proxy(m map[string]float64) {
 		num("half-peak-direct-p99-µs", "direct p99 %.0f µs")+", "+num("half-peak-gateway-p99-µs", "gateway %.0f µs")+", "+num("half-peak-nginx-p99-µs", "nginx %.0f µs"),
 		num("half-peak-control-p99-µs", "control (direct again) %+.0f µs"), "< 1000 µs")
 	r.add("Token validation at the gateway (verified-token cache)", num("token-overhead-%", "%.1f %%"), "gateway/direct without a token", "", "< 5 %")
+	// The same with the gateway's binary and nginx on cores of their own,
+	// client and service on another.
+	r.add("Own cores: gateway process throughput", num("own-cores-gateway-rps", "%.0f req/s"), num("own-cores-direct-rps", "direct %.0f req/s"),
+		num("own-cores-gateway/direct", "%.2fx"), "≥ 0.7x")
+	r.add("Own cores: gateway process vs nginx", num("own-cores-gateway-rps", "%.0f req/s"), num("own-cores-nginx-rps", "nginx %.0f req/s"),
+		num("own-cores-gateway/nginx", "%.2fx"), "≥ 1x")
+	r.add("Own cores: added p99 at half of peak load", num("own-cores-half-peak-added-p99-µs", "%.0f µs"),
+		num("own-cores-half-peak-direct-p99-µs", "direct p99 %.0f µs")+", "+num("own-cores-half-peak-nginx-added-p99-µs", "nginx adds %.0f µs"),
+		num("own-cores-half-peak-control-p99-µs", "control (direct again) %+.0f µs"), "< 1000 µs")
+	r.add("Own cores: token validation at the gateway", num("own-cores-token-overhead-%", "%.1f %%"), "gateway/direct without a token", "", "< 5 %")
 	for _, path := range []string{"direct", "gateway", "nginx"} {
 		p50, ok50 := m[path+"-p50-µs"]
 		p99, ok99 := m[path+"-p99-µs"]

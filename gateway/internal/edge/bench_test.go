@@ -198,9 +198,19 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // process/nginx, process-cpu-µs), measured in the closed loop only: on
 // two shared cores each hop between processes costs the kernel's context
 // switches, where in one process it is a goroutine switch, so it shows
-// what the machine, not the proxy, costs. CPU figures count this process,
-// the gateway's own and nginx's. The figures compare paths on one machine
-// in one run; they are not capacity figures for production.
+// what the machine, not the proxy, costs.
+//
+// Last, the proxies get cores of their own, as when deployed: this process
+// (client and service) is bound to the first CPU, the gateway's binary and
+// nginx to the others (see [split]), and the closed and open loops run
+// again for direct, the gateway process and nginx (own-cores-*: rps,
+// gateway/direct, gateway/nginx, token-overhead-%, half-peak-added-p99-µs
+// with its control, half-peak-nginx-added-p99-µs). The proxy then competes
+// with neither client nor service, but every call crosses between cores.
+//
+// CPU figures count this process, the gateway's own and nginx's. The
+// figures compare paths on one machine in one run; they are not capacity
+// figures for production.
 func BenchmarkGatewayVsDirect(b *testing.B) {
 	e := newEnv(b)
 	inst := e.startIdentity(b, "bench")
@@ -276,6 +286,40 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	interleave(2*rounds, open, func(call func(context.Context) error) sample {
 		return openLoop(b, slice, halfPeak, call)
 	})
+
+	// The same again with the proxies on cores of their own, as deployed:
+	// this process (client and service) on the first CPU, the gateway's
+	// binary and nginx on the others.
+	var (
+		ownDirect       = &path{name: "direct, own cores", call: direct.call}
+		ownGateway      = &path{name: "gateway process, own cores", call: ownProcess.call}
+		ownDirectToken  = &path{name: "direct with token, own cores", call: directToken.call}
+		ownGatewayToken = &path{name: "gateway process with token, own cores", call: call(processURL, token)}
+		ownNginx        *path
+		ownOpen         = []*path{{name: "direct", call: direct.call}, {name: "gateway process", call: ownProcess.call}, {name: "control", call: control}}
+	)
+	own := []*path{ownDirect, ownGateway, ownDirectToken, ownGatewayToken}
+	if nginx != nil {
+		ownNginx = &path{name: "nginx, own cores", call: nginx.call}
+		own = append(own, ownNginx)
+		ownOpen = append(ownOpen, &path{name: "nginx", call: nginx.call})
+	}
+	undo, ownCores := split(b, processPID, nginxPID)
+	defer undo()
+	if ownCores {
+		time.Sleep(2 * time.Second) // Go adapts GOMAXPROCS to the new affinity within a second or two
+		for _, p := range own {
+			closedLoop(b, 200*time.Millisecond, workers, cpuNow, p.call)
+		}
+		interleave(rounds, own, func(call func(context.Context) error) sample {
+			return closedLoop(b, slice, workers, cpuNow, call)
+		})
+		interleave(2*rounds, ownOpen, func(call func(context.Context) error) sample {
+			return openLoop(b, slice, ownGateway.res.rps()/2, call)
+		})
+	} else {
+		b.Log("fewer than two CPUs: no figures with the proxies on cores of their own")
+	}
 	b.StopTimer()
 
 	d, g := &direct.res, &gateway.res
@@ -320,6 +364,33 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	dt, gt := &directToken.res, &gatewayToken.res
 	b.ReportMetric(gt.rps()/dt.rps(), "gateway/direct-with-token")
 	b.ReportMetric(100*(1-(gt.rps()/dt.rps())/(g.rps()/d.rps())), "token-overhead-%")
+
+	if !ownCores {
+		return
+	}
+	od, og := &ownDirect.res, &ownGateway.res
+	b.ReportMetric(od.rps(), "own-cores-direct-rps")
+	b.ReportMetric(og.rps(), "own-cores-gateway-rps")
+	b.ReportMetric(og.rps()/od.rps(), "own-cores-gateway/direct")
+	b.ReportMetric(µs(od.cpuPerCall()), "own-cores-direct-cpu-µs")
+	b.ReportMetric(µs(og.cpuPerCall()), "own-cores-gateway-cpu-µs")
+	b.ReportMetric(µs(og.percentile(50)), "own-cores-gateway-p50-µs")
+	b.ReportMetric(µs(og.percentile(99)), "own-cores-gateway-p99-µs")
+	odt, ogt := &ownDirectToken.res, &ownGatewayToken.res
+	b.ReportMetric(100*(1-(ogt.rps()/odt.rps())/(og.rps()/od.rps())), "own-cores-token-overhead-%")
+	b.ReportMetric(og.rps()/2, "own-cores-half-peak-rps")
+	ohd, ohg := &ownOpen[0].res, &ownOpen[1].res
+	b.ReportMetric(µs(ohd.percentile(99)), "own-cores-half-peak-direct-p99-µs")
+	b.ReportMetric(µs(ohg.percentile(99)), "own-cores-half-peak-gateway-p99-µs")
+	b.ReportMetric(µs(ohg.percentile(99)-ohd.percentile(99)), "own-cores-half-peak-added-p99-µs")
+	b.ReportMetric(µs(ownOpen[2].res.percentile(99)-ohd.percentile(99)), "own-cores-half-peak-control-p99-µs")
+	if ownNginx != nil {
+		on := &ownNginx.res
+		b.ReportMetric(on.rps(), "own-cores-nginx-rps")
+		b.ReportMetric(og.rps()/on.rps(), "own-cores-gateway/nginx")
+		b.ReportMetric(µs(on.percentile(99)), "own-cores-nginx-p99-µs")
+		b.ReportMetric(µs(ownOpen[3].res.percentile(99)-ohd.percentile(99)), "own-cores-half-peak-nginx-added-p99-µs")
+	}
 }
 
 // startReverseProxy serves, until the test ends, a bare
