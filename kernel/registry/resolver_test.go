@@ -98,6 +98,11 @@ func TestResolverEmptiesWhenTheLastInstanceLeaves(t *testing.T) {
 func TestResolverSurvivesConsulRestart(t *testing.T) {
 	t.Parallel()
 	var logs logBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("resolver's log:\n%s", logs.String())
+		}
+	})
 	reg, consul := newRegistry(t, registry.WithLogger(logs.logger()))
 	a := newBackend(t)
 	inst := a.instance("identity")
@@ -131,7 +136,9 @@ func TestResolverSurvivesConsulRestart(t *testing.T) {
 	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul query failed"))
 
 	// The resolver still follows changes after the restart, once it has
-	// settled (WithSettle: three check intervals and two seconds).
+	// settled (WithSettle: three check intervals and two seconds), and only
+	// once: the agent that answers after the outage is the one it compares
+	// later answers with, not the one it knew before.
 	a.setReady(false)
 	waitForInstances(t, res, 3*checkInterval+2*time.Second+settle)
 }

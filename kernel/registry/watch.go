@@ -242,6 +242,11 @@ func (w *watch[T]) run(ctx context.Context) {
 		restarted := meta.LastIndex < index
 		if (failures > 0 || restarted) && hadAnswer && w.opts.settle > 0 {
 			settleUntil = time.Now().Add(w.opts.settle)
+			// This settling covers an agent that restarted meanwhile: the
+			// agent answering now is the one to compare later answers with,
+			// not the one from before, or its first answer that loses
+			// something would start a second settling.
+			agentID = ""
 		}
 		// An answer that loses something, from an agent other than the one
 		// that answered before, is an agent that restarted and has not yet
