@@ -138,9 +138,10 @@ func TestResolverSurvivesConsulRestart(t *testing.T) {
 	// The resolver still follows changes after the restart, once it has
 	// settled (WithSettle: three check intervals and two seconds), and only
 	// once: the agent that answers after the outage is the one it compares
-	// later answers with, not the one it knew before.
+	// later answers with, not the one it knew before. One settling and two
+	// check intervals (a second settling took ten seconds).
 	a.setReady(false)
-	waitForInstances(t, res, 3*checkInterval+2*time.Second+settle)
+	waitForInstances(t, res, 3*checkInterval+2*time.Second+2*checkInterval)
 }
 
 // TestConsulRestartLosesNoInstance: an agent restarted without its state
