@@ -1,13 +1,14 @@
 package edge_test
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -38,6 +39,8 @@ func split(t testing.TB, pids ...int) (undo func(), ok bool) {
 	for _, cpu := range cpus[1:] {
 		theirs.Set(cpu)
 	}
+	// No process (nginx missing) is pid 0, whose children are all of them.
+	pids = slices.DeleteFunc(slices.Clone(pids), func(pid int) bool { return pid <= 0 })
 	procs := withChildren(pids)
 	prev := runtime.GOMAXPROCS(1)
 	setAffinity(t, []int{os.Getpid()}, &mine)
@@ -54,6 +57,9 @@ func setAffinity(t testing.TB, pids []int, set *unix.CPUSet) {
 	t.Helper()
 	for _, pid := range pids {
 		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // it exited
+		}
 		require.NoError(t, err)
 		for _, task := range tasks {
 			tid, err := strconv.Atoi(task.Name())
@@ -68,19 +74,14 @@ func setAffinity(t testing.TB, pids []int, set *unix.CPUSet) {
 // withChildren returns pids and the processes they started, directly or not.
 func withChildren(pids []int) []int {
 	parent := map[int]int{}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range stats {
-		data, err := os.ReadFile(path)
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, dir := range procs {
+		pid, err := strconv.Atoi(filepath.Base(dir))
 		if err != nil {
-			continue // exited meanwhile
+			continue
 		}
-		// pid (comm) state ppid ...: the command name may hold spaces but
-		// ends with the last ')'.
-		s := string(data)
-		pid, _ := strconv.Atoi(strings.Fields(s)[0])
-		rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(rest) > 1 {
-			parent[pid], _ = strconv.Atoi(rest[1])
+		if fields, err := procStat(pid); err == nil && len(fields) > 1 {
+			parent[pid], _ = strconv.Atoi(fields[1])
 		}
 	}
 	out := append([]int(nil), pids...)

@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,21 +109,27 @@ func processCPU(pids ...int) time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	for _, pid := range pids {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
+		fields, err := procStat(pid)
+		if err != nil || len(fields) < 13 {
 			continue
 		}
-		// Fields 14 and 15, utime and stime, counted after the command
-		// name, which may hold spaces but ends with the last ')'.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) < 13 {
-			continue
-		}
+		// Fields 14 and 15 of the file, utime and stime.
 		utime, _ := strconv.ParseInt(fields[11], 10, 64)
 		stime, _ := strconv.ParseInt(fields[12], 10, 64)
 		total += time.Duration(utime+stime) * time.Second / clockTicks
 	}
 	return total
+}
+
+// procStat returns the fields of /proc/<pid>/stat that follow the command
+// name, which may hold spaces but ends with the last ')': the state first,
+// then the parent's process ID.
+func procStat(pid int) ([]string, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])), nil
 }
 
 // clockTicks is the unit of /proc/<pid>/stat times, USER_HZ, which Linux
