@@ -66,6 +66,9 @@ func newConn(nc net.Conn, writeTimeout time.Duration, connWin, streamWin int32) 
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rfr.SetMaxReadFrameSize(minMaxFrameSize)
+	// Frames are handled before the next is read and their data copied on:
+	// one DataFrame per connection does.
+	c.rfr.SetReuseFrames()
 	c.out.failed = func(err error) { c.close(err) }
 	c.out.drained = func() {
 		var b batch
