@@ -269,9 +269,8 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		workers = 16
 		// Ten rounds: the token overhead is a ratio of four throughputs,
 		// and with five its spread between runs was wider than the target.
-		rounds     = 10
-		openRounds = 10
-		slice      = 500 * time.Millisecond // per path and round
+		rounds = 10
+		slice  = 500 * time.Millisecond // per path and round
 	)
 	b.ResetTimer()
 	interleave(rounds, paths, func(call func(context.Context) error) sample {
@@ -286,7 +285,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	if nginx != nil {
 		open = append(open, &path{name: "nginx", call: nginx.call})
 	}
-	interleave(openRounds, open, func(call func(context.Context) error) sample {
+	interleave(rounds, open, func(call func(context.Context) error) sample {
 		return openLoop(b, slice, halfPeak, call)
 	})
 
@@ -317,7 +316,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		interleave(rounds, own, func(call func(context.Context) error) sample {
 			return closedLoop(b, slice, workers, cpuNow, call)
 		})
-		interleave(openRounds, ownOpen, func(call func(context.Context) error) sample {
+		interleave(rounds, ownOpen, func(call func(context.Context) error) sample {
 			return openLoop(b, slice, ownGateway.res.rps()/2, call)
 		})
 	} else {

@@ -36,6 +36,21 @@ func rawClient(t *testing.T, addr string, settings ...http2.Setting) (net.Conn, 
 	return nc, fr
 }
 
+// readFrames hands each frame the peer sends on nc to seen, from a
+// goroutine of its own, until the connection ends.
+func readFrames(nc net.Conn, seen func(http2.Frame)) {
+	go func() {
+		rfr := http2.NewFramer(nil, nc)
+		for {
+			f, err := rfr.ReadFrame()
+			if err != nil {
+				return
+			}
+			seen(f)
+		}
+	}()
+}
+
 // writeGet opens stream id with a GET of path and no body.
 func writeGet(t *testing.T, fr *http2.Framer, id uint32, path string) {
 	t.Helper()
@@ -90,18 +105,11 @@ func TestOpenStreamsAreBounded(t *testing.T) {
 	srv := &Server{Handler: func(st *Stream) { _, _ = st.ResponseWriter().Write(make([]byte, 100_000)) }}
 	nc, fr := rawClient(t, ServeForTest(t, srv), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	var refused atomic.Int64
-	go func() {
-		rfr := http2.NewFramer(nil, nc)
-		for {
-			f, err := rfr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if r, ok := f.(*http2.RSTStreamFrame); ok && r.ErrCode == http2.ErrCodeRefusedStream {
-				refused.Add(1)
-			}
+	readFrames(nc, func(f http2.Frame) {
+		if r, ok := f.(*http2.RSTStreamFrame); ok && r.ErrCode == http2.ErrCodeRefusedStream {
+			refused.Add(1)
 		}
-	}()
+	})
 	const n = 1000
 	for i := range uint32(n) {
 		writeGet(t, fr, 2*i+1, "/x")
@@ -137,20 +145,13 @@ func TestDataHeldForRoomGoesOn(t *testing.T) {
 		mu  sync.Mutex
 		got int
 	)
-	go func() {
-		rfr := http2.NewFramer(nil, nc)
-		for {
-			f, err := rfr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if d, ok := f.(*http2.DataFrame); ok {
-				mu.Lock()
-				got += len(d.Data())
-				mu.Unlock()
-			}
+	readFrames(nc, func(f http2.Frame) {
+		if d, ok := f.(*http2.DataFrame); ok {
+			mu.Lock()
+			got += len(d.Data())
+			mu.Unlock()
 		}
-	}()
+	})
 	const n = 8
 	for i := range uint32(n) {
 		writeGet(t, fr, 2*i+1, "/big")
