@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	kconfig "portcullis.dev/kernel/config"
+	"portcullis.dev/kernel/heapfloor"
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/registry"
 	"portcullis.dev/kernel/service"
@@ -48,6 +49,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return kconfig.Print(stdout, cfg)
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
+	defer heapfloor.Set(cfg.Gateway.HeapFloorBytes)()
 	reg, err := registry.New(cfg.Registry, registry.WithLogger(logger))
 	if err != nil {
 		return err

@@ -16,9 +16,11 @@ import (
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/kernel/heapfloor"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
 
+	"portcullis.dev/gateway/config"
 	"portcullis.dev/gateway/internal/edge"
 )
 
@@ -213,6 +215,13 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // figures for production.
 func BenchmarkGatewayVsDirect(b *testing.B) {
 	e := newEnv(b)
+	// The gateway's binary sets its heap floor (gateway.heap_floor_bytes,
+	// PORTCULLIS_GATEWAY_HEAP_FLOOR_BYTES=0 turns it off); the gateway in
+	// this process runs with the same one, which in one process covers
+	// client and service too, on every path alike.
+	cfg, err := config.Load(nil)
+	require.NoError(b, err)
+	defer heapfloor.Set(cfg.Gateway.HeapFloorBytes)()
 	inst := e.startIdentity(b, "bench")
 	gw := e.startGateway(b, e.config(b), edge.WithLogger(slog.New(slog.DiscardHandler)))
 	processURL, processPID := e.startGatewayProcess(b)
