@@ -27,7 +27,9 @@ import (
 //
 // Keepalive to the upstream: nginx's gRPC proxy sends one request per
 // upstream connection at a time, so it keeps up to 64 of them idle for
-// reuse. keepalive_requests is raised on both sides so that neither the
+// reuse. For the same reason it needs a connection, two descriptors, per
+// call in flight: when a stall makes calls of the open loop pile up, 1024
+// (the default) ran out and nginx closed client connections. keepalive_requests is raised on both sides so that neither the
 // client's connection nor the upstream ones are closed every 1000 requests
 // (the default), which would measure reconnects, not proxying.
 const nginxConf = `daemon off;
@@ -36,8 +38,10 @@ worker_processes 1;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 
+worker_rlimit_nofile 16384;
+
 events {
-	worker_connections 1024;
+	worker_connections 8192;
 }
 
 http {
