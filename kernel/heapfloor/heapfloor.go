@@ -24,9 +24,6 @@ import (
 	"sync"
 )
 
-// What the heap goal is made of (Go 1.18 on): see percentFor.
-var goalInputs = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
-
 // Set keeps the heap goal at floor bytes or more, for as long as the
 // process runs or until the returned function is called, which restores
 // the GOGC in effect before. A floor of zero or less sets nothing.
@@ -93,18 +90,10 @@ func (t *tuner) arm() {
 // tune sets GOGC for the heap the last collection left live, and reports
 // whether the tuner still runs.
 func (t *tuner) tune() bool {
-	samples := make([]metrics.Sample, len(goalInputs))
-	for i, name := range goalInputs {
-		samples[i].Name = name
-	}
+	// What the heap goal is made of (see percentFor).
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	metrics.Read(samples)
-	var in [3]uint64
-	for i, s := range samples {
-		if s.Value.Kind() == metrics.KindUint64 {
-			in[i] = s.Value.Uint64()
-		}
-	}
-	live, roots := in[0], in[1]+in[2]
+	live, roots := bytesOf(samples[0]), bytesOf(samples[1])+bytesOf(samples[2])
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped {
@@ -143,6 +132,14 @@ func percentFor(floor, live, roots uint64, base int) int {
 		p = min(p, (floor-live)*100/(live+roots))
 	}
 	return max(base, int(p))
+}
+
+// bytesOf is a sample's value, zero if this runtime does not know it.
+func bytesOf(s metrics.Sample) uint64 {
+	if s.Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s.Value.Uint64()
 }
 
 func abs(n int) int { return max(n, -n) }

@@ -59,13 +59,18 @@ func (in *instance) stop() {
 	in.done <- nil // later stops return at once
 }
 
+// twoInstances starts a Consul and two Identity instances, first and
+// second, registered in it.
+func twoInstances(t *testing.T) (reg *registry.Registry, a *access, first, second *instance) {
+	t.Helper()
+	reg = newRegistry(t, kerneltest.StartConsul(t))
+	a = newAccess(t)
+	return reg, a, startInstance(t, reg, a, "first"), startInstance(t, reg, a, "second")
+}
+
 func TestFactoryBalancesAndSurvivesAStoppedInstance(t *testing.T) {
 	t.Parallel()
-	consul := kerneltest.StartConsul(t)
-	reg := newRegistry(t, consul)
-	a := newAccess(t)
-	first := startInstance(t, reg, a, "first")
-	second := startInstance(t, reg, a, "second")
+	reg, a, first, second := twoInstances(t)
 
 	factory := rpc.NewClientFactory(reg, rpc.WithServiceTokens(a.tokens))
 	t.Cleanup(factory.Close)
@@ -173,11 +178,7 @@ func TestFactoryWithoutInstancesIsUnavailable(t *testing.T) {
 
 func TestFactoryCall(t *testing.T) {
 	t.Parallel()
-	consul := kerneltest.StartConsul(t)
-	reg := newRegistry(t, consul)
-	a := newAccess(t)
-	first := startInstance(t, reg, a, "first")
-	second := startInstance(t, reg, a, "second")
+	reg, _, first, second := twoInstances(t)
 	factory := rpc.NewClientFactory(reg, rpc.WithEjection(1, time.Minute))
 	t.Cleanup(factory.Close)
 	ok := func(string) (bool, bool, error) { return true, false, nil }
