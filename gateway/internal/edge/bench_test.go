@@ -153,7 +153,9 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // Connect unary call (CreateUser, protobuf over h2c with prior knowledge)
 // made directly to an Identity instance, through the gateway, and through
 // nginx proxying h2c to the same instance (grpc_pass; see [startNginx]),
-// with one client and the same client settings for all three. It runs its
+// with one client and the same client settings for all three. The instance
+// answers with the headers the real service sends, not the ones that
+// report to tests what reached it (see identityServer). It runs its
 // phases once whatever b.N is:
 //
 //	go test -run '^$' -bench GatewayVsDirect -benchtime 1x ./internal/edge
@@ -222,7 +224,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	cfg, err := config.Load(nil)
 	require.NoError(b, err)
 	defer heapfloor.Set(cfg.Gateway.HeapFloorBytes)()
-	inst := e.startIdentity(b, "bench")
+	inst := e.startIdentityServer(b, &identityServer{name: "bench"})
 	gw := e.startGateway(b, e.config(b), edge.WithLogger(slog.New(slog.DiscardHandler)))
 	processURL, processPID := e.startGatewayProcess(b)
 	nginxURL, nginxPID := startNginx(b, inst.addr)

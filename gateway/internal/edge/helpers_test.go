@@ -157,9 +157,15 @@ type instance struct {
 
 // startIdentity runs an Identity service instance of the real contract,
 // registered in Consul as identitysvc, enforcing access like the real one.
+// It reports in its answers what reached it (see identityServer).
 func (e *env) startIdentity(t testing.TB, name string) *instance {
 	t.Helper()
-	inst := &instance{identity: &identityServer{name: name}}
+	return e.startIdentityServer(t, &identityServer{name: name, report: true})
+}
+
+func (e *env) startIdentityServer(t testing.TB, srv *identityServer) *instance {
+	t.Helper()
+	inst := &instance{identity: srv}
 	inst.ready.Store(true)
 	inst.ln = e.serve(t, "identitysvc", inst, func(srv *rpc.Server) {
 		path, h := identityv1connect.NewIdentityServiceHandler(inst.identity, srv.HandlerOptions()...)
@@ -209,17 +215,25 @@ type allowAll struct{}
 
 func (allowAll) Check(context.Context, string, string) (bool, error) { return true, nil }
 
-// identityServer answers a few Identity procedures and reports in response
-// headers what reached it, so tests see what the gateway forwarded.
+// identityServer answers a few Identity procedures. With report set, a
+// CreateUser answer carries in its headers what reached the instance, and a
+// trailer, so tests see what the gateway forwarded; without, it is what the
+// real service sends, for benchmarks. Seven extra headers, two of them
+// different on every call, would make every hop's header compression
+// (HPACK) churn, and measure that rather than the call.
 type identityServer struct {
 	identityv1connect.UnimplementedIdentityServiceHandler
-	name string
+	name   string
+	report bool
 }
 
 func (s *identityServer) CreateUser(_ context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
 	res := connect.NewResponse(&identityv1.CreateUserResponse{User: &identityv1.User{
 		Id: s.name, Email: req.Msg.GetEmail(), DisplayName: req.Msg.GetDisplayName(),
 	}})
+	if !s.report {
+		return res, nil
+	}
 	for _, h := range []string{rpc.ServiceTokenHeader, rpc.RequestIDHeader, "X-Forwarded-For", "Traceparent", "Tracestate", "Authorization", "X-Real-Ip"} {
 		res.Header().Set("X-Seen-"+h, req.Header().Get(h))
 	}
