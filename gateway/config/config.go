@@ -53,9 +53,10 @@ type Gateway struct {
 	EjectFor   time.Duration `koanf:"eject_for" validate:"min=1s,max=10m"`
 	// MetricsPath is where Prometheus metrics are served; empty serves none.
 	MetricsPath string `koanf:"metrics_path"`
-	// HeapFloorBytes is how far the heap grows before the garbage collector
-	// runs, while little is live (see package portcullis.dev/kernel/heapfloor); zero leaves Go's
-	// default, GOGC's growth over the live heap.
+	// HeapFloorBytes is how far the heap grows before the garbage
+	// collector runs, while little is live (see package
+	// portcullis.dev/kernel/heapfloor); zero leaves Go's default, GOGC's
+	// growth over the live heap.
 	HeapFloorBytes int64 `koanf:"heap_floor_bytes" validate:"min=0"`
 }
 

@@ -29,9 +29,10 @@ import (
 // upstream connection at a time, so it keeps up to 64 of them idle for
 // reuse. For the same reason it needs a connection, two descriptors, per
 // call in flight: when a stall makes calls of the open loop pile up, 1024
-// (the default) ran out and nginx closed client connections. keepalive_requests is raised on both sides so that neither the
-// client's connection nor the upstream ones are closed every 1000 requests
-// (the default), which would measure reconnects, not proxying.
+// (the default) ran out and nginx closed client connections.
+// keepalive_requests is raised on both sides so that neither the client's
+// connection nor the upstream ones are closed every 1000 requests (the
+// default), which would measure reconnects, not proxying.
 const nginxConf = `daemon off;
 master_process off;
 worker_processes 1;
