@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -54,7 +56,7 @@ type conn struct {
 func newConn(nc net.Conn, writeTimeout time.Duration, connWin, streamWin int32) *conn {
 	c := &conn{
 		nc:         nc,
-		br:         bufio.NewReaderSize(nc, 32<<10),
+		br:         bufio.NewReaderSize(newReader(nc), 32<<10),
 		out:        newOut(nc, writeTimeout),
 		closed:     make(chan struct{}),
 		ready:      make(chan struct{}),
@@ -76,6 +78,44 @@ func newConn(nc net.Conn, writeTimeout time.Duration, connWin, streamWin int32) 
 		b.flush()
 	}
 	return c
+}
+
+// rawReader reads a socket through its runtime poller, with the read
+// itself made as sysRead makes it.
+type rawReader struct {
+	nc  net.Conn
+	raw syscall.RawConn
+}
+
+func newReader(nc net.Conn) io.Reader {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			return &rawReader{nc: nc, raw: raw}
+		}
+	}
+	return nc
+}
+
+func (r *rawReader) Read(p []byte) (int, error) {
+	var (
+		n     int
+		errno syscall.Errno
+	)
+	// Read waits for the poller, deadlines included, while the function
+	// reports false: the socket had nothing yet.
+	err := r.raw.Read(func(fd uintptr) bool {
+		n, errno = sysRead(fd, p)
+		return errno != syscall.EAGAIN
+	})
+	switch {
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: r.nc.RemoteAddr(), Err: err}
+	case errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: r.nc.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // writeSettings starts the connection: this side's settings and, beyond the

@@ -233,16 +233,15 @@ func (o *out) tryWrite(p []byte) (int, error) {
 		werr error
 	)
 	err := o.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), p)
-			if werr != syscall.EINTR {
-				break
-			}
+		var errno syscall.Errno
+		n, errno = sysWrite(fd, p)
+		switch errno {
+		case 0:
+		case syscall.EAGAIN:
+			n = 0
+		default:
+			n, werr = 0, errno
 		}
-		if werr == syscall.EAGAIN {
-			n, werr = 0, nil
-		}
-		n = max(n, 0)
 		return true
 	})
 	if err == nil {

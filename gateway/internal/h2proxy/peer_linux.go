@@ -17,7 +17,7 @@ func peerOpen(raw syscall.RawConn) bool {
 	_ = raw.Control(func(fd uintptr) {
 		var info [8]byte
 		size := uint32(len(info))
-		_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+		_, _, errno := syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
 			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
 		open = errno != 0 || size < 1 || info[0] == tcpEstablished
 	})

@@ -1,0 +1,39 @@
+package h2proxy
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// The proxy's sockets are non-blocking, so its reads and writes never
+// wait in the kernel, and it makes them without telling the scheduler
+// (RawSyscall). A call announced as a syscall lets the runtime's monitor
+// hand the thread's P to another thread once it has run for 20 µs, as a
+// write to loopback, which delivers the segment to the peer on the way,
+// often does; the monitor then keeps waking every 20 µs, and on a
+// gateway with one CPU every wake and handoff takes the CPU from the
+// goroutines serving calls.
+
+func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if errno != syscall.EINTR {
+			return int(n), errno
+		}
+	}
+}
+
+func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if errno != syscall.EINTR {
+			return int(n), errno
+		}
+	}
+}
