@@ -4,13 +4,15 @@
 // It reads its configuration (see config/default.yaml; the listen address is
 // gateway.addr, PORTCULLIS_GATEWAY_ADDR), learns its routes and the healthy
 // instances of every service from Consul, serves Connect, gRPC and gRPC-Web
-// over HTTP/1.1 and cleartext HTTP/2 with /healthz, /readyz and /metrics,
+// over HTTP/1.1 and cleartext HTTP/2 with /healthz, /readyz and /metrics
+// (the metrics on a listener of their own, gateway.admin_addr, when set),
 // and on SIGINT or SIGTERM drains in-flight requests before it exits. Run it
 // with --print-config to see the effective configuration, secrets redacted.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -63,5 +65,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on gateway.addr: %w", err)
 	}
-	return gw.Serve(ctx, ln)
+	if cfg.Gateway.AdminAddr == "" {
+		return gw.Serve(ctx, ln)
+	}
+	admin, err := net.Listen("tcp", cfg.Gateway.AdminAddr)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("listen on gateway.admin_addr: %w", err)
+	}
+	// The admin listener outlives the drain, so that /readyz says it.
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- gw.ServeAdmin(adminCtx, admin) }()
+	err = gw.Serve(ctx, ln)
+	stopAdmin()
+	return errors.Join(err, <-adminDone)
 }

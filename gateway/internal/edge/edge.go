@@ -290,24 +290,81 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	st := r.Context().Value(stateKey{}).(*state)
 	switch path := r.URL.Path; {
 	case path == "/healthz":
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok\n")
+		serveHealth(w, r)
 	case path == "/readyz":
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !g.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, "not ready\n")
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	case g.cfg.Gateway.MetricsPath != "" && path == g.cfg.Gateway.MetricsPath:
-		promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		g.serveReady(w, r)
+	case g.cfg.Gateway.AdminAddr == "" && g.cfg.Gateway.MetricsPath != "" && path == g.cfg.Gateway.MetricsPath:
+		g.serveMetrics(w, r)
 	case path == routeJWKS:
 		st.route = routeJWKS
 		g.serveJWKS(w, r, st)
 	default:
 		g.serveProcedure(w, r, st)
 	}
+}
+
+func serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !g.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "not ready\n")
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
+
+// AdminHandler serves what gateway.admin_addr offers operators: /healthz,
+// /readyz and, at gateway.metrics_path, the metrics.
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", serveHealth)
+	mux.HandleFunc("GET /readyz", g.serveReady)
+	if p := g.cfg.Gateway.MetricsPath; p != "" {
+		mux.HandleFunc("GET "+p, g.serveMetrics)
+	}
+	return mux
+}
+
+// ServeAdmin serves [Gateway.AdminHandler] on ln until ctx ends. End ctx
+// after [Gateway.Serve] returns, so that probes see /readyz answer 503
+// while the gateway drains.
+func (g *Gateway) ServeAdmin(ctx context.Context, ln net.Listener) error {
+	lim := g.cfg.Limits
+	srv := &http.Server{
+		Handler:           g.AdminHandler(),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	g.logger.InfoContext(ctx, "admin listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve admin %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	// Scrapes and probes are short: they get the drain's own bound.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Gateway.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutdown admin: %w", err)
+	}
+	<-errc
+	return nil
 }
 
 // serveJWKS passes the Auth service's key set through, for clients and
