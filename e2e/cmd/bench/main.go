@@ -217,9 +217,13 @@ func (r *report) proxy(m map[string]float64) {
 	r.add("Gateway throughput vs nginx (own cores)", num("own-cores-gateway-rps", "%.0f req/s"), num("own-cores-nginx-rps", "nginx %.0f req/s"),
 		num("own-cores-gateway/nginx", "%.2fx"), "≥ 1x")
 	r.add("Added p99 at half of peak load (own core)", num("own-cores-half-peak-added-p99-µs", "%.0f µs"),
-		num("own-cores-half-peak-direct-p99-µs", "direct p99 %.0f µs")+", "+num("own-cores-half-peak-nginx-added-p99-µs", "nginx adds %.0f µs")+
-			", "+num("own-cores-half-peak-added-pooled-p99-µs", "all phases pooled %.0f µs"),
+		num("own-cores-half-peak-direct-p99-µs", "direct p99 %.0f µs")+", "+num("own-cores-half-peak-forwarder-added-p99-µs", "a bare TCP forwarder adds %.0f µs")+
+			", "+num("own-cores-half-peak-nginx-added-p99-µs", "nginx adds %.0f µs")+", "+num("own-cores-half-peak-added-pooled-p99-µs", "all phases pooled %.0f µs"),
 		num("own-cores-half-peak-control-p99-µs", "control (direct again) %+.0f µs"), "< 1000 µs")
+	r.add("The floor: what the gateway adds beyond a bare TCP forwarder (own cores)",
+		num("own-cores-half-peak-added-over-forwarder-p99-µs", "p99 +%.0f µs")+", "+num("own-cores-gateway-rps", "%.0f req/s"),
+		num("own-cores-forwarder-rps", "forwarder %.0f req/s"), num("own-cores-gateway/forwarder", "%.2fx"),
+		"the least any proxy adds: one more process and pair of sockets")
 	r.add("Token validation at the gateway (own core, verified-token cache)", num("own-cores-token-overhead-%", "%.1f %%"),
 		"gateway/direct without a token", "", "< 5 %")
 	// Client, gateway and service in one process on the shared cores.
@@ -525,6 +529,10 @@ layouts on this machine's two CPUs:
   on the gateway path and under a third on the direct one at the same rate, and the p99 of
   this one process grows steeply with its load whatever serves the calls (nginx's p99 is in
   the row). That row shows what sharing two cores costs more than what the gateway adds.
+
+On its own core a proxy costs at least the hop itself: a process of its own to wake and two more
+sockets each way. A bare TCP forwarder (Go's io.Copy both ways, no HTTP at all) on the same core
+measures that floor in the same run; what the gateway adds beyond it is its own doing.
 
 Each p99 at half of peak is the median of ten half-second phases' p99s, so that one stall of the
 machine in one phase does not decide it; the pooled figure is beside it. The control measures

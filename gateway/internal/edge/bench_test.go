@@ -295,6 +295,12 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // gateway/direct, gateway/nginx, token-overhead-%, half-peak-added-p99-µs
 // with its control, half-peak-nginx-added-p99-µs). The proxy then competes
 // with neither client nor service, but every call crosses between cores.
+// A bare TCP forwarder on the same core (see [startForwarder]) is the floor
+// of any proxy there, a hop through one more process and pair of sockets:
+// own-cores-forwarder-rps, own-cores-gateway/forwarder,
+// own-cores-half-peak-forwarder-added-p99-µs (forwarder − direct) and
+// own-cores-half-peak-added-over-forwarder-p99-µs (gateway − forwarder),
+// what the gateway adds beyond the hop itself.
 //
 // CPU figures count this process, the gateway's own and nginx's. The
 // figures compare paths on one machine in one run; they are not capacity
@@ -312,6 +318,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	gw := e.startGateway(b, e.config(b), edge.WithLogger(slog.New(slog.DiscardHandler)))
 	processURL, processPID := e.startGatewayProcess(b)
 	nginxURL, nginxPID := startNginx(b, inst.addr)
+	forwarderURL, forwarderPID := startForwarder(b, inst.addr)
 	stdURL := startReverseProxy(b, inst.addr)
 	cpuNow := func() time.Duration { return processCPU(processPID, nginxPID) }
 
@@ -393,15 +400,17 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		ownDirectToken  = &path{name: "direct with token, own cores", call: directToken.call}
 		ownGatewayToken = &path{name: "gateway process with token, own cores", call: call(processURL, token)}
 		ownNginx        *path
-		ownOpen         = []*path{{name: "direct", call: direct.call}, {name: "gateway process", call: ownProcess.call}, {name: "control", call: control}}
+		ownForwarder    = &path{name: "forwarder, own cores", call: call(forwarderURL, "")}
+		ownOpen         = []*path{{name: "direct", call: direct.call}, {name: "gateway process", call: ownProcess.call}, {name: "control", call: control},
+			{name: "forwarder", call: ownForwarder.call}}
 	)
-	own := []*path{ownDirect, ownGateway, ownDirectToken, ownGatewayToken}
+	own := []*path{ownDirect, ownGateway, ownDirectToken, ownGatewayToken, ownForwarder}
 	if nginx != nil {
 		ownNginx = &path{name: "nginx, own cores", call: nginx.call}
 		own = append(own, ownNginx)
-		ownOpen = append(ownOpen, &path{name: "nginx", call: nginx.call})
+		ownOpen = append(ownOpen, &path{name: "nginx", call: nginx.call}) // ownOpen[4]
 	}
-	undo, ownCores := split(b, processPID, nginxPID)
+	undo, ownCores := split(b, processPID, nginxPID, forwarderPID)
 	defer undo()
 	if ownCores {
 		time.Sleep(2 * time.Second) // Go adapts GOMAXPROCS to the new affinity within a second or two
@@ -483,12 +492,17 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	b.ReportMetric(µs(ohg.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-added-p99-µs")
 	b.ReportMetric(µs(ownOpen[2].res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-control-p99-µs")
 	b.ReportMetric(µs(ohg.percentile(99)-ohd.percentile(99)), "own-cores-half-peak-added-pooled-p99-µs")
+	of, ohf := &ownForwarder.res, &ownOpen[3].res
+	b.ReportMetric(of.rps(), "own-cores-forwarder-rps")
+	b.ReportMetric(og.rps()/of.rps(), "own-cores-gateway/forwarder")
+	b.ReportMetric(µs(ohf.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-forwarder-added-p99-µs")
+	b.ReportMetric(µs(ohg.phaseP99()-ohf.phaseP99()), "own-cores-half-peak-added-over-forwarder-p99-µs")
 	if ownNginx != nil {
 		on := &ownNginx.res
 		b.ReportMetric(on.rps(), "own-cores-nginx-rps")
 		b.ReportMetric(og.rps()/on.rps(), "own-cores-gateway/nginx")
 		b.ReportMetric(µs(on.percentile(99)), "own-cores-nginx-p99-µs")
-		b.ReportMetric(µs(ownOpen[3].res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-nginx-added-p99-µs")
+		b.ReportMetric(µs(ownOpen[4].res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-nginx-added-p99-µs")
 	}
 }
 
