@@ -271,7 +271,10 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // an h2c net/http server and an h2c net/http transport, what the gateway
 // still uses for HTTP/1.1 clients: gateway/reverseproxy is what h2proxy's
 // frame-by-frame forwarding gains over net/http, access checks, metrics
-// and logs included. direct-cpu-µs, gateway-cpu-µs and
+// and logs included. A bare TCP forwarder in this process (see
+// [startForwarderHere]) is the floor of a hop here: forwarder-rps,
+// gateway/forwarder and half-peak-forwarder-added-p99-µs. direct-cpu-µs,
+// gateway-cpu-µs and
 // reverseproxy-cpu-µs are the CPU time this process (client, proxy and
 // service) spends per call on each path.
 //
@@ -319,6 +322,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	processURL, processPID := e.startGatewayProcess(b)
 	nginxURL, nginxPID := startNginx(b, inst.addr)
 	forwarderURL, forwarderPID := startForwarder(b, inst.addr)
+	forwarderHere := startForwarderHere(b, inst.addr)
 	stdURL := startReverseProxy(b, inst.addr)
 	cpuNow := func() time.Duration { return processCPU(processPID, nginxPID) }
 
@@ -343,9 +347,10 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		directToken  = &path{name: "direct with token", call: call("http://"+inst.addr, token)}
 		gatewayToken = &path{name: "gateway with token", call: call(gw.url, token)}
 		stdProxy     = &path{name: "reverseproxy", call: call(stdURL, "")}
+		forwarder    = &path{name: "forwarder", call: call(forwarderHere, "")}
 		ownProcess   = &path{name: "gateway process", call: call(processURL, "")}
 		nginx        *path
-		paths        = []*path{direct, gateway, directToken, gatewayToken, stdProxy, ownProcess}
+		paths        = []*path{direct, gateway, directToken, gatewayToken, stdProxy, ownProcess, forwarder}
 	)
 	if nginxURL != "" {
 		nginx = &path{name: "nginx", call: call(nginxURL, "")}
@@ -383,7 +388,8 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	// how far two measurements of the same path differ is what this
 	// machine's noise is at this load.
 	control := callWith(h2cClient(), "http://"+inst.addr, "")
-	open := []*path{{name: "direct", call: direct.call}, {name: "gateway", call: gateway.call}, {name: "control", call: control}}
+	open := []*path{{name: "direct", call: direct.call}, {name: "gateway", call: gateway.call}, {name: "control", call: control},
+		{name: "forwarder", call: forwarder.call}}
 	if nginx != nil {
 		open = append(open, &path{name: "nginx", call: nginx.call})
 	}
@@ -464,8 +470,11 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	b.ReportMetric(µs(hg.phaseP99()-hd.phaseP99()), "half-peak-added-p99-µs")
 	b.ReportMetric(µs(open[2].res.phaseP99()-hd.phaseP99()), "half-peak-control-p99-µs")
 	b.ReportMetric(µs(hg.percentile(99)-hd.percentile(99)), "half-peak-added-pooled-p99-µs")
+	b.ReportMetric(forwarder.res.rps(), "forwarder-rps")
+	b.ReportMetric(g.rps()/forwarder.res.rps(), "gateway/forwarder")
+	b.ReportMetric(µs(open[3].res.phaseP99()-hd.phaseP99()), "half-peak-forwarder-added-p99-µs")
 	if nginx != nil {
-		b.ReportMetric(µs(open[3].res.phaseP99()), "half-peak-nginx-p99-µs")
+		b.ReportMetric(µs(open[4].res.phaseP99()), "half-peak-nginx-p99-µs")
 	}
 
 	dt, gt := &directToken.res, &gatewayToken.res

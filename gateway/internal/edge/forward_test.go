@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // forwardEnv makes the test binary a bare TCP forwarder ("listen upstream")
@@ -22,18 +24,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// forward copies bytes between each client of listen and a connection of
-// its own to upstream, both ways, until either side closes: no HTTP, no
-// parsing, the least a proxy can do.
 func forward(listen, upstream string) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		os.Exit(2)
 	}
+	serveForward(ln, upstream)
+	os.Exit(2)
+}
+
+// serveForward copies bytes between each client of ln and a connection of
+// its own to upstream, both ways, until either side closes: no HTTP, no
+// parsing, the least a proxy can do. It returns when ln is closed.
+func serveForward(ln net.Listener, upstream string) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			os.Exit(2)
+			return
 		}
 		go func() {
 			defer c.Close()
@@ -68,4 +75,15 @@ func startForwarder(t testing.TB, upstream string) (string, int) {
 		return err == nil
 	})
 	return "http://" + addr, pid
+}
+
+// startForwarderHere serves the same forwarder from this process, beside
+// the gateway that runs in it, until the test ends.
+func startForwarderHere(t testing.TB, upstream string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go serveForward(ln, upstream)
+	return "http://" + ln.Addr().String()
 }
