@@ -221,7 +221,7 @@ func (r *report) proxy(m map[string]float64) {
 			", "+num("own-cores-half-peak-nginx-added-p99-µs", "nginx adds %.0f µs")+", "+num("own-cores-half-peak-added-pooled-p99-µs", "all phases pooled %.0f µs"),
 		num("own-cores-half-peak-control-p99-µs", "control (direct again) %+.0f µs"), "< 1000 µs")
 	r.add("The floor: what the gateway adds beyond a bare TCP forwarder (own cores)",
-		num("own-cores-half-peak-added-over-forwarder-p99-µs", "p99 +%.0f µs")+", "+num("own-cores-gateway-rps", "%.0f req/s"),
+		num("own-cores-half-peak-added-over-forwarder-p99-µs", "p99 %+.0f µs")+", "+num("own-cores-gateway-rps", "%.0f req/s"),
 		num("own-cores-forwarder-rps", "forwarder %.0f req/s"), num("own-cores-gateway/forwarder", "%.2fx"),
 		"the least any proxy adds: one more process and pair of sockets")
 	r.add("Token validation at the gateway (own core, verified-token cache)", num("own-cores-token-overhead-%", "%.1f %%"),
