@@ -39,10 +39,10 @@ type Gateway struct {
 	// Addr is the listen address of all external traffic
 	// (PORTCULLIS_GATEWAY_ADDR).
 	Addr string `koanf:"addr" validate:"required"`
-	// AdminAddr, when set, is a second listener for operators: /healthz,
-	// /readyz and the metrics at MetricsPath, which the public listener
-	// then no longer serves (PORTCULLIS_GATEWAY_ADMIN_ADDR). Empty serves
-	// the metrics on Addr.
+	// AdminAddr, when set, is a second listener for operators with the
+	// metrics at MetricsPath, which then leave the public listener, and
+	// /healthz and /readyz, which stay on both
+	// (PORTCULLIS_GATEWAY_ADMIN_ADDR). Empty serves the metrics on Addr.
 	AdminAddr string `koanf:"admin_addr"`
 	// JWKSService is the Consul service /.well-known/jwks.json is routed to.
 	JWKSService string `koanf:"jwks_service" validate:"required"`

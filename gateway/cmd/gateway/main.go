@@ -76,7 +76,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// The admin listener outlives the drain, so that /readyz says it.
 	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	adminDone := make(chan error, 1)
-	go func() { adminDone <- gw.ServeAdmin(adminCtx, admin) }()
+	go func() {
+		err := gw.ServeAdmin(adminCtx, admin)
+		if err != nil && adminCtx.Err() == nil {
+			// Traffic goes on without it; the operators must hear of it now.
+			logger.Error("admin listener failed", "err", err)
+		}
+		adminDone <- err
+	}()
 	err = gw.Serve(ctx, ln)
 	stopAdmin()
 	return errors.Join(err, <-adminDone)

@@ -323,15 +323,26 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
 }
 
 // AdminHandler serves what gateway.admin_addr offers operators: /healthz,
-// /readyz and, at gateway.metrics_path, the metrics.
+// /readyz and, at gateway.metrics_path, the metrics. Paths match exactly,
+// as on the public listener.
 func (g *Gateway) AdminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", serveHealth)
-	mux.HandleFunc("GET /readyz", g.serveReady)
-	if p := g.cfg.Gateway.MetricsPath; p != "" {
-		mux.HandleFunc("GET "+p, g.serveMetrics)
-	}
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		switch path := r.URL.Path; {
+		case path == "/healthz":
+			serveHealth(w, r)
+		case path == "/readyz":
+			g.serveReady(w, r)
+		case g.cfg.Gateway.MetricsPath != "" && path == g.cfg.Gateway.MetricsPath:
+			g.serveMetrics(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
 }
 
 // ServeAdmin serves [Gateway.AdminHandler] on ln until ctx ends. End ctx

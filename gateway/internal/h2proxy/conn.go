@@ -87,13 +87,25 @@ type rawReader struct {
 	raw syscall.RawConn
 }
 
+// newReader reads a TCP connection's socket directly, and any other
+// connection, a wrapper's included, through its own Read.
 func newReader(nc net.Conn) io.Reader {
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			return &rawReader{nc: nc, raw: raw}
-		}
+	if raw := rawConn(nc); raw != nil {
+		return &rawReader{nc: nc, raw: raw}
 	}
 	return nc
+}
+
+// rawConn is the socket of a TCP connection, nil for any other kind: a
+// type that wraps one (with bytes read ahead, say) must keep its Read and
+// Write.
+func rawConn(nc net.Conn) syscall.RawConn {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			return raw
+		}
+	}
+	return nil
 }
 
 func (r *rawReader) Read(p []byte) (int, error) {
@@ -109,7 +121,7 @@ func (r *rawReader) Read(p []byte) (int, error) {
 	})
 	switch {
 	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: r.nc.RemoteAddr(), Err: err}
+		return 0, err // a *net.OpError already
 	case errno != 0:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: r.nc.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
 	case n == 0 && len(p) > 0:

@@ -75,11 +75,7 @@ func newOut(nc net.Conn, timeout time.Duration) *out {
 		// Until the peer's SETTINGS say otherwise (RFC 9113, 6.5.2: no limit).
 		maxStreams: 1<<31 - 1,
 	}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			o.raw = raw
-		}
-	}
+	o.raw = rawConn(nc)
 	o.fr = http2.NewFramer(bufWriter{o}, nil)
 	o.enc = hpack.NewEncoder(&o.hbuf)
 	return o

@@ -13,6 +13,8 @@ import (
 // often does; the monitor then keeps waking every 20 µs, and on a
 // gateway with one CPU every wake and handoff takes the CPU from the
 // goroutines serving calls.
+//
+// sysRead and sysWrite return the count, 0 with the errno on failure.
 
 func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
@@ -20,8 +22,12 @@ func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	}
 	for {
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if errno != syscall.EINTR {
-			return int(n), errno
+		switch errno {
+		case 0:
+			return int(n), 0
+		case syscall.EINTR:
+		default:
+			return 0, errno
 		}
 	}
 }
@@ -32,8 +38,12 @@ func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	}
 	for {
 		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if errno != syscall.EINTR {
-			return int(n), errno
+		switch errno {
+		case 0:
+			return int(n), 0
+		case syscall.EINTR:
+		default:
+			return 0, errno
 		}
 	}
 }
