@@ -229,6 +229,32 @@ func interleave(rounds int, paths []*path, measure func(call func(context.Contex
 	}
 }
 
+// openPaths are the paths the open loop at half of peak measures: direct,
+// through the gateway, direct again (the control), through the bare
+// forwarder and, when it is installed, through nginx.
+type openPaths struct{ direct, gateway, control, forwarder, nginx *path }
+
+func newOpenPaths(direct, gateway, control, forwarder func(context.Context) error, nginx *path) *openPaths {
+	o := &openPaths{
+		direct:    &path{name: "direct", call: direct},
+		gateway:   &path{name: "gateway", call: gateway},
+		control:   &path{name: "control", call: control},
+		forwarder: &path{name: "forwarder", call: forwarder},
+	}
+	if nginx != nil {
+		o.nginx = &path{name: "nginx", call: nginx.call}
+	}
+	return o
+}
+
+func (o *openPaths) list() []*path {
+	l := []*path{o.direct, o.gateway, o.control, o.forwarder}
+	if o.nginx != nil {
+		l = append(l, o.nginx)
+	}
+	return l
+}
+
 func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 
 // BenchmarkGatewayVsDirect measures, in one run on loopback, a ~1 KB
@@ -388,12 +414,8 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	// how far two measurements of the same path differ is what this
 	// machine's noise is at this load.
 	control := callWith(h2cClient(), "http://"+inst.addr, "")
-	open := []*path{{name: "direct", call: direct.call}, {name: "gateway", call: gateway.call}, {name: "control", call: control},
-		{name: "forwarder", call: forwarder.call}}
-	if nginx != nil {
-		open = append(open, &path{name: "nginx", call: nginx.call})
-	}
-	interleave(rounds, open, func(call func(context.Context) error) sample {
+	open := newOpenPaths(direct.call, gateway.call, control, forwarder.call, nginx)
+	interleave(rounds, open.list(), func(call func(context.Context) error) sample {
 		return openLoop(b, slice, halfPeak, call)
 	})
 
@@ -407,14 +429,12 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		ownGatewayToken = &path{name: "gateway process with token, own cores", call: call(processURL, token)}
 		ownNginx        *path
 		ownForwarder    = &path{name: "forwarder, own cores", call: call(forwarderURL, "")}
-		ownOpen         = []*path{{name: "direct", call: direct.call}, {name: "gateway process", call: ownProcess.call}, {name: "control", call: control},
-			{name: "forwarder", call: ownForwarder.call}}
+		ownOpen         = newOpenPaths(direct.call, ownProcess.call, control, ownForwarder.call, nginx)
 	)
 	own := []*path{ownDirect, ownGateway, ownDirectToken, ownGatewayToken, ownForwarder}
 	if nginx != nil {
 		ownNginx = &path{name: "nginx, own cores", call: nginx.call}
 		own = append(own, ownNginx)
-		ownOpen = append(ownOpen, &path{name: "nginx", call: nginx.call}) // ownOpen[4]
 	}
 	undo, ownCores := split(b, processPID, nginxPID, forwarderPID)
 	defer undo()
@@ -426,7 +446,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		interleave(rounds, own, func(call func(context.Context) error) sample {
 			return closedLoop(b, slice, workers, cpuNow, call)
 		})
-		interleave(rounds, ownOpen, func(call func(context.Context) error) sample {
+		interleave(rounds, ownOpen.list(), func(call func(context.Context) error) sample {
 			return openLoop(b, slice, ownGateway.res.rps()/2, call)
 		})
 	} else {
@@ -462,19 +482,19 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	}
 
 	b.ReportMetric(halfPeak, "half-peak-rps")
-	hd, hg := &open[0].res, &open[1].res
+	hd, hg := &open.direct.res, &open.gateway.res
 	b.ReportMetric(µs(hd.percentile(50)), "half-peak-direct-p50-µs")
 	b.ReportMetric(µs(hg.percentile(50)), "half-peak-gateway-p50-µs")
 	b.ReportMetric(µs(hd.phaseP99()), "half-peak-direct-p99-µs")
 	b.ReportMetric(µs(hg.phaseP99()), "half-peak-gateway-p99-µs")
 	b.ReportMetric(µs(hg.phaseP99()-hd.phaseP99()), "half-peak-added-p99-µs")
-	b.ReportMetric(µs(open[2].res.phaseP99()-hd.phaseP99()), "half-peak-control-p99-µs")
+	b.ReportMetric(µs(open.control.res.phaseP99()-hd.phaseP99()), "half-peak-control-p99-µs")
 	b.ReportMetric(µs(hg.percentile(99)-hd.percentile(99)), "half-peak-added-pooled-p99-µs")
 	b.ReportMetric(forwarder.res.rps(), "forwarder-rps")
 	b.ReportMetric(g.rps()/forwarder.res.rps(), "gateway/forwarder")
-	b.ReportMetric(µs(open[3].res.phaseP99()-hd.phaseP99()), "half-peak-forwarder-added-p99-µs")
+	b.ReportMetric(µs(open.forwarder.res.phaseP99()-hd.phaseP99()), "half-peak-forwarder-added-p99-µs")
 	if nginx != nil {
-		b.ReportMetric(µs(open[4].res.phaseP99()), "half-peak-nginx-p99-µs")
+		b.ReportMetric(µs(open.nginx.res.phaseP99()), "half-peak-nginx-p99-µs")
 	}
 
 	dt, gt := &directToken.res, &gatewayToken.res
@@ -495,13 +515,13 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	odt, ogt := &ownDirectToken.res, &ownGatewayToken.res
 	b.ReportMetric(100*(1-(ogt.rps()/odt.rps())/(og.rps()/od.rps())), "own-cores-token-overhead-%")
 	b.ReportMetric(og.rps()/2, "own-cores-half-peak-rps")
-	ohd, ohg := &ownOpen[0].res, &ownOpen[1].res
+	ohd, ohg := &ownOpen.direct.res, &ownOpen.gateway.res
 	b.ReportMetric(µs(ohd.phaseP99()), "own-cores-half-peak-direct-p99-µs")
 	b.ReportMetric(µs(ohg.phaseP99()), "own-cores-half-peak-gateway-p99-µs")
 	b.ReportMetric(µs(ohg.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-added-p99-µs")
-	b.ReportMetric(µs(ownOpen[2].res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-control-p99-µs")
+	b.ReportMetric(µs(ownOpen.control.res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-control-p99-µs")
 	b.ReportMetric(µs(ohg.percentile(99)-ohd.percentile(99)), "own-cores-half-peak-added-pooled-p99-µs")
-	of, ohf := &ownForwarder.res, &ownOpen[3].res
+	of, ohf := &ownForwarder.res, &ownOpen.forwarder.res
 	b.ReportMetric(of.rps(), "own-cores-forwarder-rps")
 	b.ReportMetric(og.rps()/of.rps(), "own-cores-gateway/forwarder")
 	b.ReportMetric(µs(ohf.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-forwarder-added-p99-µs")
@@ -511,7 +531,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		b.ReportMetric(on.rps(), "own-cores-nginx-rps")
 		b.ReportMetric(og.rps()/on.rps(), "own-cores-gateway/nginx")
 		b.ReportMetric(µs(on.percentile(99)), "own-cores-nginx-p99-µs")
-		b.ReportMetric(µs(ownOpen[4].res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-nginx-added-p99-µs")
+		b.ReportMetric(µs(ownOpen.nginx.res.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-nginx-added-p99-µs")
 	}
 }
 

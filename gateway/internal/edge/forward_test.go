@@ -1,42 +1,40 @@
 package edge_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
 // forwardEnv makes the test binary a bare TCP forwarder ("listen upstream")
-// instead of running tests: see [startForwarder].
+// instead of running tests: see [startForwarder] and TestMain.
 const forwardEnv = "PORTCULLIS_EDGE_TEST_FORWARD"
 
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(forwardEnv); spec != "" {
-		listen, upstream, _ := strings.Cut(spec, " ")
-		forward(listen, upstream)
-		return
-	}
-	os.Exit(m.Run())
-}
-
-func forward(listen, upstream string) {
+// forward serves [serveForward] on listen until the process is stopped.
+func forward(spec string) {
+	listen, upstream, _ := strings.Cut(spec, " ")
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "forwarder:", err)
 		os.Exit(2)
 	}
-	serveForward(ln, upstream)
-	os.Exit(2)
+	serveForward(ln, upstream, nil)
 }
 
 // serveForward copies bytes between each client of ln and a connection of
 // its own to upstream, both ways, until either side closes: no HTTP, no
-// parsing, the least a proxy can do. It returns when ln is closed.
-func serveForward(ln net.Listener, upstream string) {
+// parsing, the least a proxy can do (between two TCP sockets, Go's io.Copy
+// is splice(2): the bytes do not even pass through this process). It
+// returns when ln is closed; track, if not nil, is told of every
+// connection it opens or accepts.
+func serveForward(ln net.Listener, upstream string, track func(net.Conn)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -49,6 +47,10 @@ func serveForward(ln net.Listener, upstream string) {
 				return
 			}
 			defer u.Close()
+			if track != nil {
+				track(c)
+				track(u)
+			}
 			go func() {
 				_, _ = io.Copy(u, c)
 				_ = u.(*net.TCPConn).CloseWrite()
@@ -83,7 +85,22 @@ func startForwarderHere(t testing.TB, upstream string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go serveForward(ln, upstream)
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	go serveForward(ln, upstream, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	})
 	return "http://" + ln.Addr().String()
 }
