@@ -1,0 +1,88 @@
+package edge_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/kernel/registry"
+	auditv1 "portcullis.dev/proto/audit/v1"
+	"portcullis.dev/proto/audit/v1/auditv1connect"
+
+	"portcullis.dev/gateway/internal/edge"
+)
+
+// TestAdminListener: with gateway.admin_addr set the metrics are served
+// there and not on the public listener, and the admin listener's /readyz
+// answers 503 while the gateway drains a stream still in flight.
+func TestAdminListener(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	audit := &auditServer{release: make(chan struct{}), events: 2}
+	e.startAudit(t, audit)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg := e.config(t)
+	cfg.Gateway.AdminAddr = adminLn.Addr().String()
+	reg, err := registry.New(cfg.Registry)
+	require.NoError(t, err)
+	g, err := edge.New(cfg, reg)
+	require.NoError(t, err)
+	t.Cleanup(g.Close)
+	ctx, drain := context.WithCancel(context.Background())
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	served, adminServed := make(chan error, 1), make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln) }()
+	go func() { adminServed <- g.ServeAdmin(adminCtx, adminLn) }()
+	t.Cleanup(func() { drain(); stopAdmin() })
+	public, admin := "http://"+ln.Addr().String(), "http://"+adminLn.Addr().String()
+
+	status := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return status(admin+"/readyz") == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, http.StatusOK, status(public+"/readyz"), "health stays on the public listener")
+	assert.Equal(t, http.StatusOK, status(admin+"/metrics"))
+	assert.Equal(t, http.StatusNotFound, status(public+"/metrics"))
+	assert.Equal(t, http.StatusNotFound, status(admin+"/metrics/x"), "paths match exactly")
+
+	// A stream in flight: the first event arrives, the second waits for
+	// release.
+	c := auditv1connect.NewAuditServiceClient(h2cClient(), public, connect.WithGRPC())
+	var stream *connect.ServerStreamForClient[auditv1.ExportEventsResponse]
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		s, err := c.ExportEvents(t.Context(), withToken(connect.NewRequest(&auditv1.ExportEventsRequest{}), e.auth.Issue()))
+		require.NoError(ct, err)
+		if !assert.True(ct, s.Receive(), "first event: %v", s.Err()) {
+			_ = s.Close()
+			return
+		}
+		stream = s
+	}, 15*time.Second, 50*time.Millisecond)
+
+	drain()
+	require.Eventually(t, func() bool { return status(admin+"/readyz") == http.StatusServiceUnavailable }, 5*time.Second, 10*time.Millisecond,
+		"the admin listener says the gateway is draining")
+	close(audit.release)
+	require.True(t, stream.Receive(), "the stream in flight ends whole: %v", stream.Err())
+	assert.False(t, stream.Receive())
+	require.NoError(t, stream.Err())
+	require.NoError(t, <-served)
+	assert.Equal(t, http.StatusServiceUnavailable, status(admin+"/readyz"), "the admin listener outlives the drain")
+	stopAdmin()
+	require.NoError(t, <-adminServed)
+}
