@@ -519,12 +519,12 @@ const layouts = `
 
 One client calls Identity's CreateUser (about 1 KB each way, Connect over HTTP/2) directly,
 through the gateway and through nginx (Debian's, proxying h2c), in interleaved rounds, in two
-layouts on this machine's two CPUs:
+layouts on this machine's CPUs:
 
 - **Own cores, as deployed.** The gateway's binary, then nginx, on the second CPU; the
   benchmark's process, client and service, on the first. A proxy runs on hardware of its own
   between its clients and the services, and proxy benchmarks measure it so (Traefik's and
-  KrakenD's published figures, which the targets cite). The targets are judged here.
+  KrakenD's published figures, which the targets cite). This report judges the targets here.
 - **Shared cores.** Client, gateway and service in one process on both CPUs. Each microsecond
   the gateway spends is taken from client and service: the throughput ratio is then the
   gateway's cost against theirs. At half of the gateway's peak the machine is nearly half busy

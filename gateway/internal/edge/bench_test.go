@@ -73,11 +73,10 @@ func (s *sample) cpuPerCall() time.Duration { return s.cpu / time.Duration(max(s
 func (s *sample) percentile(p int) time.Duration { return s.lat.percentile(p) }
 
 // latencies counts latencies in buckets an 128th of a power of two wide,
-// under 0.8 % apart, rather than keeping each: the list of every call
-// of a run (millions) would be live heap of this process, which hosts
-// client and service, and made its collections slower phase by phase —
-// on one CPU, 4.5 ms each by the last phases, against 2 ms, in every
-// path's tail alike.
+// under 0.8 % apart, rather than keeping each: the list of every call of
+// a run (millions) was live heap of this process, which hosts client and
+// service, 16 MB by the last phases against 3 MB at the start; counted,
+// it stays at 29 KiB a path.
 type latencies struct {
 	n      int
 	counts [(64 - latencyShift + 1) << latencyShift]uint32

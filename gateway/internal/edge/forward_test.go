@@ -69,13 +69,7 @@ func startForwarder(t testing.TB, upstream string) (string, int) {
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), forwardEnv+"="+addr+" "+upstream)
-	pid := startProcess(t, "forwarder", cmd, func() string { return "" }, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
+	pid := startProcess(t, "forwarder", cmd, func() string { return "" }, listening(addr))
 	return "http://" + addr, pid
 }
 

@@ -2,7 +2,6 @@ package edge_test
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,12 +100,6 @@ func startNginx(t testing.TB, upstream string) (string, int) {
 	pid := startProcess(t, "nginx", cmd, func() string {
 		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 		return "error log:\n" + string(log)
-	}, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
+	}, listening(addr))
 	return "http://" + addr, pid
 }

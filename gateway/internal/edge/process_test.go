@@ -102,6 +102,18 @@ func (e *env) startGatewayProcess(t testing.TB) (string, int) {
 	return "http://" + addr, pid
 }
 
+// listening returns a readiness check for startProcess: something
+// accepts connections on addr.
+func listening(addr string) func() bool {
+	return func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}
+}
+
 // processCPU returns the user and system CPU time so far of this process
 // and of the processes pids.
 func processCPU(pids ...int) time.Duration {

@@ -16,28 +16,17 @@ import (
 //
 // sysRead and sysWrite return the count, 0 with the errno on failure.
 
-func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
-	if len(p) == 0 {
-		return 0, 0
-	}
-	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch errno {
-		case 0:
-			return int(n), 0
-		case syscall.EINTR:
-		default:
-			return 0, errno
-		}
-	}
-}
+func sysRead(fd uintptr, p []byte) (int, syscall.Errno)  { return rawRW(syscall.SYS_READ, fd, p) }
+func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) { return rawRW(syscall.SYS_WRITE, fd, p) }
 
-func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+// rawRW is read(2) or write(2), trap, of p on fd, tried again when a
+// signal interrupted it.
+func rawRW(trap, fd uintptr, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch errno {
 		case 0:
 			return int(n), 0

@@ -4,28 +4,24 @@ package h2proxy
 
 import "syscall"
 
-func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
-	for {
-		n, err := syscall.Read(int(fd), p)
-		if err != syscall.EINTR {
-			return max(n, 0), errnoOf(err)
-		}
-	}
-}
+func sysRead(fd uintptr, p []byte) (int, syscall.Errno)  { return rw(syscall.Read, fd, p) }
+func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) { return rw(syscall.Write, fd, p) }
 
-func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+// rw is call of p on fd, tried again when a signal interrupted it, with
+// sysRead's results: the count, or 0 and the errno.
+func rw(call func(int, []byte) (int, error), fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
-		n, err := syscall.Write(int(fd), p)
+		n, err := call(int(fd), p)
 		if err != syscall.EINTR {
-			return max(n, 0), errnoOf(err)
+			if err != nil {
+				return 0, errnoOf(err)
+			}
+			return n, 0
 		}
 	}
 }
 
 func errnoOf(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
 	if errno, ok := err.(syscall.Errno); ok {
 		return errno
 	}
