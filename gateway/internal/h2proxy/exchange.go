@@ -377,7 +377,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 			return nil
 		}
 		fields := forwardFields(make([]hpack.HeaderField, 0, len(f.Fields)+len(x.extra)), f.Fields, &x.grpcStatus)
-		fields = appendHeader(fields, x.extra)
+		fields = appendHeader(fields, x.extra, nil)
 		o := down.c.out
 		o.mu.Lock()
 		o.writeHeaders(down.id, fields, h.recvEnd)
@@ -418,8 +418,9 @@ func forwardFields(dst, fields []hpack.HeaderField, grpcStatus *string) []hpack.
 	return dst
 }
 
-// appendHeader appends h's fields with lower-case names.
-func appendHeader(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
+// appendHeader appends h's fields with lower-case names; those named in
+// keep, which the client sent never indexed, stay so.
+func appendHeader(dst []hpack.HeaderField, h http.Header, keep []string) []hpack.HeaderField {
 	for k, vs := range h {
 		name := lowerHeader(k)
 		switch name {
@@ -427,7 +428,7 @@ func appendHeader(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
 			continue
 		}
 		for _, v := range vs {
-			dst = append(dst, hpack.HeaderField{Name: name, Value: v, Sensitive: neverIndexed(name)})
+			dst = append(dst, hpack.HeaderField{Name: name, Value: v, Sensitive: neverIndexed(name) || slices.Contains(keep, name)})
 		}
 	}
 	return dst

@@ -300,6 +300,9 @@ type Stream struct {
 	w      responseWriter
 	// bodyless: the request ended with its headers.
 	bodyless bool
+	// neverIndexed names the fields the client sent as literals never to
+	// be indexed: an intermediary passes them on so (RFC 7541, 6.2.3).
+	neverIndexed []string
 }
 
 func newStream(x *exchange, f *http2.MetaHeadersFrame, remote string, base context.Context) *Stream {
@@ -322,6 +325,9 @@ func newStream(x *exchange, f *http2.MetaHeadersFrame, remote string, base conte
 	// capped at one, so a second value appends elsewhere.
 	values := make([]string, len(regular))
 	for i, hf := range regular {
+		if hf.Sensitive {
+			st.neverIndexed = append(st.neverIndexed, hf.Name)
+		}
 		k := canonicalHeader(hf.Name)
 		if vs, ok := st.Header[k]; ok {
 			st.Header[k] = append(vs, hf.Value)
@@ -408,7 +414,7 @@ func (s *Stream) respond(status int, header http.Header, body []byte) {
 	x.dropPending(x.up, &b)
 	fields := make([]hpack.HeaderField, 0, len(header)+2)
 	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-	fields = appendHeader(fields, header)
+	fields = appendHeader(fields, header, nil)
 	if header.Get("Content-Length") == "" && status != http.StatusNoContent && status != http.StatusNotModified {
 		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
 	}

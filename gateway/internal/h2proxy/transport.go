@@ -206,7 +206,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		hpack.HeaderField{Name: ":scheme", Value: "http"},
 		hpack.HeaderField{Name: ":authority", Value: addr},
 		hpack.HeaderField{Name: ":path", Value: s.Path})
-	fields = appendHeader(fields, header)
+	fields = appendHeader(fields, header, s.neverIndexed)
 
 	var (
 		b  batch

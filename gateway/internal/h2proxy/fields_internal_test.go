@@ -1,0 +1,124 @@
+package h2proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// sensitiveNames returns the names of the fields sent as never-indexed
+// literals.
+func sensitiveNames(fields []hpack.HeaderField) []string {
+	var names []string
+	for _, f := range fields {
+		if f.Sensitive {
+			names = append(names, f.Name)
+		}
+	}
+	return names
+}
+
+// encode is a header block of fields.
+func encode(t *testing.T, fields ...hpack.HeaderField) []byte {
+	t.Helper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range fields {
+		require.NoError(t, enc.WriteField(f))
+	}
+	return block.Bytes()
+}
+
+// fieldsUpstream is an upstream that hands the fields of each request it
+// gets to seen and answers with the fields of answer.
+func fieldsUpstream(t *testing.T, seen chan<- []hpack.HeaderField, answer []byte) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(nc, nc)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				_ = fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+					case *http2.MetaHeadersFrame:
+						seen <- f.Fields
+						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: answer, EndStream: true, EndHeaders: true})
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestNeverIndexedFieldsStaySo: a field sent as a literal never to be
+// indexed, a token a client keeps out of the peer's table, must go on so
+// in both directions (RFC 7541, 6.2.3); the others may be indexed.
+func TestNeverIndexedFieldsStaySo(t *testing.T) {
+	seen := make(chan []hpack.HeaderField, 1)
+	answer := encode(t,
+		hpack.HeaderField{Name: ":status", Value: "200"},
+		hpack.HeaderField{Name: "set-cookie", Value: "session=s3cret", Sensitive: true},
+		hpack.HeaderField{Name: "x-answer", Value: "plain"})
+	up := fieldsUpstream(t, seen, answer)
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) {
+		_, err := st.Forward(st.Context(), tr, up, st.Header, nil)
+		assert.NoError(t, err)
+	}}
+	nc, fr := rawClient(t, ServeForTest(t, srv))
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true, BlockFragment: encode(t,
+		hpack.HeaderField{Name: ":method", Value: "GET"},
+		hpack.HeaderField{Name: ":scheme", Value: "http"},
+		hpack.HeaderField{Name: ":authority", Value: "x"},
+		hpack.HeaderField{Name: ":path", Value: "/x"},
+		hpack.HeaderField{Name: "authorization", Value: "Bearer t0ken", Sensitive: true},
+		hpack.HeaderField{Name: "x-request", Value: "plain"})}))
+
+	select {
+	case fields := <-seen:
+		assert.Equal(t, []string{"authorization"}, sensitiveNames(fields), "upstream got %v", fields)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+
+	rfr := http2.NewFramer(nil, nc)
+	rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for {
+		f, err := rfr.ReadFrame()
+		require.NoError(t, err)
+		if h, ok := f.(*http2.MetaHeadersFrame); ok {
+			assert.Equal(t, "200", h.PseudoValue("status"))
+			assert.Equal(t, []string{"set-cookie"}, sensitiveNames(h.Fields), "client got %v", h.Fields)
+			return
+		}
+	}
+}
