@@ -135,12 +135,13 @@ func New(cfg config.Config, reg *registry.Registry, opts ...Option) (*Gateway, e
 	// of known length (a Connect unary answer) goes out with its headers
 	// and end of stream together rather than flushed write by write.
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:       g.rewrite,
-		Transport:     g.clients.HTTPClient().Transport,
-		FlushInterval: 0,
-		BufferPool:    bufferPool{},
-		ErrorHandler:  g.upstreamError,
-		ErrorLog:      slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
+		Rewrite:        g.rewrite,
+		ModifyResponse: keepOwnHeaders,
+		Transport:      g.clients.HTTPClient().Transport,
+		FlushInterval:  0,
+		BufferPool:     bufferPool{},
+		ErrorHandler:   g.upstreamError,
+		ErrorLog:       slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
 	}
 	g.h2 = &h2proxy.Transport{Logger: g.logger}
 	g.handler = g.withCORS(http.HandlerFunc(g.route))
@@ -225,6 +226,26 @@ type state struct {
 	stream *h2proxy.Stream
 	// result is how the forwarded stream went, for the log and metrics.
 	result *h2proxy.Result
+	// answer is the header of the gateway's answer, where it sets the
+	// request ID and the CORS and rate-limit fields before forwarding.
+	answer http.Header
+}
+
+// keepOwnHeaders drops from an upstream's response the fields the gateway
+// sets on its answer itself, as h2proxy does: ReverseProxy adds the
+// upstream's to them, and the service's echo of the request ID would go
+// out twice. Vary, a list, takes both.
+func keepOwnHeaders(res *http.Response) error {
+	st, _ := res.Request.Context().Value(stateKey{}).(*state)
+	if st == nil {
+		return nil
+	}
+	for k := range st.answer {
+		if k != "Vary" {
+			res.Header.Del(k)
+		}
+	}
+	return nil
 }
 
 type stateKey struct{}
@@ -256,7 +277,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 	w.Header().Set(rpc.RequestIDHeader, id)
 	traceID := propagateTrace(r.Header)
 
-	st := &state{route: routeUnknown, stream: stream}
+	st := &state{route: routeUnknown, stream: stream, answer: w.Header()}
 	ctx := context.WithValue(logging.WithRequestID(r.Context(), id), stateKey{}, st)
 	rec := &recorder{ResponseWriter: w}
 	g.handler.ServeHTTP(rec, r.WithContext(ctx))

@@ -201,7 +201,7 @@ func TestEdge(t *testing.T) {
 					assert.Empty(t, seen("X-Real-Ip"))
 					assert.Equal(t, "127.0.0.1", seen("X-Forwarded-For"), "the client's XFF is not believed")
 					id := seen(rpc.RequestIDHeader)
-					assert.Equal(t, id, res.Header().Get(rpc.RequestIDHeader), "the client gets the ID back")
+					assert.Equal(t, []string{id}, res.Header().Values(rpc.RequestIDHeader), "the client gets the ID back, once")
 					if tc.wantRequestID != "" {
 						assert.Equal(t, tc.wantRequestID, id)
 					} else {

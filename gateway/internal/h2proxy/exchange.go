@@ -376,7 +376,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 			x.closeUpIfDone()
 			return nil
 		}
-		fields := forwardFields(make([]hpack.HeaderField, 0, len(f.Fields)+len(x.extra)), f.Fields, &x.grpcStatus)
+		fields := forwardFields(make([]hpack.HeaderField, 0, len(f.Fields)+len(x.extra)), f.Fields, x.extra, &x.grpcStatus)
 		fields = appendHeader(fields, x.extra, nil)
 		o := down.c.out
 		o.mu.Lock()
@@ -395,7 +395,7 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 	h.recvEnd = true
 	if !down.reset && !down.sentEnd {
 		down.pendEnd = true
-		down.pendTrailers = forwardFields(nil, f.Fields, &x.grpcStatus)
+		down.pendTrailers = forwardFields(nil, f.Fields, nil, &x.grpcStatus)
 		x.pump(down, b)
 	}
 	x.closeUpIfDone()
@@ -403,14 +403,20 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 }
 
 // forwardFields appends the fields worth passing on, leaving out those
-// that belong to one connection, and notes a grpc-status.
-func forwardFields(dst, fields []hpack.HeaderField, grpcStatus *string) []hpack.HeaderField {
+// that belong to one connection and those the proxy sets itself (own;
+// Vary, a list, takes both), and notes a grpc-status.
+func forwardFields(dst, fields []hpack.HeaderField, own http.Header, grpcStatus *string) []hpack.HeaderField {
 	for _, f := range fields {
 		switch f.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
 		case "grpc-status":
 			*grpcStatus = f.Value
+		case "vary":
+		default:
+			if len(own) > 0 && own[canonicalHeader(f.Name)] != nil {
+				continue
+			}
 		}
 		f.Sensitive = f.Sensitive || neverIndexed(f.Name)
 		dst = append(dst, f)

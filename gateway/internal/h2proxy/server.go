@@ -282,7 +282,7 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 	}
 	up.pendEnd = true
 	var ignored string
-	up.pendTrailers = forwardFields(nil, f.Fields, &ignored)
+	up.pendTrailers = forwardFields(nil, f.Fields, nil, &ignored)
 	x.pump(up, b)
 	return nil
 }

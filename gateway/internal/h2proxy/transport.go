@@ -184,7 +184,8 @@ type Result struct {
 // Forward sends the stream to the upstream at addr with header (which
 // replaces the client's headers; the pseudo-headers are the stream's, but
 // :authority is addr) and passes the response back with extra added to its
-// headers. It returns when the exchange ends or ctx does. A
+// headers, in place of the upstream's fields of the same names (but Vary,
+// which takes both). It returns when the exchange ends or ctx does. A
 // [*NotSentError] means the request never left and may go elsewhere; any
 // other error with Started false leaves the answer to the caller.
 func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header http.Header, extra http.Header) (Result, error) {
