@@ -41,7 +41,7 @@ func start(runDir string) error {
 		return fmt.Errorf("create run directory: %w", err)
 	}
 	logPath := filepath.Join(runDir, "platform.log")
-	readyPath := filepath.Join(runDir, "ready")
+	readyPath := readyPath(runDir)
 	_ = os.Remove(readyPath)
 	// The log gets the welcome too, and with it a newly generated password.
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -74,7 +74,10 @@ func start(runDir string) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("platform exited before it was ready (%v); last lines of %s:\n%s", err, logPath, tail(logPath, 30))
+			// The platform's own error is its last line, under the lines
+			// Consul and the services log as they stop.
+			return fmt.Errorf("platform exited before it was ready (%v): %s\nlast lines of %s:\n%s",
+				err, lastWithPrefix(logPath, "platform: "), logPath, tail(logPath, 30))
 		case <-deadline:
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return fmt.Errorf("platform not ready after 90s; last lines of %s:\n%s", logPath, tail(logPath, 30))
@@ -106,6 +109,7 @@ func stop(runDir string) error {
 		return fmt.Errorf("read pid file: %w", err)
 	}
 	defer os.Remove(pidPath(runDir))
+	defer os.Remove(readyPath(runDir))
 	running := isPlatform(pid)
 	stoppedInTime := true
 	if running {
@@ -169,6 +173,8 @@ func waitFor(timeout time.Duration, done func() bool) bool {
 }
 
 func pidPath(runDir string) string { return filepath.Join(runDir, "platform.pid") }
+
+func readyPath(runDir string) string { return filepath.Join(runDir, "ready") }
 
 func readPid(runDir string) (int, error) {
 	b, err := os.ReadFile(pidPath(runDir))
@@ -255,6 +261,19 @@ func sessionProcesses(sid int) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// lastWithPrefix returns the rest of the last line of path that starts
+// with prefix, or "see below" when there is none.
+func lastWithPrefix(path, prefix string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if rest, ok := strings.CutPrefix(lines[i], prefix); ok {
+			return rest
+		}
+	}
+	return "see below"
 }
 
 func tail(path string, n int) string {
