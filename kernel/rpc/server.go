@@ -372,8 +372,7 @@ func (s *Server) deregister(id string) error {
 	if err := s.registry.Deregister(ctx, id); err != nil {
 		return fmt.Errorf("deregister %s: %w", id, err)
 	}
-	s.logger.Info("deregistered from Consul", "id", id)
-	return nil
+	return nil // the registry logs it
 }
 
 func (s *Server) close() error {
