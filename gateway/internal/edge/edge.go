@@ -773,7 +773,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       context.WithoutCancel(ctx),
 		Logger:            g.logger,
 	}
-	split := newSplitListener(ln, lim.ReadHeaderTimeout, h2.ServeConn)
+	split := newSplitListener(ln, lim.ReadHeaderTimeout, h2.ServeConn, g.logger)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(split) }()

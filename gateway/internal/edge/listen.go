@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"portcullis.dev/gateway/internal/h2proxy"
@@ -19,14 +21,15 @@ type splitListener struct {
 	inner   net.Listener
 	timeout time.Duration // for the first bytes
 	serveH2 func(net.Conn)
+	logger  *slog.Logger
 	conns   chan net.Conn
 	done    chan struct{}
 	once    sync.Once
 	err     error // why accepting stopped, if not Close
 }
 
-func newSplitListener(ln net.Listener, timeout time.Duration, serveH2 func(net.Conn)) *splitListener {
-	l := &splitListener{inner: ln, timeout: timeout, serveH2: serveH2, conns: make(chan net.Conn), done: make(chan struct{})}
+func newSplitListener(ln net.Listener, timeout time.Duration, serveH2 func(net.Conn), logger *slog.Logger) *splitListener {
+	l := &splitListener{inner: ln, timeout: timeout, serveH2: serveH2, logger: logger, conns: make(chan net.Conn), done: make(chan struct{})}
 	go l.acceptLoop()
 	return l
 }
@@ -36,9 +39,9 @@ func (l *splitListener) acceptLoop() {
 	for {
 		nc, err := l.inner.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() { // out of file descriptors and such: wait, as net/http does
+			if passing(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				l.logger.Warn("accept failed; retrying", "error", err, "in", delay)
 				select {
 				case <-time.After(delay):
 					continue
@@ -52,6 +55,22 @@ func (l *splitListener) acceptLoop() {
 		delay = 0
 		go l.dispatch(nc)
 	}
+}
+
+// passing reports whether an accept error is one to wait out rather than
+// stop serving for: out of file descriptors or kernel memory, say, as a
+// flood of connections brings about. net/http waits on the same ones.
+func passing(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, errno := range [...]syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.ECONNRESET} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *splitListener) dispatch(nc net.Conn) {
