@@ -98,6 +98,12 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		r, err := b.base.RoundTrip(out)
 		if err != nil {
 			ep.inFlight.Add(-1)
+			if cause := req.Context().Err(); cause != nil {
+				// The call ended before the instance answered: a caller that
+				// left (a browser tab closed) says nothing of the instance,
+				// a deadline may, and neither may go elsewhere.
+				return errors.Is(cause, context.Canceled), false, err
+			}
 			return false, replayable && neverSent(err), err
 		}
 		// The call goes on until its body is read or closed.

@@ -1,9 +1,15 @@
 package rpc
 
 import (
+	"context"
+	"net"
+	"net/http"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"portcullis.dev/kernel/registry"
 )
@@ -55,4 +61,56 @@ func TestPickSpreadsLoad(t *testing.T) {
 	inst, _, ok = b.pick(instances, []string{"10.0.0.1:1", "10.0.0.2:1"})
 	assert.True(t, ok, "an ejected instance is still better than none")
 	assert.Equal(t, "10.0.0.3:1", inst.HostPort())
+}
+
+// roundTripFunc is an http.RoundTripper of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestCallerGoneIsNotTheInstancesFault: calls their callers cancel while
+// an instance works must not eject it, nor go to another instance; calls
+// that miss their deadline count against it.
+func TestCallerGoneIsNotTheInstancesFault(t *testing.T) {
+	t.Parallel()
+	instances := []registry.Instance{{Address: "10.0.0.1", Port: 1}, {Address: "10.0.0.2", Port: 1}}
+	for _, tc := range []struct {
+		name    string
+		end     func(context.Context) (context.Context, context.CancelFunc)
+		ejected bool
+	}{
+		{"caller left", context.WithCancel, false},
+		{"deadline passed", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, time.Millisecond)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var attempts atomic.Int32
+			slow := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				attempts.Add(1)
+				<-r.Context().Done()
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: r.Context().Err()}
+			})
+			b := newBalancer(slow, func(context.Context, string) ([]registry.Instance, error) { return instances, nil })
+			for range 5 {
+				ctx, cancel := tc.end(t.Context())
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc/x", nil)
+				require.NoError(t, err)
+				if tc.name == "caller left" {
+					time.AfterFunc(time.Millisecond, cancel)
+				}
+				_, err = b.RoundTrip(req)
+				cancel()
+				require.Error(t, err)
+			}
+			assert.EqualValues(t, 5, attempts.Load(), "an ended call went to another instance")
+			ejected := 0
+			for _, inst := range instances {
+				if b.endpoint(inst.HostPort()).ejectedUntil.Load() > time.Now().UnixNano() {
+					ejected++
+				}
+			}
+			assert.Equal(t, tc.ejected, ejected > 0)
+		})
+	}
 }
