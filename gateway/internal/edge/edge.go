@@ -226,6 +226,8 @@ type state struct {
 	stream *h2proxy.Stream
 	// result is how the forwarded stream went, for the log and metrics.
 	result *h2proxy.Result
+	// client is the caller's address, behind any trusted proxies.
+	client netip.Addr
 	// answer is the header of the gateway's answer, where it sets the
 	// request ID and the CORS and rate-limit fields before forwarding.
 	answer http.Header
@@ -280,9 +282,28 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 	st := &state{route: routeUnknown, stream: stream, answer: w.Header()}
 	ctx := context.WithValue(logging.WithRequestID(r.Context(), id), stateKey{}, st)
 	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		// ReverseProxy ends a response it cannot finish (the client or
+		// the upstream left, the stream's timeout passed) by panicking
+		// with http.ErrAbortHandler, and net/http drops the connection:
+		// the call is logged and counted all the same, as cut short.
+		aborted := recover()
+		if aborted != nil && st.result == nil {
+			st.result = &h2proxy.Result{Started: true}
+			if st.upstream != "" {
+				g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+			}
+		}
+		g.record(ctx, r, st, rec, id, traceID, time.Since(start))
+		if aborted != nil {
+			panic(aborted)
+		}
+	}()
 	g.handler.ServeHTTP(rec, r.WithContext(ctx))
+}
 
-	elapsed := time.Since(start)
+// record writes a call's access log line and its metrics.
+func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *recorder, id, traceID string, elapsed time.Duration) {
 	code, status := rec.code(), rec.status
 	if st.result != nil {
 		code, status = resultCode(st.result), st.result.Status
@@ -298,7 +319,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 			slog.String("route", st.route),
 			slog.String("upstream", st.upstream),
 			slog.String("principal", st.principal),
-			slog.String("client", r.RemoteAddr),
+			slog.String("client", clientString(st.client, r.RemoteAddr)),
+			slog.String("peer", r.RemoteAddr),
 			slog.String("proto", r.Proto),
 			slog.Int("status", max(status, http.StatusOK)),
 			slog.String("code", code),
@@ -410,7 +432,7 @@ func (g *Gateway) serveJWKS(w http.ResponseWriter, r *http.Request, st *state) {
 	stripTrusted(r.Header)
 	r.Header.Del("Authorization")
 	client, forwarded := clientAddr(r, g.trusted)
-	st.forwarded = forwarded
+	st.client, st.forwarded = client, forwarded
 	if !g.allow(w, r, st, g.buckets(client, nil, "")) {
 		return
 	}
@@ -436,7 +458,7 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 	}
 	stripTrusted(r.Header)
 	client, forwarded := clientAddr(r, g.trusted)
-	st.forwarded = forwarded
+	st.client, st.forwarded = client, forwarded
 
 	if r.ContentLength > g.cfg.Limits.MaxBodyBytes {
 		g.writeError(w, r, connect.CodeResourceExhausted, "request too large")

@@ -416,3 +416,42 @@ func TestSurvivesInstanceKill(t *testing.T) {
 	_, fromDead := served.Load("id-a")
 	assert.False(t, fromDead)
 }
+
+// TestCutShortStreamsAreLogged: a stream the client leaves after its
+// first message still gets its access log line, on both data paths.
+func TestCutShortStreamsAreLogged(t *testing.T) {
+	e := newEnv(t)
+	e.startAudit(t, &auditServer{release: make(chan struct{}), events: 3})
+	gw := e.startGateway(t, e.config(t))
+	for _, client := range bothPaths() {
+		t.Run(client.name, func(t *testing.T) {
+			c := auditv1connect.NewAuditServiceClient(client.c, gw.url)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var stream *connect.ServerStreamForClient[auditv1.ExportEventsResponse]
+			require.Eventually(t, func() bool {
+				s, err := c.ExportEvents(ctx, withToken(connect.NewRequest(&auditv1.ExportEventsRequest{}), e.auth.Issue()))
+				if err == nil && s.Receive() {
+					stream = s
+					return true
+				}
+				return false
+			}, 15*time.Second, 50*time.Millisecond, "the first event comes through")
+			cutShort := func() int {
+				n := 0
+				for line := range strings.Lines(e.logs.String()) {
+					if strings.Contains(line, `"route":"`+auditv1connect.AuditServiceExportEventsProcedure+`"`) &&
+						strings.Contains(line, `"code":"reset"`) {
+						n++
+					}
+				}
+				return n
+			}
+			before := cutShort()
+			cancel()
+			_ = stream.Close()
+			assert.Eventually(t, func() bool { return cutShort() == before+1 }, 5*time.Second, 10*time.Millisecond,
+				"the stream cut short is logged once")
+		})
+	}
+}

@@ -139,3 +139,15 @@ func limitKey(a netip.Addr) string {
 	}
 	return a.String()
 }
+
+// clientString is the client's address for the access log: the one behind
+// trusted proxies once the request got that far, else the peer's.
+func clientString(client netip.Addr, remote string) string {
+	if !client.IsValid() {
+		client = remoteIP(remote)
+	}
+	if !client.IsValid() {
+		return remote
+	}
+	return client.String()
+}
