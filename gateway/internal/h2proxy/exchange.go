@@ -50,6 +50,7 @@ type exchange struct {
 	status      int
 	grpcStatus  string
 	reqBytes    int64
+	declared    int64 // the request's content-length; -1 when it has none
 	maxBody     int64
 	tooLarge    bool
 	// replay is the request body so far, while it is small enough to send
@@ -117,6 +118,14 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 	dst := x.other(h)
 	if h == &x.down {
 		x.reqBytes += int64(len(data))
+		if x.declared >= 0 && (x.reqBytes > x.declared || h.recvEnd && x.reqBytes != x.declared) {
+			// A body longer or shorter than declared is malformed (RFC
+			// 9113, 8.1.1), and is not passed on: the upstream would reset
+			// it, and the client's doing would count against the upstream.
+			h.c.credit(nil, len(data), b)
+			x.abort(h, http2.ErrCodeProtocol, b)
+			return
+		}
 		if x.replayable {
 			if x.reqBytes <= maxReplay {
 				x.replay = append(x.replay, data...)

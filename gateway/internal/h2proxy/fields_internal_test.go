@@ -2,8 +2,10 @@ package h2proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -120,5 +122,105 @@ func TestNeverIndexedFieldsStaySo(t *testing.T) {
 			assert.Equal(t, []string{"set-cookie"}, sensitiveNames(h.Fields), "client got %v", h.Fields)
 			return
 		}
+	}
+}
+
+// TestMalformedRequestsStopAtTheProxy: a body that is not as long as its
+// content-length says, or trailers a request must not have, is malformed
+// (RFC 9113, 8.1.1); the proxy resets the client's stream itself, so the
+// upstream's reset cannot count against it.
+func TestMalformedRequestsStopAtTheProxy(t *testing.T) {
+	up := ServeH2CForTest(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	forwardErrs := make(chan error, 1)
+	srv := &Server{Handler: func(st *Stream) {
+		_, err := st.Forward(st.Context(), tr, up, st.Header, nil)
+		forwardErrs <- err
+	}}
+	addr := ServeForTest(t, srv)
+	body := []byte(`{"email":"x@y.z"}`) // 17 bytes
+	for _, tc := range []struct {
+		name      string
+		length    []string // content-length fields
+		body      []byte
+		trailers  []hpack.HeaderField
+		malformed bool
+	}{
+		{name: "as declared", length: []string{"17"}, body: body},
+		{name: "undeclared", body: body},
+		{name: "declared twice alike", length: []string{"17", "17"}, body: body},
+		{name: "longer than declared", length: []string{"1"}, body: body, malformed: true},
+		{name: "shorter than declared", length: []string{"20"}, body: body, malformed: true},
+		{name: "declared but none", length: []string{"5"}, malformed: true},
+		{name: "not a number", length: []string{"seventeen"}, body: body, malformed: true},
+		{name: "negative", length: []string{"-17"}, body: body, malformed: true},
+		{name: "declared twice apart", length: []string{"17", "18"}, body: body, malformed: true},
+		{name: "trailer", body: body, trailers: []hpack.HeaderField{{Name: "x-checksum", Value: "abc"}}},
+		{name: "trailer short of declared", length: []string{"20"}, body: body,
+			trailers: []hpack.HeaderField{{Name: "x-checksum", Value: "abc"}}, malformed: true},
+		{name: "forbidden trailer", body: body, trailers: []hpack.HeaderField{{Name: "content-length", Value: "17"}}, malformed: true},
+		{name: "pseudo-header trailer", body: body, trailers: []hpack.HeaderField{{Name: ":path", Value: "/y"}}, malformed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, fr := rawClient(t, addr)
+			fields := []hpack.HeaderField{
+				{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+				{Name: ":authority", Value: "x"}, {Name: ":path", Value: "/x"},
+			}
+			for _, v := range tc.length {
+				fields = append(fields, hpack.HeaderField{Name: "content-length", Value: v})
+			}
+			var buf bytes.Buffer
+			enc := hpack.NewEncoder(&buf) // one for the connection, as its peer's decoder is
+			block := func(fields []hpack.HeaderField) []byte {
+				buf.Reset()
+				for _, f := range fields {
+					require.NoError(t, enc.WriteField(f))
+				}
+				return bytes.Clone(buf.Bytes())
+			}
+			noBody := len(tc.body) == 0 && tc.trailers == nil
+			require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(fields), EndStream: noBody, EndHeaders: true}))
+			if len(tc.body) > 0 {
+				require.NoError(t, fr.WriteData(1, tc.trailers == nil, tc.body))
+			}
+			if tc.trailers != nil {
+				require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(tc.trailers), EndStream: true, EndHeaders: true}))
+			}
+
+			rfr := http2.NewFramer(nil, nc)
+			rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+			require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+			var got string
+			for got == "" {
+				f, err := rfr.ReadFrame()
+				require.NoError(t, err)
+				switch f := f.(type) {
+				case *http2.RSTStreamFrame:
+					got = f.ErrCode.String()
+				case *http2.MetaHeadersFrame:
+					got = f.PseudoValue("status")
+				}
+			}
+			var err error
+			select {
+			case err = <-forwardErrs:
+			case <-time.After(200 * time.Millisecond):
+				// Malformed headers are refused before any handler runs.
+				require.True(t, tc.malformed, "the handler never ran")
+			}
+			if !tc.malformed {
+				assert.Equal(t, "200", got)
+				assert.NoError(t, err)
+				return
+			}
+			assert.Equal(t, http2.ErrCodeProtocol.String(), got)
+			var reset *ResetError
+			assert.False(t, errors.As(err, &reset), "the upstream was not the one to reset: %v", err)
+		})
 	}
 }

@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -202,7 +204,7 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 	sendWin := c.out.initWin
 	c.out.mu.Unlock()
 
-	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes, replayable: true}
+	x := &exchange{done: make(chan struct{}), maxBody: s.MaxBodyBytes, declared: -1, replayable: true}
 	x.down = half{x: x, c: c, id: id, sendWin: sendWin, recvWin: c.streamWin, recvEnd: f.StreamEnded()}
 	x.up = &half{x: x, pendEnd: f.StreamEnded()}
 	st := newStream(x, f, c.remote, s.BaseContext)
@@ -217,7 +219,10 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		st.release()
 		return nil
 	}
-	if st.Method == "" || st.Path == "" || st.Method == http.MethodConnect || f.PseudoValue("protocol") != "" {
+	declared, ok := contentLength(st.Header["Content-Length"])
+	x.declared = declared
+	if st.Method == "" || st.Path == "" || st.Method == http.MethodConnect || f.PseudoValue("protocol") != "" ||
+		!ok || f.StreamEnded() && declared > 0 {
 		x.mu.Lock()
 		x.abort(&x.down, http2.ErrCodeProtocol, b)
 		x.mu.Unlock()
@@ -274,6 +279,9 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 	if !f.StreamEnded() || h.recvEnd {
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
 	}
+	if x.declared >= 0 && x.reqBytes != x.declared || !validTrailers(f) {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+	}
 	h.recvEnd = true
 	x.replayable, x.replay = false, nil // trailers are not kept to send again
 	up := x.up
@@ -285,6 +293,31 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 	up.pendTrailers = forwardFields(nil, f.Fields, nil, &ignored)
 	x.pump(up, b)
 	return nil
+}
+
+// contentLength is the value of a request's content-length fields, -1
+// without one; false when they are not one non-negative number.
+func contentLength(vs []string) (int64, bool) {
+	if len(vs) == 0 {
+		return -1, true
+	}
+	n, err := strconv.ParseUint(vs[0], 10, 63)
+	if err != nil || slices.ContainsFunc(vs[1:], func(v string) bool { return v != vs[0] }) {
+		return -1, false
+	}
+	return int64(n), true
+}
+
+// validTrailers reports whether a request's trailers are well formed, with
+// no pseudo-header (RFC 9113, 8.1) and no field that must not be a
+// trailer (RFC 9110, 6.5.1): a Go upstream resets a stream that has one.
+func validTrailers(f *http2.MetaHeadersFrame) bool {
+	for _, hf := range f.Fields {
+		if hf.IsPseudo() || !httpguts.ValidTrailerHeader(canonicalHeader(hf.Name)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Stream is one request from a client.
