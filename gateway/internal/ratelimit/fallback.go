@@ -37,17 +37,30 @@ func NewFallback(shared, local Limiter, retry time.Duration, logger *slog.Logger
 // Allow implements [Limiter]. It never fails unless the local limiter does.
 func (f *Fallback) Allow(ctx context.Context, buckets ...Bucket) (Decision, error) {
 	down := f.downUntil.Load()
-	if down == 0 || time.Now().UnixNano() >= down {
-		d, err := f.shared.Allow(ctx, buckets...)
-		if err == nil {
-			if down != 0 && f.downUntil.CompareAndSwap(down, 0) {
-				f.logger.InfoContext(ctx, "shared rate limits are back; local limits no longer used")
-			}
-			return d, nil
-		}
-		if ctx.Err() != nil { // the client went away: not Redis's fault
+	if down != 0 {
+		// One request asks the shared limiter again once the period is
+		// over; the others, meanwhile, decide locally rather than each
+		// wait out the same timeout.
+		now := time.Now()
+		if now.UnixNano() < down || !f.downUntil.CompareAndSwap(down, now.Add(f.retry).UnixNano()) {
+			f.onFallback()
 			return f.local.Allow(ctx, buckets...)
 		}
+	}
+	d, err := f.shared.Allow(ctx, buckets...)
+	switch {
+	case err == nil:
+		if down != 0 {
+			f.downUntil.Store(0)
+			f.logger.InfoContext(ctx, "shared rate limits are back; local limits no longer used")
+		}
+		return d, nil
+	case ctx.Err() != nil: // the client went away: not Redis's fault
+		if down != 0 {
+			f.downUntil.Store(down) // the next request asks again
+		}
+		return f.local.Allow(ctx, buckets...)
+	case down == 0:
 		if f.downUntil.Swap(time.Now().Add(f.retry).UnixNano()) == 0 {
 			f.logger.ErrorContext(ctx, "shared rate limits unavailable; using this gateway's local limits", "err", err, "retry", f.retry)
 		}

@@ -3,7 +3,9 @@ package ratelimit_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -150,5 +152,55 @@ func TestFallbackWhenRedisDown(t *testing.T) {
 	}
 	assert.Equal(t, 3, allowed, "local limits hold: neither fail open nor refuse all")
 	assert.Equal(t, int64(10), fallbacks.Load())
+	assert.Equal(t, 1, strings.Count(logs.String(), "shared rate limits unavailable"))
+}
+
+// TestFallbackAsksAgainOnce: once the retry period of an outage is over,
+// one request asks Redis again, not every request that arrives while the
+// question is out.
+func TestFallbackAsksAgainOnce(t *testing.T) {
+	t.Parallel()
+	// A Redis that takes connections and never answers, as one behind a
+	// network partition: every question costs the whole timeout.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = nc.Close() })
+		}
+	}()
+	const timeout, retry = 200 * time.Millisecond, 100 * time.Millisecond
+	client, err := ratelimit.NewRedisClient("redis://"+ln.Addr().String()+"/0", timeout)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	var logs kerneltest.Buffer
+	f := ratelimit.NewFallback(ratelimit.NewRedis(client, "x:", timeout), ratelimit.NewMemory(nil),
+		retry, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	b := ratelimit.Bucket{Name: "ip", Key: "k", Limit: ratelimit.Limit{Rate: 1000, Burst: 1000}}
+
+	_, err = f.Allow(t.Context(), b) // the outage starts
+	require.NoError(t, err)
+	time.Sleep(retry)
+	var (
+		wg   sync.WaitGroup
+		slow atomic.Int32
+	)
+	for range 50 {
+		wg.Go(func() {
+			start := time.Now()
+			_, err := f.Allow(t.Context(), b)
+			assert.NoError(t, err)
+			if time.Since(start) >= timeout/2 {
+				slow.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	assert.EqualValues(t, 1, slow.Load(), "calls that waited for Redis after the retry period")
 	assert.Equal(t, 1, strings.Count(logs.String(), "shared rate limits unavailable"))
 }
