@@ -224,3 +224,32 @@ func TestMalformedRequestsStopAtTheProxy(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerPanicResetsItsStream: a handler that panics costs its stream,
+// not the process nor the connection's other streams.
+func TestHandlerPanicResetsItsStream(t *testing.T) {
+	srv := &Server{Handler: func(st *Stream) {
+		if st.Path == "/panic" {
+			panic("a bug")
+		}
+		st.ResponseWriter().WriteHeader(http.StatusNoContent)
+	}}
+	nc, fr := rawClient(t, ServeForTest(t, srv))
+	writeGet(t, fr, 1, "/panic")
+	writeGet(t, fr, 3, "/fine")
+	got := map[uint32]string{}
+	rfr := http2.NewFramer(nil, nc)
+	rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for len(got) < 2 {
+		f, err := rfr.ReadFrame()
+		require.NoError(t, err)
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			got[f.StreamID] = f.ErrCode.String()
+		case *http2.MetaHeadersFrame:
+			got[f.StreamID] = f.PseudoValue("status")
+		}
+	}
+	assert.Equal(t, map[uint32]string{1: http2.ErrCodeInternal.String(), 3: "204"}, got)
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -259,7 +260,31 @@ func (s *Server) worker(st *Stream) {
 
 func (s *Server) serveStream(st *Stream) {
 	defer st.finish()
+	defer func() {
+		// As net/http does: a handler's panic resets its stream, not the
+		// process, and is logged with its stack unless it is
+		// http.ErrAbortHandler, the way to end a response early.
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler && s.Logger != nil {
+				s.Logger.Error("h2proxy: handler panicked", "panic", p, "path", st.Path, "stack", string(debug.Stack()))
+			}
+			st.reset(http2.ErrCodeInternal)
+		}
+	}()
 	s.Handler(st)
+}
+
+// reset ends the stream with code toward the client, and its upstream
+// stream if there is one.
+func (s *Stream) reset(code http2.ErrCode) {
+	x := s.x
+	var b batch
+	x.mu.Lock()
+	if !x.down.reset && !x.down.sentEnd {
+		x.abort(&x.down, code, &b)
+	}
+	x.mu.Unlock()
+	b.flush()
 }
 
 // release gives back the stream's context and its place among the
