@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,4 +204,32 @@ func TestFallbackAsksAgainOnce(t *testing.T) {
 	wg.Wait()
 	assert.EqualValues(t, 1, slow.Load(), "calls that waited for Redis after the retry period")
 	assert.Equal(t, 1, strings.Count(logs.String(), "shared rate limits unavailable"))
+}
+
+// TestMemoryForgetsFullBuckets: the buckets of clients gone quiet are
+// forgotten, while calls go on.
+func TestMemoryForgetsFullBuckets(t *testing.T) {
+	t.Parallel()
+	var now atomic.Int64
+	now.Store(time.Unix(1000, 0).UnixNano())
+	m := ratelimit.NewMemory(func() time.Time { return time.Unix(0, now.Load()) })
+	limit := ratelimit.Limit{Rate: 1, Burst: 10}
+	for i := range 10_000 {
+		_, err := m.Allow(t.Context(), ratelimit.Bucket{Name: "ip", Key: strconv.Itoa(i), Limit: limit})
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 10_000, m.Len())
+	now.Add(int64(2 * time.Minute))
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for range 1000 {
+				_, err := m.Allow(t.Context(), ratelimit.Bucket{Name: "ip", Key: "busy" + strconv.Itoa(i), Limit: limit})
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Eventually(t, func() bool { return m.Len() == 4 }, 5*time.Second, time.Millisecond,
+		"only the buckets in use are left")
 }
