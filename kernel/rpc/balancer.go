@@ -77,7 +77,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp *http.Response
 		sent bool // the transport took the request, and closes its body
 	)
-	err = b.call(service, instances, func(addr string, ep *endpoint, first bool) (bool, bool, error) {
+	err = b.call(req.Context(), service, instances, func(addr string, ep *endpoint, first bool) (bool, bool, error) {
 		// A shallow copy with its own URL: the headers are not changed, so
 		// they need no copy (http.Request.Clone would copy them each call).
 		out := new(http.Request)
@@ -98,11 +98,8 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		r, err := b.base.RoundTrip(out)
 		if err != nil {
 			ep.inFlight.Add(-1)
-			if cause := req.Context().Err(); cause != nil {
-				// The call ended before the instance answered: a caller that
-				// left (a browser tab closed) says nothing of the instance,
-				// a deadline may, and neither may go elsewhere.
-				return errors.Is(cause, context.Canceled), false, err
+			if req.Context().Err() != nil {
+				return false, false, err // nowhere to go once the call ended
 			}
 			return false, replayable && neverSent(err), err
 		}
@@ -124,10 +121,13 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // and on others, up to maxAttempts in all and never one twice, while
 // attempt says the call may go elsewhere (retry: it never reached the
 // instance). attempt also says whether the instance is to be counted
-// healthy, which ejects one that keeps failing; first is true on the first
-// try. call returns attempt's last error, or why no instance could be
-// picked.
-func (b *balancer) call(service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
+// healthy, which ejects one that keeps failing, unless ctx, the call's,
+// ended meanwhile: a caller that left, or whose deadline passed, says
+// nothing of the instance, and the deadline is the caller's to choose (a
+// client of the gateway sends a grpc-timeout of 1 ms, say). first is true
+// on the first try. call returns attempt's last error, or why no instance
+// could be picked.
+func (b *balancer) call(ctx context.Context, service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
 	var (
 		tried   []string // at most maxAttempts: a slice beats a map
 		lastErr error
@@ -140,7 +140,9 @@ func (b *balancer) call(service string, instances []registry.Instance, attempt f
 		addr := inst.HostPort()
 		tried = append(tried, addr)
 		healthy, retry, err := attempt(addr, ep, len(tried) == 1)
-		b.record(ep, healthy)
+		if ctx.Err() == nil {
+			b.record(ep, healthy)
+		}
 		if err == nil {
 			return nil
 		}

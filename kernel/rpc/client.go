@@ -177,7 +177,7 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 // (host:port), and on up to two others while it reports retry — the call
 // never reached the instance. It reports too whether the instance is to be
 // counted healthy (false after a transport failure or a 503), which ejects
-// one that keeps failing. The instance counts the call as in flight while
+// one that keeps failing; nothing is counted once ctx ended. The instance counts the call as in flight while
 // attempt runs. Call returns attempt's last error, or why no instance
 // could be picked.
 func (f *ClientFactory) Call(ctx context.Context, service string, attempt func(addr string) (healthy, retry bool, err error)) error {
@@ -185,7 +185,7 @@ func (f *ClientFactory) Call(ctx context.Context, service string, attempt func(a
 	if err != nil {
 		return err
 	}
-	return f.balancer.call(service, instances, func(addr string, ep *endpoint, _ bool) (bool, bool, error) {
+	return f.balancer.call(ctx, service, instances, func(addr string, ep *endpoint, _ bool) (bool, bool, error) {
 		ep.inFlight.Add(1)
 		defer ep.inFlight.Add(-1)
 		return attempt(addr)
