@@ -286,11 +286,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 		// ReverseProxy ends a response it cannot finish (the client or
 		// the upstream left, the stream's timeout passed) by panicking
 		// with http.ErrAbortHandler, and net/http drops the connection:
-		// the call is logged and counted all the same, as cut short.
+		// the call is logged and counted all the same, as cut short. So is
+		// any other panic, which net/http then logs.
 		aborted := recover()
 		if aborted != nil && st.result == nil {
 			st.result = &h2proxy.Result{Started: true}
-			if st.upstream != "" {
+			if st.upstream != "" && r.Context().Err() == nil { // a client that left is no upstream error
 				g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
 			}
 		}
@@ -543,7 +544,9 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 		// The answer was cut short after it started: the log and metrics
 		// say so rather than the status that went out.
 		res.Status, res.GRPCStatus = 0, ""
-		g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+		if r.Context().Err() == nil { // a client that left is no upstream error
+			g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+		}
 		st.result = &res
 	default:
 		g.upstreamError(w, r.WithContext(ctx), err)

@@ -35,13 +35,19 @@ func newSplitListener(ln net.Listener, timeout time.Duration, serveH2 func(net.C
 }
 
 func (l *splitListener) acceptLoop() {
-	var delay time.Duration
+	var (
+		delay   time.Duration
+		lastLog time.Time
+	)
 	for {
 		nc, err := l.inner.Accept()
 		if err != nil {
 			if passing(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				l.logger.Warn("accept failed; retrying", "error", err, "in", delay)
+				if time.Since(lastLog) >= time.Second { // a shortage lasts: say so, not at each accept
+					l.logger.Warn("accept failed; retrying", "error", err, "in", delay)
+					lastLog = time.Now()
+				}
 				select {
 				case <-time.After(delay):
 					continue
@@ -59,7 +65,8 @@ func (l *splitListener) acceptLoop() {
 
 // passing reports whether an accept error is one to wait out rather than
 // stop serving for: out of file descriptors or kernel memory, say, as a
-// flood of connections brings about. net/http waits on the same ones.
+// flood of connections brings about. net/http waits on timeouts, EMFILE,
+// ENFILE, ECONNRESET and ECONNABORTED; ENOBUFS and ENOMEM pass as well.
 func passing(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -36,13 +36,14 @@ func NewFallback(shared, local Limiter, retry time.Duration, logger *slog.Logger
 
 // Allow implements [Limiter]. It never fails unless the local limiter does.
 func (f *Fallback) Allow(ctx context.Context, buckets ...Bucket) (Decision, error) {
-	down := f.downUntil.Load()
+	down, claimed := f.downUntil.Load(), int64(0)
 	if down != 0 {
 		// One request asks the shared limiter again once the period is
 		// over; the others, meanwhile, decide locally rather than each
 		// wait out the same timeout.
 		now := time.Now()
-		if now.UnixNano() < down || !f.downUntil.CompareAndSwap(down, now.Add(f.retry).UnixNano()) {
+		claimed = now.Add(f.retry).UnixNano()
+		if now.UnixNano() < down || !f.downUntil.CompareAndSwap(down, claimed) {
 			f.onFallback()
 			return f.local.Allow(ctx, buckets...)
 		}
@@ -50,14 +51,13 @@ func (f *Fallback) Allow(ctx context.Context, buckets ...Bucket) (Decision, erro
 	d, err := f.shared.Allow(ctx, buckets...)
 	switch {
 	case err == nil:
-		if down != 0 {
-			f.downUntil.Store(0)
+		if down != 0 && f.downUntil.CompareAndSwap(claimed, 0) {
 			f.logger.InfoContext(ctx, "shared rate limits are back; local limits no longer used")
 		}
 		return d, nil
 	case ctx.Err() != nil: // the client went away: not Redis's fault
 		if down != 0 {
-			f.downUntil.Store(down) // the next request asks again
+			f.downUntil.CompareAndSwap(claimed, down) // the next request asks again
 		}
 		return f.local.Allow(ctx, buckets...)
 	case down == 0:
