@@ -346,6 +346,7 @@ func (p *Platform) startConsul(bin string, httpPort int, log *prefixLog) (string
 		return "", err
 	}
 	p.proc("consul").anyExitAfterStop = true
+	p.proc("consul").quietAfterStop.Store(true)
 	return "127.0.0.1:" + strconv.Itoa(httpPort), nil
 }
 

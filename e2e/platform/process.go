@@ -25,10 +25,14 @@ type process struct {
 	// anyExitAfterStop accepts every exit status once stopSignal was sent:
 	// Consul exits 1 after a clean shutdown.
 	anyExitAfterStop bool
-	stopping         atomic.Bool
-	killed           atomic.Bool
-	done             chan struct{} // closed when the process has exited
-	err              error         // valid after done is closed
+	// quietAfterStop keeps what the process prints once asked to stop
+	// out of the log (its tail still has it): Consul's dev agent says a
+	// screenful of warnings about its own shutdown.
+	quietAfterStop atomic.Bool
+	stopping       atomic.Bool
+	killed         atomic.Bool
+	done           chan struct{} // closed when the process has exited
+	err            error         // valid after done is closed
 
 	mu   sync.Mutex
 	tail []string // the last lines it printed, shown when it fails
@@ -59,7 +63,9 @@ func startProcess(name, path string, args, env []string, stopSignal syscall.Sign
 		for sc.Scan() {
 			line := sc.Text()
 			p.remember(line)
-			log.printf(name, "%s", line)
+			if !p.quietAfterStop.Load() || !p.stopping.Load() {
+				log.printf(name, "%s", line)
+			}
 		}
 		_, _ = io.Copy(io.Discard, pr) // a line too long for the scanner must not block the child
 	}()
