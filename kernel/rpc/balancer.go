@@ -98,9 +98,6 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		r, err := b.base.RoundTrip(out)
 		if err != nil {
 			ep.inFlight.Add(-1)
-			if req.Context().Err() != nil {
-				return false, false, err // nowhere to go once the call ended
-			}
 			return false, replayable && neverSent(err), err
 		}
 		// The call goes on until its body is read or closed.
@@ -121,11 +118,11 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // and on others, up to maxAttempts in all and never one twice, while
 // attempt says the call may go elsewhere (retry: it never reached the
 // instance). attempt also says whether the instance is to be counted
-// healthy, which ejects one that keeps failing, unless ctx, the call's,
-// ended meanwhile: a caller that left, or whose deadline passed, says
-// nothing of the instance, and the deadline is the caller's to choose (a
-// client of the gateway sends a grpc-timeout of 1 ms, say). first is true
-// on the first try. call returns attempt's last error, or why no instance
+// healthy, which ejects one that keeps failing. Once ctx, the call's, has
+// ended, nothing is counted and nothing retried: a caller that left, or
+// whose deadline passed, says nothing of the instance, and the deadline is
+// the caller's to choose (a client of the gateway sends a grpc-timeout of
+// 1 ms, say). first is true on the first try. call returns attempt's last error, or why no instance
 // could be picked.
 func (b *balancer) call(ctx context.Context, service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
 	var (
@@ -140,14 +137,15 @@ func (b *balancer) call(ctx context.Context, service string, instances []registr
 		addr := inst.HostPort()
 		tried = append(tried, addr)
 		healthy, retry, err := attempt(addr, ep, len(tried) == 1)
-		if ctx.Err() == nil {
+		ended := ctx.Err() != nil
+		if !ended {
 			b.record(ep, healthy)
 		}
 		if err == nil {
 			return nil
 		}
 		lastErr = fmt.Errorf("%s instance %s: %w", service, addr, err)
-		if !retry {
+		if !retry || ended {
 			return lastErr
 		}
 	}

@@ -177,9 +177,9 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 // (host:port), and on up to two others while it reports retry — the call
 // never reached the instance. It reports too whether the instance is to be
 // counted healthy (false after a transport failure or a 503), which ejects
-// one that keeps failing; nothing is counted once ctx ended. The instance counts the call as in flight while
-// attempt runs. Call returns attempt's last error, or why no instance
-// could be picked.
+// one that keeps failing; once ctx has ended, nothing is counted or
+// retried. The instance counts the call as in flight while attempt runs.
+// Call returns attempt's last error, or why no instance could be picked.
 func (f *ClientFactory) Call(ctx context.Context, service string, attempt func(addr string) (healthy, retry bool, err error)) error {
 	instances, err := f.instances(ctx, service)
 	if err != nil {

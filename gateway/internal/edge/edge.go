@@ -291,8 +291,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 		aborted := recover()
 		if aborted != nil && st.result == nil {
 			st.result = &h2proxy.Result{Started: true}
-			if st.upstream != "" && r.Context().Err() == nil { // a client that left is no upstream error
-				g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
+			if st.upstream != "" {
+				g.cutShort(r, st)
 			}
 		}
 		g.record(ctx, r, st, rec, id, traceID, time.Since(start))
@@ -544,12 +544,18 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 		// The answer was cut short after it started: the log and metrics
 		// say so rather than the status that went out.
 		res.Status, res.GRPCStatus = 0, ""
-		if r.Context().Err() == nil { // a client that left is no upstream error
-			g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
-		}
 		st.result = &res
+		g.cutShort(r, st)
 	default:
 		g.upstreamError(w, r.WithContext(ctx), err)
+	}
+}
+
+// cutShort counts a forwarded answer that ended after it started as an
+// upstream error, unless the client was the one to leave.
+func (g *Gateway) cutShort(r *http.Request, st *state) {
+	if r.Context().Err() == nil {
+		g.metrics.upstreamErr.WithLabelValues(st.route).Inc()
 	}
 }
 

@@ -51,12 +51,11 @@ func TestSplitListenerWaitsOutPassingErrors(t *testing.T) {
 				assert.ErrorIs(t, err, tc.err.(*os.SyscallError).Err)
 				return
 			}
-			go func() {
-				nc, err := net.Dial("tcp", inner.Addr().String())
-				if err == nil {
-					_, _ = nc.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
-				}
-			}()
+			dialed, err := net.Dial("tcp", inner.Addr().String())
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = dialed.Close() })
+			_, err = dialed.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+			require.NoError(t, err)
 			nc, err := l.Accept()
 			require.NoError(t, err, "the listener serves on after the errors")
 			_ = nc.Close()

@@ -64,6 +64,14 @@ type exchange struct {
 	retry    bool // finished as never sent: Forward may try again
 }
 
+// bodyMalformed reports whether the request body so far, ended or not,
+// contradicts its content-length: malformed (RFC 9113, 8.1.1), and not
+// passed on, since the upstream would reset it and the client's doing
+// would count against the upstream.
+func (x *exchange) bodyMalformed(ended bool) bool {
+	return x.declared >= 0 && (x.reqBytes > x.declared || ended && x.reqBytes != x.declared)
+}
+
 func (x *exchange) other(h *half) *half {
 	if h == &x.down {
 		return x.up
@@ -118,10 +126,7 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 	dst := x.other(h)
 	if h == &x.down {
 		x.reqBytes += int64(len(data))
-		if x.declared >= 0 && (x.reqBytes > x.declared || h.recvEnd && x.reqBytes != x.declared) {
-			// A body longer or shorter than declared is malformed (RFC
-			// 9113, 8.1.1), and is not passed on: the upstream would reset
-			// it, and the client's doing would count against the upstream.
+		if x.bodyMalformed(h.recvEnd) {
 			h.c.credit(nil, len(data), b)
 			x.abort(h, http2.ErrCodeProtocol, b)
 			return

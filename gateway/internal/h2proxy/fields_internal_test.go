@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"testing"
@@ -42,42 +41,12 @@ func encode(t *testing.T, fields ...hpack.HeaderField) []byte {
 // fieldsUpstream is an upstream that hands the fields of each request it
 // gets to seen and answers with the fields of answer.
 func fieldsUpstream(t *testing.T, seen chan<- []hpack.HeaderField, answer []byte) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
-					return
-				}
-				fr := http2.NewFramer(nc, nc)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				_ = fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-					case *http2.MetaHeadersFrame:
-						seen <- f.Fields
-						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: answer, EndStream: true, EndHeaders: true})
-					}
-				}
-			}()
+	return rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+		if f, ok := f.(*http2.MetaHeadersFrame); ok {
+			seen <- f.Fields
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: answer, EndStream: true, EndHeaders: true})
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestNeverIndexedFieldsStaySo: a field sent as a literal never to be

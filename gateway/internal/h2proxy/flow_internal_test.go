@@ -167,9 +167,11 @@ func TestDataHeldForRoomGoesOn(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "responses stalled although the client's windows are open")
 }
 
-// refuser is an upstream that refuses every stream once its request
-// ended, as a server going away does (RFC 9113, 8.7).
-func refuser(t *testing.T) string {
+// rawUpstream is an HTTP/2 upstream of raw frames: it sends its settings,
+// acknowledges the peer's, and hands every other frame, headers decoded,
+// to serve.
+func rawUpstream(t *testing.T, serve func(fr *http2.Framer, f http2.Frame)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -185,34 +187,45 @@ func refuser(t *testing.T) string {
 					return
 				}
 				fr := http2.NewFramer(nc, nc)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 				_ = fr.WriteSettings()
 				for {
 					f, err := fr.ReadFrame()
 					if err != nil {
 						return
 					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
+					if sf, ok := f.(*http2.SettingsFrame); ok {
+						if !sf.IsAck() {
 							_ = fr.WriteSettingsAck()
 						}
-					case *http2.DataFrame:
-						if n := f.Header().Length; n > 0 {
-							_ = fr.WriteWindowUpdate(0, n)
-						}
-						if f.StreamEnded() {
-							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
-						}
-					case *http2.HeadersFrame:
-						if f.StreamEnded() {
-							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
-						}
+						continue
 					}
+					serve(fr, f)
 				}
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// refuser is an upstream that refuses every stream once its request
+// ended, as a server going away does (RFC 9113, 8.7).
+func refuser(t *testing.T) string {
+	return rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			if n := f.Header().Length; n > 0 {
+				_ = fr.WriteWindowUpdate(0, n)
+			}
+			if f.StreamEnded() {
+				_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamEnded() {
+				_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+			}
+		}
+	})
 }
 
 // TestRefusedStreamIsCreditedOnce: a request kept to be sent again after a

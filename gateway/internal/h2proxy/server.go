@@ -220,10 +220,10 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		st.release()
 		return nil
 	}
-	declared, ok := contentLength(st.Header["Content-Length"])
-	x.declared = declared
+	var ok bool
+	x.declared, ok = contentLength(st.Header["Content-Length"])
 	if st.Method == "" || st.Path == "" || st.Method == http.MethodConnect || f.PseudoValue("protocol") != "" ||
-		!ok || f.StreamEnded() && declared > 0 {
+		!ok || x.bodyMalformed(f.StreamEnded()) {
 		x.mu.Lock()
 		x.abort(&x.down, http2.ErrCodeProtocol, b)
 		x.mu.Unlock()
@@ -304,7 +304,7 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 	if !f.StreamEnded() || h.recvEnd {
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
 	}
-	if x.declared >= 0 && x.reqBytes != x.declared || !validTrailers(f) {
+	if x.bodyMalformed(true) || !validTrailers(f) {
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
 	}
 	h.recvEnd = true
