@@ -58,6 +58,10 @@ func h2cTransport() *http.Transport {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		Protocols:           new(http.Protocols),
+		// An instance whose host went away without closing the connection
+		// answers no PING: the connection closes and its calls fail in
+		// seconds rather than at TCP's minutes or their own deadlines.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 10 * time.Second, PingTimeout: 5 * time.Second},
 	}
 	t.Protocols.SetUnencryptedHTTP2(true)
 	return t

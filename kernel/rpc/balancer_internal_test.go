@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -114,4 +115,44 @@ func TestEndedCallsCountForNobody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSilentInstanceFailsItsCalls: an instance gone without closing its
+// connection (its host powered off) answers no PING, and the calls waiting
+// on it fail then, not at their deadlines. The ping times are shortened
+// here; the test holds that the h2c transport pings at all.
+func TestSilentInstanceFailsItsCalls(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				// An empty SETTINGS and the ACK of the client's: the
+				// connection is up, and then nothing more comes.
+				_, _ = nc.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0})
+				_, _ = io.Copy(io.Discard, nc)
+			}()
+		}
+	}()
+	tr := h2cTransport()
+	require.NotNil(t, tr.HTTP2, "the transport pings quiet connections")
+	tr.HTTP2.SendPingTimeout, tr.HTTP2.PingTimeout = 100*time.Millisecond, 200*time.Millisecond
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/waits", nil)
+	require.NoError(t, err)
+	res, err := tr.RoundTrip(req)
+	if err == nil {
+		_ = res.Body.Close()
+	}
+	require.Error(t, err)
+	assert.NoError(t, ctx.Err(), "the call failed on the missing PING answer, before its deadline: %v", err)
 }

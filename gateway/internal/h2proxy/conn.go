@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,13 @@ type conn struct {
 	goingAway  bool   // no new streams: GOAWAY sent or received
 	idle       *time.Timer
 	idleFor    time.Duration
+
+	// Liveness (see watch): frames read, counted by the reading goroutine,
+	// and what only the liveness timer's function touches.
+	framesRead atomic.Uint64
+	alive      *time.Timer
+	aliveSeen  uint64
+	pinged     bool
 
 	// Receive accounting at the connection level, under out.mu: what the
 	// peer may still send, and what was consumed but not yet given back.
@@ -175,6 +183,7 @@ func (c *conn) serve() {
 	for {
 		f, err := c.rfr.ReadFrame()
 		if err == nil {
+			c.framesRead.Add(1)
 			err = c.handle(f, &b)
 		}
 		if err == nil && c.out.queued() > maxQueued {
@@ -499,6 +508,55 @@ func (c *conn) closeIfIdle() {
 	c.close(nil)
 }
 
+// errUnresponsive closes a connection whose peer answered no PING.
+var errUnresponsive = errors.New("peer answered no PING")
+
+// watch starts checking, every interval, that the connection still reads
+// frames: one that read none since the last check is sent a PING, and one
+// that has read none timeout after its PING is closed. A connection in
+// use reads frames, so only a quiet one is ever pinged.
+func (c *conn) watch(interval, timeout time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goingAway {
+		return
+	}
+	// Made stopped and started once stored: checkAlive reads c.alive.
+	c.alive = time.AfterFunc(time.Hour, func() { c.checkAlive(interval, timeout) })
+	c.alive.Reset(interval)
+}
+
+func (c *conn) checkAlive(interval, timeout time.Duration) {
+	select {
+	case <-c.closed:
+		return
+	default:
+	}
+	c.mu.Lock()
+	timer, streams := c.alive, len(c.streams)
+	c.mu.Unlock()
+	switch n := c.framesRead.Load(); {
+	case n != c.aliveSeen:
+		c.aliveSeen, c.pinged = n, false
+		timer.Reset(interval)
+	case !c.pinged:
+		c.pinged = true
+		var b batch
+		c.out.mu.Lock()
+		_ = c.out.fr.WritePing(false, [8]byte{'p', 'o', 'r', 't', 'c', 'u', 'l', 'l'})
+		c.out.mu.Unlock()
+		b.touch(c.out)
+		b.flush()
+		timer.Reset(timeout)
+	default:
+		if c.owner != nil && c.owner.Logger != nil {
+			c.owner.Logger.Warn("h2proxy: upstream connection answers nothing; closing it",
+				"upstream", c.addr, "streams", streams, "waited", interval+timeout)
+		}
+		c.close(errUnresponsive)
+	}
+}
+
 // drainTimeout bounds how long a closing connection waits for what it
 // has buffered to be written.
 const drainTimeout = 5 * time.Second
@@ -519,6 +577,9 @@ func (c *conn) close(err error) {
 		c.goingAway = true
 		if c.idle != nil {
 			c.idle.Stop()
+		}
+		if c.alive != nil {
+			c.alive.Stop()
 		}
 		hs := make([]*half, 0, len(c.streams))
 		for _, h := range c.streams {

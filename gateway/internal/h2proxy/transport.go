@@ -1,6 +1,7 @@
 package h2proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,16 @@ type Transport struct {
 	DialTimeout time.Duration
 	// IdleTimeout closes a connection without streams; zero means 90s.
 	IdleTimeout time.Duration
-	Logger      *slog.Logger
+	// PingInterval is how long a connection may read nothing before it is
+	// sent a PING, and PingTimeout how long after that it may still read
+	// nothing before it is closed and its streams fail. An instance whose
+	// host went away without closing its connections (powered off, cut
+	// off by a partition) answers nothing; TCP alone would notice after
+	// minutes, and meanwhile a stream on the connection waits for its
+	// route's timeout. Zero means 10s and 5s; a negative PingInterval
+	// sends no PINGs.
+	PingInterval, PingTimeout time.Duration
+	Logger                    *slog.Logger
 
 	mu      sync.Mutex
 	conns   map[string][]*conn
@@ -136,6 +146,9 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	c.out.flush()
 	select {
 	case <-c.ready:
+		if t.PingInterval >= 0 {
+			c.watch(cmp.Or(t.PingInterval, 10*time.Second), cmp.Or(t.PingTimeout, 5*time.Second))
+		}
 		return c, nil
 	case <-c.closed:
 		return nil, fmt.Errorf("connection to %s closed before its settings", addr)
