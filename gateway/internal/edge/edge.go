@@ -329,6 +329,30 @@ func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *r
 	}
 }
 
+// refused counts and logs a request the HTTP/2 layer answered itself,
+// malformed or with headers too large, as the access log and the metrics
+// would have had it served.
+func (g *Gateway) refused(st *h2proxy.Stream, status int) {
+	route, code := routeUnknown, "protocol_error"
+	if rt, ok := g.routes[st.Path]; ok && rt.routable() {
+		route = rt.procedure
+	}
+	if status != 0 {
+		code = statusText(status)
+	}
+	g.metrics.requests.WithLabelValues(route, code).Inc()
+	ctx := st.Context()
+	if g.logger.Enabled(ctx, slog.LevelInfo) {
+		g.logger.LogAttrs(ctx, slog.LevelInfo, "request refused",
+			slog.String("method", st.Method),
+			slog.String("path", st.Path),
+			slog.String("route", route),
+			slog.String("peer", st.RemoteAddr),
+			slog.String("proto", "HTTP/2.0"),
+			slog.String("code", code))
+	}
+}
+
 // route serves one request after CORS.
 func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	st := r.Context().Value(stateKey{}).(*state)
@@ -803,6 +827,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      lim.WriteTimeout,
 		BaseContext:       context.WithoutCancel(ctx),
 		Logger:            g.logger,
+		Refused:           g.refused,
 	}
 	split := newSplitListener(ln, lim.ReadHeaderTimeout, h2.ServeConn, g.logger)
 

@@ -39,6 +39,12 @@ type Server struct {
 	// BaseContext is the parent of every stream's context.
 	BaseContext context.Context
 	Logger      *slog.Logger
+	// Refused, if set, learns of each request answered before a handler
+	// saw it: malformed (RFC 9113, 8.1.1), which resets the stream with
+	// PROTOCOL_ERROR, or with headers over MaxHeaderBytes, answered 431
+	// (status says which: 0 for the reset). st holds what could be read of
+	// the request and is done.
+	Refused func(st *Stream, status int)
 
 	// work hands a new stream to an idle handler goroutine, whose stack
 	// has already grown to what handlers need.
@@ -218,6 +224,7 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 	if f.Truncated {
 		st.respond(http.StatusRequestHeaderFieldsTooLarge, nil, nil)
 		st.release()
+		s.refused(st, http.StatusRequestHeaderFieldsTooLarge)
 		return nil
 	}
 	var ok bool
@@ -228,6 +235,7 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		x.abort(&x.down, http2.ErrCodeProtocol, b)
 		x.mu.Unlock()
 		st.release()
+		s.refused(st, 0)
 		return nil
 	}
 	select {
@@ -236,6 +244,12 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 		go s.worker(st)
 	}
 	return nil
+}
+
+func (s *Server) refused(st *Stream, status int) {
+	if s.Refused != nil {
+		s.Refused(st, status)
+	}
 }
 
 // workerIdle is how long a handler goroutine waits for another stream

@@ -1,0 +1,137 @@
+package edge_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"portcullis.dev/proto/identity/v1/identityv1connect"
+)
+
+// TestRefusedRequestsAreLoggedAndCounted: a request the HTTP/2 layer
+// refuses before any handler sees it, malformed or with headers too
+// large, still gets a log line and a count, as a served one does.
+func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
+	e := newEnv(t)
+	gw := e.startGateway(t, e.config(t))
+	const procedure = identityv1connect.IdentityServiceCreateUserProcedure
+	tests := []struct {
+		name   string
+		fields [][2]string
+		code   string
+	}{
+		{name: "content-length of a body that never comes", fields: [][2]string{{"content-length", "5"}}, code: "protocol_error"},
+		// Over gateway.max_header_bytes, 64 KiB, as the list's size counts
+		// (32 bytes a field more than its name and value), in 26 KB sent:
+		// x/net's reader gives up on the connection when the bytes sent
+		// are far over the limit.
+		{name: "headers too large", fields: manyFields(2000, 1), code: "431"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := countRequests(t, gw.url, procedure, tt.code)
+			sendRaw(t, gw.url, procedure, tt.fields)
+			assert.Eventually(t, func() bool {
+				return countRequests(t, gw.url, procedure, tt.code) == before+1
+			}, 5*time.Second, 10*time.Millisecond, "the refusal is counted")
+			assert.Eventually(t, func() bool {
+				for line := range strings.Lines(e.logs.String()) {
+					if strings.Contains(line, `"msg":"request refused"`) && strings.Contains(line, `"code":"`+tt.code+`"`) {
+						return strings.Contains(line, `"route":"`+procedure+`"`)
+					}
+				}
+				return false
+			}, 5*time.Second, 10*time.Millisecond, "the refusal is logged")
+		})
+	}
+}
+
+// manyFields returns n fields with values of size bytes.
+func manyFields(n, size int) [][2]string {
+	fields := make([][2]string, n)
+	for i := range fields {
+		fields[i] = [2]string{fmt.Sprintf("x-field-%d", i), strings.Repeat("x", size)}
+	}
+	return fields
+}
+
+// sendRaw sends one POST of path with extra fields and no body, the
+// stream ended with its headers, and waits for the gateway's answer.
+func sendRaw(t *testing.T, base, path string, extra [][2]string) {
+	t.Helper()
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	nc, err := net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	defer nc.Close()
+	_, err = nc.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	fr := http2.NewFramer(nc, nc)
+	require.NoError(t, fr.WriteSettings())
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	fields := append([][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", u.Host}, {":path", path},
+		{"content-type", "application/proto"}}, extra...)
+	for _, f := range fields {
+		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	// Headers larger than a frame continue in CONTINUATION frames.
+	const frame = 16 << 10
+	b := block.Bytes()
+	first := b[:min(len(b), frame)]
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true, EndHeaders: len(b) <= frame}))
+	for b = b[len(first):]; len(b) > 0; {
+		n := min(len(b), frame)
+		require.NoError(t, fr.WriteContinuation(1, n == len(b), b[:n]))
+		b = b[n:]
+	}
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for {
+		f, err := fr.ReadFrame()
+		require.NoError(t, err, "the gateway answers the stream")
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			return
+		case *http2.HeadersFrame:
+			if f.StreamEnded() {
+				return
+			}
+		case *http2.DataFrame:
+			if f.StreamEnded() {
+				return
+			}
+		}
+	}
+}
+
+// countRequests reads portcullis_gateway_requests_total for route and code
+// from the gateway's metrics.
+func countRequests(t *testing.T, base, route, code string) int {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	prefix := `portcullis_gateway_requests_total{code="` + code + `",route="` + route + `"} `
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			var n int
+			_, err := fmt.Sscan(v, &n)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	return 0
+}
