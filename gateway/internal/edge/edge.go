@@ -828,6 +828,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       context.WithoutCancel(ctx),
 		Logger:            g.logger,
 		Refused:           g.refused,
+		StripTrailer:      trusted,
 	}
 	split := newSplitListener(ln, lim.ReadHeaderTimeout, h2.ServeConn, g.logger)
 

@@ -23,11 +23,17 @@ const (
 // from each other.
 func stripTrusted(h http.Header) {
 	for k := range h {
-		if strings.HasPrefix(k, trustedPrefix) {
+		if trusted(k) {
 			delete(h, k)
 		}
 	}
-	h.Del("X-Real-Ip")
+}
+
+// trusted reports whether a field, by its name in any case, is one the
+// services trust from the gateway or from each other.
+func trusted(name string) bool {
+	return len(name) >= len(trustedPrefix) && strings.EqualFold(name[:len(trustedPrefix)], trustedPrefix) ||
+		strings.EqualFold(name, "X-Real-Ip")
 }
 
 // randomHex returns n random bytes in hex (n ≤ 16).

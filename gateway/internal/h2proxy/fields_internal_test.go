@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,4 +236,37 @@ func TestHandlerPanicResetsItsStream(t *testing.T) {
 		}
 	}
 	assert.Equal(t, map[uint32]string{1: http2.ErrCodeInternal.String(), 3: "204"}, got)
+}
+
+// TestStrippedTrailersStayBehind: request trailers pass by the handler,
+// which picks the headers that go upstream; the ones the server strips
+// stay behind, the others go on.
+func TestStrippedTrailersStayBehind(t *testing.T) {
+	got := make(chan http.Header, 1)
+	up := ServeH2CForTest(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got <- r.Trailer.Clone()
+	}))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{
+		StripTrailer: func(name string) bool { return name == "x-trusted" },
+		Handler: func(st *Stream) {
+			_, err := st.Forward(st.Context(), tr, up, st.Header, nil)
+			assert.NoError(t, err)
+		},
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+ServeForTest(t, srv)+"/t", io.NopCloser(strings.NewReader("body")))
+	require.NoError(t, err)
+	req.Trailer = http.Header{"X-Trusted": {"forged"}, "X-Checksum": {"abc"}}
+	res, err := H2CClient().Do(req)
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	select {
+	case trailer := <-got:
+		assert.Equal(t, "abc", trailer.Get("X-Checksum"))
+		assert.Empty(t, trailer.Values("X-Trusted"), "a stripped trailer reached the upstream")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream never saw the request")
+	}
 }

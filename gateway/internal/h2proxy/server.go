@@ -45,6 +45,12 @@ type Server struct {
 	// (status says which: 0 for the reset). st holds what could be read of
 	// the request and is done.
 	Refused func(st *Stream, status int)
+	// StripTrailer, if set, reports whether a request trailer field (its
+	// name in lower case) is dropped rather than passed on. The handler
+	// decides which headers go upstream, but trailers come after it did:
+	// fields the upstream trusts from the proxy alone must not reach it
+	// as trailers either.
+	StripTrailer func(name string) bool
 
 	// work hands a new stream to an idle handler goroutine, whose stack
 	// has already grown to what handlers need.
@@ -328,8 +334,12 @@ func (x *exchange) onRequestTrailers(h *half, f *http2.MetaHeadersFrame, b *batc
 		return nil
 	}
 	up.pendEnd = true
+	fields := f.Fields
+	if strip := x.down.c.server.StripTrailer; strip != nil {
+		fields = slices.DeleteFunc(slices.Clone(fields), func(hf hpack.HeaderField) bool { return strip(hf.Name) })
+	}
 	var ignored string
-	up.pendTrailers = forwardFields(nil, f.Fields, nil, &ignored)
+	up.pendTrailers = forwardFields(nil, fields, nil, &ignored)
 	x.pump(up, b)
 	return nil
 }
