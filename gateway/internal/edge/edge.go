@@ -334,14 +334,15 @@ func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *r
 // would have had it served.
 func (g *Gateway) refused(st *h2proxy.Stream, status int) {
 	route, code := routeUnknown, "protocol_error"
-	if rt, ok := g.routes[st.Path]; ok && rt.routable() {
+	path, _, _ := strings.Cut(st.Path, "?")
+	if rt, ok := g.routes[path]; ok && rt.routable() {
 		route = rt.procedure
 	}
 	if status != 0 {
 		code = statusText(status)
 	}
 	g.metrics.requests.WithLabelValues(route, code).Inc()
-	ctx := st.Context()
+	ctx := context.Background() // the stream's has ended
 	if g.logger.Enabled(ctx, slog.LevelInfo) {
 		g.logger.LogAttrs(ctx, slog.LevelInfo, "request refused",
 			slog.String("method", st.Method),
@@ -718,6 +719,25 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = st.upstream // resolved to an instance by the balancer
 	pr.Out.Host = ""
 	setForwarded(pr.Out.Header, st, pr.In.Host, pr.In.TLS != nil)
+	if pr.Out.Trailer != nil && pr.Out.Body != nil {
+		pr.Out.Body = &trailerStripper{ReadCloser: pr.Out.Body, trailer: pr.Out.Trailer}
+	}
+}
+
+// trailerStripper strips the fields the services trust from a request's
+// trailers as its body ends: net/http fills the trailers in only then,
+// and the transport sends them right after.
+type trailerStripper struct {
+	io.ReadCloser
+	trailer http.Header
+}
+
+func (b *trailerStripper) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		stripTrusted(b.trailer)
+	}
+	return n, err
 }
 
 // setForwarded sets the X-Forwarded-* headers the services read.

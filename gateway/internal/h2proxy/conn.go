@@ -195,6 +195,9 @@ func (c *conn) serve() {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				c.resetStream(se.StreamID, se.Code, &b)
+				if c.server != nil {
+					c.server.refusedUnread(c, se.StreamID)
+				}
 				err = nil
 			} else {
 				var ce http2.ConnectionError
@@ -513,8 +516,9 @@ var errUnresponsive = errors.New("peer answered no PING")
 
 // watch starts checking, every interval, that the connection still reads
 // frames: one that read none since the last check is sent a PING, and one
-// that has read none timeout after its PING is closed. A connection in
-// use reads frames, so only a quiet one is ever pinged.
+// that has read none timeout after its PING is closed. So a silent peer is
+// pinged between one and two intervals after its last frame. A connection
+// in use reads frames, so only a quiet one is ever pinged.
 func (c *conn) watch(interval, timeout time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -529,16 +533,14 @@ func (c *conn) watch(interval, timeout time.Duration) {
 func (c *conn) checkAlive(interval, timeout time.Duration) {
 	select {
 	case <-c.closed:
-		return
+		return // the timer fired as close stopped it
 	default:
 	}
-	c.mu.Lock()
-	timer, streams := c.alive, len(c.streams)
-	c.mu.Unlock()
+	var next time.Duration
 	switch n := c.framesRead.Load(); {
 	case n != c.aliveSeen:
 		c.aliveSeen, c.pinged = n, false
-		timer.Reset(interval)
+		next = interval
 	case !c.pinged:
 		c.pinged = true
 		var b batch
@@ -547,13 +549,26 @@ func (c *conn) checkAlive(interval, timeout time.Duration) {
 		c.out.mu.Unlock()
 		b.touch(c.out)
 		b.flush()
-		timer.Reset(timeout)
+		next = timeout
 	default:
+		c.mu.Lock()
+		streams := len(c.streams)
+		c.mu.Unlock()
 		if c.owner != nil && c.owner.Logger != nil {
 			c.owner.Logger.Warn("h2proxy: upstream connection answers nothing; closing it",
-				"upstream", c.addr, "streams", streams, "waited", interval+timeout)
+				"upstream", c.addr, "streams", streams, "ping_timeout", timeout)
 		}
 		c.close(errUnresponsive)
+		return
+	}
+	// Under c.mu, where close stops the timer: a connection closed
+	// meanwhile (a failed flush closes it) is not watched again.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.closed:
+	default:
+		c.alive.Reset(next)
 	}
 }
 

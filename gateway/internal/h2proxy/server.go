@@ -43,7 +43,9 @@ type Server struct {
 	// saw it: malformed (RFC 9113, 8.1.1), which resets the stream with
 	// PROTOCOL_ERROR, or with headers over MaxHeaderBytes, answered 431
 	// (status says which: 0 for the reset). st holds what could be read of
-	// the request and is done.
+	// the request, nothing but RemoteAddr when the headers could not be
+	// decoded, and is done. It runs on the connection's reading goroutine:
+	// it must be quick.
 	Refused func(st *Stream, status int)
 	// StripTrailer, if set, reports whether a request trailer field (its
 	// name in lower case) is dropped rather than passed on. The handler
@@ -255,6 +257,22 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 func (s *Server) refused(st *Stream, status int) {
 	if s.Refused != nil {
 		s.Refused(st, status)
+	}
+}
+
+// refusedUnread reports a stream reset because its headers could not be
+// read (a malformed field, a pseudo-header out of place: x/net's framer
+// refuses those itself), if it opened a new stream; a stream error on an
+// open one is its handler's to report.
+func (s *Server) refusedUnread(c *conn, id uint32) {
+	c.mu.Lock()
+	opened := id%2 == 1 && id > c.lastPeerID
+	if opened {
+		c.lastPeerID = id
+	}
+	c.mu.Unlock()
+	if opened {
+		s.refused(&Stream{RemoteAddr: c.remote}, 0)
 	}
 }
 

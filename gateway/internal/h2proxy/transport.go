@@ -23,14 +23,14 @@ type Transport struct {
 	DialTimeout time.Duration
 	// IdleTimeout closes a connection without streams; zero means 90s.
 	IdleTimeout time.Duration
-	// PingInterval is how long a connection may read nothing before it is
-	// sent a PING, and PingTimeout how long after that it may still read
-	// nothing before it is closed and its streams fail. An instance whose
-	// host went away without closing its connections (powered off, cut
-	// off by a partition) answers nothing; TCP alone would notice after
-	// minutes, and meanwhile a stream on the connection waits for its
-	// route's timeout. Zero means 10s and 5s; a negative PingInterval
-	// sends no PINGs.
+	// A connection that reads nothing for a whole PingInterval (it is
+	// checked every PingInterval) is sent a PING, and closed, failing its
+	// streams, if it still reads nothing PingTimeout later. An instance
+	// whose host went away without closing its connections (powered off,
+	// cut off by a partition) answers nothing; TCP alone would notice
+	// after minutes, and meanwhile a stream on the connection waits for
+	// its route's timeout. Zero or less means 10s and 5s, but a negative
+	// PingInterval sends no PINGs.
 	PingInterval, PingTimeout time.Duration
 	Logger                    *slog.Logger
 
@@ -147,7 +147,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	select {
 	case <-c.ready:
 		if t.PingInterval >= 0 {
-			c.watch(cmp.Or(t.PingInterval, 10*time.Second), cmp.Or(t.PingTimeout, 5*time.Second))
+			c.watch(cmp.Or(t.PingInterval, 10*time.Second), cmp.Or(max(t.PingTimeout, 0), 5*time.Second))
 		}
 		return c, nil
 	case <-c.closed:
