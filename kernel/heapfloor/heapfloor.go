@@ -25,8 +25,8 @@ import (
 )
 
 // Set keeps the heap goal at floor bytes or more, for as long as the
-// process runs or until the returned function is called, which restores
-// the GOGC in effect before. A floor of zero or less sets nothing.
+// process runs or until the returned function is first called, which
+// restores the GOGC in effect before. A floor of zero or less sets nothing.
 //
 // It adjusts GOGC after every collection, from the heap the collection
 // left live; at most one floor is in effect in a process, and a second

@@ -126,8 +126,8 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // ended, nothing is counted and nothing retried: a caller that left, or
 // whose deadline passed, says nothing of the instance, and the deadline is
 // the caller's to choose (a client of the gateway sends a grpc-timeout of
-// 1 ms, say). first is true on the first try. call returns attempt's last error, or why no instance
-// could be picked.
+// 1 ms, say). first is true on the first try. call returns attempt's last
+// error, or why no instance could be picked.
 func (b *balancer) call(ctx context.Context, service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
 	var (
 		tried   []string // at most maxAttempts: a slice beats a map

@@ -356,7 +356,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	cfg, err := config.Load(nil)
 	require.NoError(b, err)
 	stopFloor := heapfloor.Set(cfg.Gateway.HeapFloorBytes)
-	defer func() { stopFloor() }()
+	defer stopFloor() // a second call does nothing
 	inst := e.startIdentityServer(b, &identityServer{name: "bench"})
 	gw := e.startGateway(b, e.config(b), edge.WithLogger(slog.New(slog.DiscardHandler)))
 	processURL, processPID := e.startGatewayProcess(b)
@@ -469,7 +469,6 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		// during: a phase allocates 100 MB or so. Its heap floor would set
 		// GOGC again after each collection: it stops first.
 		stopFloor()
-		stopFloor = func() {}
 		interleave(rounds, ownOpen.list(), func(call func(context.Context) error) sample {
 			return withoutCollections(func() sample { return openLoop(b, slice, ownGateway.res.rps()/2, call) })
 		})

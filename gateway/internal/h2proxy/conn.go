@@ -525,9 +525,8 @@ func (c *conn) watch(interval, timeout time.Duration) {
 	if c.goingAway {
 		return
 	}
-	// Made stopped and started once stored: checkAlive reads c.alive.
-	c.alive = time.AfterFunc(time.Hour, func() { c.checkAlive(interval, timeout) })
-	c.alive.Reset(interval)
+	// checkAlive reads c.alive under c.mu, held here until it is stored.
+	c.alive = time.AfterFunc(interval, func() { c.checkAlive(interval, timeout) })
 }
 
 func (c *conn) checkAlive(interval, timeout time.Duration) {
