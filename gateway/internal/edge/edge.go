@@ -558,8 +558,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 	var res h2proxy.Result
 	err := g.clients.Call(ctx, st.upstream, func(addr string) (healthy, retry bool, err error) {
 		res, err = st.stream.Forward(ctx, g.h2, addr, h, w.Header())
-		var notSent *h2proxy.NotSentError
-		retry = errors.As(err, &notSent)
+		_, retry = errors.AsType[*h2proxy.NotSentError](err)
 		return !retry && !isReset(err) && res.Status != http.StatusServiceUnavailable, retry, err
 	})
 	switch {
@@ -585,8 +584,8 @@ func (g *Gateway) cutShort(r *http.Request, st *state) {
 }
 
 func isReset(err error) bool {
-	var reset *h2proxy.ResetError
-	return errors.As(err, &reset)
+	_, reset := errors.AsType[*h2proxy.ResetError](err)
+	return reset
 }
 
 // resultCode is the outcome of a forwarded stream for logs and metrics,

@@ -93,13 +93,22 @@ func newConn(nc net.Conn, writeTimeout time.Duration, connWin, streamWin int32) 
 type rawReader struct {
 	nc  net.Conn
 	raw syscall.RawConn
+	// The read in progress and its outcome, and the function handed to
+	// the socket, made once: a closure handed to RawConn escapes, and one
+	// made per call would be allocated on every read. One goroutine reads.
+	p      []byte
+	n      int
+	errno  syscall.Errno
+	readFD func(fd uintptr) bool
 }
 
 // newReader reads a TCP connection's socket directly, and any other
 // connection, a wrapper's included, through its own Read.
 func newReader(nc net.Conn) io.Reader {
 	if raw := rawConn(nc); raw != nil {
-		return &rawReader{nc: nc, raw: raw}
+		r := &rawReader{nc: nc, raw: raw}
+		r.readFD = r.readSocket
+		return r
 	}
 	return nc
 }
@@ -117,16 +126,12 @@ func rawConn(nc net.Conn) syscall.RawConn {
 }
 
 func (r *rawReader) Read(p []byte) (int, error) {
-	var (
-		n     int
-		errno syscall.Errno
-	)
+	r.p = p
 	// Read waits for the poller, deadlines included, while the function
 	// reports false: the socket had nothing yet.
-	err := r.raw.Read(func(fd uintptr) bool {
-		n, errno = sysRead(fd, p)
-		return errno != syscall.EAGAIN
-	})
+	err := r.raw.Read(r.readFD)
+	n, errno := r.n, r.errno
+	r.p, r.n, r.errno = nil, 0, 0
 	switch {
 	case err != nil:
 		return 0, err // a *net.OpError already
@@ -136,6 +141,11 @@ func (r *rawReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+func (r *rawReader) readSocket(fd uintptr) bool {
+	r.n, r.errno = sysRead(fd, r.p)
+	return r.errno != syscall.EAGAIN
 }
 
 // writeSettings starts the connection: this side's settings and, beyond the

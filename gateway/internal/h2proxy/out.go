@@ -49,6 +49,17 @@ type out struct {
 	maxStreams  uint32
 	nextLocalID uint32 // the next stream this side opens (client side only)
 
+	// The socket write in progress and its outcome, and the functions
+	// handed to the socket (tryWrite's, peerOpen's): made once, as a
+	// closure handed to RawConn escapes, and one made per call would be
+	// allocated on every write and every forwarded call.
+	wbuf     []byte
+	wn       int
+	werr     error
+	writeFD  func(fd uintptr) bool
+	probe    func(fd uintptr)
+	peerGone bool
+
 	// drained is called, without locks, when a write that had to wait is
 	// done: streams waiting for room in the buffer go on.
 	drained func()
@@ -76,6 +87,7 @@ func newOut(nc net.Conn, timeout time.Duration) *out {
 		maxStreams: 1<<31 - 1,
 	}
 	o.raw = rawConn(nc)
+	o.writeFD, o.probe = o.writeSocket, o.probeState
 	o.fr = http2.NewFramer(bufWriter{o}, nil)
 	o.enc = hpack.NewEncoder(&o.hbuf)
 	return o
@@ -219,31 +231,34 @@ func (o *out) flushOnce() bool {
 	return again
 }
 
-// tryWrite writes p to the socket without waiting for room in it.
+// tryWrite writes p to the socket without waiting for room in it. Call
+// with o.mu.
 func (o *out) tryWrite(p []byte) (int, error) {
 	if o.raw == nil {
 		return 0, nil
 	}
-	var (
-		n    int
-		werr error
-	)
-	err := o.raw.Write(func(fd uintptr) bool {
-		var errno syscall.Errno
-		n, errno = sysWrite(fd, p)
-		switch errno {
-		case 0:
-		case syscall.EAGAIN:
-			n = 0
-		default:
-			n, werr = 0, errno
-		}
-		return true
-	})
+	o.wbuf = p
+	err := o.raw.Write(o.writeFD)
+	n, werr := o.wn, o.werr
+	o.wbuf, o.wn, o.werr = nil, 0, nil
 	if err == nil {
 		err = werr
 	}
 	return n, err
+}
+
+// writeSocket is tryWrite's one attempt on the socket: full, it is left
+// to the writing goroutine.
+func (o *out) writeSocket(fd uintptr) bool {
+	n, errno := sysWrite(fd, o.wbuf)
+	switch errno {
+	case 0:
+		o.wn = n
+	case syscall.EAGAIN:
+	default:
+		o.werr = errno
+	}
+	return true
 }
 
 // run is the writing goroutine: it writes what flush left, waiting for the
