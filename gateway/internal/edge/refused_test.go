@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,8 @@ func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
 			assert.Eventually(t, func() bool {
 				return countRequests(t, gw.url, tt.route, tt.code) == before+1
 			}, 5*time.Second, 10*time.Millisecond, "the refusal is counted")
+			requests, observed := countAll(t, gw.url, tt.route)
+			assert.Equal(t, requests, observed, "every request's latency is observed, refusals too")
 			assert.Eventually(t, func() bool {
 				var refusals []string
 				for line := range strings.Lines(e.logs.String()) {
@@ -128,19 +131,41 @@ func sendRaw(t *testing.T, base, path string, extra [][2]string) {
 // from the gateway's metrics.
 func countRequests(t *testing.T, base, route, code string) int {
 	t.Helper()
+	return int(scrape(t, base)[`portcullis_gateway_requests_total{code="`+code+`",route="`+route+`"}`])
+}
+
+// countAll reads from one scrape of the gateway's metrics how many
+// requests route had, whatever their code, and how many latencies its
+// histogram holds.
+func countAll(t *testing.T, base, route string) (requests, observed int) {
+	t.Helper()
+	samples := scrape(t, base)
+	for name, v := range samples {
+		if strings.HasPrefix(name, "portcullis_gateway_requests_total{") && strings.HasSuffix(name, `,route="`+route+`"}`) {
+			requests += int(v)
+		}
+	}
+	return requests, int(samples[`portcullis_gateway_request_duration_seconds_count{route="`+route+`"}`])
+}
+
+// scrape reads the gateway's metrics: each sample's value by its name and
+// labels as the text format writes them.
+func scrape(t *testing.T, base string) map[string]float64 {
+	t.Helper()
 	res, err := http.Get(base + "/metrics")
 	require.NoError(t, err)
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)
 	require.NoError(t, err)
-	prefix := `portcullis_gateway_requests_total{code="` + code + `",route="` + route + `"} `
+	samples := map[string]float64{}
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			var n int
-			_, err := fmt.Sscan(v, &n)
-			require.NoError(t, err)
-			return n
+		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
 		}
+		f, err := strconv.ParseFloat(v, 64)
+		require.NoError(t, err, "sample %s", line)
+		samples[name] = f
 	}
-	return 0
+	return samples
 }
