@@ -601,12 +601,28 @@ func (r *report) svg() []byte {
 	return []byte(b.String())
 }
 
+// machine says what the figures were measured on: they move with the CPU
+// (a call through the gateway took twice the CPU on one 2-CPU machine here
+// as on another), so runs compare only on the same model.
 func machine() string {
-	cpus := 0
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		cpus = strings.Count(string(b), "\nprocessor") + 1
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "everything on loopback"
 	}
-	return fmt.Sprintf("%d CPUs, everything on loopback", cpus)
+	cpus, model := 0, ""
+	for line := range strings.Lines(string(b)) {
+		key, value, _ := strings.Cut(line, ":")
+		switch strings.TrimSpace(key) {
+		case "processor":
+			cpus++
+		case "model name":
+			model = cmp.Or(model, strings.TrimSpace(value))
+		}
+	}
+	if model == "" {
+		return fmt.Sprintf("%d CPUs, everything on loopback", cpus)
+	}
+	return fmt.Sprintf("%d CPUs, %s, everything on loopback", cpus, model)
 }
 
 func scratchDatabase() (string, error) {
