@@ -342,8 +342,8 @@ func (g *Gateway) refused(st *h2proxy.Stream, status int) {
 		code = statusText(status)
 	}
 	g.metrics.requests.WithLabelValues(route, code).Inc()
-	// Refused as its headers were read, in the same pass: its latency,
-	// observed so that the histogram counts every request, is nil.
+	// Refused as its headers were read, in the same pass: its latency is
+	// taken as zero, so that the histogram counts every request.
 	g.metrics.duration.WithLabelValues(route).Observe(0)
 	ctx := context.Background() // the stream's has ended
 	if g.logger.Enabled(ctx, slog.LevelInfo) {

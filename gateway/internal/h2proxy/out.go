@@ -53,11 +53,13 @@ type out struct {
 	// handed to the socket (tryWrite's, peerOpen's): made once, as a
 	// closure handed to RawConn escapes, and one made per call would be
 	// allocated on every write and every forwarded call.
-	wbuf     []byte
-	wn       int
-	werr     error
-	writeFD  func(fd uintptr) bool
-	probe    func(fd uintptr)
+	wbuf    []byte
+	wn      int
+	werr    error
+	writeFD func(fd uintptr) bool
+	probe   func(fd uintptr)
+	// peerOpen's answer, under probeMu.
+	probeMu  sync.Mutex
 	peerGone bool
 
 	// drained is called, without locks, when a write that had to wait is
@@ -247,8 +249,8 @@ func (o *out) tryWrite(p []byte) (int, error) {
 	return n, err
 }
 
-// writeSocket is tryWrite's one attempt on the socket: full, it is left
-// to the writing goroutine.
+// writeSocket is tryWrite's one attempt on the socket. On EAGAIN nothing
+// is written, and flush hands the rest to the writing goroutine.
 func (o *out) writeSocket(fd uintptr) bool {
 	n, errno := sysWrite(fd, o.wbuf)
 	switch errno {

@@ -8,12 +8,15 @@ import (
 // peerOpen reports whether the peer of the TCP connection has not closed
 // it, as far as the kernel knows: a FIN it received puts the connection out
 // of ESTABLISHED before the reading goroutine gets to the end of the
-// stream. Only the first byte of struct tcp_info, the state, is read. Call
-// with o.mu.
+// stream. Only the first byte of struct tcp_info, the state, is read.
 func (o *out) peerOpen() bool {
 	if o.raw == nil {
 		return true
 	}
+	// Its own lock, not o.mu, which every write on the connection takes:
+	// the answer comes back in o.peerGone.
+	o.probeMu.Lock()
+	defer o.probeMu.Unlock()
 	o.peerGone = false
 	_ = o.raw.Control(o.probe)
 	return !o.peerGone

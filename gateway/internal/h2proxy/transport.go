@@ -233,10 +233,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		if c, err = t.get(ctx, addr); err != nil {
 			return Result{}, err
 		}
-		c.out.mu.Lock()
-		open := c.out.peerOpen()
-		c.out.mu.Unlock()
-		if !open {
+		if !c.out.peerOpen() {
 			// The instance closed the connection and its reader has not
 			// seen it yet (an instance killed a moment ago): nothing is
 			// sent on it, and get will not offer it again.
