@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"net/http"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,4 +22,40 @@ func TestTrusted(t *testing.T) {
 	} {
 		assert.Equal(t, want, trusted(name), name)
 	}
+}
+
+// FuzzClientHeaders: the fields the gateway reads from any client, the
+// trace context and X-Forwarded-For, never crash it, a trace that comes in
+// valid keeps its ID, and the client's address comes from the chain or is
+// the peer's.
+func FuzzClientHeaders(f *testing.F) {
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "203.0.113.7, 10.0.0.2")
+	f.Add("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "2001:db8::1,::ffff:10.1.2.3")
+	f.Add("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "")
+	f.Add("garbage", ",,, ,")
+	trustedProxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	f.Fuzz(func(t *testing.T, parent, forwardedFor string) {
+		h := http.Header{}
+		h.Set(traceparent, parent)
+		traceID, _, valid := parseTraceparent(parent)
+		got := propagateTrace(h)
+		again, _, ok := parseTraceparent(h.Get(traceparent))
+		if !ok || again != got || (valid && got != traceID) {
+			t.Fatalf("traceparent %q became %q (trace %q)", parent, h.Get(traceparent), got)
+		}
+
+		r := &http.Request{RemoteAddr: "10.0.0.1:443", Header: http.Header{"X-Forwarded-For": {forwardedFor}}}
+		client, chain := clientAddr(r, trustedProxies)
+		if !strings.HasSuffix(chain, "10.0.0.1") {
+			t.Fatalf("X-Forwarded-For %q does not end with the peer", chain)
+		}
+		inChain := false
+		for part := range strings.SplitSeq(forwardedFor, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(part))
+			inChain = inChain || (err == nil && a.Unmap() == client)
+		}
+		if client != netip.MustParseAddr("10.0.0.1") && !inChain {
+			t.Fatalf("client %v is neither the peer nor in %q", client, forwardedFor)
+		}
+	})
 }
