@@ -286,8 +286,8 @@ func (c *conn) onData(f *http2.DataFrame, b *batch) error {
 }
 
 // credit gives back n bytes the peer sent on h (nil: on a stream that is
-// gone) once they have been passed on or dropped. The connection's credit
-// is given in batches; a stream's at once, unless it ended.
+// gone) once they have been passed on or dropped, in batches for the
+// connection and for the stream, unless the stream ended.
 func (c *conn) credit(h *half, n int, b *batch) {
 	if n <= 0 {
 		return
@@ -301,8 +301,12 @@ func (c *conn) credit(h *half, n int, b *batch) {
 		c.recvUnacked = 0
 	}
 	if h != nil && !h.recvEnd && !h.reset {
-		_ = o.fr.WriteWindowUpdate(h.id, uint32(n))
-		h.recvWin += int32(n)
+		h.recvUnacked += int32(n)
+		if h.recvUnacked >= streamCreditBatch {
+			_ = o.fr.WriteWindowUpdate(h.id, uint32(h.recvUnacked))
+			h.recvWin += h.recvUnacked
+			h.recvUnacked = 0
+		}
 	}
 	o.mu.Unlock()
 	b.touch(o)
@@ -311,6 +315,12 @@ func (c *conn) credit(h *half, n int, b *batch) {
 // creditBatch is how much connection-level credit is collected before a
 // WINDOW_UPDATE gives it back: one frame per many small calls.
 const creditBatch = 32 << 10
+
+// streamCreditBatch is the same for a stream: a server stream of small
+// messages would otherwise cost a WINDOW_UPDATE per message. The peer
+// still has all of the stream's window (256 KiB upstream, 1 MiB from
+// clients) but this batch to send in.
+const streamCreditBatch = 16 << 10
 
 func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame, b *batch) error {
 	if f.StreamID == 0 {

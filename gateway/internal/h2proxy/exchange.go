@@ -20,6 +20,8 @@ type half struct {
 
 	sendWin int32 // what the peer lets this side send on the stream
 	recvWin int32 // what the peer may still send on it
+	// recvUnacked: passed on, not yet given back to the peer (credit).
+	recvUnacked int32
 
 	// What waits for the peer's window, or for the stream to open: data,
 	// then the end of the stream, with trailers if there are any.

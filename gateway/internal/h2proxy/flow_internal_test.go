@@ -278,3 +278,42 @@ func TestLocalAnswersAreNotCreditedUpstream(t *testing.T) {
 	assert.Eventually(t, func() bool { return windowsWhole(tr.connsForTest(), upstreamConnWindow) },
 		5*time.Second, 10*time.Millisecond)
 }
+
+// TestStreamCreditIsBatched: a stream of many small DATA frames, as a
+// server stream of small messages is, is credited in batches, not with a
+// WINDOW_UPDATE per frame; each costs the peer a frame to read and often
+// the proxy a write of its own.
+func TestStreamCreditIsBatched(t *testing.T) {
+	const frames, size = 400, 100
+	var updates atomic.Int32
+	up := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			var block bytes.Buffer
+			_ = hpack.NewEncoder(&block).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: block.Bytes(), EndHeaders: true})
+			for i := range frames {
+				_ = fr.WriteData(f.StreamID, i == frames-1, make([]byte, size))
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID != 0 {
+				updates.Add(1)
+			}
+		}
+	})
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) {
+		_, err := st.Forward(st.Context(), tr, up, http.Header{}, nil)
+		assert.NoError(t, err)
+	}}
+	base := "http://" + ServeForTest(t, srv)
+	res, err := H2CClient().Get(base + "/stream")
+	require.NoError(t, err)
+	n, err := io.Copy(io.Discard, res.Body)
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	assert.EqualValues(t, frames*size, n)
+	assert.LessOrEqual(t, updates.Load(), int32(frames*size/streamCreditBatch+1),
+		"%d stream WINDOW_UPDATEs for %d frames", updates.Load(), frames)
+}
