@@ -130,8 +130,8 @@ func (r *rawReader) Read(p []byte) (int, error) {
 	// Read waits for the poller, deadlines included, while the function
 	// reports false: the socket had nothing yet.
 	err := r.raw.Read(r.readFD)
-	n, errno := r.n, r.errno
-	r.p, r.n, r.errno = nil, 0, 0
+	r.p = nil
+	n, errno := r.n, r.errno // set by readSocket, which ran unless err says why
 	switch {
 	case err != nil:
 		return 0, err // a *net.OpError already

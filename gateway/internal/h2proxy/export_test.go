@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // ServeForTest serves srv on a loopback listener until the test ends,
@@ -60,4 +62,45 @@ func H2CClient() *http.Client {
 	t := &http.Transport{Protocols: new(http.Protocols)}
 	t.Protocols.SetUnencryptedHTTP2(true)
 	return &http.Client{Transport: t}
+}
+
+// RawUpstreamForTest serves, until the test ends, an HTTP/2 upstream of
+// raw frames: it sends its settings, acknowledges the peer's, and hands
+// every other frame, headers decoded, to serve. It returns its address.
+func RawUpstreamForTest(t testing.TB, serve func(fr *http2.Framer, f http2.Frame)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(nc, nc)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				_ = fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if sf, ok := f.(*http2.SettingsFrame); ok {
+						if !sf.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+						continue
+					}
+					serve(fr, f)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -42,7 +42,7 @@ func encode(t *testing.T, fields ...hpack.HeaderField) []byte {
 // fieldsUpstream is an upstream that hands the fields of each request it
 // gets to seen and answers with the fields of answer.
 func fieldsUpstream(t *testing.T, seen chan<- []hpack.HeaderField, answer []byte) string {
-	return rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+	return RawUpstreamForTest(t, func(fr *http2.Framer, f http2.Frame) {
 		if f, ok := f.(*http2.MetaHeadersFrame); ok {
 			seen <- f.Fields
 			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: answer, EndStream: true, EndHeaders: true})

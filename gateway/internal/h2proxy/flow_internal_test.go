@@ -167,51 +167,10 @@ func TestDataHeldForRoomGoesOn(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "responses stalled although the client's windows are open")
 }
 
-// rawUpstream is an HTTP/2 upstream of raw frames: it sends its settings,
-// acknowledges the peer's, and hands every other frame, headers decoded,
-// to serve.
-func rawUpstream(t *testing.T, serve func(fr *http2.Framer, f http2.Frame)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
-					return
-				}
-				fr := http2.NewFramer(nc, nc)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				_ = fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					if sf, ok := f.(*http2.SettingsFrame); ok {
-						if !sf.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-						continue
-					}
-					serve(fr, f)
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // refuser is an upstream that refuses every stream once its request
 // ended, as a server going away does (RFC 9113, 8.7).
 func refuser(t *testing.T) string {
-	return rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+	return RawUpstreamForTest(t, func(fr *http2.Framer, f http2.Frame) {
 		switch f := f.(type) {
 		case *http2.DataFrame:
 			if n := f.Header().Length; n > 0 {
@@ -299,7 +258,7 @@ func TestStreamCreditIsBatched(t *testing.T) {
 		more.Broadcast()
 		mu.Unlock()
 	})
-	up := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+	up := RawUpstreamForTest(t, func(fr *http2.Framer, f http2.Frame) {
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
 			var block bytes.Buffer

@@ -33,7 +33,7 @@ func FuzzServerFrames(f *testing.F) {
 	addr := strings.TrimPrefix(base, "http://")
 	client := h2cClient()
 
-	// Each seed is a program for sendFrames: see op* there.
+	// Each seed is a program for writeFrames: see op* there.
 	f.Add([]byte{opHeaders, 0, 0, 0, 0, opData, 0, 10, 1})                         // a forwarded POST with a body
 	f.Add([]byte{opHeaders, 0, 1, 1, 0})                                           // a local answer, ended with its headers
 	f.Add([]byte{opHeaders, 0, 0, 2, 0, opRSTStream, 0, 8})                        // a waiting stream, reset
@@ -58,7 +58,7 @@ func FuzzServerFrames(f *testing.F) {
 		}
 		fr := http2.NewFramer(nc, nc)
 		_ = fr.WriteSettings()
-		sendFrames(fr, program)
+		writeFrames(fr, program, clientStreams[:], clientFields)
 		// Read what the proxy answers until it closes the connection or
 		// stays quiet for a moment: the proxy then has handled every frame.
 		for {
@@ -85,10 +85,10 @@ func FuzzServerFrames(f *testing.F) {
 	})
 }
 
-// The operations of a program for sendFrames, each followed by the bytes
+// The operations of a program for writeFrames, each followed by the bytes
 // it reads; a program that runs out of bytes ends.
 const (
-	opHeaders      = iota // stream, flags, path, fields
+	opHeaders      = iota // stream, flags, then what the fields read
 	opData                // stream, length, end
 	opWindowUpdate        // stream, 3 bytes of increment
 	opRSTStream           // stream, code
@@ -101,9 +101,10 @@ const (
 	opCount
 )
 
-// streamIDs are the streams a program names: client streams in order and
-// out of it, a server's even one, the connection's 0 and the largest.
-var streamIDs = [...]uint32{1, 3, 5, 7, 2, 0, 1<<31 - 1, 101}
+// clientStreams are the streams a client's program names: client streams
+// in order and out of it, a server's even one, the connection's 0 and the
+// largest.
+var clientStreams = [...]uint32{1, 3, 5, 7, 2, 0, 1<<31 - 1, 101}
 
 // paths are where a stream goes: forwarded and echoed, answered by the
 // proxy, waiting upstream, waiting in the handler, headers echoed, cut
@@ -111,11 +112,73 @@ var streamIDs = [...]uint32{1, 3, 5, 7, 2, 0, 1<<31 - 1, 101}
 var paths = [...]string{"/echo", "/local", "/wait", "/slow", "/headers", "/die",
 	identityv1connect.IdentityServiceCreateUserProcedure, ""}
 
-// sendFrames writes the frames program describes. Header blocks are
-// encoded with one encoder for the connection, as a client's are; a block
+// clientFields reads a path and a byte of flags and returns a request's
+// header fields, well-formed or not.
+func clientFields(next func() byte) []hpack.HeaderField {
+	path, flags := paths[int(next())%len(paths)], next()
+	method := "POST"
+	if flags&1 != 0 {
+		method = "GET"
+	}
+	fields := []hpack.HeaderField{{Name: ":method", Value: method}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "proxy"}}
+	if flags&8 == 0 { // else a request without its path
+		fields = append(fields, hpack.HeaderField{Name: ":path", Value: path})
+	}
+	if flags&2 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "te", Value: "trailers"})
+	}
+	if flags&4 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: "3"})
+	}
+	if flags&16 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "x-portcullis-service-token", Value: "forged", Sensitive: true})
+	}
+	if flags&32 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "x-big", Value: strings.Repeat("b", 5000)})
+	}
+	if flags&64 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "Upper", Value: "case"})
+	}
+	if path == identityv1connect.IdentityServiceCreateUserProcedure {
+		fields = append(fields, hpack.HeaderField{Name: "content-type", Value: "application/proto"})
+	}
+	return fields
+}
+
+// statuses are what an upstream's headers say: a status, a 1xx, none (as
+// trailers have), or nonsense.
+var statuses = [...]string{"200", "500", "100", "204", "", "abc", "200", "404"}
+
+// responseFields reads a byte of flags and returns an upstream's header
+// fields, well-formed or not.
+func responseFields(next func() byte) []hpack.HeaderField {
+	flags := next()
+	var fields []hpack.HeaderField
+	if s := statuses[int(flags)%len(statuses)]; s != "" {
+		fields = append(fields, hpack.HeaderField{Name: ":status", Value: s})
+	}
+	if flags&8 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "grpc-status", Value: "13"})
+	}
+	if flags&16 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: ":path", Value: "/not-in-a-response"})
+	}
+	if flags&32 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: "3"})
+	}
+	if flags&64 != 0 {
+		fields = append(fields, hpack.HeaderField{Name: "connection", Value: "close"})
+	}
+	return fields
+}
+
+// writeFrames writes the frames program describes, on the streams ids
+// names, with the header fields fields reads from it. Header blocks are
+// encoded with one encoder for the connection, as a peer's are; a block
 // the proxy never reads whole leaves the two tables apart, which the proxy
 // must survive too.
-func sendFrames(fr *http2.Framer, program []byte) {
+func writeFrames(fr *http2.Framer, program []byte, ids []uint32, fields func(next func() byte) []hpack.HeaderField) {
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	next := func() byte {
@@ -126,46 +189,18 @@ func sendFrames(fr *http2.Framer, program []byte) {
 		program = program[1:]
 		return b
 	}
-	stream := func() uint32 { return streamIDs[int(next())%len(streamIDs)] }
+	stream := func() uint32 { return ids[int(next())%len(ids)] }
 	for len(program) > 0 {
 		switch next() % opCount {
 		case opHeaders:
-			id, flags, path, fields := stream(), next(), paths[int(next())%len(paths)], next()
+			// Flag bit 0: the stream ends here; bit 1: the block is cut,
+			// the rest left to a CONTINUATION that may never come.
+			id, flags := stream(), next()
 			block.Reset()
-			method := "POST"
-			if fields&1 != 0 {
-				method = "GET"
-			}
-			for _, hf := range []hpack.HeaderField{
-				{Name: ":method", Value: method}, {Name: ":scheme", Value: "http"},
-				{Name: ":authority", Value: "proxy"}, {Name: ":path", Value: path},
-			} {
-				if fields&8 != 0 && hf.Name == ":path" {
-					continue // a request without its path
-				}
+			for _, hf := range fields(next) {
 				_ = enc.WriteField(hf)
 			}
-			if fields&2 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
-			}
-			if fields&4 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "3"})
-			}
-			if fields&16 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "x-portcullis-service-token", Value: "forged", Sensitive: true})
-			}
-			if fields&32 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "x-big", Value: strings.Repeat("b", 5000)})
-			}
-			if fields&64 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "Upper", Value: "case"})
-			}
-			if path == identityv1connect.IdentityServiceCreateUserProcedure {
-				_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/proto"})
-			}
 			b := block.Bytes()
-			// Bit 0: the stream ends here; bit 1: the block is cut, the
-			// rest left to a CONTINUATION that may never come.
 			if flags&2 != 0 {
 				b = b[:len(b)/2]
 			}
@@ -227,22 +262,35 @@ func FuzzUpstreamFrames(f *testing.F) {
 	var (
 		mu      sync.Mutex
 		program []byte
+		badTr   = &h2proxy.Transport{} // one per input: each meets a new connection
 	)
-	bad := rawUpstreamTB(f, func(fr *http2.Framer, id uint32) {
+	f.Cleanup(func() {
 		mu.Lock()
-		p := program
-		mu.Unlock()
-		sendResponseFrames(fr, id, p)
+		defer mu.Unlock()
+		badTr.Close()
+	})
+	bad := h2proxy.RawUpstreamForTest(f, func(fr *http2.Framer, fm http2.Frame) {
+		if h, ok := fm.(*http2.MetaHeadersFrame); ok {
+			mu.Lock()
+			p := program
+			mu.Unlock()
+			// The stream asked about, the next, the connection's, a
+			// server's own and the largest.
+			id := h.StreamID
+			writeFrames(fr, p, []uint32{id, id + 2, 0, 2, 1<<31 - 1}, responseFields)
+		}
 	})
 	good := upstream(f)
-	tr := &h2proxy.Transport{}
-	f.Cleanup(tr.Close)
+	goodTr := &h2proxy.Transport{}
+	f.Cleanup(goodTr.Close)
 	srv := &h2proxy.Server{Handler: func(st *h2proxy.Stream) {
-		addr := bad
-		if st.Path == "/echo" {
-			addr = good
+		addr, tr, timeout := good, goodTr, 5*time.Second
+		if st.Path != "/echo" {
+			mu.Lock()
+			addr, tr, timeout = bad, badTr, 200*time.Millisecond // an answer that never ends
+			mu.Unlock()
 		}
-		ctx, cancel := context.WithTimeout(st.Context(), time.Second)
+		ctx, cancel := context.WithTimeout(st.Context(), timeout)
 		defer cancel()
 		if res, err := st.Forward(ctx, tr, addr, st.Header.Clone(), nil); err != nil && !res.Started {
 			st.ResponseWriter().WriteHeader(http.StatusBadGateway)
@@ -251,7 +299,7 @@ func FuzzUpstreamFrames(f *testing.F) {
 	base := "http://" + h2proxy.ServeForTest(f, srv)
 	client := h2cClient()
 
-	// Each seed is a program for sendResponseFrames.
+	// Each seed is a program for writeFrames with responseFields.
 	f.Add([]byte{opHeaders, 0, 0, 0, opData, 0, 10, 1})                     // an answer with a body
 	f.Add([]byte{opHeaders, 0, 0, 0, opData, 0, 5, 0, opHeaders, 0, 1, 12}) // data, then gRPC trailers
 	f.Add([]byte{opData, 0, 5, 1})                                          // data before any headers
@@ -264,6 +312,8 @@ func FuzzUpstreamFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		mu.Lock()
 		program = p
+		badTr.Close()
+		badTr = &h2proxy.Transport{}
 		mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -284,138 +334,4 @@ func FuzzUpstreamFrames(f *testing.F) {
 			t.Fatalf("the proxy stopped serving: %q, %v", body, err)
 		}
 	})
-}
-
-// rawUpstreamTB serves HTTP/2 on loopback until the test ends, as an
-// upstream of raw frames: it sends its settings, acknowledges the peer's,
-// and answers every request's headers with answer. Once it answered, it
-// closes the connection when nothing more came for a moment, so that the
-// proxy meets connections ending at any point of the answer too.
-func rawUpstreamTB(t testing.TB, answer func(fr *http2.Framer, id uint32)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				_ = nc.SetDeadline(time.Now().Add(3 * time.Second))
-				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
-					return
-				}
-				fr := http2.NewFramer(nc, nc)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				_ = fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-					case *http2.MetaHeadersFrame:
-						answer(fr, f.StreamID)
-						_ = nc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// sendResponseFrames writes the frames program describes as an upstream
-// answering stream id: ops as for sendFrames, with headers that answer
-// (a status, or none) rather than ask, on the stream, the next one, the
-// connection's or a server's own.
-func sendResponseFrames(fr *http2.Framer, id uint32, program []byte) {
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	next := func() byte {
-		if len(program) == 0 {
-			return 0
-		}
-		b := program[0]
-		program = program[1:]
-		return b
-	}
-	ids := [...]uint32{id, id + 2, 0, 2, 1<<31 - 1}
-	stream := func() uint32 { return ids[int(next())%len(ids)] }
-	statuses := [...]string{"200", "500", "100", "204", "", "abc", "200", "404"}
-	for len(program) > 0 {
-		switch next() % opCount {
-		case opHeaders:
-			sid, flags, fields := stream(), next(), next()
-			block.Reset()
-			if s := statuses[int(fields)%len(statuses)]; s != "" {
-				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: s})
-			}
-			if fields&8 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "13"})
-			}
-			if fields&16 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: ":path", Value: "/not-in-a-response"})
-			}
-			if fields&32 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "3"})
-			}
-			if fields&64 != 0 {
-				_ = enc.WriteField(hpack.HeaderField{Name: "connection", Value: "close"})
-			}
-			b := block.Bytes()
-			if flags&2 != 0 {
-				b = b[:len(b)/2]
-			}
-			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: sid, BlockFragment: b,
-				EndStream: flags&1 != 0, EndHeaders: flags&2 == 0})
-		case opData:
-			sid, n, end := stream(), int(next()), next()&1 != 0
-			_ = fr.WriteData(sid, end, bytes.Repeat([]byte{'u'}, n))
-		case opWindowUpdate:
-			sid := stream()
-			incr := uint32(next())<<16 | uint32(next())<<8 | uint32(next())
-			if incr == 0xffffff {
-				incr = 1<<31 - 1
-			}
-			var p [4]byte
-			binary.BigEndian.PutUint32(p[:], incr)
-			_ = fr.WriteRawFrame(http2.FrameWindowUpdate, 0, sid, p[:])
-		case opRSTStream:
-			_ = fr.WriteRSTStream(stream(), http2.ErrCode(next()%14))
-		case opSettings:
-			sid := http2.SettingID(next() % 8)
-			v := binary.BigEndian.Uint32([]byte{next(), next(), next(), next()})
-			var p [6]byte
-			binary.BigEndian.PutUint16(p[:2], uint16(sid))
-			binary.BigEndian.PutUint32(p[2:], v)
-			_ = fr.WriteRawFrame(http2.FrameSettings, 0, 0, p[:])
-		case opPing:
-			_ = fr.WritePing(false, [8]byte{4, 5, 6})
-		case opPriority:
-			_ = fr.WritePriority(stream(), http2.PriorityParam{StreamDep: stream(), Weight: 15})
-		case opContinuation:
-			sid, end := stream(), next()&1 != 0
-			b := block.Bytes()
-			_ = fr.WriteContinuation(sid, end, b[len(b)/2:])
-		case opGoAway:
-			_ = fr.WriteGoAway(stream(), http2.ErrCode(next()%14), nil)
-		case opRaw:
-			typ, flags, sid, n := http2.FrameType(next()), http2.Flags(next()), stream(), int(next())
-			payload := make([]byte, 0, n)
-			for range n {
-				payload = append(payload, next())
-			}
-			_ = fr.WriteRawFrame(typ, flags, sid, payload)
-		}
-	}
 }

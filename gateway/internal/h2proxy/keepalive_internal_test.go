@@ -17,7 +17,7 @@ import (
 // word (its host powered off) fails the streams waiting on it once it
 // leaves a PING unanswered, instead of holding them for their timeout.
 func TestUpstreamThatAnswersNothingIsClosed(t *testing.T) {
-	silent := rawUpstream(t, func(*http2.Framer, http2.Frame) {})
+	silent := RawUpstreamForTest(t, func(*http2.Framer, http2.Frame) {})
 	tr := &Transport{PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond}
 	t.Cleanup(tr.Close)
 	failed := make(chan error, 1)
@@ -50,7 +50,7 @@ func TestQuietUpstreamThatAnswersPingsStays(t *testing.T) {
 		pings  atomic.Int32
 		writes sync.Mutex // a framer's writes are not safe for concurrent use
 	)
-	quiet := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) {
+	quiet := RawUpstreamForTest(t, func(fr *http2.Framer, f http2.Frame) {
 		switch f := f.(type) {
 		case *http2.PingFrame:
 			pings.Add(1)

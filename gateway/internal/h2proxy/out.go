@@ -241,23 +241,19 @@ func (o *out) tryWrite(p []byte) (int, error) {
 	}
 	o.wbuf = p
 	err := o.raw.Write(o.writeFD)
-	n, werr := o.wn, o.werr
-	o.wbuf, o.wn, o.werr = nil, 0, nil
-	if err == nil {
-		err = werr
+	o.wbuf = nil
+	if err != nil {
+		return 0, err
 	}
-	return n, err
+	return o.wn, o.werr
 }
 
 // writeSocket is tryWrite's one attempt on the socket. On EAGAIN nothing
 // is written, and flush hands the rest to the writing goroutine.
 func (o *out) writeSocket(fd uintptr) bool {
-	n, errno := sysWrite(fd, o.wbuf)
-	switch errno {
-	case 0:
-		o.wn = n
-	case syscall.EAGAIN:
-	default:
+	n, errno := sysWrite(fd, o.wbuf) // 0 and the errno on failure
+	o.wn, o.werr = n, nil
+	if errno != 0 && errno != syscall.EAGAIN {
 		o.werr = errno
 	}
 	return true
