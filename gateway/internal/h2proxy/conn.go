@@ -219,10 +219,30 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		if c.br.Buffered() == 0 {
+		if !c.frameBuffered() {
 			b.flush()
 		}
 	}
+}
+
+// frameBuffered reports whether the reader holds the whole of the next
+// frame, so that ReadFrame returns it without waiting on the socket; the
+// batch is written before any wait, lest a frame cut short (by TCP, or a
+// HEADERS without the CONTINUATION it announces) hold back what the frames
+// before it made the proxy write. A HEADERS or PUSH_PROMISE that does not
+// end its header block counts as not whole: ReadFrame reads on to its end.
+func (c *conn) frameBuffered() bool {
+	const headerLen = 9 // RFC 9113, 4.1
+	if c.br.Buffered() < headerLen {
+		return false
+	}
+	h, _ := c.br.Peek(headerLen) // buffered already: no read
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	typ, flags := http2.FrameType(h[3]), http2.Flags(h[4])
+	if (typ == http2.FrameHeaders || typ == http2.FramePushPromise) && !flags.Has(http2.FlagHeadersEndHeaders) {
+		return false
+	}
+	return c.br.Buffered() >= headerLen+length
 }
 
 func (c *conn) handle(f http2.Frame, b *batch) error {

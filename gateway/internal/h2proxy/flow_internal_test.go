@@ -306,3 +306,54 @@ func TestStreamCreditIsBatched(t *testing.T) {
 	defer mu.Unlock()
 	assert.LessOrEqual(t, updates, frames*size/streamCreditBatch+1, "%d stream WINDOW_UPDATEs for %d frames", updates, frames)
 }
+
+// TestFramesPassOnBeforeAPartialFrame: what the frames a peer sent made
+// the proxy write goes out before the proxy waits for the rest of a frame
+// that came in part. The frames it read are written in a batch once the
+// reader holds no more; a frame cut short (by TCP, or a HEADERS waiting
+// for its CONTINUATION) held the batch until the rest came, and an
+// upstream connection's batch holds every client's answers.
+func TestFramesPassOnBeforeAPartialFrame(t *testing.T) {
+	started := make(chan struct{}, 1)
+	up := ServeH2CForTest(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		_, _ = io.Copy(w, r.Body)
+	}))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) {
+		_, _ = st.Forward(st.Context(), tr, up, http.Header{}, nil)
+	}}
+	nc, fr := rawClient(t, ServeForTest(t, srv))
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "proxy"}, {Name: ":path", Value: "/echo"}} {
+		require.NoError(t, enc.WriteField(hf))
+	}
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true}))
+	select {
+	case <-started: // the stream is open upstream: its body is passed on as it comes
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+	// The body, then the first bytes of another frame, in one write.
+	var out bytes.Buffer
+	require.NoError(t, http2.NewFramer(&out, nil).WriteData(1, true, []byte("ping")))
+	out.Write([]byte{0, 0, 100, byte(http2.FrameData), 0, 0, 0, 0, 3, 'p', 'a', 'r'})
+	_, err := nc.Write(out.Bytes())
+	require.NoError(t, err)
+
+	body := make(chan string, 1)
+	readFrames(nc, func(f http2.Frame) {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			body <- string(d.Data())
+		}
+	})
+	select {
+	case got := <-body:
+		assert.Equal(t, "ping", got)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the body waited for the rest of the next frame")
+	}
+}
