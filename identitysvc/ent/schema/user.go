@@ -33,7 +33,9 @@ func (User) Fields() []ent.Field {
 		// email is stored normalised (trimmed, lower-case), so uniqueness
 		// is case-insensitive; "" only on a deleted user's tombstone.
 		field.String("email").MaxLen(254),
-		field.String("display_name").Default("").MaxLen(200),
+		// display_name is bounded in characters, as the contract says
+		// (identity.MaxDisplayNameRunes); MaxLen would count bytes.
+		field.String("display_name").Default("").MaxRuneLen(200),
 		// password_hash is an argon2id PHC string; "" on a tombstone.
 		field.String("password_hash").Sensitive(),
 		field.Enum("status").Values("active", "disabled").Default("active"),

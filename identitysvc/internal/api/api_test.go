@@ -142,6 +142,7 @@ func TestAPI(t *testing.T) {
 	s.admins["admin-1"] = true
 	adminToken := s.issuer.Issue(authntest.WithSubject("admin-1"))
 	huge := strings.Repeat("x", 1<<20)
+	withNUL := "a\x00b"
 	newEmail := "ANN@example.com"
 	unknown := "6f1c1a56-0000-4000-8000-000000000000"
 	// refused is VerifyCredentials' answer to an unknown email, which every
@@ -160,6 +161,7 @@ func TestAPI(t *testing.T) {
 			{"password over 1024 bytes", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: strings.Repeat("x", 1025)}))), connect.CodeInvalidArgument},
 			{"malformed email", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
 			{"1 MiB display name", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "correct horse battery", DisplayName: huge}))), connect.CodeInvalidArgument},
+			{"display name with NUL", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "correct horse battery", DisplayName: "a\x00b"}))), connect.CodeInvalidArgument},
 			{"GetMe without token", second(s.client.GetMe(ctx, call("", &identityv1.GetMeRequest{}))), connect.CodeUnauthenticated},
 			{"GetMe with a forged token", second(s.client.GetMe(ctx, call("not.a.jwt", &identityv1.GetMeRequest{}))), connect.CodeUnauthenticated},
 			{"someone else's user without permission", second(s.client.GetUser(ctx, call(annToken, &identityv1.GetUserRequest{UserId: bo.GetId()}))), connect.CodePermissionDenied},
@@ -167,6 +169,7 @@ func TestAPI(t *testing.T) {
 			{"unknown user", second(s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: unknown}))), connect.CodeNotFound},
 			{"update someone else without permission", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{UserId: bo.GetId(), DisplayName: &huge}))), connect.CodePermissionDenied},
 			{"update to 1 MiB display name", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &huge}))), connect.CodeInvalidArgument},
+			{"update to a display name with NUL", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &withNUL}))), connect.CodeInvalidArgument},
 			{"update to a taken email", second(s.client.UpdateUser(ctx, call(boToken, &identityv1.UpdateUserRequest{Email: &newEmail}))), connect.CodeAlreadyExists},
 			{"update an unknown user", second(s.client.UpdateUser(ctx, call(adminToken, &identityv1.UpdateUserRequest{UserId: unknown, DisplayName: &newEmail}))), connect.CodeNotFound},
 			{"self-deletion", second(s.client.DeleteUser(ctx, call(annToken, &identityv1.DeleteUserRequest{UserId: ann.GetId()}))), connect.CodePermissionDenied},
@@ -186,6 +189,7 @@ func TestAPI(t *testing.T) {
 			{"ListUsers with a forged page token", second(s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{PageToken: "forged"}))), connect.CodeInvalidArgument},
 			{"DisableUser without permission", second(s.client.DisableUser(ctx, call(annToken, &identityv1.DisableUserRequest{UserId: ann.GetId()}))), connect.CodePermissionDenied},
 			{"DisableUser with a 501-character reason", second(s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: bo.GetId(), Reason: strings.Repeat("r", 501)}))), connect.CodeInvalidArgument},
+			{"DisableUser with a reason with NUL", second(s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: bo.GetId(), Reason: "a\x00b"}))), connect.CodeInvalidArgument},
 			{"EnableUser without permission", second(s.client.EnableUser(ctx, call(boToken, &identityv1.EnableUserRequest{UserId: bo.GetId()}))), connect.CodePermissionDenied},
 			{"EnableUser of an unknown user", second(s.client.EnableUser(ctx, call(adminToken, &identityv1.EnableUserRequest{UserId: unknown}))), connect.CodeNotFound},
 		}

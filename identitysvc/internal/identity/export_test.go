@@ -1,5 +1,11 @@
 package identity
 
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
 // HashCount is how many argon2id hashes s has computed.
 func HashCount(s *Service) uint64 { return s.hasher.derived.Load() }
 
@@ -15,4 +21,10 @@ func HoldHashSlots(s *Service) (release func()) {
 			<-s.hasher.slots
 		}
 	}
+}
+
+// PageToken is the page token ListUsers would issue for q after the user
+// id created at t: what a caller who read the code could forge.
+func PageToken(q ListQuery, t time.Time, id uuid.UUID) string {
+	return encodeCursor(t, id, q.filterSum())
 }

@@ -153,6 +153,8 @@ func TestCreateUser(t *testing.T) {
 		{"not an email", "not-an-email", "long enough pw", "", nil, "email"},
 		{"no email", "", "long enough pw", "", nil, "email"},
 		{"1 MiB display name", "b@example.com", "long enough pw", strings.Repeat("x", 1<<20), nil, "display_name"},
+		{"display name with NUL", "b@example.com", "long enough pw", "a\x00b", nil, "display_name"},
+		{"display name not UTF-8", "b@example.com", "long enough pw", "a\xffb", nil, "display_name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,6 +174,11 @@ func TestCreateUser(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.svc.CreateUser(t.Context(), "min@example.com", "éééééééééééé", "")
 	require.NoError(t, err)
+	// The display name's limit is in characters, not bytes: 200 of two
+	// bytes each are fine.
+	u, err = f.svc.CreateUser(t.Context(), "name@example.com", "correct horse battery", strings.Repeat("é", 200))
+	require.NoError(t, err)
+	assert.Equal(t, strings.Repeat("é", 200), u.DisplayName)
 
 	// The minimum is configurable down to NIST's 8 characters.
 	g := newFixture(t, func(c *identity.Config) { c.MinPasswordLength = 8 })
@@ -534,10 +541,16 @@ func TestUpdateDeleteAndStatus(t *testing.T) {
 	taken := "IVY@example.com"
 	_, err = f.svc.UpdateUser(ctx, a.ID, nil, &taken)
 	assert.ErrorIs(t, err, identity.ErrEmailTaken)
-	huge := strings.Repeat("x", 1<<20)
-	_, err = f.svc.UpdateUser(ctx, a.ID, &huge, nil)
 	var invalid *identity.ValidationError
-	assert.ErrorAs(t, err, &invalid)
+	for _, bad := range []string{strings.Repeat("x", 1<<20), strings.Repeat("é", 201), "a\x00b", "a\xffb"} {
+		_, err = f.svc.UpdateUser(ctx, a.ID, &bad, nil)
+		require.ErrorAs(t, err, &invalid, "display name %.20q", bad)
+		assert.Equal(t, "display_name", invalid.Field)
+	}
+	long := strings.Repeat("é", 200)
+	got, err = f.svc.UpdateUser(ctx, a.ID, &long, nil)
+	require.NoError(t, err)
+	assert.Equal(t, long, got.DisplayName)
 
 	before := f.events(t)
 	require.NoError(t, f.svc.DeleteUser(ctx, a.ID))
@@ -582,8 +595,17 @@ func TestUpdateDeleteAndStatus(t *testing.T) {
 		assert.Equal(t, identity.StatusActive, got.Status)
 	}
 	assert.Equal(t, before+2, f.events(t))
-	_, err = f.svc.SetStatus(ctx, ivy.ID, identity.StatusDisabled, strings.Repeat("é", 501))
-	assert.ErrorAs(t, err, &invalid)
+	// A refused reason changes nothing: the reason is the audit event's,
+	// which the Audit service would refuse to record.
+	for _, bad := range []string{strings.Repeat("é", 501), "a\x00b", "a\xffb"} {
+		_, err = f.svc.SetStatus(ctx, ivy.ID, identity.StatusDisabled, bad)
+		require.ErrorAs(t, err, &invalid, "reason %.20q", bad)
+		assert.Equal(t, "reason", invalid.Field)
+		got, err := f.svc.GetUser(ctx, ivy.ID)
+		require.NoError(t, err)
+		assert.Equal(t, identity.StatusActive, got.Status, "reason %.20q", bad)
+	}
+	assert.Equal(t, before+2, f.events(t))
 	_, err = f.svc.GetUser(ctx, uuid.New())
 	assert.ErrorIs(t, err, identity.ErrNotFound)
 }

@@ -182,8 +182,21 @@ func decodeCursor(s string, filters uint32) (time.Time, uuid.UUID, error) {
 	if err != nil {
 		return time.Time{}, uuid.UUID{}, errBadCursor
 	}
-	return time.UnixMicro(int64(binary.BigEndian.Uint64(b[:8]))), id, nil
+	t := time.UnixMicro(int64(binary.BigEndian.Uint64(b[:8])))
+	if t.Before(minCursorTime) || !t.Before(maxCursorTime) {
+		return time.Time{}, uuid.UUID{}, errBadCursor
+	}
+	return t, id, nil
 }
+
+// The times a cursor may hold: every creation time is in them, and the
+// filter sum is no seal (anyone can recompute it), so a forged time far
+// outside them must be refused here rather than by PostgreSQL, whose
+// "timestamp out of range" is not the caller's to read.
+var (
+	minCursorTime = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
+	maxCursorTime = time.Date(10000, time.January, 1, 0, 0, 0, 0, time.UTC)
+)
 
 var (
 	errBadCursor     = &ValidationError{Field: "page_token", Reason: "is not a token this service issued"}

@@ -17,6 +17,7 @@ import (
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/ent/onetimetoken"
 	"portcullis.dev/identitysvc/ent/user"
+	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/outbox"
 	auditv1 "portcullis.dev/proto/audit/v1"
@@ -129,8 +130,8 @@ func NormalizeEmail(email string) (string, error) {
 
 func checkDisplayName(name string) (string, error) {
 	name = strings.TrimSpace(name)
-	if !utf8.ValidString(name) {
-		return "", &ValidationError{Field: "display_name", Reason: "must be valid UTF-8"}
+	if !database.ValidText(name) {
+		return "", &ValidationError{Field: "display_name", Reason: "must be UTF-8 text without NUL"}
 	}
 	if utf8.RuneCountInString(name) > MaxDisplayNameRunes {
 		return "", &ValidationError{Field: "display_name", Reason: fmt.Sprintf("must be at most %d characters", MaxDisplayNameRunes)}
@@ -304,14 +305,24 @@ func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
 	return nil
 }
 
+// checkReason refuses a reason the audit event could not carry: the Audit
+// service refuses NUL and invalid UTF-8, and the outbox would then set the
+// event aside for good, leaving a status change without its record.
+func checkReason(reason string) error {
+	if !database.ValidText(reason) || utf8.RuneCountInString(reason) > MaxReasonRunes {
+		return &ValidationError{Field: "reason", Reason: fmt.Sprintf("must be UTF-8 text without NUL of at most %d characters", MaxReasonRunes)}
+	}
+	return nil
+}
+
 // SetStatus disables or enables a user; setting the status it has already
 // succeeds without an event. Disabling ends the user's sessions (see
 // endSessions), even when the user was disabled already: an administrator
 // disabling again is how to retry after the Auth service could not be
 // reached.
 func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, reason string) (User, error) {
-	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonRunes {
-		return User{}, &ValidationError{Field: "reason", Reason: fmt.Sprintf("must be valid UTF-8 of at most %d characters", MaxReasonRunes)}
+	if err := checkReason(reason); err != nil {
+		return User{}, err
 	}
 	var out *ent.User
 	err := s.inTx(ctx, func(tx *ent.Tx) error {
