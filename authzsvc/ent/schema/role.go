@@ -21,7 +21,9 @@ func (Role) Fields() []ent.Field {
 		field.UUID("id", uuid.UUID{}).Default(uuid.New).Immutable(),
 		// name is unique; the domain enforces its format.
 		field.String("name").NotEmpty().MaxLen(63).Unique(),
-		field.String("description").MaxLen(500).Default(""),
+		// In characters, as the contract and the domain count them; MaxLen
+		// would count bytes.
+		field.String("description").MaxRuneLen(500).Default(""),
 		// built_in marks the roles the service creates itself (admin, user):
 		// they cannot be changed or deleted.
 		field.Bool("built_in").Default(false).Immutable(),

@@ -113,15 +113,9 @@ func (s *Service) ListUserRoles(ctx context.Context, user string, page Page) (bi
 	}
 	var afterName, afterResource string
 	if page.Token != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(page.Token)
-		parts := strings.Split(string(raw), "\x00")
-		if err != nil || len(parts) != 3 {
-			return nil, "", invalid("page_token is invalid")
+		if afterName, afterResource, err = parseUserRolesToken(page.Token, user); err != nil {
+			return nil, "", err
 		}
-		if parts[0] != user {
-			return nil, "", invalid("page_token belongs to another user_id")
-		}
-		afterName, afterResource = parts[1], parts[2]
 	}
 	rows, err := s.client.QueryContext(ctx, `SELECT b.role_id, r.name, b.resource, b.created_at
 		FROM bindings b JOIN roles r ON r.id = b.role_id
@@ -147,6 +141,22 @@ func (s *Service) ListUserRoles(ctx context.Context, user string, page Page) (bi
 		next = base64.RawURLEncoding.EncodeToString([]byte(user + "\x00" + last.RoleName + "\x00" + last.Resource))
 	}
 	return bindings, next, nil
+}
+
+// parseUserRolesToken returns the role name and resource after which the
+// next page of user's bindings starts. The token comes back from the
+// caller, who may have made it up: its parts must pass the checks the
+// values it was made from passed, or they would reach the query unchecked.
+func parseUserRolesToken(token, user string) (afterName, afterResource string, err error) {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	parts := strings.Split(string(raw), "\x00")
+	if err != nil || len(parts) != 3 || !ValidRoleName(parts[1]) || checkResource(parts[2]) != nil {
+		return "", "", invalid("page_token is invalid")
+	}
+	if parts[0] != user {
+		return "", "", invalid("page_token belongs to another user_id")
+	}
+	return parts[1], parts[2], nil
 }
 
 // ListUserPermissions returns the distinct permissions the user holds

@@ -102,6 +102,16 @@ func TestHandlerOverConnect(t *testing.T) {
 			_, err := internal.Check(ctx, connect.NewRequest(&authzv1.CheckRequest{Subject: "dave", Permission: "audit.*"}))
 			return err
 		}, connect.CodeInvalidArgument},
+		// Input PostgreSQL cannot take must be refused before it reaches a
+		// query, or it would come back as Unavailable: "retry later".
+		{"description with NUL", func() error {
+			_, err := root.CreateRole(ctx, connect.NewRequest(&authzv1.CreateRoleRequest{Name: "nul", Description: "a\x00b"}))
+			return err
+		}, connect.CodeInvalidArgument},
+		{"page token with invalid UTF-8", func() error {
+			_, err := root.ListUserRoles(ctx, connect.NewRequest(&authzv1.ListUserRolesRequest{UserId: "dave", PageToken: pageToken("dave", "\xff", "")}))
+			return err
+		}, connect.CodeInvalidArgument},
 		{"name taken", func() error {
 			_, err := root.CreateRole(ctx, connect.NewRequest(&authzv1.CreateRoleRequest{Name: "auditors"}))
 			return err

@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"portcullis.dev/kernel/database"
 )
 
 // Limits on what callers send.
@@ -36,9 +38,12 @@ func checkRoleName(name string) error {
 	return nil
 }
 
+// checkDescription refuses what PostgreSQL cannot store, as well as what is
+// too long: either would otherwise fail in the store, as an error the caller
+// is told to retry.
 func checkDescription(d string) error {
-	if !utf8.ValidString(d) || utf8.RuneCountInString(d) > maxDescription {
-		return invalid("description must be valid UTF-8 of at most %d characters", maxDescription)
+	if !database.ValidText(d) || utf8.RuneCountInString(d) > maxDescription {
+		return invalid("description must be valid UTF-8 without NUL, of at most %d characters", maxDescription)
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package authz_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,6 +221,7 @@ func TestInvalidInputIsRefused(t *testing.T) {
 		long[i] = fmt.Sprintf("svc.res.a%d", i)
 	}
 	badName := "Bad Name"
+	nulDesc := "a\x00b"
 	tests := map[string]func() error{
 		"create bad name":   func() error { _, err := r.CreateRole(ctx, authz.NewRole{Name: badName}); return err },
 		"create empty name": func() error { _, err := r.CreateRole(ctx, authz.NewRole{}); return err },
@@ -228,6 +231,14 @@ func TestInvalidInputIsRefused(t *testing.T) {
 		},
 		"create long desc": func() error {
 			_, err := r.CreateRole(ctx, authz.NewRole{Name: "x", Description: string(make([]byte, 501))})
+			return err
+		},
+		"create desc with NUL": func() error {
+			_, err := r.CreateRole(ctx, authz.NewRole{Name: "x", Description: nulDesc})
+			return err
+		},
+		"update desc with NUL": func() error {
+			_, err := r.UpdateRole(ctx, id, authz.RoleChange{Description: &nulDesc})
 			return err
 		},
 		"get bad id":          func() error { _, err := r.GetRole(ctx, "not-a-uuid"); return err },
@@ -254,6 +265,14 @@ func TestInvalidInputIsRefused(t *testing.T) {
 		"list roles neg size":     func() error { _, _, err := r.ListRoles(ctx, authz.Page{Size: -1}); return err },
 		"list bindings no user":   func() error { _, _, err := r.ListUserRoles(ctx, "", authz.Page{}); return err },
 		"list perms bad resource": func() error { _, err := r.ListUserPermissions(ctx, "u", "x"); return err },
+		"list bindings token bad role name": func() error {
+			_, _, err := r.ListUserRoles(ctx, "u1", authz.Page{Token: pageToken("u1", "\xff", "")})
+			return err
+		},
+		"list bindings token bad resource": func() error {
+			_, _, err := r.ListUserRoles(ctx, "u1", authz.Page{Token: pageToken("u1", "valid", "org:\xff")})
+			return err
+		},
 	}
 	for name, call := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -264,6 +283,48 @@ func TestInvalidInputIsRefused(t *testing.T) {
 	}
 	_, err := r.AssignRole(ctx, "u1", "00000000-0000-0000-0000-000000000001", "")
 	assert.Equal(t, authz.KindNotFound, authz.KindOf(err))
+}
+
+// The description's limit is in characters, as the contract says, not in
+// the bytes that UTF-8 takes to store them.
+func TestDescriptionLimitCountsCharacters(t *testing.T) {
+	t.Parallel()
+	r := newReplica(t)
+	tests := []struct {
+		name string
+		desc string
+		want authz.Kind // 0: accepted
+	}{
+		{"500 ASCII", strings.Repeat("a", 500), 0},
+		{"500 two-byte", strings.Repeat("é", 500), 0},
+		{"500 four-byte", strings.Repeat("🎉", 500), 0},
+		{"501 two-byte", strings.Repeat("é", 501), authz.KindInvalid},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			check := func(what string, role authz.Role, err error) {
+				t.Helper()
+				if tt.want != 0 {
+					assert.Equal(t, tt.want, authz.KindOf(err), "%s: %v", what, err)
+					return
+				}
+				if assert.NoError(t, err, what) {
+					assert.True(t, role.Description == tt.desc, "%s: the description changed on the way", what)
+				}
+			}
+			created, err := r.CreateRole(t.Context(), authz.NewRole{Name: fmt.Sprintf("created-%d", i), Description: tt.desc})
+			check("create", created, err)
+			role := r.mustRole(t, fmt.Sprintf("updated-%d", i))
+			updated, err := r.UpdateRole(t.Context(), role.ID.String(), authz.RoleChange{Description: &tt.desc})
+			check("update", updated, err)
+		})
+	}
+}
+
+// pageToken makes a ListUserRoles page token as the service does: it is
+// base64 of user, role name and resource, separated by NUL.
+func pageToken(user, roleName, resource string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(user + "\x00" + roleName + "\x00" + resource))
 }
 
 func TestListPaging(t *testing.T) {
