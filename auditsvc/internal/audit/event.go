@@ -1,10 +1,13 @@
 package audit
 
 import (
+	"math"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"portcullis.dev/kernel/database"
 )
 
 // ActorType is what kind of party performed an action; the numbers are the
@@ -78,6 +81,15 @@ type RecordResult struct {
 	Sequence int64
 }
 
+// The chain hashes an event's time as int64 nanoseconds since the Unix
+// epoch (CHAIN.md), which cannot hold every time PostgreSQL can: an event
+// outside these whole seconds would be stored with a hash no verifier could
+// recompute from its time.
+var (
+	minEventTime = time.Unix(math.MinInt64/int64(time.Second), 0).UTC()
+	maxEventTime = time.Unix(math.MaxInt64/int64(time.Second), 0).UTC()
+)
+
 // Field limits of the contract (portcullis.audit.v1.NewEvent) and of sanity.
 const (
 	maxKeyBytes       = 200
@@ -97,6 +109,8 @@ func normalize(e NewEvent, cfg Config) (NewEvent, error) {
 		return e, invalid("idempotency_key is longer than %d bytes", maxKeyBytes)
 	case e.Time.IsZero():
 		return e, invalid("time is required")
+	case e.Time.Before(minEventTime) || e.Time.After(maxEventTime):
+		return e, invalid("time must be between %s and %s", minEventTime.Format(time.RFC3339), maxEventTime.Format(time.RFC3339))
 	case e.Action == "":
 		return e, invalid("action is required")
 	case e.ActorType < ActorUser || e.ActorType > ActorAnonymous:
@@ -127,9 +141,8 @@ func normalize(e NewEvent, cfg Config) (NewEvent, error) {
 		return e, invalid("metadata is larger than %d bytes", cfg.MaxMetadataBytes)
 	}
 	e.UserAgent = truncateUTF8(e.UserAgent, maxUserAgentBytes)
-	// PostgreSQL text cannot hold NUL, nor invalid UTF-8.
 	for _, s := range e.texts() {
-		if !storable(s) {
+		if !database.ValidText(s) {
 			return e, invalid("a text field holds NUL or invalid UTF-8")
 		}
 	}
@@ -143,15 +156,6 @@ func (e NewEvent) texts() []string {
 		s = append(s, k, v)
 	}
 	return s
-}
-
-func storable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return false
-		}
-	}
-	return utf8.ValidString(s)
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.

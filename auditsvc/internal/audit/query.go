@@ -14,6 +14,7 @@ import (
 	"portcullis.dev/auditsvc/ent"
 	"portcullis.dev/auditsvc/ent/auditlog"
 	"portcullis.dev/auditsvc/ent/predicate"
+	"portcullis.dev/kernel/database"
 )
 
 // Filter selects events; zero fields match anything, set fields combine
@@ -28,6 +29,34 @@ type Filter struct {
 	StartTime time.Time // inclusive
 	EndTime   time.Time // exclusive
 	RequestID string
+}
+
+// PostgreSQL's timestamptz holds 4714-11-24 BC to 294276-12-31 AD.
+var (
+	minStoredTime = time.Date(-4713, time.November, 24, 0, 0, 0, 0, time.UTC)
+	maxStoredTime = time.Date(294276, time.December, 31, 23, 59, 59, 999999000, time.UTC)
+)
+
+// check refuses a filter PostgreSQL cannot compare with the log: text it
+// cannot hold, or a time outside its range, fails the query, and the caller
+// would see an internal error for a request that can never succeed.
+func (f Filter) check() error {
+	for _, t := range []struct{ field, value string }{
+		{"actor_id", f.ActorID}, {"action", f.Action}, {"target", f.Target}, {"request_id", f.RequestID},
+	} {
+		if !database.ValidText(t.value) {
+			return invalid("filter.%s holds NUL or invalid UTF-8", t.field)
+		}
+	}
+	for _, t := range []struct {
+		field string
+		value time.Time
+	}{{"start_time", f.StartTime}, {"end_time", f.EndTime}} {
+		if t.value.Before(minStoredTime) || t.value.After(maxStoredTime) {
+			return invalid("filter.%s must be between 4714-11-24 BC and 294276-12-31", t.field)
+		}
+	}
+	return nil
 }
 
 func (f Filter) predicates() []predicate.AuditLog {
@@ -87,6 +116,9 @@ func (s *Service) QueryEvents(ctx context.Context, q Query) (*Page, error) {
 		q.PageSize = s.cfg.DefaultPageSize
 	case q.PageSize > s.cfg.MaxPageSize:
 		q.PageSize = s.cfg.MaxPageSize
+	}
+	if err := q.Filter.check(); err != nil {
+		return nil, err
 	}
 	fp := q.fingerprint()
 	ps := q.Filter.predicates()
@@ -173,6 +205,9 @@ func (s *Service) GetEvent(ctx context.Context, id uuid.UUID) (*Event, error) {
 func (s *Service) ExportEvents(ctx context.Context, f Filter, after int64, send func(*Event) error) error {
 	if after < 0 {
 		return invalid("after_sequence must not be negative")
+	}
+	if err := f.check(); err != nil {
+		return err
 	}
 	ps := f.predicates()
 	for {

@@ -44,6 +44,11 @@ func TestQueryEvents(t *testing.T) {
 		{"outcome", audit.Filter{Outcome: audit.OutcomeDenied, Target: "user:4"}, []int64{15, 30}},
 		{"request", audit.Filter{RequestID: "req-6"}, []int64{7, 14, 21, 28}},
 		{"time range", audit.Filter{StartTime: epoch.Add(10 * time.Second), EndTime: epoch.Add(13 * time.Second)}, []int64{11, 12, 13}},
+		{"PostgreSQL's whole time range", audit.Filter{
+			StartTime: time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC), // 4714 BC
+			EndTime:   time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC),
+			Target:    "user:4",
+		}, []int64{5, 10, 15, 20, 25, 30}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,6 +89,31 @@ func TestQueryEvents(t *testing.T) {
 		assert.ErrorIs(t, err, audit.ErrInvalid)
 		_, err = s.svc.QueryEvents(ctx, audit.Query{PageSize: -1})
 		assert.ErrorIs(t, err, audit.ErrInvalid)
+	})
+	t.Run("filters PostgreSQL cannot take", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			name   string
+			filter audit.Filter
+			field  string
+		}{
+			{"NUL in actor_id", audit.Filter{ActorID: "user-\x00"}, "actor_id"},
+			{"invalid UTF-8 in action", audit.Filter{Action: "auth.\xff"}, "action"},
+			{"NUL in target", audit.Filter{Target: "user:\x00"}, "target"},
+			{"invalid UTF-8 in request_id", audit.Filter{RequestID: "req-\xc3"}, "request_id"},
+			{"start_time after PostgreSQL's range", audit.Filter{StartTime: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}, "start_time"},
+			{"end_time before PostgreSQL's range", audit.Filter{EndTime: time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC)}, "end_time"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := s.svc.QueryEvents(ctx, audit.Query{Filter: tt.filter})
+				require.ErrorIs(t, err, audit.ErrInvalid)
+				assert.ErrorContains(t, err, tt.field)
+				err = s.svc.ExportEvents(ctx, tt.filter, 0, func(*audit.Event) error { return nil })
+				require.ErrorIs(t, err, audit.ErrInvalid)
+				assert.ErrorContains(t, err, tt.field)
+			})
+		}
 	})
 	t.Run("page size capped", func(t *testing.T) {
 		t.Parallel()

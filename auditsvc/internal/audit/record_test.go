@@ -111,6 +111,10 @@ func TestRecordValidates(t *testing.T) {
 		{"oversized metadata", mod(func(e *audit.NewEvent) { e.Metadata = map[string]string{"a": strings.Repeat("x", 64)} })},
 		{"empty metadata key", mod(func(e *audit.NewEvent) { e.Metadata = map[string]string{"": "x"} })},
 		{"NUL in a field", mod(func(e *audit.NewEvent) { e.Target = "user:\x00" })},
+		{"time after PostgreSQL's range", mod(func(e *audit.NewEvent) { e.Time = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC) })},
+		{"time before PostgreSQL's range", mod(func(e *audit.NewEvent) { e.Time = time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC) })},
+		{"time after the chain's range", mod(func(e *audit.NewEvent) { e.Time = time.Date(2263, 1, 1, 0, 0, 0, 0, time.UTC) })},
+		{"time before the chain's range", mod(func(e *audit.NewEvent) { e.Time = time.Date(1677, 1, 1, 0, 0, 0, 0, time.UTC) })},
 		{"long target", mod(func(e *audit.NewEvent) { e.Target = strings.Repeat("t", 257) })},
 	}
 	for _, tt := range tests {

@@ -252,6 +252,9 @@ func TestInvalidArguments(t *testing.T) {
 		"no time":            bad(func(e *auditv1.NewEvent) { e.Time = nil }),
 		"no outcome":         bad(func(e *auditv1.NewEvent) { e.Outcome = auditv1.Outcome_OUTCOME_UNSPECIFIED }),
 		"oversized metadata": bad(func(e *auditv1.NewEvent) { e.Metadata = map[string]string{"k": strings.Repeat("v", 9000)} }),
+		// The outbox sets aside an event refused as invalid; any other
+		// error would have it sent again, forever.
+		"time out of range": bad(func(e *auditv1.NewEvent) { e.Time = &timestamppb.Timestamp{Seconds: 1e13} }),
 	} {
 		_, err := e.client.Record(ctx, request(&auditv1.RecordRequest{Events: evs}, asService(e.service)))
 		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "%s: %v", name, err)
@@ -264,6 +267,18 @@ func TestInvalidArguments(t *testing.T) {
 	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
 	_, err = e.client.VerifyChain(ctx, request(&auditv1.VerifyChainRequest{StartSequence: 5, EndSequence: 2}, asUser(e.auditor)))
 	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+	for name, f := range map[string]*auditv1.EventFilter{
+		"NUL in actor_id":   {ActorId: "u\x00"},
+		"time out of range": {StartTime: &timestamppb.Timestamp{Seconds: -1e13}},
+	} {
+		_, err = e.client.QueryEvents(ctx, request(&auditv1.QueryEventsRequest{Filter: f}, asUser(e.reader)))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "query, %s: %v", name, err)
+		stream, err := e.client.ExportEvents(ctx, request(&auditv1.ExportEventsRequest{Filter: f}, asUser(e.auditor)))
+		require.NoError(t, err)
+		for stream.Receive() {
+		}
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(stream.Err()), "export, %s: %v", name, stream.Err())
+	}
 }
 
 func TestQueryAndGet(t *testing.T) {
