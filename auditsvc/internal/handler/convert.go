@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,11 +15,11 @@ func newEventFromProto(e *auditv1.NewEvent) audit.NewEvent {
 	return audit.NewEvent{
 		IdempotencyKey: e.GetIdempotencyKey(),
 		Time:           timeFromProto(e.GetTime()),
-		ActorType:      audit.ActorType(e.GetActor().GetType()),
+		ActorType:      narrow[audit.ActorType](e.GetActor().GetType()),
 		ActorID:        e.GetActor().GetId(),
 		Action:         e.GetAction(),
 		Target:         e.GetTarget(),
-		Outcome:        audit.Outcome(e.GetOutcome()),
+		Outcome:        narrow[audit.Outcome](e.GetOutcome()),
 		SourceIP:       e.GetSourceIp(),
 		UserAgent:      e.GetUserAgent(),
 		RequestID:      e.GetRequestId(),
@@ -28,15 +29,26 @@ func newEventFromProto(e *auditv1.NewEvent) audit.NewEvent {
 
 func filterFromProto(f *auditv1.EventFilter) audit.Filter {
 	return audit.Filter{
-		ActorType: audit.ActorType(f.GetActorType()),
+		ActorType: narrow[audit.ActorType](f.GetActorType()),
 		ActorID:   f.GetActorId(),
 		Action:    f.GetAction(),
 		Target:    f.GetTarget(),
-		Outcome:   audit.Outcome(f.GetOutcome()),
+		Outcome:   narrow[audit.Outcome](f.GetOutcome()),
 		StartTime: timeFromProto(f.GetStartTime()),
 		EndTime:   timeFromProto(f.GetEndTime()),
 		RequestID: f.GetRequestId(),
 	}
+}
+
+// narrow converts one of the contract's enums, an open int32, to the
+// domain's int16 one. A number beyond int16 would wrap into a defined value
+// (65537 into 1): it becomes -1, which no value is, so that an event is
+// refused, a filter matches nothing and an exported event fails to verify.
+func narrow[D ~int16, P ~int32](p P) D {
+	if p < math.MinInt16 || p > math.MaxInt16 {
+		return -1
+	}
+	return D(p)
 }
 
 // timeFromProto maps an unset timestamp to the zero time, which the domain
@@ -77,11 +89,11 @@ func eventFromProto(e *auditv1.Event) *audit.Event {
 		Sequence:       e.GetSequence(),
 		Time:           timeFromProto(e.GetTime()).UTC(),
 		RecordTime:     timeFromProto(e.GetRecordTime()).UTC(),
-		ActorType:      audit.ActorType(e.GetActor().GetType()),
+		ActorType:      narrow[audit.ActorType](e.GetActor().GetType()),
 		ActorID:        e.GetActor().GetId(),
 		Action:         e.GetAction(),
 		Target:         e.GetTarget(),
-		Outcome:        audit.Outcome(e.GetOutcome()),
+		Outcome:        narrow[audit.Outcome](e.GetOutcome()),
 		SourceIP:       e.GetSourceIp(),
 		UserAgent:      e.GetUserAgent(),
 		RequestID:      e.GetRequestId(),

@@ -255,6 +255,9 @@ func TestInvalidArguments(t *testing.T) {
 		// The outbox sets aside an event refused as invalid; any other
 		// error would have it sent again, forever.
 		"time out of range": bad(func(e *auditv1.NewEvent) { e.Time = &timestamppb.Timestamp{Seconds: 1e13} }),
+		// Enums are open int32s: 65537 must not wrap into USER or SUCCESS.
+		"actor type beyond int16": bad(func(e *auditv1.NewEvent) { e.Actor.Type = 65537 }),
+		"outcome beyond int16":    bad(func(e *auditv1.NewEvent) { e.Outcome = 65537 }),
 	} {
 		_, err := e.client.Record(ctx, request(&auditv1.RecordRequest{Events: evs}, asService(e.service)))
 		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "%s: %v", name, err)
