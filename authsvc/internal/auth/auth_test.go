@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +53,9 @@ func TestLogin(t *testing.T) {
 		{name: "identity busy", email: authtest.BusyEmail, password: authtest.Password, want: auth.ErrIdentityUnavailable},
 		{name: "no email", password: authtest.Password, invalid: true},
 		{name: "no password", email: authtest.ActiveEmail, invalid: true},
+		// The email goes into the audit event of a failed login.
+		{name: "email with NUL", email: "alice\x00@example.com", password: authtest.Password, invalid: true},
+		{name: "email not UTF-8", email: "al\xefce@example.com", password: authtest.Password, invalid: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,6 +88,48 @@ func TestLogin(t *testing.T) {
 	// Identity does not say why, so neither can the audit log; a busy
 	// Identity is no failed login.
 	assert.Equal(t, []string{"invalid_credentials", "invalid_credentials", "invalid_credentials", "invalid_credentials"}, reasons)
+}
+
+// TestLoginClientInfo checks that what a client says about itself is kept
+// as well as the database can store it, and never stops the login.
+func TestLoginClientInfo(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	tests := []struct {
+		name, userAgent, wantUserAgent, sourceIP, wantSourceIP string
+	}{
+		{name: "ASCII", userAgent: "test/1.0", wantUserAgent: "test/1.0"},
+		{name: "UTF-8", userAgent: "caf\u00e9/1.0", wantUserAgent: "caf\u00e9/1.0"},
+		{name: "Latin-1", userAgent: "Mozilla/5.0 (caf\xe9)", wantUserAgent: "Mozilla/5.0 (caf\uFFFD)"},
+		{name: "NUL", userAgent: "a\x00b", wantUserAgent: "ab"},
+		{name: "long", userAgent: strings.Repeat("a", 600), wantUserAgent: strings.Repeat("a", 512)},
+		{name: "long, a character across the cut", userAgent: strings.Repeat("a", 511) + "\u00e9", wantUserAgent: strings.Repeat("a", 511)},
+		{name: "long, Latin-1 at the cut", userAgent: strings.Repeat("a", 510) + "\xe9\xe9\xe9", wantUserAgent: strings.Repeat("a", 510)},
+		{name: "source IP with NUL", sourceIP: "192.0.2.1\x00", wantSourceIP: "192.0.2.1"},
+		{name: "source IP not UTF-8", sourceIP: "192.0.2.\xff", wantSourceIP: "192.0.2.\uFFFD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := e.Service.Login(t.Context(), auth.LoginInput{
+				Email: authtest.ActiveEmail, Password: authtest.Password, SourceIP: tt.sourceIP, UserAgent: tt.userAgent,
+			})
+			require.NoError(t, err)
+			sessions, _, err := e.Service.ListSessions(t.Context(), authtest.ActiveID, 0, "")
+			require.NoError(t, err)
+			require.NotEmpty(t, sessions)
+			s := sessions[0]
+			require.Equal(t, p.SessionID, s.ID)
+			assert.Equal(t, tt.wantUserAgent, s.UserAgent)
+			assert.Equal(t, tt.wantSourceIP, s.SourceIP)
+			e.Clock.Advance(time.Second) // the next session is newest
+		})
+	}
+	_, events := e.Events(t)
+	require.Len(t, events, len(tests))
+	for i, ev := range events {
+		assert.Equal(t, "auth.login.succeeded", ev.GetAction())
+		assert.Equal(t, tests[i].wantSourceIP, ev.GetMetadata()["source_ip"])
+	}
 }
 
 // identityAnswer is an Identity service that gives one fixed answer.

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
 	"portcullis.dev/authsvc/ent"
+	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/outbox"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	identityv1 "portcullis.dev/proto/identity/v1"
@@ -34,6 +36,10 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		return nil, invalid("email", "required")
 	case len(in.Email) > 254:
 		return nil, invalid("email", "longer than 254 bytes")
+	case !database.ValidText(in.Email):
+		// Refused here, not by Identity: a failed login audits the email,
+		// and the Audit service refuses such text.
+		return nil, invalid("email", "must be UTF-8 without NUL")
 	case in.Password == "":
 		return nil, invalid("password", "required")
 	case len(in.Password) > 1024:
@@ -97,10 +103,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 				return err
 			}
 		}
-		ua := in.UserAgent
-		if len(ua) > maxUserAgent {
-			ua = truncateUTF8(ua, maxUserAgent)
-		}
+		sourceIP, userAgent := in.client()
 		var err error
 		sess, err = tx.Session.Create().
 			SetID(uuid.NewString()).
@@ -108,8 +111,8 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 			SetCreatedAt(now).
 			SetIdleExpiresAt(minTime(now.Add(s.cfg.RefreshIdleTTL), now.Add(s.cfg.RefreshAbsoluteTTL))).
 			SetExpiresAt(now.Add(s.cfg.RefreshAbsoluteTTL)).
-			SetSourceIP(in.SourceIP).
-			SetUserAgent(ua).
+			SetSourceIP(sourceIP).
+			SetUserAgent(userAgent).
 			Save(ctx)
 		if err != nil {
 			return fmt.Errorf("auth: create session: %w", err)
@@ -117,7 +120,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		if refresh, err = newRefreshToken(ctx, tx, sess.ID, now); err != nil {
 			return fmt.Errorf("auth: create refresh token: %w", err)
 		}
-		meta := map[string]string{"user_id": user.GetUserId(), "session_id": sess.ID, "source_ip": in.SourceIP, "mfa": fmt.Sprint(step > 0)}
+		meta := map[string]string{"user_id": user.GetUserId(), "session_id": sess.ID, "source_ip": sourceIP, "mfa": fmt.Sprint(step > 0)}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.succeeded", "user:"+user.GetUserId(), auditv1.Outcome_OUTCOME_SUCCESS, meta))
 	})
 	if reason := totpFailure(""); errors.As(err, &reason) {
@@ -170,8 +173,22 @@ func enqueueLoginFailed(ctx context.Context, tx *ent.Tx, userID, email, reason s
 	return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.failed", target, auditv1.Outcome_OUTCOME_FAILURE, meta))
 }
 
+// client returns the source IP and User-Agent of in as a session keeps
+// them. They describe the client, for the user to recognise it by, so bytes
+// PostgreSQL cannot store are replaced rather than the login refused: Go's
+// HTTP server passes header bytes 0x80-0xFF, and a client sending Latin-1 in
+// its User-Agent must still be able to log in.
+func (in LoginInput) client() (sourceIP, userAgent string) {
+	return database.CleanText(in.SourceIP), truncateUTF8(database.CleanText(in.UserAgent), maxUserAgent)
+}
+
+// truncateUTF8 cuts s, valid UTF-8, to at most n bytes without splitting a
+// character.
 func truncateUTF8(s string, n int) string {
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
 	return s[:n]

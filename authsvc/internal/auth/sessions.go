@@ -39,6 +39,23 @@ type pageToken struct {
 	ID        string `json:"i"`
 }
 
+// maxPageTokenSkew is how far past now the time of a page token may be:
+// the session it names was created by a replica whose clock may be ahead.
+const maxPageTokenSkew = time.Hour
+
+// decodePageToken returns where token says userID's listing goes on. A
+// client can make up a token as well as receive one, and its parts go into
+// the query, so each is checked as the service writes it.
+func decodePageToken(token, userID string, now time.Time) (pageToken, error) {
+	var pt pageToken
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || json.Unmarshal(b, &pt) != nil || pt.UserID != userID || !canonicalUUID(pt.ID) ||
+		pt.CreatedAt <= 0 || time.Unix(0, pt.CreatedAt).After(now.Add(maxPageTokenSkew)) {
+		return pageToken{}, invalid("page_token", "not a page token of this listing")
+	}
+	return pt, nil
+}
+
 // active selects sessions that can still be refreshed at now.
 func active(now time.Time) predicate.Session {
 	return session.And(session.RevokedAtIsNil(), session.IdleExpiresAtGT(now), session.ExpiresAtGT(now))
@@ -55,12 +72,15 @@ func (s *Service) ListSessions(ctx context.Context, userID string, pageSize int,
 	case pageSize > maxPageSize:
 		pageSize = maxPageSize
 	}
-	q := s.db.Session.Query().Where(session.UserID(userID), active(s.now()))
+	if err := checkID("user_id", userID); err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	q := s.db.Session.Query().Where(session.UserID(userID), active(now))
 	if token != "" {
-		var pt pageToken
-		b, err := base64.RawURLEncoding.DecodeString(token)
-		if err != nil || json.Unmarshal(b, &pt) != nil || pt.UserID != userID {
-			return nil, "", invalid("page_token", "not a page token of this listing")
+		pt, err := decodePageToken(token, userID, now)
+		if err != nil {
+			return nil, "", err
 		}
 		c := time.Unix(0, pt.CreatedAt)
 		q = q.Where(session.Or(session.CreatedAtLT(c), session.And(session.CreatedAt(c), session.IDLT(pt.ID))))
@@ -90,8 +110,14 @@ func (s *Service) ListSessions(ctx context.Context, userID string, pageSize int,
 // [ErrSessionNotFound] when userID has no such session; revoking a revoked
 // session succeeds.
 func (s *Service) RevokeSession(ctx context.Context, userID, sid string) error {
+	if err := checkID("user_id", userID); err != nil {
+		return err
+	}
 	if sid == "" {
 		return invalid("session_id", "required")
+	}
+	if err := checkID("session_id", sid); err != nil {
+		return err
 	}
 	return s.withTx(ctx, func(tx *ent.Tx) error {
 		sess, err := tx.Session.Query().Where(session.ID(sid), session.UserID(userID)).ForUpdate().Only(ctx)
@@ -115,6 +141,9 @@ func (s *Service) RevokeSession(ctx context.Context, userID, sid string) error {
 // RevokeAllSessions ends every active session of userID but keep (if not
 // empty), and returns how many it ended.
 func (s *Service) RevokeAllSessions(ctx context.Context, userID, keep string) (int, error) {
+	if err := checkID("user_id", userID); err != nil {
+		return 0, err
+	}
 	return s.revokeAll(ctx, userID, keep, reasonRevoked)
 }
 
@@ -137,6 +166,11 @@ func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except st
 	userID = id.String()
 	if !validReason(reason) {
 		return 0, invalid("reason", fmt.Sprintf("must be a lower-case word of letters, digits and underscores of at most %d bytes", maxReasonLen))
+	}
+	if except != "" {
+		if err := checkID("except_session_id", except); err != nil {
+			return 0, err
+		}
 	}
 	return s.revokeAll(ctx, userID, except, reason)
 }

@@ -1,9 +1,13 @@
 package auth_test
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -15,7 +19,8 @@ func TestEndUserSessions(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name, userID, reason string
-		keep                 bool // the second session is the exception
+		keep                 bool   // the second session is the exception
+		except               string // an exception of the test's own
 		invalid              string
 		wantEnded            int
 	}{
@@ -29,6 +34,8 @@ func TestEndUserSessions(t *testing.T) {
 		{name: "reason not a word", userID: authtest.ActiveID, reason: "user disabled", invalid: "reason"},
 		{name: "reason in capitals", userID: authtest.ActiveID, reason: "USER_DISABLED", invalid: "reason"},
 		{name: "reason too long", userID: authtest.ActiveID, reason: strings.Repeat("x", 65), invalid: "reason"},
+		{name: "except_session_id with NUL", userID: authtest.ActiveID, reason: "user_disabled", except: "\x00", invalid: "except_session_id"},
+		{name: "except_session_id not a UUID", userID: authtest.ActiveID, reason: "user_disabled", except: "session-2", invalid: "except_session_id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,6 +45,9 @@ func TestEndUserSessions(t *testing.T) {
 			except := ""
 			if tt.keep {
 				except = pairs[1].SessionID
+			}
+			if tt.except != "" {
+				except = tt.except
 			}
 			n, err := e.Service.EndUserSessions(t.Context(), tt.userID, tt.reason, except)
 			if tt.invalid != "" {
@@ -75,6 +85,116 @@ func TestEndUserSessions(t *testing.T) {
 			again, err := e.Service.EndUserSessions(t.Context(), tt.userID, tt.reason, except)
 			require.NoError(t, err, "a repeated call fails")
 			assert.Zero(t, again, "a repeated call ended sessions")
+		})
+	}
+}
+
+func TestRevokeSessionArguments(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	sid := login(t, e, "").SessionID
+	tests := []struct {
+		name, userID, sessionID string
+		invalid                 string // the field refused
+		want                    error
+	}{
+		{name: "no session_id", userID: authtest.ActiveID, invalid: "session_id"},
+		{name: "session_id with NUL", userID: authtest.ActiveID, sessionID: "\x00", invalid: "session_id"},
+		{name: "session_id not a UUID", userID: authtest.ActiveID, sessionID: "session-1", invalid: "session_id"},
+		{name: "session_id without hyphens", userID: authtest.ActiveID, sessionID: strings.ReplaceAll(sid, "-", ""), invalid: "session_id"},
+		{name: "user_id with NUL", userID: "\x00", sessionID: sid, invalid: "user_id"},
+		{name: "user_id not a UUID", userID: authtest.ActiveEmail, sessionID: sid, invalid: "user_id"},
+		{name: "unknown session", userID: authtest.ActiveID, sessionID: uuid.NewString(), want: auth.ErrSessionNotFound},
+		{name: "another user's session", userID: authtest.DisabledID, sessionID: sid, want: auth.ErrSessionNotFound},
+		{name: "own session", userID: authtest.ActiveID, sessionID: sid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := e.Service.RevokeSession(t.Context(), tt.userID, tt.sessionID)
+			switch {
+			case tt.invalid != "":
+				var inv *auth.InvalidArgumentError
+				require.ErrorAs(t, err, &inv)
+				assert.Equal(t, tt.invalid, inv.Field)
+			case tt.want != nil:
+				require.ErrorIs(t, err, tt.want)
+			default:
+				require.NoError(t, err)
+			}
+		})
+	}
+	left, _, err := e.Service.ListSessions(t.Context(), authtest.ActiveID, 0, "")
+	require.NoError(t, err)
+	assert.Empty(t, left)
+}
+
+func TestRevokeAllSessionsUserID(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	login(t, e, "")
+	for _, userID := range []string{"", "\x00", authtest.ActiveEmail, strings.ReplaceAll(authtest.ActiveID, "-", "")} {
+		_, err := e.Service.RevokeAllSessions(t.Context(), userID, "")
+		var inv *auth.InvalidArgumentError
+		require.ErrorAs(t, err, &inv, "%q", userID)
+		assert.Equal(t, "user_id", inv.Field)
+	}
+	left, _, err := e.Service.ListSessions(t.Context(), authtest.ActiveID, 0, "")
+	require.NoError(t, err)
+	assert.Len(t, left, 1, "a refused call ended sessions")
+}
+
+// TestListSessionsPageToken checks that a page token a client made up
+// rather than received is refused as one, whatever it holds.
+func TestListSessionsPageToken(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	for range 3 {
+		login(t, e, "")
+		e.Clock.Advance(time.Second)
+	}
+	first, next, err := e.Service.ListSessions(t.Context(), authtest.ActiveID, 1, "")
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+	require.NotEmpty(t, next)
+	made := func(u string, c int64, i string) string {
+		b, err := json.Marshal(map[string]any{"u": u, "c": c, "i": i})
+		require.NoError(t, err)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	at := first[0].CreatedAt.UnixNano()
+	tests := []struct {
+		name, userID, token string
+		invalid             string // the field refused
+	}{
+		{name: "issued", userID: authtest.ActiveID, token: next},
+		{name: "issued, remade", userID: authtest.ActiveID, token: made(authtest.ActiveID, at, first[0].ID)},
+		{name: "of another user's listing", userID: authtest.DisabledID, token: next, invalid: "page_token"},
+		{name: "not base64", userID: authtest.ActiveID, token: "not a token!", invalid: "page_token"},
+		{name: "not JSON", userID: authtest.ActiveID, token: base64.RawURLEncoding.EncodeToString([]byte("nope")), invalid: "page_token"},
+		{name: "session ID with NUL", userID: authtest.ActiveID, token: made(authtest.ActiveID, 0, "\x00"), invalid: "page_token"},
+		{name: "session ID with NUL, real time", userID: authtest.ActiveID, token: made(authtest.ActiveID, at, "\x00"), invalid: "page_token"},
+		{name: "session ID not a UUID", userID: authtest.ActiveID, token: made(authtest.ActiveID, at, "zzz"), invalid: "page_token"},
+		{name: "session ID without hyphens", userID: authtest.ActiveID, token: made(authtest.ActiveID, at, strings.ReplaceAll(first[0].ID, "-", "")), invalid: "page_token"},
+		{name: "no session ID", userID: authtest.ActiveID, token: made(authtest.ActiveID, at, ""), invalid: "page_token"},
+		{name: "time zero", userID: authtest.ActiveID, token: made(authtest.ActiveID, 0, first[0].ID), invalid: "page_token"},
+		{name: "time before 1970", userID: authtest.ActiveID, token: made(authtest.ActiveID, -1, first[0].ID), invalid: "page_token"},
+		{name: "time in the future", userID: authtest.ActiveID, token: made(authtest.ActiveID, e.Clock.Now().Add(48*time.Hour).UnixNano(), first[0].ID), invalid: "page_token"},
+		{name: "user_id with NUL", userID: "\x00", invalid: "user_id"},
+		{name: "user_id not a UUID", userID: authtest.ActiveEmail, invalid: "user_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			page, _, err := e.Service.ListSessions(t.Context(), tt.userID, 1, tt.token)
+			if tt.invalid == "" {
+				require.NoError(t, err)
+				require.Len(t, page, 1)
+				assert.True(t, page[0].CreatedAt.Before(first[0].CreatedAt), "not the next page")
+				return
+			}
+			var inv *auth.InvalidArgumentError
+			require.ErrorAs(t, err, &inv)
+			assert.Equal(t, tt.invalid, inv.Field)
 		})
 	}
 }

@@ -234,18 +234,12 @@ func (s *Service) EnrollTOTP(ctx context.Context, userID string) (*Enrollment, e
 	}
 	now := s.now()
 	err = s.withTx(ctx, func(tx *ent.Tx) error {
-		c, err := tx.TOTPCredential.Query().Where(totpcredential.ID(userID)).ForUpdate().Only(ctx)
-		switch {
-		case ent.IsNotFound(err):
-			err = tx.TOTPCredential.Create().SetID(userID).SetSecretSealed(sealed).SetCreatedAt(now).Exec(ctx)
-		case err != nil:
-		case c.ConfirmedAt != nil:
-			return ErrTOTPAlreadyEnabled
-		default:
-			err = c.Update().SetSecretSealed(sealed).SetCreatedAt(now).SetLastUsedStep(0).Exec(ctx)
-		}
+		pending, err := setPendingSecret(ctx, tx, userID, sealed, now)
 		if err != nil {
-			return fmt.Errorf("auth: totp: %w", err)
+			return fmt.Errorf("auth: totp: enroll: %w", err)
+		}
+		if !pending {
+			return ErrTOTPAlreadyEnabled
 		}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.totp.enrollment_started", "user:"+userID, auditv1.Outcome_OUTCOME_SUCCESS, nil))
 	})
@@ -253,6 +247,29 @@ func (s *Service) EnrollTOTP(ctx context.Context, userID string) (*Enrollment, e
 		return nil, err
 	}
 	return &Enrollment{Secret: key.Secret(), URI: key.URL()}, nil
+}
+
+// setPendingSecret makes sealed the pending TOTP secret of userID in tx,
+// replacing a pending one, and reports false, changing nothing, when TOTP
+// is on. It is one upsert because a SELECT ... FOR UPDATE locks nothing
+// while the user has no row: two enrolments at once (a double click) would
+// both INSERT, and the second fail on the key. The upsert makes the second
+// wait for the first and then replace its secret, as it would have one
+// after the other. Either way the row stays locked until tx ends.
+func setPendingSecret(ctx context.Context, tx *ent.Tx, userID string, sealed []byte, now time.Time) (bool, error) {
+	rows, err := tx.QueryContext(ctx, `
+		INSERT INTO totp_credentials AS c (id, secret_sealed, created_at) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET secret_sealed = EXCLUDED.secret_sealed, created_at = EXCLUDED.created_at, last_used_step = 0
+		WHERE c.confirmed_at IS NULL
+		RETURNING true`, userID, sealed, now)
+	if err != nil {
+		return false, err
+	}
+	pending := rows.Next()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return false, err
+	}
+	return pending, nil
 }
 
 // ConfirmTOTP turns TOTP on for userID once code proves the app has the
@@ -295,6 +312,9 @@ func (s *Service) ConfirmTOTP(ctx context.Context, userID, code string) error {
 // a stolen access token could guess codes here without limit and then turn
 // the second factor off.
 func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, code string) error {
+	if err := checkID("user_id", userID); err != nil {
+		return err
+	}
 	now := s.now()
 	err := s.withTx(ctx, func(tx *ent.Tx) error {
 		c, err := tx.TOTPCredential.Query().Where(totpcredential.ID(userID)).ForUpdate().Only(ctx)

@@ -2,10 +2,12 @@ package auth_test
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -303,4 +305,110 @@ func TestDisableTOTPSpendsItsCode(t *testing.T) {
 		require.NoError(t, u.Service.DisableTOTP(t.Context(), authtest.ActiveID, true, code(t, u.secret, u.Clock.Now())))
 		require.NoError(t, u.login(t, ""), "TOTP off")
 	})
+}
+
+// TestEnrollTOTPConcurrently enrols one user several times at once (a
+// double click, a retrying client): each call ends as it would one after
+// the other, the last replacing the pending secret of the one before.
+func TestEnrollTOTPConcurrently(t *testing.T) {
+	t.Parallel()
+	const rounds = 10
+	tests := []struct {
+		name    string
+		state   string // the user's TOTP before: "none", "pending" or "on"
+		callers int
+		want    error
+	}{
+		{name: "double click, nothing enrolled yet", state: "none", callers: 2},
+		{name: "many at once, nothing enrolled yet", state: "none", callers: 8},
+		{name: "many at once, one pending", state: "pending", callers: 8},
+		{name: "many at once, TOTP on", state: "on", callers: 8, want: auth.ErrTOTPAlreadyEnabled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := authtest.New(t, authtest.Options{})
+			for round := range rounds {
+				user := uuid.NewString()
+				before := ""
+				if tt.state != "none" {
+					en, err := e.Service.EnrollTOTP(t.Context(), user)
+					require.NoError(t, err)
+					before = en.Secret
+				}
+				if tt.state == "on" {
+					require.NoError(t, e.Service.ConfirmTOTP(t.Context(), user, code(t, before, e.Clock.Now())))
+				}
+				secrets := map[string]bool{}
+				var mu sync.Mutex
+				errs := make([]error, tt.callers)
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				for i := range tt.callers {
+					wg.Go(func() {
+						<-start
+						en, err := e.Service.EnrollTOTP(t.Context(), user)
+						errs[i] = err
+						if err == nil {
+							mu.Lock()
+							secrets[en.Secret] = true
+							mu.Unlock()
+						}
+					})
+				}
+				close(start)
+				wg.Wait()
+				for i, err := range errs {
+					if tt.want != nil {
+						require.ErrorIs(t, err, tt.want, "round %d, caller %d", round, i)
+					} else {
+						require.NoError(t, err, "round %d, caller %d", round, i)
+					}
+				}
+				var stored []byte
+				require.NoError(t, e.DB.DB.QueryRowContext(t.Context(),
+					"SELECT secret_sealed FROM totp_credentials WHERE id = $1", user).Scan(&stored))
+				plain, err := e.Sealer.Open(stored, "totp:"+user)
+				require.NoError(t, err)
+				if tt.want != nil {
+					assert.Equal(t, before, string(plain), "round %d: the secret in use was replaced", round)
+					continue
+				}
+				require.Len(t, secrets, tt.callers, "round %d", round)
+				require.True(t, secrets[string(plain)], "round %d: the pending secret is none of those returned", round)
+				require.NoError(t, e.Service.ConfirmTOTP(t.Context(), user, code(t, string(plain), e.Clock.Now())), "round %d", round)
+			}
+		})
+	}
+}
+
+// TestDisableTOTPUserID checks the user_id an administrator names.
+func TestDisableTOTPUserID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, userID string
+		invalid      bool
+	}{
+		{name: "canonical", userID: authtest.ActiveID},
+		{name: "with NUL", userID: "\x00", invalid: true},
+		{name: "not a UUID", userID: authtest.ActiveEmail, invalid: true},
+		// Turning off nothing would succeed while TOTP stays on.
+		{name: "without hyphens", userID: strings.ReplaceAll(authtest.ActiveID, "-", ""), invalid: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			u := newTOTPUser(t, auth.TOTPLockout{})
+			err := u.Service.DisableTOTP(t.Context(), tt.userID, false, "")
+			if !tt.invalid {
+				require.NoError(t, err)
+				require.NoError(t, u.login(t, ""), "TOTP still on")
+				return
+			}
+			var inv *auth.InvalidArgumentError
+			require.ErrorAs(t, err, &inv)
+			assert.Equal(t, "user_id", inv.Field)
+			require.ErrorIs(t, u.login(t, ""), auth.ErrTOTPRequired, "TOTP turned off")
+		})
+	}
 }

@@ -76,6 +76,7 @@ func TestEndUserSessions(t *testing.T) {
 		{"no user_id", asService(serviceToken), &authv1.EndUserSessionsRequest{Reason: "user_disabled"}, connect.CodeInvalidArgument},
 		{"no reason", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID}, connect.CodeInvalidArgument},
 		{"free-text reason", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "Because I said so"}, connect.CodeInvalidArgument},
+		{"except_session_id with NUL", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "user_disabled", ExceptSessionId: "\x00"}, connect.CodeInvalidArgument},
 	}
 	for _, tt := range refused {
 		req := connect.NewRequest(tt.msg)
