@@ -2,6 +2,7 @@ package logging
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -24,6 +25,9 @@ type contextHandler struct {
 	base slog.Handler // next before the first WithGroup
 	ops  []handlerOp  // calls since the first WithGroup, to replay on base
 	last atomic.Pointer[chain]
+	// buffer, if not nil, holds lines back; a warning or an error is
+	// written at once, as an operator needs it now.
+	buffer *lineBuffer
 }
 
 // chain is a handler rebuilt for one set of context attributes. Those are
@@ -41,8 +45,8 @@ type handlerOp struct {
 	attrs []slog.Attr
 }
 
-func newContextHandler(next slog.Handler) *contextHandler {
-	return &contextHandler{next: next, base: next}
+func newContextHandler(next slog.Handler, buffer *lineBuffer) *contextHandler {
+	return &contextHandler{next: next, base: next, buffer: buffer}
 }
 
 func (h *contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
@@ -50,6 +54,14 @@ func (h *contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
 }
 
 func (h *contextHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.handle(ctx, r)
+	if h.buffer != nil && r.Level >= slog.LevelWarn {
+		err = errors.Join(err, h.buffer.Flush())
+	}
+	return err
+}
+
+func (h *contextHandler) handle(ctx context.Context, r slog.Record) error {
 	attrs := contextAttrs(ctx)
 	if len(attrs) == 0 {
 		return h.next.Handle(ctx, r)
@@ -79,12 +91,13 @@ func (h *contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	}
 	next := h.next.WithAttrs(attrs)
 	if len(h.ops) == 0 {
-		return &contextHandler{next: next, base: next}
+		return newContextHandler(next, h.buffer)
 	}
 	return &contextHandler{
-		next: next,
-		base: h.base,
-		ops:  append(slices.Clip(h.ops), handlerOp{attrs: attrs}),
+		next:   next,
+		base:   h.base,
+		ops:    append(slices.Clip(h.ops), handlerOp{attrs: attrs}),
+		buffer: h.buffer,
 	}
 }
 
@@ -93,8 +106,9 @@ func (h *contextHandler) WithGroup(name string) slog.Handler {
 		return h
 	}
 	return &contextHandler{
-		next: h.next.WithGroup(name),
-		base: h.base,
-		ops:  append(slices.Clip(h.ops), handlerOp{group: name}),
+		next:   h.next.WithGroup(name),
+		base:   h.base,
+		ops:    append(slices.Clip(h.ops), handlerOp{group: name}),
+		buffer: h.buffer,
 	}
 }

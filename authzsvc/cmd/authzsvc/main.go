@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return kconfig.Print(stdout, cfg)
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
+	defer logging.Flush(logger)
 	kit, err := service.New(name, service.BuildVersion(), cfg.Config, logger)
 	if err != nil {
 		return err

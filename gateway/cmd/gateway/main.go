@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return kconfig.Print(stdout, cfg)
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
+	defer logging.Flush(logger)
 	defer heapfloor.Set(cfg.Gateway.HeapFloorBytes)()
 	reg, err := registry.New(cfg.Registry, registry.WithLogger(logger))
 	if err != nil {

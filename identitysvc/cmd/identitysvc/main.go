@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return kconfig.Print(stdout, cfg)
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
+	defer logging.Flush(logger)
 	db, err := database.NewEntClient(ctx, cfg.Database, ent.Migrations(), newEnt, database.WithLogger(logger))
 	if err != nil {
 		return err
