@@ -70,6 +70,11 @@ func (h *Handler) UpdateUser(ctx context.Context, req *connect.Request[identityv
 	if err != nil {
 		return nil, err
 	}
+	if req.Msg.Email != nil && isCaller(ctx, id) {
+		if err := h.svc.ConfirmOwnEmailChange(ctx, id, req.Msg.GetEmail(), req.Msg.GetCurrentPassword()); err != nil {
+			return nil, toConnect(err)
+		}
+	}
 	u, err := h.svc.UpdateUser(ctx, id, req.Msg.DisplayName, req.Msg.Email)
 	if err != nil {
 		return nil, toConnect(err)
@@ -220,6 +225,12 @@ func subject(ctx context.Context, rawID string) (uuid.UUID, error) {
 		return uuid.UUID{}, connect.NewError(connect.CodeUnauthenticated, errors.New("a user's access token is required"))
 	}
 	return parseID(p.Subject)
+}
+
+// isCaller reports whether id is the calling user's own.
+func isCaller(ctx context.Context, id uuid.UUID) bool {
+	p, ok := authn.FromContext(ctx)
+	return ok && p.Kind == authn.KindUser && p.Subject == id.String()
 }
 
 func parseID(raw string) (uuid.UUID, error) {

@@ -170,7 +170,7 @@ func TestAPI(t *testing.T) {
 			{"update someone else without permission", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{UserId: bo.GetId(), DisplayName: &huge}))), connect.CodePermissionDenied},
 			{"update to 1 MiB display name", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &huge}))), connect.CodeInvalidArgument},
 			{"update to a display name with NUL", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &withNUL}))), connect.CodeInvalidArgument},
-			{"update to a taken email", second(s.client.UpdateUser(ctx, call(boToken, &identityv1.UpdateUserRequest{Email: &newEmail}))), connect.CodeAlreadyExists},
+			{"update to a taken email", second(s.client.UpdateUser(ctx, call(boToken, &identityv1.UpdateUserRequest{Email: &newEmail, CurrentPassword: "correct horse battery"}))), connect.CodeAlreadyExists},
 			{"update an unknown user", second(s.client.UpdateUser(ctx, call(adminToken, &identityv1.UpdateUserRequest{UserId: unknown, DisplayName: &newEmail}))), connect.CodeNotFound},
 			{"self-deletion", second(s.client.DeleteUser(ctx, call(annToken, &identityv1.DeleteUserRequest{UserId: ann.GetId()}))), connect.CodePermissionDenied},
 			{"delete without an id", second(s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{}))), connect.CodeInvalidArgument},
@@ -198,6 +198,47 @@ func TestAPI(t *testing.T) {
 			assert.Equal(t, tt.want, connect.CodeOf(tt.err), "%s: %v", tt.name, tt.err)
 			assert.NotContains(t, tt.err.Error(), "sql", "%s leaks internals", tt.name)
 		}
+	})
+
+	t.Run("changing one's own email takes the password", func(t *testing.T) {
+		created, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "cy@example.com", Password: "correct horse battery"}))
+		require.NoError(t, err)
+		cy := created.Msg.GetUser()
+		cyToken := s.issuer.Issue(authntest.WithSubject(cy.GetId()))
+		moved, again, byAdmin := "cy.new@example.com", "cy.again@example.com", "cy.admin@example.com"
+		for _, tt := range []struct {
+			name string
+			req  *identityv1.UpdateUserRequest
+			want connect.Code
+		}{
+			{"without it", &identityv1.UpdateUserRequest{Email: &moved}, connect.CodeInvalidArgument},
+			{"without it, naming oneself", &identityv1.UpdateUserRequest{UserId: cy.GetId(), Email: &moved}, connect.CodeInvalidArgument},
+			{"with a wrong one", &identityv1.UpdateUserRequest{Email: &moved, CurrentPassword: "wrong password!"}, connect.CodePermissionDenied},
+		} {
+			_, err := s.client.UpdateUser(ctx, call(cyToken, tt.req))
+			assert.Equal(t, tt.want, connect.CodeOf(err), "%s: %v", tt.name, err)
+		}
+		me, err := s.client.GetMe(ctx, call(cyToken, &identityv1.GetMeRequest{}))
+		require.NoError(t, err)
+		assert.Equal(t, "cy@example.com", me.Msg.GetUser().GetEmail(), "the email moved without the password")
+
+		// The email it has already, or only the display name, needs none.
+		same, name := "CY@example.com", "Cy"
+		_, err = s.client.UpdateUser(ctx, call(cyToken, &identityv1.UpdateUserRequest{Email: &same, DisplayName: &name}))
+		require.NoError(t, err)
+		upd, err := s.client.UpdateUser(ctx, call(cyToken, &identityv1.UpdateUserRequest{Email: &moved, CurrentPassword: "correct horse battery"}))
+		require.NoError(t, err)
+		assert.Equal(t, moved, upd.Msg.GetUser().GetEmail())
+		upd, err = s.client.UpdateUser(ctx, call(cyToken, &identityv1.UpdateUserRequest{UserId: cy.GetId(), Email: &again, CurrentPassword: "correct horse battery"}))
+		require.NoError(t, err)
+		assert.Equal(t, again, upd.Msg.GetUser().GetEmail())
+		// An administrator (identity.users.write) does not know the user's
+		// password and needs none.
+		upd, err = s.client.UpdateUser(ctx, call(adminToken, &identityv1.UpdateUserRequest{UserId: cy.GetId(), Email: &byAdmin}))
+		require.NoError(t, err)
+		assert.Equal(t, byAdmin, upd.Msg.GetUser().GetEmail())
+		_, err = s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{UserId: cy.GetId()}))
+		require.NoError(t, err) // the subtests after this one count the users
 	})
 
 	t.Run("self service", func(t *testing.T) {

@@ -201,6 +201,42 @@ func (s *Service) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
 	return toUser(u), nil
 }
 
+// ConfirmOwnEmailChange checks the password users give to change their own
+// email to email, before [Service.UpdateUser] does it. The email is where
+// password resets go: an access token alone, stolen, would otherwise be
+// enough to move it and then take the account over for good. An email
+// that is the user's already needs no password. A wrong password counts
+// towards the account's lockout, as at login.
+func (s *Service) ConfirmOwnEmailChange(ctx context.Context, id uuid.UUID, email, password string) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
+	if ent.IsNotFound(err) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if email == u.Email {
+		return nil
+	}
+	if password == "" {
+		return &ValidationError{Field: "current_password", Reason: "is required to change your own email"}
+	}
+	if len(password) > MaxPasswordBytes {
+		return ErrWrongPassword
+	}
+	if err := s.authenticate(ctx, u, password, true); err != nil {
+		if errors.Is(err, ErrInvalidCredentials) {
+			return ErrWrongPassword
+		}
+		return err
+	}
+	return nil
+}
+
 // UpdateUser changes a user's display name and/or email; nil leaves a field
 // alone. A new email is unverified until verified again.
 func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, email *string) (User, error) {

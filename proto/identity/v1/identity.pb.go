@@ -480,9 +480,12 @@ type UpdateUserRequest struct {
 	DisplayName *string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
 	// email, when set, replaces the email and clears its verification. Fails with
 	// ALREADY_EXISTS when another user has it.
-	Email         *string `protobuf:"bytes,3,opt,name=email,proto3,oneof" json:"email,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Email *string `protobuf:"bytes,3,opt,name=email,proto3,oneof" json:"email,omitempty"`
+	// current_password is the caller's password, required when users change their own email;
+	// ignored otherwise.
+	CurrentPassword string `protobuf:"bytes,4,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateUserRequest) Reset() {
@@ -532,6 +535,13 @@ func (x *UpdateUserRequest) GetDisplayName() string {
 func (x *UpdateUserRequest) GetEmail() string {
 	if x != nil && x.Email != nil {
 		return *x.Email
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
 	}
 	return ""
 }
@@ -1595,11 +1605,12 @@ const file_portcullis_identity_v1_identity_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x1c.portcullis.identity.v1.UserR\x04user\"\x0e\n" +
 	"\fGetMeRequest\"A\n" +
 	"\rGetMeResponse\x120\n" +
-	"\x04user\x18\x01 \x01(\v2\x1c.portcullis.identity.v1.UserR\x04user\"\x8a\x01\n" +
+	"\x04user\x18\x01 \x01(\v2\x1c.portcullis.identity.v1.UserR\x04user\"\xb5\x01\n" +
 	"\x11UpdateUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12&\n" +
 	"\fdisplay_name\x18\x02 \x01(\tH\x00R\vdisplayName\x88\x01\x01\x12\x19\n" +
-	"\x05email\x18\x03 \x01(\tH\x01R\x05email\x88\x01\x01B\x0f\n" +
+	"\x05email\x18\x03 \x01(\tH\x01R\x05email\x88\x01\x01\x12)\n" +
+	"\x10current_password\x18\x04 \x01(\tR\x0fcurrentPasswordB\x0f\n" +
 	"\r_display_nameB\b\n" +
 	"\x06_email\"F\n" +
 	"\x12UpdateUserResponse\x120\n" +

@@ -90,7 +90,10 @@ type IdentityServiceClient interface {
 	GetMe(context.Context, *connect.Request[v1.GetMeRequest]) (*connect.Response[v1.GetMeResponse], error)
 	// UpdateUser changes a user's profile. Only the fields that are set change. Changing the
 	// email clears the verification and sends a verification mail to the new address. Users may
-	// update their own profile; updating anyone else's needs identity.users.write.
+	// update their own profile; updating anyone else's needs identity.users.write. Users changing
+	// their own email confirm it with their password (current_password): the email is where
+	// password resets go, so an access token alone must not be enough to move it; without it the
+	// call fails with INVALID_ARGUMENT, and with a wrong one with PERMISSION_DENIED.
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
 	// DeleteUser deletes a user and everything the Identity service keeps about them. It does
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
@@ -363,7 +366,10 @@ type IdentityServiceHandler interface {
 	GetMe(context.Context, *connect.Request[v1.GetMeRequest]) (*connect.Response[v1.GetMeResponse], error)
 	// UpdateUser changes a user's profile. Only the fields that are set change. Changing the
 	// email clears the verification and sends a verification mail to the new address. Users may
-	// update their own profile; updating anyone else's needs identity.users.write.
+	// update their own profile; updating anyone else's needs identity.users.write. Users changing
+	// their own email confirm it with their password (current_password): the email is where
+	// password resets go, so an access token alone must not be enough to move it; without it the
+	// call fails with INVALID_ARGUMENT, and with a wrong one with PERMISSION_DENIED.
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
 	// DeleteUser deletes a user and everything the Identity service keeps about them. It does
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
