@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -120,9 +122,19 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	})
 	defer listener.Close()
-	if err := listener.Listen(channelPrefix + r.dbcfg.Schema); err != nil {
-		r.logger.WarnContext(ctx, "outbox relay cannot listen for notifications; polling only", "err", err)
-	}
+	go func() {
+		// Listen waits, without a context, until the listener's own
+		// connection is up, which can take for ever while the pool works
+		// (a connection limit reached, say): the relay polls meanwhile,
+		// and Close, when Run returns, ends the wait.
+		err := listener.Listen(channelPrefix + r.dbcfg.Schema)
+		switch {
+		case err == nil:
+			signal(wake) // for what was committed before it listened
+		case !errors.Is(err, net.ErrClosed):
+			r.logger.WarnContext(ctx, "outbox relay cannot listen for notifications; polling only", "err", err)
+		}
+	}()
 	go func() {
 		for {
 			select {

@@ -263,3 +263,26 @@ func TestBatchSizeIsCappedAtAuditsLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayPollsWhileItCannotListen: the relay's listener has a connection
+// of its own, which can fail while the pool works (a connection limit
+// reached, say). The relay then delivers by polling, and stops when asked.
+func TestRelayPollsWhileItCannotListen(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	listenerCfg := cfg
+	listenerCfg.DSN = config.DSN(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=1", closed))
+
+	log := &auditLog{seen: map[string]int{}}
+	relay := outbox.NewRelay(db.DB, listenerCfg, serveHandler(t, log), outbox.Config{PollInterval: 50 * time.Millisecond}, nil)
+	runRelay(t, relay) // its cleanup fails the test if Run does not return
+	for i := range 3 {
+		change(t, db, "item-"+strconv.Itoa(i), true)
+	}
+	require.Eventually(t, func() bool { return log.count() == 3 }, 10*time.Second, 10*time.Millisecond,
+		"%d of 3 delivered without notifications", log.count())
+}
