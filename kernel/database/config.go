@@ -59,11 +59,17 @@ func (c Config) withDefaults() Config {
 // identifier, so it never needs quoting and cannot smuggle SQL.
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
+// MaxSchemaLen is the longest schema name a service may have. PostgreSQL
+// names may be 63 bytes, but the notification channels named after a
+// schema must fit in as many: the outbox's portcullis_outbox_<schema>, 18
+// bytes more, would otherwise fail every audited write.
+const MaxSchemaLen = 45
+
 // Validate checks the fields the config loader cannot check alone.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Schema != "" && !schemaName.MatchString(c.Schema) {
-		errs = append(errs, fmt.Errorf("database.schema: %q is not a lower-case identifier (a-z, 0-9, _; at most 63)", c.Schema))
+	if c.Schema != "" && (!schemaName.MatchString(c.Schema) || len(c.Schema) > MaxSchemaLen) {
+		errs = append(errs, fmt.Errorf("database.schema: %q is not a lower-case identifier (a-z, 0-9, _) of at most %d bytes", c.Schema, MaxSchemaLen))
 	}
 	if c.Schema == "public" || c.Schema == "pg_catalog" || c.Schema == "information_schema" {
 		errs = append(errs, fmt.Errorf("database.schema: %q is shared; give the service a schema of its own", c.Schema))

@@ -1,6 +1,7 @@
 package database_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -30,9 +31,16 @@ database:
 	env := map[string]string{"PORTCULLIS_DATABASE_MAX_OPEN_CONNS": "20", "PORTCULLIS_DATABASE_SCHEMA": "Bad-Name"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 
+	for _, bad := range []string{"Bad-Name", "public", strings.Repeat("s", database.MaxSchemaLen+1)} {
+		env["PORTCULLIS_DATABASE_SCHEMA"] = bad
+		_, err := config.Load[serviceConfig](defaults, config.WithArgs(nil), config.WithLookupEnv(lookup))
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), "database.schema", bad)
+	}
+	// The longest is whole as a notification channel (outbox.Enqueue).
+	env["PORTCULLIS_DATABASE_SCHEMA"] = strings.Repeat("s", database.MaxSchemaLen)
 	_, err := config.Load[serviceConfig](defaults, config.WithArgs(nil), config.WithLookupEnv(lookup))
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "database.schema")
+	require.NoError(t, err)
 
 	delete(env, "PORTCULLIS_DATABASE_SCHEMA")
 	cfg, err := config.Load[serviceConfig](defaults, config.WithArgs(nil), config.WithLookupEnv(lookup))
