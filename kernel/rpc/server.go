@@ -28,8 +28,9 @@ type Config struct {
 	// Addr is the listen address. Port 0 picks a free port, which is then
 	// the one registered in Consul. Empty means 127.0.0.1:0.
 	Addr string `koanf:"addr"`
-	// AdvertiseAddr is the host registered in Consul, for when the listen
-	// address is a wildcard. Empty means the listener's host.
+	// AdvertiseAddr is the host registered in Consul: empty means the
+	// listener's host, and it is required when that is a wildcard
+	// (0.0.0.0, ::), which says nothing of where callers reach it.
 	AdvertiseAddr string `koanf:"advertise_addr"`
 	// ShutdownTimeout bounds the drain of in-flight calls on shutdown.
 	// Zero means 20s.
@@ -335,12 +336,34 @@ func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, in
 	return nil
 }
 
+// Validate refuses a wildcard listen address without an advertised one:
+// the instance would be registered as 127.0.0.1, which callers on other
+// hosts cannot reach, while the local agent's check passes.
+func (c Config) Validate() error {
+	if c.Addr == "" || c.AdvertiseAddr != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fmt.Errorf("server.addr: %q is not host:port", c.Addr)
+	}
+	if wildcard(host) {
+		return fmt.Errorf("server.advertise_addr: required when server.addr %q listens on every address: set the address other hosts reach this one at", c.Addr)
+	}
+	return nil
+}
+
+func wildcard(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
+}
+
 // instance is how the server is registered in Consul when it listens on addr.
 func (s *Server) instance(addr net.Addr) registry.Instance {
 	host, portStr, _ := net.SplitHostPort(addr.String())
 	host = cmp.Or(s.cfg.AdvertiseAddr, host)
-	if host == "" || host == "::" || host == "0.0.0.0" {
-		host = "127.0.0.1"
+	if wildcard(host) {
+		host = "127.0.0.1" // a Config built in code, which Validate never saw
 	}
 	port, _ := strconv.Atoi(portStr)
 	return registry.Instance{

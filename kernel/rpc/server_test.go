@@ -302,3 +302,28 @@ func TestBackgroundTasksLiveAsLongAsTheServer(t *testing.T) {
 		t.Fatal("Run returned before the background task stopped")
 	}
 }
+
+func TestConfigRefusesAWildcardWithoutAnAdvertisedAddress(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		addr, advertise string
+		ok              bool
+	}{
+		{"", "", true}, // 127.0.0.1:0
+		{"127.0.0.1:0", "", true},
+		{"10.0.0.7:8080", "", true},
+		{"0.0.0.0:8080", "", false},
+		{":8080", "", false},
+		{"[::]:8080", "", false},
+		{"0.0.0.0:8080", "10.0.0.7", true},
+		{"8080", "", false},
+	}
+	for _, tt := range tests {
+		err := rpc.Config{Addr: tt.addr, AdvertiseAddr: tt.advertise}.Validate()
+		if tt.ok {
+			assert.NoError(t, err, "%q advertising %q", tt.addr, tt.advertise)
+		} else {
+			assert.Error(t, err, "%q advertising %q", tt.addr, tt.advertise)
+		}
+	}
+}
