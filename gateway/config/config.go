@@ -50,6 +50,11 @@ type Gateway struct {
 	// front of the gateway whose X-Forwarded-For is believed when finding the
 	// client's IP. Empty: the TCP peer is the client.
 	TrustedProxies []string `koanf:"trusted_proxies"`
+	// DrainDelay is how long the gateway goes on serving new connections
+	// and requests after it is told to stop, with /readyz answering 503,
+	// before it drains: load balancers that probe /readyz stop sending it
+	// new ones meanwhile, rather than have them refused.
+	DrainDelay time.Duration `koanf:"drain_delay" validate:"min=0s,max=10m"`
 	// ShutdownTimeout bounds the drain of in-flight requests on shutdown.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" validate:"min=0s,max=10m"`
 	// EjectAfter consecutive failures (transport errors or 503s) eject an

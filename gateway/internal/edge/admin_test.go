@@ -86,3 +86,45 @@ func TestAdminListener(t *testing.T) {
 	stopAdmin()
 	require.NoError(t, <-adminServed)
 }
+
+// TestDrainDelay: told to stop, the gateway answers /readyz 503 at once but
+// goes on accepting new connections for gateway.drain_delay, so that a
+// load balancer stops sending them before they would be refused.
+func TestDrainDelay(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg := e.config(t)
+	cfg.Gateway.DrainDelay = 700 * time.Millisecond
+	reg, err := registry.New(cfg.Registry)
+	require.NoError(t, err)
+	g, err := edge.New(cfg, reg)
+	require.NoError(t, err)
+	t.Cleanup(g.Close)
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln) }()
+	base := "http://" + ln.Addr().String()
+	// A connection of its own each time: the point is whether the
+	// listener still accepts.
+	status := func(path string) int {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return status("/readyz") == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
+
+	stopped := time.Now()
+	stop()
+	require.Eventually(t, func() bool { return status("/readyz") == http.StatusServiceUnavailable }, time.Second, 5*time.Millisecond)
+	assert.Equal(t, http.StatusOK, status("/healthz"), "a new connection was refused during the drain delay")
+	require.NoError(t, <-served)
+	assert.GreaterOrEqual(t, time.Since(stopped), cfg.Gateway.DrainDelay)
+	assert.Zero(t, status("/healthz"), "the gateway accepts after its drain")
+}

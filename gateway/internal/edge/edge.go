@@ -811,10 +811,11 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
-// Serve serves on ln until ctx ends, then drains: /readyz turns 503, new
-// connections are refused, and in-flight requests — streams included — get
-// up to gateway.shutdown_timeout to finish before their connections are
-// closed. It returns nil after a clean drain.
+// Serve serves on ln until ctx ends, then drains: /readyz turns 503 and,
+// after gateway.drain_delay, new connections are refused, and in-flight
+// requests — streams included — get up to gateway.shutdown_timeout to
+// finish before their connections are closed. It returns nil after a
+// clean drain.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	lim := g.cfg.Limits
 	srv := &http.Server{
@@ -864,6 +865,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	g.draining.Store(true)
+	if d := g.cfg.Gateway.DrainDelay; d > 0 {
+		g.logger.Info("not ready; serving for gateway.drain_delay before draining", "drain_delay", d)
+		time.Sleep(d)
+	}
 	g.logger.Info("draining", "timeout", g.cfg.Gateway.ShutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Gateway.ShutdownTimeout)
 	defer cancel()
