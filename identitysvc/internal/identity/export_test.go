@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,3 +29,10 @@ func HoldHashSlots(s *Service) (release func()) {
 func PageToken(q ListQuery, t time.Time, id uuid.UUID) string {
 	return encodeCursor(t, id, q.filterSum())
 }
+
+// Send hands m to the mailer in the background, as the service does after
+// a change that mails commits.
+func Send(s *Service, ctx context.Context, m Message) { s.send(ctx, m) }
+
+// MailQueue is how many mails may wait for a free slot.
+const MailQueue, MailConcurrency = mailQueue, mailConcurrency

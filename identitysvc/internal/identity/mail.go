@@ -53,8 +53,14 @@ type SMTPConfig struct {
 // mailConcurrency bounds the mails a [Service] sends at once.
 const mailConcurrency = 8
 
-// mailTimeout bounds one background send.
+// mailTimeout bounds one background send, its wait for a slot included.
 const mailTimeout = time.Minute
+
+// mailQueue bounds the mails waiting for a slot. While the mail server
+// hangs, every request that mails would otherwise leave a goroutine
+// waiting, without end; past the bound a mail is dropped and logged, and
+// the user can ask for another.
+const mailQueue = 256
 
 // send hands m to the Mailer in the background, after the change that
 // issued its token has committed. The caller's answer then never waits for
@@ -66,11 +72,23 @@ func (s *Service) send(ctx context.Context, m Message) {
 	// The request's values (request ID, log attributes) stay; its end does
 	// not cancel the send.
 	ctx = context.WithoutCancel(ctx)
+	if s.mailWaiting.Add(1) > mailQueue {
+		s.mailWaiting.Add(-1)
+		s.logger.ErrorContext(ctx, "send mail: too many mails waiting; dropped", "subject", m.Subject, "waiting", mailQueue)
+		return
+	}
 	s.inBackground(func() {
-		s.mailSlots <- struct{}{}
-		defer func() { <-s.mailSlots }()
 		ctx, cancel := context.WithTimeout(ctx, mailTimeout)
 		defer cancel()
+		select {
+		case s.mailSlots <- struct{}{}:
+			s.mailWaiting.Add(-1)
+		case <-ctx.Done():
+			s.mailWaiting.Add(-1)
+			s.logger.ErrorContext(ctx, "send mail: no slot free in time; dropped", "subject", m.Subject, "timeout", mailTimeout)
+			return
+		}
+		defer func() { <-s.mailSlots }()
 		if err := s.mailer.Send(ctx, m); err != nil {
 			s.logger.ErrorContext(ctx, "send mail", "subject", m.Subject, "err", err)
 		}

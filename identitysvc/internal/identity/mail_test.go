@@ -1,7 +1,9 @@
 package identity_test
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"mime/quotedprintable"
 	"net"
 	"net/textproto"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"portcullis.dev/identitysvc/internal/identity"
+	"portcullis.dev/kernel/kerneltest"
 )
 
 // smtpServer is a minimal real SMTP server (RFC 5321: EHLO, MAIL, RCPT,
@@ -109,4 +112,61 @@ func TestSMTPMailerSendsThroughARealServer(t *testing.T) {
 	decoded, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(body)))
 	require.NoError(t, err)
 	assert.Contains(t, string(decoded), "https://x/?token=abc")
+}
+
+// hangingMailer stands for a mail server that takes mails and never
+// answers until released.
+type hangingMailer struct {
+	release chan struct{}
+	mu      sync.Mutex
+	sending int
+	sent    int
+}
+
+func (m *hangingMailer) Send(ctx context.Context, _ identity.Message) error {
+	m.mu.Lock()
+	m.sending++
+	m.mu.Unlock()
+	select {
+	case <-m.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m.mu.Lock()
+	m.sent++
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *hangingMailer) counts() (sending, sent int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sending, m.sent
+}
+
+// TestMailWaitingIsBounded: while the mail server hangs, mails wait for a
+// slot up to a bound, and those past it are dropped and logged rather than
+// piling up without end.
+func TestMailWaitingIsBounded(t *testing.T) {
+	t.Parallel()
+	mailer := &hangingMailer{release: make(chan struct{})}
+	var logs kerneltest.Buffer
+	svc, err := identity.NewService(nil, identity.Config{Argon2: fastArgon2, PublicURL: "https://x"}, mailer,
+		identity.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, err)
+	const extra = 5
+	total := identity.MailConcurrency + identity.MailQueue + extra
+	for i := range total {
+		identity.Send(svc, t.Context(), identity.Message{To: "u@example.com", Subject: "mail " + strconv.Itoa(i)})
+		if i < identity.MailConcurrency {
+			// The first ones take the slots; the rest wait.
+			require.Eventually(t, func() bool { s, _ := mailer.counts(); return s == i+1 }, 5*time.Second, time.Millisecond)
+		}
+	}
+	assert.Equal(t, extra, strings.Count(logs.String(), "too many mails waiting; dropped"))
+
+	close(mailer.release)
+	require.NoError(t, svc.Drain(t.Context()))
+	_, sent := mailer.counts()
+	assert.Equal(t, total-extra, sent, "every mail that waited was sent")
 }

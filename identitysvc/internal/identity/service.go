@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -64,8 +65,10 @@ type Service struct {
 	// dummyHash is checked against for unknown emails, so they cost the
 	// same time as known ones.
 	dummyHash string
-	// mailSlots bounds how many mails are sent at once (see send).
-	mailSlots chan struct{}
+	// mailSlots bounds how many mails are sent at once, and mailWaiting
+	// counts those waiting for a slot (see send).
+	mailSlots   chan struct{}
+	mailWaiting atomic.Int32
 	// sessions ends users' sessions in the Auth service (see endSessions);
 	// sessionEndFailures counts the calls that failed.
 	sessions           SessionEnder
