@@ -17,7 +17,13 @@ import (
 // again. It asks the local agent once per check interval, which costs the
 // agent a map lookup; an agent that does not answer is asked again at the
 // next interval.
-func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance) {
+//
+// ready, if not nil, says whether the instance is ready now. It comes back
+// passing if so, so that callers do not lose an instance that was serving
+// when its agent restarted, and critical until its first check if not:
+// the agent may have forgotten it for failing its check too long, and it
+// must not come back passing only to be reaped again.
+func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance, ready func(context.Context) bool) {
 	inst.ID = id
 	t := time.NewTicker(r.cfg.CheckInterval)
 	defer t.Stop()
@@ -32,11 +38,11 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance)
 		if !errors.As(err, &status) || status.Code != http.StatusNotFound {
 			continue // known, or the agent is unreachable: nothing to repair
 		}
-		// The instance was serving and passing before the agent forgot
-		// it: it starts passing again rather than critical until its first
-		// check, so callers do not lose it meanwhile. Its next check, one
-		// interval away, corrects that if it is no longer ready.
-		if _, err := r.register(ctx, inst, api.HealthPassing); err != nil {
+		initial := api.HealthCritical
+		if ready == nil || ready(ctx) {
+			initial = api.HealthPassing
+		}
+		if _, err := r.register(ctx, inst, initial); err != nil {
 			if ctx.Err() == nil {
 				r.logger.WarnContext(ctx, "Consul lost this instance's registration and registering again failed",
 					slog.String("id", id), slog.Any("error", err))

@@ -156,7 +156,7 @@ func TestConsulRestartLosesNoInstance(t *testing.T) {
 	id := register(t, reg, inst)
 	ctx, cancel := context.WithCancel(context.Background())
 	kept := make(chan struct{})
-	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst) }()
+	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst, nil) }()
 	t.Cleanup(func() { cancel(); <-kept })
 	res := reg.Resolver("keep", registry.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
 	t.Cleanup(res.Close)
@@ -229,4 +229,35 @@ func TestCloseStopsTheWatch(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	assert.LessOrEqual(t, runtime.NumGoroutine(), before)
+}
+
+// TestKeepRegisteredComesBackCriticalWhenNotReady: an instance that is not
+// ready when its agent forgets it (reaped for failing its check, say)
+// comes back critical, not passing until its next check.
+func TestKeepRegisteredComesBackCriticalWhenNotReady(t *testing.T) {
+	t.Parallel()
+	reg, consul := newRegistry(t)
+	a := newBackend(t)
+	a.setReady(false)
+	inst := a.instance("unready")
+	id := register(t, reg, inst)
+	ctx, cancel := context.WithCancel(context.Background())
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		reg.KeepRegistered(ctx, id, inst, func(context.Context) bool { return false })
+	}()
+	t.Cleanup(func() { cancel(); <-kept })
+
+	consul.Restart()
+	require.Eventually(t, func() bool {
+		_, _, err := reg.Client().Agent().Service(id, nil)
+		return err == nil
+	}, 10*checkInterval, 10*time.Millisecond, "the instance is not registered again")
+	for range 20 {
+		entries, _, err := reg.Client().Health().Service("unready", "", true, nil)
+		require.NoError(t, err)
+		require.Empty(t, entries, "an instance that is not ready came back passing")
+		time.Sleep(checkInterval / 10)
+	}
 }

@@ -275,7 +275,9 @@ func (s *Server) keepRegistered(id string, addr net.Addr) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.registry.KeepRegistered(ctx, id, s.instance(addr))
+		s.registry.KeepRegistered(ctx, id, s.instance(addr), func(ctx context.Context) bool {
+			return s.ready.Load() && len(s.failedReadiness(ctx)) == 0
+		})
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { cancel(); <-done }) }
