@@ -157,6 +157,17 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		var wait time.Duration
 		switch {
+		case errors.Is(err, errStandby):
+			// Every audited write notifies every replica: a standby that
+			// looked each time would take a transaction and count the
+			// backlog on every write, for nothing. It polls, to take over
+			// and to keep its backlog current.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(r.cfg.PollInterval):
+			}
+			continue
 		case err != nil:
 			failures++
 			if failures == 1 {
@@ -221,11 +232,15 @@ type outcome struct {
 	rejected  []rejection
 }
 
+// errStandby is deliverBatch's answer when another replica holds the
+// relay lock.
+var errStandby = errors.New("another replica is relaying")
+
 // deliverBatch sends the oldest pending events, at most BatchSize, and
 // marks them delivered, or rejected (see [Relay.Run]). Only one replica of a
 // service sends at a time (an advisory lock), so events leave in order. It
 // returns how many events it dealt with; with an error, those dealt with
-// before it are marked all the same.
+// before it are marked all the same. A standby gets errStandby.
 func (r *Relay) deliverBatch(ctx context.Context) (int, error) {
 	// Every replica counts the backlog each time it looks, whether it holds
 	// the lock or not, so each one's gauge and /readyz detail stay current.
@@ -241,7 +256,7 @@ func (r *Relay) deliverBatch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("take the relay lock: %w", err)
 	}
 	if !locked {
-		return 0, nil // another replica is relaying
+		return 0, errStandby
 	}
 	batch, err := readPending(ctx, tx, r.cfg.BatchSize)
 	if err != nil {

@@ -286,3 +286,28 @@ func TestRelayPollsWhileItCannotListen(t *testing.T) {
 	require.Eventually(t, func() bool { return log.count() == 3 }, 10*time.Second, 10*time.Millisecond,
 		"%d of 3 delivered without notifications", log.count())
 }
+
+// TestStandbyRelayPolls: every audited write notifies every replica, and a
+// standby that looked each time would take a transaction and count the
+// backlog on every write. It looks at its poll interval only: with an
+// hour's, notified writes leave its backlog as it was.
+func TestStandbyRelayPolls(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, &auditLog{seen: map[string]int{}}), outbox.Config{PollInterval: time.Hour}, nil)
+	conn, err := db.DB.Conn(t.Context())
+	require.NoError(t, err)
+	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_lock($1)`, relay.LockKey())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, relay.LockKey())
+		_ = conn.Close()
+	})
+	runRelay(t, relay)
+	time.Sleep(300 * time.Millisecond) // its first look, and its LISTEN
+	for i := range 5 {
+		change(t, db, "item-"+strconv.Itoa(i), true)
+	}
+	time.Sleep(500 * time.Millisecond)
+	assert.Zero(t, relay.Backlog(), "the standby looked on a notification")
+}
