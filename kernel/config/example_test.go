@@ -63,6 +63,7 @@ func ExampleLoad() {
 	// logging:
 	//   level: info
 	//   format: auto
+	//   flush_interval: 0s
 }
 
 func ExampleLoad_errors() {
