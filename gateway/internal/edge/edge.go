@@ -720,6 +720,12 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = st.upstream // resolved to an instance by the balancer
 	pr.Out.Host = ""
+	// The gateway's own server answered the client's Expect (net/http
+	// sends 100 Continue as the body is first read). Passed on, it would
+	// bring the service's 100 back through ReverseProxy, which writes it
+	// and then clears the answer's header: the request ID, RateLimit-* and
+	// CORS fields the gateway set would be lost.
+	pr.Out.Header.Del("Expect")
 	setForwarded(pr.Out.Header, st, pr.In.Host, pr.In.TLS != nil)
 	if pr.Out.Trailer != nil && pr.Out.Body != nil {
 		pr.Out.Body = &trailerStripper{ReadCloser: pr.Out.Body, trailer: pr.Out.Trailer}

@@ -13,7 +13,7 @@ type recorder struct {
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
+	if r.status == 0 && code >= http.StatusOK { // 1xx is not the answer
 		r.status = code
 	}
 	r.ResponseWriter.WriteHeader(code)

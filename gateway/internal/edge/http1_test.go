@@ -1,0 +1,121 @@
+package edge_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestHTTP1ReadTimeoutBoundsTheRequestOnly: on HTTP/1.1 limits.read_timeout
+// bounds how long a client takes to send its request, not how long the
+// answer runs: a browser's server stream (gRPC-Web, connect-web) goes on
+// past it, while a body sent too slowly is cut.
+func TestHTTP1ReadTimeoutBoundsTheRequestOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	audit := &auditServer{release: make(chan struct{}), events: 2}
+	e.startAudit(t, audit)
+	e.startIdentity(t, "one")
+	cfg := e.config(t)
+	cfg.Limits.ReadTimeout = 300 * time.Millisecond
+	gw := e.startGateway(t, cfg)
+
+	t.Run("a server stream outlives it", func(t *testing.T) {
+		// gRPC-Web, the request's one empty message sent chunked: net/http
+		// then reads on past the body's end, to learn of the client
+		// leaving, and clears the connection's whole-request deadline for
+		// that read (golang/go#18447 was about that deadline).
+		open := func() (io.ReadCloser, error) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(gw.url, "http://"))
+			if err != nil {
+				return nil, err
+			}
+			_, _ = fmt.Fprintf(conn, "POST /portcullis.audit.v1.AuditService/ExportEvents HTTP/1.1\r\nHost: gw\r\n"+
+				"Content-Type: application/grpc-web+proto\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n"+
+				"5\r\n\x00\x00\x00\x00\x00\r\n0\r\n\r\n", e.auth.Issue())
+			_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err == nil {
+				first := make([]byte, 5) // the first event's frame header
+				if _, err = io.ReadFull(res.Body, first); err == nil {
+					return struct {
+						io.Reader
+						io.Closer
+					}{res.Body, conn}, nil
+				}
+			}
+			_ = conn.Close()
+			return nil, err
+		}
+		var body io.ReadCloser
+		require.Eventually(t, func() bool {
+			var err error
+			body, err = open()
+			return err == nil
+		}, 15*time.Second, 50*time.Millisecond, "the stream never started")
+		defer body.Close()
+		time.Sleep(3 * cfg.Limits.ReadTimeout)
+		close(audit.release)
+		rest, err := io.ReadAll(body)
+		require.NoError(t, err, "the stream was cut")
+		assert.Contains(t, string(rest), "grpc-status: 0", "the stream did not end with its trailers")
+	})
+
+	t.Run("a slow body is cut", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(gw.url, "http://"))
+		require.NoError(t, err)
+		defer conn.Close()
+		start := time.Now()
+		_, err = fmt.Fprint(conn, "POST /portcullis.identity.v1.IdentityService/CreateUser HTTP/1.1\r\nHost: gw\r\n"+
+			"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":")
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err == nil {
+			_ = res.Body.Close()
+			assert.GreaterOrEqual(t, res.StatusCode, 400, "a request cut short was answered %d", res.StatusCode)
+		}
+		assert.Less(t, time.Since(start), 5*time.Second, "the slow body was not cut near read_timeout")
+	})
+}
+
+// TestExpectContinueKeepsTheAnswer: a client's Expect: 100-continue is
+// answered by the gateway and not passed on, so the service's 100 does not
+// replace the answer's status in the metrics nor wipe the fields the
+// gateway sets on it.
+func TestExpectContinueKeepsTheAnswer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startIdentity(t, "one")
+	cfg := e.config(t)
+	cfg.RateLimit.Enabled = true
+	cfg.RateLimit.IPRate, cfg.RateLimit.IPBurst = 1000, 1000
+	cfg.RateLimit.UserRate, cfg.RateLimit.UserBurst = 1000, 1000
+	gw := e.startGateway(t, cfg)
+	token := e.auth.Issue()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost,
+			gw.url+"/portcullis.identity.v1.IdentityService/GetMe", strings.NewReader(`{}`))
+		require.NoError(ct, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Expect", "100-continue")
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(ct, err)
+		_ = res.Body.Close()
+		assert.Equal(ct, http.StatusOK, res.StatusCode)
+		assert.NotEmpty(ct, res.Header.Get("Ratelimit-Limit"), "the gateway's fields were wiped")
+	}, 15*time.Second, 50*time.Millisecond)
+	for series := range scrape(t, gw.url) {
+		assert.NotContains(t, series, `code="100"`, "the service's 100 was taken for the answer")
+	}
+}
