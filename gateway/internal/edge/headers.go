@@ -102,11 +102,11 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
 	client := peer
 	parts := strings.Split(chain, ",")
 	for i := len(parts) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
-		if err != nil {
+		a, ok := forwardedAddr(parts[i])
+		if !ok {
 			break
 		}
-		client = a.Unmap()
+		client = a
 		if !isTrusted(client, trusted) {
 			break
 		}
@@ -115,6 +115,26 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
 		return client, peer.String()
 	}
 	return client, chain + ", " + peer.String()
+}
+
+// forwardedAddr parses one entry of X-Forwarded-For: an address, or one
+// with a port as some load balancers write it (Azure Application Gateway's
+// 203.0.113.7:53122, [2001:db8::1]:443). Refused, the entry would end the
+// walk at the balancer, and every client behind it would share one bucket.
+func forwardedAddr(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if inner, ok := strings.CutPrefix(s, "["); ok {
+		if a, err := netip.ParseAddr(strings.TrimSuffix(inner, "]")); err == nil && strings.HasSuffix(inner, "]") {
+			return a.Unmap(), true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 func remoteIP(remote string) netip.Addr {
