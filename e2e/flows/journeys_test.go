@@ -442,7 +442,7 @@ func (j *journeys) auditChainOfTheRun(t *testing.T) {
 	require.NoError(t, os.WriteFile(export, ndjson.Bytes(), 0o600))
 	code, out := auditVerify(t, j.bin, export)
 	assert.Equal(t, 0, code, "%s", out)
-	assert.Equal(t, "OK "+strconv.Itoa(len(events))+" events, last hash "+hex.EncodeToString(last.GetHash()), strings.TrimSpace(out))
+	assert.Equal(t, "OK "+strconv.Itoa(len(events))+" events, sequences 1 to "+strconv.FormatInt(last.GetSequence(), 10)+", last hash "+hex.EncodeToString(last.GetHash()), strings.TrimSpace(out))
 
 	// An event altered after the fact breaks the chain from there on.
 	altered := proto.Clone(run[0]).(*auditv1.Event)

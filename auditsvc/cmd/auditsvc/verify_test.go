@@ -62,7 +62,11 @@ func TestVerifyCommand(t *testing.T) {
 		wantCode int
 		wantOut  string
 	}{
-		{"intact file", []string{"--file", write("ok.ndjson", lines)}, "", 0, "OK 5 events, last hash "},
+		{"intact file", []string{"--file", write("ok.ndjson", lines)}, "", 0, "OK 5 events, sequences 1 to 5, last hash "},
+		{"cut at its start", []string{"--file", write("cut.ndjson", lines[2:])}, "", 1, "BROKEN at sequence 1"},
+		{"resumed without its anchor", []string{"--file", write("cut2.ndjson", lines[2:]), "--after-sequence", "2"}, "", 2, "usage"},
+		{"resumed from a wrong anchor", []string{"--file", write("cut3.ndjson", lines[2:]), "--after-sequence", "2", "--after-hash", "00"}, "", 1, "BROKEN at sequence 3"},
+		{"empty", nil, "", 1, ""},
 		{"intact stdin", nil, strings.Join(lines, "\n"), 0, "OK 5 events"},
 		{"tampered", []string{"--file", write("bad.ndjson", tampered)}, "", 1, "BROKEN at sequence 3 (3 events checked)"},
 		{"missing file", []string{"--file", filepath.Join(dir, "nope")}, "", 1, ""},

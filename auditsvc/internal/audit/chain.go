@@ -73,8 +73,11 @@ type VerifyResult struct {
 	// FirstBroken is the sequence of the first event that did not verify
 	// (or that was missing); zero when OK.
 	FirstBroken int64
-	// LastHash is the hash of the last event checked, when OK.
-	LastHash []byte
+	// LastHash is the hash of the last event checked, and LastSequence its
+	// sequence, when OK: the anchor to keep, and to compare with the next
+	// export, since removing the newest events leaves the rest intact.
+	LastHash     []byte
+	LastSequence int64
 }
 
 // Verifier checks events fed to it in sequence order. The first event's
@@ -90,8 +93,14 @@ type Verifier struct {
 }
 
 // NewVerifier returns a Verifier that expects the first event to have
-// sequence first (0 means any).
+// sequence first (0 means any), and trusts its previous hash.
 func NewVerifier(first int64) *Verifier { return &Verifier{next: first} }
+
+// NewVerifierAfter returns a Verifier that expects the first event to
+// follow sequence after, whose hash is afterHash.
+func NewVerifierAfter(after int64, afterHash []byte) *Verifier {
+	return &Verifier{next: after + 1, prevHash: afterHash}
+}
 
 // Add checks e and reports whether verification should go on: false once
 // an event is broken.
@@ -114,12 +123,12 @@ func (v *Verifier) Add(e *Event) bool {
 	}
 	if !ok {
 		v.broken = true
-		v.res.LastHash = nil
+		v.res.LastHash, v.res.LastSequence = nil, 0
 		return false
 	}
 	v.next = e.Sequence + 1
 	v.prevHash = e.Hash
-	v.res.LastHash = e.Hash
+	v.res.LastHash, v.res.LastSequence = e.Hash, e.Sequence
 	return true
 }
 

@@ -77,8 +77,8 @@ func TestVerifier(t *testing.T) {
 		}
 		return v.Result()
 	}
-	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 4, LastHash: chain[3].Hash}, run(chain))
-	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 2, LastHash: chain[3].Hash}, run(chain[2:]), "a later start trusts its previous hash")
+	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 4, LastHash: chain[3].Hash, LastSequence: 4}, run(chain))
+	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 2, LastHash: chain[3].Hash, LastSequence: 4}, run(chain[2:]), "a later start trusts its previous hash")
 	assert.Equal(t, int64(2), run([]*audit.Event{chain[0], chain[2]}).FirstBroken, "a gap")
 	assert.Equal(t, int64(3), run([]*audit.Event{chain[0], chain[1], chain[1], chain[3]}).FirstBroken, "a repeat")
 	forged := *chain[0]

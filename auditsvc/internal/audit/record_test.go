@@ -39,11 +39,11 @@ func TestRecordChainsGapFree(t *testing.T) {
 	}
 	res, err := s.svc.VerifyChain(ctx, 0, 0)
 	require.NoError(t, err)
-	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 30, LastHash: prev}, res)
+	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 30, LastHash: prev, LastSequence: 30}, res)
 
 	res, err = s.svc.VerifyChain(ctx, 11, 20)
 	require.NoError(t, err)
-	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 10, LastHash: page.Events[19].Hash}, res)
+	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 10, LastHash: page.Events[19].Hash, LastSequence: 20}, res)
 }
 
 func TestRecordIsIdempotent(t *testing.T) {

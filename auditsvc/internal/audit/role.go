@@ -52,7 +52,7 @@ var changePrivileges = []string{"UPDATE", "DELETE", "TRUNCATE"}
 //
 // The owner could grant itself the privileges again and disable the
 // trigger, which is why the chain exists: VerifyChain and `auditsvc verify`
-// find what was changed.
+// find what was changed, up to an anchor kept outside the database.
 func RestrictOwnRole(ctx context.Context, db *sql.DB, schema string, logger *slog.Logger) error {
 	logger = logging.OrDiscard(logger)
 	table := pq.QuoteIdentifier(schema) + ".audit_log"

@@ -16,16 +16,25 @@ import (
 // JSON objects, each a protojson ExportEventsResponse ({"event": {...}}, as
 // a Connect or `buf curl` client prints the stream) or a bare protojson
 // Event, one per line (NDJSON) or merely separated by whitespace. The export
-// must be contiguous — an unfiltered ExportEvents, possibly resumed with
-// after_sequence — since a filter leaves gaps that break the chain. Its first
-// event's previous hash is trusted, unless it is sequence 1. An error means
-// r could not be read as an export; a broken chain is a result with OK false.
-func VerifyExport(r io.Reader) (audit.VerifyResult, error) {
+// must be contiguous — an unfiltered ExportEvents — and start right after
+// sequence after, whose hash is afterHash: sequence 1 and the genesis hash
+// for a whole export (after 0, afterHash nil), or an anchor the auditor
+// kept from an earlier export for one resumed with after_sequence. An
+// export that starts anywhere else, or holds no event, does not verify: a
+// cut or empty file must not pass for a log. An error means r could not be
+// read as an export; a broken chain is a result with OK false.
+func VerifyExport(r io.Reader, after int64, afterHash []byte) (audit.VerifyResult, error) {
+	if after == 0 {
+		afterHash = audit.GenesisHash()
+	}
 	dec := json.NewDecoder(r)
-	v := audit.NewVerifier(0)
+	v := audit.NewVerifierAfter(after, afterHash)
 	for n := 1; ; n++ {
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+			if n == 1 {
+				return audit.VerifyResult{}, errors.New("the export holds no event")
+			}
 			return v.Result(), nil
 		} else if err != nil {
 			return audit.VerifyResult{}, fmt.Errorf("object %d: %w", n, err)

@@ -357,16 +357,30 @@ func TestTamperingIsFound(t *testing.T) {
 
 	export, last := e.export(t, 0)
 	assert.Equal(t, int64(35), last)
-	offline, err := handler.VerifyExport(bytes.NewReader(export.Bytes()))
+	offline, err := handler.VerifyExport(bytes.NewReader(export.Bytes()), 0, nil)
 	require.NoError(t, err)
-	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 35, LastHash: verify.Msg.GetLastHash()}, offline)
+	assert.Equal(t, audit.VerifyResult{OK: true, Checked: 35, LastHash: verify.Msg.GetLastHash(), LastSequence: 35}, offline)
 
-	// A resumed export is a chain too, trusting its first previous hash.
+	// A resumed export is a chain too, from the anchor an earlier
+	// verification kept: the hash of the sequence it resumes after.
+	upTo30, err := handler.VerifyExport(strings.NewReader(strings.Join(strings.Split(export.String(), "\n")[:30], "\n")), 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(30), upTo30.LastSequence)
 	resumed, _ := e.export(t, 30)
-	offline, err = handler.VerifyExport(resumed)
+	offline, err = handler.VerifyExport(bytes.NewReader(resumed.Bytes()), 30, upTo30.LastHash)
 	require.NoError(t, err)
 	assert.True(t, offline.OK)
 	assert.Equal(t, int64(5), offline.Checked)
+	offline, err = handler.VerifyExport(bytes.NewReader(resumed.Bytes()), 30, upTo30.LastHash[1:])
+	require.NoError(t, err)
+	assert.False(t, offline.OK, "a resumed export verified against another anchor")
+	// Read as a whole export, it is cut at its start.
+	offline, err = handler.VerifyExport(bytes.NewReader(resumed.Bytes()), 0, nil)
+	require.NoError(t, err)
+	assert.False(t, offline.OK, "an export without its first events verified")
+	assert.Equal(t, int64(1), offline.FirstBroken)
+	_, err = handler.VerifyExport(strings.NewReader(""), 0, nil)
+	assert.Error(t, err, "an empty export verified")
 
 	// Bare Event objects, pretty-printed, read as well as NDJSON.
 	var pretty bytes.Buffer
@@ -377,7 +391,7 @@ func TestTamperingIsFound(t *testing.T) {
 		require.NoError(t, err)
 		pretty.Write(b)
 	}
-	offline, err = handler.VerifyExport(&pretty)
+	offline, err = handler.VerifyExport(&pretty, 0, nil)
 	require.NoError(t, err)
 	assert.True(t, offline.OK)
 	assert.Equal(t, int64(35), offline.Checked)
@@ -403,7 +417,7 @@ func TestTamperingIsFound(t *testing.T) {
 	assert.Empty(t, verify.Msg.GetLastHash())
 
 	tampered, _ := e.export(t, 0)
-	offline, err = handler.VerifyExport(tampered)
+	offline, err = handler.VerifyExport(tampered, 0, nil)
 	require.NoError(t, err)
 	assert.False(t, offline.OK)
 	assert.Equal(t, int64(23), offline.FirstBroken)
@@ -411,11 +425,11 @@ func TestTamperingIsFound(t *testing.T) {
 	// Editing the untouched export file is caught too: drop a line.
 	lines := strings.Split(export.String(), "\n")
 	dropped := strings.Join(append(lines[:9:9], lines[10:]...), "\n")
-	offline, err = handler.VerifyExport(strings.NewReader(dropped))
+	offline, err = handler.VerifyExport(strings.NewReader(dropped), 0, nil)
 	require.NoError(t, err)
 	assert.Equal(t, int64(10), offline.FirstBroken)
 
-	_, err = handler.VerifyExport(strings.NewReader(`{"event": {"sequence": "x"}}`))
+	_, err = handler.VerifyExport(strings.NewReader(`{"event": {"sequence": "x"}}`), 0, nil)
 	assert.Error(t, err)
 }
 
