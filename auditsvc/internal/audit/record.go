@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -53,7 +54,10 @@ var errDuplicates = errors.New("record: the batch holds recorded keys")
 // when one was. With lookup no key can clash: every append holds the chain
 // lock, under which the lookup saw all recorded keys.
 func (s *Service) record(ctx context.Context, events []NewEvent, lookup bool) ([]RecordResult, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	// Read committed, whatever the database's default: the head must be
+	// read after the chain lock is taken, which a snapshot taken at the
+	// lock's request (repeatable read) would not see.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, fmt.Errorf("record: begin: %w", err)
 	}
@@ -88,7 +92,7 @@ func (s *Service) plan(ctx context.Context, tx *sql.Tx, events []NewEvent, looku
 	for i, e := range events {
 		keys[i] = e.IdempotencyKey
 	}
-	seen := make(map[string]RecordResult, len(events))
+	seen := make(map[string]recorded, len(events))
 	if lookup {
 		var err error
 		if seen, err = existing(ctx, tx, keys); err != nil {
@@ -112,6 +116,12 @@ func (s *Service) plan(ctx context.Context, tx *sql.Tx, events []NewEvent, looku
 	var rows []*Event
 	for i, n := range events {
 		if r, ok := seen[n.IdempotencyKey]; ok {
+			if !sameEvent(r.event, n) {
+				// Taken for a duplicate, it would be marked delivered by its
+				// sender and lost without a word; refused as invalid, the
+				// sender's outbox sets it aside and says so.
+				return nil, nil, invalid("idempotency_key %q was recorded with other content", n.IdempotencyKey)
+			}
 			results[i] = RecordResult{IdempotencyKey: n.IdempotencyKey, Duplicate: true, EventID: r.EventID, Sequence: r.Sequence}
 			continue
 		}
@@ -130,24 +140,49 @@ func (s *Service) plan(ctx context.Context, tx *sql.Tx, events []NewEvent, looku
 		headHash = e.Hash
 		rows = append(rows, e)
 		results[i] = RecordResult{IdempotencyKey: n.IdempotencyKey, EventID: id, Sequence: head}
-		seen[n.IdempotencyKey] = results[i]
+		seen[n.IdempotencyKey] = recorded{results[i], n}
 	}
 	return results, rows, nil
 }
 
+// recorded is an event already in the log, or earlier in the batch, and
+// what it was recorded with.
+type recorded struct {
+	RecordResult
+	event NewEvent
+}
+
+// sameEvent reports whether a and b, normalised, are one event: a replay
+// of a key must carry what was recorded under it.
+func sameEvent(a, b NewEvent) bool {
+	return a.IdempotencyKey == b.IdempotencyKey && a.Time.Equal(b.Time) && a.ActorType == b.ActorType &&
+		a.ActorID == b.ActorID && a.Action == b.Action && a.Target == b.Target && a.Outcome == b.Outcome &&
+		a.SourceIP == b.SourceIP && a.UserAgent == b.UserAgent && a.RequestID == b.RequestID &&
+		maps.Equal(nonNil(a.Metadata), nonNil(b.Metadata))
+}
+
 // existing returns the events already recorded under any of keys.
-func existing(ctx context.Context, tx *sql.Tx, keys []string) (map[string]RecordResult, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT idempotency_key, id, sequence FROM audit_log WHERE idempotency_key = ANY($1::text[])`, pq.StringArray(keys))
+func existing(ctx context.Context, tx *sql.Tx, keys []string) (map[string]recorded, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT idempotency_key, id, sequence, time, actor_type, actor_id, action, target,
+		outcome, source_ip, user_agent, request_id, metadata FROM audit_log WHERE idempotency_key = ANY($1::text[])`, pq.StringArray(keys))
 	if err != nil {
 		return nil, fmt.Errorf("record: look up idempotency keys: %w", err)
 	}
 	defer rows.Close()
-	seen := make(map[string]RecordResult, len(keys))
+	seen := make(map[string]recorded, len(keys))
 	for rows.Next() {
-		var r RecordResult
-		if err := rows.Scan(&r.IdempotencyKey, &r.EventID, &r.Sequence); err != nil {
+		var (
+			r  recorded
+			md []byte
+		)
+		if err := rows.Scan(&r.IdempotencyKey, &r.EventID, &r.Sequence, &r.event.Time, &r.event.ActorType, &r.event.ActorID,
+			&r.event.Action, &r.event.Target, &r.event.Outcome, &r.event.SourceIP, &r.event.UserAgent, &r.event.RequestID, &md); err != nil {
 			return nil, fmt.Errorf("record: look up idempotency keys: %w", err)
 		}
+		if err := json.Unmarshal(md, &r.event.Metadata); err != nil {
+			return nil, fmt.Errorf("record: read the metadata of %q: %w", r.IdempotencyKey, err)
+		}
+		r.event.IdempotencyKey = r.IdempotencyKey
 		seen[r.IdempotencyKey] = r
 	}
 	if err := rows.Err(); err != nil {

@@ -82,6 +82,26 @@ func TestRecordIsIdempotent(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, v.OK)
 	assert.Equal(t, int64(7), v.Checked)
+
+	// A key replayed with other content is no duplicate: taken for one, its
+	// sender would mark it delivered and it would be lost.
+	changed := func(key string, i int, change func(*audit.NewEvent)) audit.NewEvent {
+		e := newEvent(key, i)
+		change(&e)
+		return e
+	}
+	for name, evs := range map[string][]audit.NewEvent{
+		"other action":          {changed("svc:1", 1, func(e *audit.NewEvent) { e.Action = "auth.login.other" })},
+		"other time":            {changed("svc:1", 1, func(e *audit.NewEvent) { e.Time = e.Time.Add(time.Microsecond) })},
+		"other metadata":        {changed("svc:1", 1, func(e *audit.NewEvent) { e.Metadata = nil })},
+		"twice in a batch, new": {newEvent("svc:9", 9), changed("svc:9", 9, func(e *audit.NewEvent) { e.Target = "x" })},
+	} {
+		_, err := s.svc.Record(ctx, evs)
+		assert.ErrorIs(t, err, audit.ErrInvalid, name)
+	}
+	n, maxSeq = s.count(t)
+	assert.Equal(t, int64(7), n, "a refused batch recorded something")
+	assert.Equal(t, int64(7), maxSeq)
 }
 
 func TestRecordValidates(t *testing.T) {

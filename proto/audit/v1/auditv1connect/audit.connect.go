@@ -54,8 +54,9 @@ const (
 type AuditServiceClient interface {
 	// Record appends a batch of events from another service's outbox. Delivery is at least
 	// once, so every event carries an idempotency key: an event whose key was recorded before
-	// is reported as a duplicate and not recorded again. The batch is validated and written as
-	// a whole; one invalid event fails the call with INVALID_ARGUMENT and records nothing.
+	// is reported as a duplicate and not recorded again, if it carries what was recorded under
+	// the key; with other content it is invalid. The batch is validated and written as a whole;
+	// one invalid event fails the call with INVALID_ARGUMENT and records nothing.
 	Record(context.Context, *connect.Request[v1.RecordRequest]) (*connect.Response[v1.RecordResponse], error)
 	// QueryEvents pages through the events that match a filter, newest first unless asked
 	// otherwise.
@@ -156,8 +157,9 @@ func (c *auditServiceClient) ExportEvents(ctx context.Context, req *connect.Requ
 type AuditServiceHandler interface {
 	// Record appends a batch of events from another service's outbox. Delivery is at least
 	// once, so every event carries an idempotency key: an event whose key was recorded before
-	// is reported as a duplicate and not recorded again. The batch is validated and written as
-	// a whole; one invalid event fails the call with INVALID_ARGUMENT and records nothing.
+	// is reported as a duplicate and not recorded again, if it carries what was recorded under
+	// the key; with other content it is invalid. The batch is validated and written as a whole;
+	// one invalid event fails the call with INVALID_ARGUMENT and records nothing.
 	Record(context.Context, *connect.Request[v1.RecordRequest]) (*connect.Response[v1.RecordResponse], error)
 	// QueryEvents pages through the events that match a filter, newest first unless asked
 	// otherwise.
