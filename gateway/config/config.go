@@ -127,9 +127,10 @@ type Limits struct {
 	// request, body included. Zero: no limit (client streams). On HTTP/2
 	// the route's timeout bounds a request.
 	ReadTimeout time.Duration `koanf:"read_timeout" validate:"min=0s"`
-	// WriteTimeout is how long writing a response may take (HTTP/1.1), or
-	// one write the client does not take (HTTP/2). Zero: no limit, which
-	// server streams need.
+	// WriteTimeout bounds one write of a response that the client does not
+	// take, then the connection closes (HTTP/1.1 and HTTP/2 alike); a
+	// response as a whole, server streams included, runs as long as its
+	// route's timeout. Zero: no limit.
 	WriteTimeout time.Duration `koanf:"write_timeout" validate:"min=0s"`
 	// IdleTimeout closes a keep-alive connection idle for this long.
 	IdleTimeout time.Duration `koanf:"idle_timeout" validate:"min=1s"`

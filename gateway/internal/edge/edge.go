@@ -282,6 +282,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 	st := &state{route: routeUnknown, stream: stream, answer: w.Header()}
 	ctx := context.WithValue(logging.WithRequestID(r.Context(), id), stateKey{}, st)
 	rec := &recorder{ResponseWriter: w}
+	if stream == nil {
+		// A fresh bound now and as the handler returns, for what net/http
+		// writes itself then: a keep-alive connection keeps the last one.
+		rec.writeTimeout = g.cfg.Limits.WriteTimeout // h2proxy bounds its own writes
+		rec.bound()
+		defer rec.bound()
+	}
 	defer func() {
 		// ReverseProxy ends a response it cannot finish (the client or
 		// the upstream left, the stream's timeout passed) by panicking
@@ -824,11 +831,12 @@ func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 // clean drain.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	lim := g.cfg.Limits
+	// No WriteTimeout: net/http would bound the whole response with it,
+	// server streams included; each write is bounded instead (recorder).
 	srv := &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
-		WriteTimeout:      lim.WriteTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		Protocols:         new(http.Protocols),

@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	auditv1 "portcullis.dev/proto/audit/v1"
+	"portcullis.dev/proto/audit/v1/auditv1connect"
 )
 
 // TestHTTP1ReadTimeoutBoundsTheRequestOnly: on HTTP/1.1 limits.read_timeout
@@ -117,5 +121,47 @@ func TestExpectContinueKeepsTheAnswer(t *testing.T) {
 	}, 15*time.Second, 50*time.Millisecond)
 	for series := range scrape(t, gw.url) {
 		assert.NotContains(t, series, `code="100"`, "the service's 100 was taken for the answer")
+	}
+}
+
+// TestHTTP1WriteTimeoutBoundsOneWrite: on HTTP/1.1, as on HTTP/2,
+// limits.write_timeout bounds one write the client does not take, not the
+// whole answer: a server stream the client reads goes on past it, and a
+// keep-alive connection idle for longer still answers its next request.
+func TestHTTP1WriteTimeoutBoundsOneWrite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	audit := &auditServer{release: make(chan struct{}), events: 2}
+	e.startAudit(t, audit)
+	cfg := e.config(t)
+	cfg.Limits.WriteTimeout = 300 * time.Millisecond
+	gw := e.startGateway(t, cfg)
+
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}} // one keep-alive connection
+	c := auditv1connect.NewAuditServiceClient(client, gw.url, connect.WithGRPCWeb())
+	var stream *connect.ServerStreamForClient[auditv1.ExportEventsResponse]
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		s, err := c.ExportEvents(t.Context(), withToken(connect.NewRequest(&auditv1.ExportEventsRequest{}), e.auth.Issue()))
+		require.NoError(ct, err)
+		if !assert.True(ct, s.Receive(), "first event: %v", s.Err()) {
+			_ = s.Close()
+			return
+		}
+		stream = s
+	}, 15*time.Second, 50*time.Millisecond)
+	time.Sleep(3 * cfg.Limits.WriteTimeout)
+	close(audit.release)
+	require.True(t, stream.Receive(), "the stream was cut: %v", stream.Err())
+	assert.False(t, stream.Receive())
+	require.NoError(t, stream.Err())
+	require.NoError(t, stream.Close())
+
+	time.Sleep(2 * cfg.Limits.WriteTimeout)
+	for range 2 {
+		res, err := client.Get(gw.url + "/healthz")
+		require.NoError(t, err, "a keep-alive connection kept a stale write deadline")
+		_ = res.Body.Close()
+		assert.Equal(t, http.StatusOK, res.StatusCode)
+		time.Sleep(2 * cfg.Limits.WriteTimeout)
 	}
 }

@@ -2,20 +2,36 @@ package edge
 
 import (
 	"net/http"
+	"time"
 )
 
 // recorder remembers the status of a response for the access log and the
 // metrics. It passes Flush through, and Unwrap lets http.ResponseController
 // reach the connection's own deadlines and flushing.
+//
+// With writeTimeout set, each write the client does not take within it
+// ends the connection, as h2proxy does on HTTP/2: a client that stops
+// reading cannot hold it for ever, and a long server stream that the
+// client reads is not cut, as net/http's WriteTimeout, which bounds the
+// whole response, would cut it.
 type recorder struct {
 	http.ResponseWriter
-	status int
+	status       int
+	writeTimeout time.Duration
+}
+
+// bound gives the next write writeTimeout.
+func (r *recorder) bound() {
+	if r.writeTimeout > 0 {
+		_ = http.NewResponseController(r.ResponseWriter).SetWriteDeadline(time.Now().Add(r.writeTimeout))
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= http.StatusOK { // 1xx is not the answer
 		r.status = code
 	}
+	r.bound()
 	r.ResponseWriter.WriteHeader(code)
 }
 
@@ -23,6 +39,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.bound()
 	return r.ResponseWriter.Write(p)
 }
 
@@ -30,6 +47,7 @@ func (r *recorder) Flush() {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.bound()
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
