@@ -207,16 +207,7 @@ func TestStandbyRelayKeepsItsBacklogCurrent(t *testing.T) {
 	db, cfg := openDB(t)
 	log := &auditLog{seen: map[string]int{}}
 	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log), outbox.Config{PollInterval: 50 * time.Millisecond}, nil)
-
-	// The test is the replica relaying: it holds the lock throughout.
-	conn, err := db.DB.Conn(t.Context())
-	require.NoError(t, err)
-	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_lock($1)`, relay.LockKey())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, relay.LockKey())
-		_ = conn.Close()
-	})
+	conn := holdRelayLock(t, db.DB, relay) // the test is the replica relaying
 	runRelay(t, relay)
 
 	for i := range 5 {
@@ -227,7 +218,7 @@ func TestStandbyRelayKeepsItsBacklogCurrent(t *testing.T) {
 	assert.Zero(t, log.count(), "the standby delivered")
 
 	// The other replica delivers them.
-	_, err = conn.ExecContext(t.Context(), `UPDATE outbox_events SET delivered_at = now()`)
+	_, err := conn.ExecContext(t.Context(), `UPDATE outbox_events SET delivered_at = now()`)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return relay.Backlog() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"standby backlog %d, want 0", relay.Backlog())
@@ -295,14 +286,7 @@ func TestStandbyRelayPolls(t *testing.T) {
 	t.Parallel()
 	db, cfg := openDB(t)
 	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, &auditLog{seen: map[string]int{}}), outbox.Config{PollInterval: time.Hour}, nil)
-	conn, err := db.DB.Conn(t.Context())
-	require.NoError(t, err)
-	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_lock($1)`, relay.LockKey())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, relay.LockKey())
-		_ = conn.Close()
-	})
+	holdRelayLock(t, db.DB, relay)
 	runRelay(t, relay)
 	time.Sleep(300 * time.Millisecond) // its first look, and its LISTEN
 	for i := range 5 {
@@ -310,4 +294,19 @@ func TestStandbyRelayPolls(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	assert.Zero(t, relay.Backlog(), "the standby looked on a notification")
+}
+
+// holdRelayLock takes relay's lock on a connection of its own until the test
+// ends, as another replica relaying would, and returns that connection.
+func holdRelayLock(t *testing.T, db *sql.DB, relay *outbox.Relay) *sql.Conn {
+	t.Helper()
+	conn, err := db.Conn(t.Context())
+	require.NoError(t, err)
+	_, err = conn.ExecContext(t.Context(), `SELECT pg_advisory_lock($1)`, relay.LockKey())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, relay.LockKey())
+		_ = conn.Close()
+	})
+	return conn
 }

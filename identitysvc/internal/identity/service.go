@@ -194,14 +194,38 @@ func (s *Service) CreateUser(ctx context.Context, email, password, displayName s
 
 // GetUser returns a user that is not deleted.
 func (s *Service) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
-	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
-	if ent.IsNotFound(err) {
-		return User{}, ErrNotFound
-	}
+	u, err := s.liveUser(ctx, id)
 	if err != nil {
 		return User{}, err
 	}
 	return toUser(u), nil
+}
+
+// liveUser reads the user id names, unless deleted ([ErrNotFound]).
+func (s *Service) liveUser(ctx context.Context, id uuid.UUID) (*ent.User, error) {
+	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	return u, err
+}
+
+// checkCurrentPassword checks the password a signed-in user gives to
+// confirm a change: [ErrWrongPassword] when it is not theirs, counted
+// towards the account's lockout as at login. A disabled user may still
+// confirm with a token issued before being disabled: what needs it only
+// keeps the account safer.
+func (s *Service) checkCurrentPassword(ctx context.Context, u *ent.User, password string) error {
+	if len(password) > MaxPasswordBytes {
+		return ErrWrongPassword
+	}
+	if err := s.authenticate(ctx, u, password, true); err != nil {
+		if errors.Is(err, ErrInvalidCredentials) {
+			return ErrWrongPassword
+		}
+		return err
+	}
+	return nil
 }
 
 // ConfirmOwnEmailChange checks the password users give to change their own
@@ -215,10 +239,7 @@ func (s *Service) ConfirmOwnEmailChange(ctx context.Context, id uuid.UUID, email
 	if err != nil {
 		return err
 	}
-	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
-	if ent.IsNotFound(err) {
-		return ErrNotFound
-	}
+	u, err := s.liveUser(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -228,16 +249,7 @@ func (s *Service) ConfirmOwnEmailChange(ctx context.Context, id uuid.UUID, email
 	if password == "" {
 		return &ValidationError{Field: "current_password", Reason: "is required to change your own email"}
 	}
-	if len(password) > MaxPasswordBytes {
-		return ErrWrongPassword
-	}
-	if err := s.authenticate(ctx, u, password, true); err != nil {
-		if errors.Is(err, ErrInvalidCredentials) {
-			return ErrWrongPassword
-		}
-		return err
-	}
-	return nil
+	return s.checkCurrentPassword(ctx, u, password)
 }
 
 // UpdateUser changes a user's display name and/or email; nil leaves a field
@@ -403,22 +415,11 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 	if err := checkPasswordRules(next, s.cfg.MinPasswordLength); err != nil {
 		return err
 	}
-	if len(current) > MaxPasswordBytes {
-		return ErrWrongPassword
-	}
-	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)
-	if ent.IsNotFound(err) {
-		return ErrNotFound
-	}
+	u, err := s.liveUser(ctx, id)
 	if err != nil {
 		return err
 	}
-	// A disabled user may still change the password with a token issued
-	// before being disabled: that only keeps the account safer.
-	if err := s.authenticate(ctx, u, current, true); err != nil {
-		if errors.Is(err, ErrInvalidCredentials) {
-			return ErrWrongPassword
-		}
+	if err := s.checkCurrentPassword(ctx, u, current); err != nil {
 		return err
 	}
 	hash, err := s.hasher.hash(ctx, next)
