@@ -52,7 +52,8 @@ func (b *lineBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Flush writes what the buffer holds.
+// Flush writes what the buffer holds. Should the write fail, what it held
+// is dropped, as a line written at once would have been.
 func (b *lineBuffer) Flush() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -161,7 +161,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			// Every audited write notifies every replica: a standby that
 			// looked each time would take a transaction and count the
 			// backlog on every write, for nothing. It polls, to take over
-			// and to keep its backlog current.
+			// and to keep its backlog current. Another replica delivers:
+			// an outage this one saw is over, or is that one's to report.
+			failures = 0
 			select {
 			case <-ctx.Done():
 				return nil

@@ -342,7 +342,13 @@ func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, in
 // the instance would be registered as 127.0.0.1, which callers on other
 // hosts cannot reach, while the local agent's check passes.
 func (c Config) Validate() error {
-	if c.Addr == "" || c.AdvertiseAddr != "" {
+	if c.AdvertiseAddr != "" {
+		if wildcard(c.AdvertiseAddr) {
+			return fmt.Errorf("server.advertise_addr: %q is a wildcard: set the address other hosts reach this one at", c.AdvertiseAddr)
+		}
+		return nil
+	}
+	if c.Addr == "" {
 		return nil
 	}
 	host, _, err := net.SplitHostPort(c.Addr)

@@ -316,6 +316,8 @@ func TestConfigRefusesAWildcardWithoutAnAdvertisedAddress(t *testing.T) {
 		{":8080", "", false},
 		{"[::]:8080", "", false},
 		{"0.0.0.0:8080", "10.0.0.7", true},
+		{"0.0.0.0:8080", "0.0.0.0", false},
+		{"0.0.0.0:8080", "::", false},
 		{"8080", "", false},
 	}
 	for _, tt := range tests {

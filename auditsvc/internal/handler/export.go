@@ -24,8 +24,11 @@ import (
 // cut or empty file must not pass for a log. An error means r could not be
 // read as an export; a broken chain is a result with OK false.
 func VerifyExport(r io.Reader, after int64, afterHash []byte) (audit.VerifyResult, error) {
-	if after == 0 {
+	switch {
+	case after == 0:
 		afterHash = audit.GenesisHash()
+	case after < 0 || len(afterHash) == 0:
+		return audit.VerifyResult{}, fmt.Errorf("an export resumed after sequence %d needs the hash of that sequence", after)
 	}
 	dec := json.NewDecoder(r)
 	v := audit.NewVerifierAfter(after, afterHash)

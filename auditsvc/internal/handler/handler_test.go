@@ -381,6 +381,8 @@ func TestTamperingIsFound(t *testing.T) {
 	assert.Equal(t, int64(1), offline.FirstBroken)
 	_, err = handler.VerifyExport(strings.NewReader(""), 0, nil)
 	assert.Error(t, err, "an empty export verified")
+	_, err = handler.VerifyExport(bytes.NewReader(resumed.Bytes()), 30, nil)
+	assert.Error(t, err, "a resumed export verified without its anchor")
 
 	// Bare Event objects, pretty-printed, read as well as NDJSON.
 	var pretty bytes.Buffer

@@ -59,8 +59,9 @@ const mailTimeout = time.Minute
 // mailQueue bounds the mails waiting for a slot. While the mail server
 // hangs, every request that mails would otherwise leave a goroutine
 // waiting, without end; past the bound a mail is dropped and logged, and
-// the user can ask for another.
-const mailQueue = 256
+// the user can ask for another. It is wide enough for a burst of sign-ups
+// while the server answers (a waiting goroutine costs a few KiB).
+const mailQueue = 1000
 
 // send hands m to the Mailer in the background, after the change that
 // issued its token has committed. The caller's answer then never waits for
