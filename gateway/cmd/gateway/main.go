@@ -17,8 +17,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	kconfig "portcullis.dev/kernel/config"
 	"portcullis.dev/kernel/heapfloor"
@@ -33,7 +31,7 @@ import (
 const name = "gateway"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := service.SignalContext(context.Background())
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
