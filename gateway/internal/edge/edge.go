@@ -283,10 +283,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 	ctx := context.WithValue(logging.WithRequestID(r.Context(), id), stateKey{}, st)
 	rec := &recorder{ResponseWriter: w}
 	if stream == nil {
-		// A fresh bound now and as the handler returns, for what net/http
-		// writes itself then: a keep-alive connection keeps the last one.
 		rec.writeTimeout = g.cfg.Limits.WriteTimeout // h2proxy bounds its own writes
-		rec.bound()
+		// A bound as the handler returns, for what net/http writes itself
+		// then (the end of a response); it clears the deadline after that.
 		defer rec.bound()
 	}
 	defer func() {
