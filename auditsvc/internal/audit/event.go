@@ -3,7 +3,6 @@ package audit
 import (
 	"math"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -140,7 +139,7 @@ func normalize(e NewEvent, cfg Config) (NewEvent, error) {
 	if size > cfg.MaxMetadataBytes {
 		return e, invalid("metadata is larger than %d bytes", cfg.MaxMetadataBytes)
 	}
-	e.UserAgent = truncateUTF8(e.UserAgent, maxUserAgentBytes)
+	e.UserAgent = database.TruncateText(e.UserAgent, maxUserAgentBytes)
 	for _, s := range e.texts() {
 		if !database.ValidText(s) {
 			return e, invalid("a text field holds NUL or invalid UTF-8")
@@ -156,15 +155,4 @@ func (e NewEvent) texts() []string {
 		s = append(s, k, v)
 	}
 	return s
-}
-
-// truncateUTF8 cuts s to at most n bytes without splitting a character.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

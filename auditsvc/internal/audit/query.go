@@ -31,12 +31,6 @@ type Filter struct {
 	RequestID string
 }
 
-// PostgreSQL's timestamptz holds 4714-11-24 BC to 294276-12-31 AD.
-var (
-	minStoredTime = time.Date(-4713, time.November, 24, 0, 0, 0, 0, time.UTC)
-	maxStoredTime = time.Date(294276, time.December, 31, 23, 59, 59, 999999000, time.UTC)
-)
-
 // check refuses a filter PostgreSQL cannot compare with the log: text it
 // cannot hold, or a time outside its range, fails the query, and the caller
 // would see an internal error for a request that can never succeed.
@@ -52,7 +46,7 @@ func (f Filter) check() error {
 		field string
 		value time.Time
 	}{{"start_time", f.StartTime}, {"end_time", f.EndTime}} {
-		if t.value.Before(minStoredTime) || t.value.After(maxStoredTime) {
+		if !database.ValidTime(t.value) {
 			return invalid("filter.%s must be between 4714-11-24 BC and 294276-12-31", t.field)
 		}
 	}

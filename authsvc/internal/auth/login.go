@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -179,17 +178,5 @@ func enqueueLoginFailed(ctx context.Context, tx *ent.Tx, userID, email, reason s
 // HTTP server passes header bytes 0x80-0xFF, and a client sending Latin-1 in
 // its User-Agent must still be able to log in.
 func (in LoginInput) client() (sourceIP, userAgent string) {
-	return database.CleanText(in.SourceIP), truncateUTF8(database.CleanText(in.UserAgent), maxUserAgent)
-}
-
-// truncateUTF8 cuts s, valid UTF-8, to at most n bytes without splitting a
-// character.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
+	return database.CleanText(in.SourceIP), database.TruncateText(database.CleanText(in.UserAgent), maxUserAgent)
 }

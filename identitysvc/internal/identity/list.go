@@ -16,6 +16,7 @@ import (
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/ent/predicate"
 	"portcullis.dev/identitysvc/ent/user"
+	"portcullis.dev/kernel/database"
 )
 
 // Page sizes of ListUsers.
@@ -131,7 +132,7 @@ func (q ListQuery) validateText() error {
 		return &ValidationError{Field: "name_contains", Reason: fmt.Sprintf("must be at most %d characters", maxNameContainsRunes)}
 	}
 	for _, f := range [...]struct{ field, value string }{{"query", q.Query}, {"email_prefix", q.EmailPrefix}, {"name_contains", q.NameContains}} {
-		if !utf8.ValidString(f.value) || strings.ContainsRune(f.value, 0) {
+		if !database.ValidText(f.value) {
 			return &ValidationError{Field: f.field, Reason: "must be UTF-8 text without NUL"}
 		}
 	}
@@ -182,21 +183,14 @@ func decodeCursor(s string, filters uint32) (time.Time, uuid.UUID, error) {
 	if err != nil {
 		return time.Time{}, uuid.UUID{}, errBadCursor
 	}
+	// The filter sum is no seal (anyone can recompute it): a forged time
+	// PostgreSQL cannot hold must be refused here, not fail the query.
 	t := time.UnixMicro(int64(binary.BigEndian.Uint64(b[:8])))
-	if t.Before(minCursorTime) || !t.Before(maxCursorTime) {
+	if !database.ValidTime(t) {
 		return time.Time{}, uuid.UUID{}, errBadCursor
 	}
 	return t, id, nil
 }
-
-// The times a cursor may hold: every creation time is in them, and the
-// filter sum is no seal (anyone can recompute it), so a forged time far
-// outside them must be refused here rather than by PostgreSQL, whose
-// "timestamp out of range" is not the caller's to read.
-var (
-	minCursorTime = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
-	maxCursorTime = time.Date(10000, time.January, 1, 0, 0, 0, 0, time.UTC)
-)
 
 var (
 	errBadCursor     = &ValidationError{Field: "page_token", Reason: "is not a token this service issued"}

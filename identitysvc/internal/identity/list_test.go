@@ -120,9 +120,6 @@ func TestListUsersRefusals(t *testing.T) {
 		{"page token of other filters", identity.ListQuery{NameContains: "user", EmailPrefix: "a", PageToken: token}, "page_token"},
 		{"page token without its filter", identity.ListQuery{PageToken: token}, "page_token"},
 		{"page token at the earliest Unix microsecond", identity.ListQuery{PageToken: identity.PageToken(identity.ListQuery{}, time.UnixMicro(math.MinInt64), uuid.New())}, "page_token"},
-		{"page token at the latest Unix microsecond", identity.ListQuery{PageToken: identity.PageToken(identity.ListQuery{}, time.UnixMicro(math.MaxInt64), uuid.New())}, "page_token"},
-		{"page token before year 1", identity.ListQuery{PageToken: identity.PageToken(identity.ListQuery{}, time.Date(0, 12, 31, 23, 59, 59, 0, time.UTC), uuid.New())}, "page_token"},
-		{"page token after year 9999", identity.ListQuery{PageToken: identity.PageToken(identity.ListQuery{}, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), uuid.New())}, "page_token"},
 		{"query over 254 bytes", identity.ListQuery{Query: strings.Repeat("q", 255)}, "query"},
 		{"email prefix over 254 bytes", identity.ListQuery{EmailPrefix: strings.Repeat("e", 255)}, "email_prefix"},
 		{"name over 200 characters", identity.ListQuery{NameContains: strings.Repeat("é", 201)}, "name_contains"},
@@ -141,8 +138,9 @@ func TestListUsersRefusals(t *testing.T) {
 	// At the limits, filters are fine.
 	_, _, err = f.svc.ListUsers(ctx, identity.ListQuery{EmailPrefix: strings.Repeat("e", 254), NameContains: strings.Repeat("é", 200)})
 	require.NoError(t, err)
-	// And so are page tokens at the limits of the times they may hold.
-	for _, at := range []time.Time{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)} {
+	// And so are page tokens of any time PostgreSQL holds, up to the
+	// latest the cursor's int64 microseconds can say.
+	for _, at := range []time.Time{time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC), time.UnixMicro(math.MaxInt64)} {
 		_, _, err = f.svc.ListUsers(ctx, identity.ListQuery{PageToken: identity.PageToken(identity.ListQuery{}, at, uuid.Max)})
 		require.NoError(t, err, "page token at %v", at)
 	}
