@@ -123,18 +123,11 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
 // walk at the balancer, and every client behind it would share one bucket.
 func forwardedAddr(s string) (netip.Addr, bool) {
 	s = strings.TrimSpace(s)
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), true
+	a := remoteIP(s) // an address, with its port or without
+	if !a.IsValid() {
+		a = remoteIP(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")) // [2001:db8::1]
 	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
-	}
-	if inner, ok := strings.CutPrefix(s, "["); ok {
-		if a, err := netip.ParseAddr(strings.TrimSuffix(inner, "]")); err == nil && strings.HasSuffix(inner, "]") {
-			return a.Unmap(), true
-		}
-	}
-	return netip.Addr{}, false
+	return a, a.IsValid()
 }
 
 func remoteIP(remote string) netip.Addr {
