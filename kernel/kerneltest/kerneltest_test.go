@@ -1,9 +1,12 @@
 package kerneltest_test
 
 import (
+	"io"
+	"net"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"portcullis.dev/kernel/kerneltest"
 )
@@ -28,4 +31,29 @@ func TestInCI(t *testing.T) {
 		t.Setenv("CI", env)
 		assert.Equal(t, want, kerneltest.InCI(), "CI=%q", env)
 	}
+}
+
+func TestServeTCP(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 2)
+	var addr string
+	t.Run("serves", func(t *testing.T) {
+		addr = kerneltest.ServeTCP(t, func(c net.Conn) {
+			b := make([]byte, 4)
+			n, _ := io.ReadFull(c, b)
+			got <- string(b[:n])
+			_, _ = c.Read(b) // holds the connection until the test ends
+		})
+		for _, msg := range []string{"ping", "pong"} {
+			c, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte(msg))
+			require.NoError(t, err)
+			assert.Equal(t, msg, <-got)
+		}
+	})
+	// The subtest has ended: its connections and its listener are closed.
+	_, err := net.Dial("tcp", addr)
+	assert.Error(t, err, "the listener outlived its test")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/kernel/kerneltest"
 	"portcullis.dev/kernel/registry"
 )
 
@@ -123,31 +124,19 @@ func TestEndedCallsCountForNobody(t *testing.T) {
 // here; the test holds that the h2c transport pings at all.
 func TestSilentInstanceFailsItsCalls(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				// An empty SETTINGS and the ACK of the client's: the
-				// connection is up, and then nothing more comes.
-				_, _ = nc.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0})
-				_, _ = io.Copy(io.Discard, nc)
-			}()
-		}
-	}()
+	addr := kerneltest.ServeTCP(t, func(nc net.Conn) {
+		// An empty SETTINGS and the ACK of the client's: the connection is
+		// up, and then nothing more comes.
+		_, _ = nc.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0})
+		_, _ = io.Copy(io.Discard, nc)
+	})
 	tr := h2cTransport()
 	require.NotNil(t, tr.HTTP2, "the transport pings quiet connections")
 	tr.HTTP2.SendPingTimeout, tr.HTTP2.PingTimeout = 100*time.Millisecond, 200*time.Millisecond
 	t.Cleanup(tr.CloseIdleConnections)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/waits", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/waits", nil)
 	require.NoError(t, err)
 	res, err := tr.RoundTrip(req)
 	if err == nil {

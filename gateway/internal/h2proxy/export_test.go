@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"portcullis.dev/kernel/kerneltest"
 )
 
 // ServeForTest serves srv on a loopback listener until the test ends,
@@ -69,38 +71,25 @@ func H2CClient() *http.Client {
 // every other frame, headers decoded, to serve. It returns its address.
 func RawUpstreamForTest(t testing.TB, serve func(fr *http2.Framer, f http2.Frame)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
+	return kerneltest.ServeTCP(t, func(nc net.Conn) {
+		if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+		fr := http2.NewFramer(nc, nc)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
 		for {
-			nc, err := ln.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer nc.Close()
-				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
-					return
+			if sf, ok := f.(*http2.SettingsFrame); ok {
+				if !sf.IsAck() {
+					_ = fr.WriteSettingsAck()
 				}
-				fr := http2.NewFramer(nc, nc)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				_ = fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					if sf, ok := f.(*http2.SettingsFrame); ok {
-						if !sf.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-						continue
-					}
-					serve(fr, f)
-				}
-			}()
+				continue
+			}
+			serve(fr, f)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }

@@ -163,22 +163,11 @@ func TestFallbackAsksAgainOnce(t *testing.T) {
 	t.Parallel()
 	// A Redis that takes connections and never answers, as one behind a
 	// network partition: every question costs the whole timeout.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = nc.Close() })
-		}
-	}()
+	addr := kerneltest.ServeTCP(t, func(net.Conn) { <-t.Context().Done() })
 	// The probe must end within the retry period, or the next period's
 	// probe would start while it waits.
 	const timeout, retry = 200 * time.Millisecond, 500 * time.Millisecond
-	client, err := ratelimit.NewRedisClient("redis://"+ln.Addr().String()+"/0", timeout)
+	client, err := ratelimit.NewRedisClient("redis://"+addr+"/0", timeout)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Close() })
 	var logs kerneltest.Buffer

@@ -23,30 +23,18 @@ import (
 // smtpServer is a minimal real SMTP server (RFC 5321: EHLO, MAIL, RCPT,
 // DATA, QUIT) on loopback that keeps what it receives.
 type smtpServer struct {
-	ln   net.Listener
+	addr string
 	mu   sync.Mutex
 	mail []string // each message's envelope and data
 }
 
 func startSMTP(t *testing.T) *smtpServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &smtpServer{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close() })
+	s := &smtpServer{}
+	s.addr = kerneltest.ServeTCP(t, s.serve)
 	return s
 }
 
 func (s *smtpServer) serve(c net.Conn) {
-	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	tp := textproto.NewConn(c)
 	_ = tp.PrintfLine("220 test ESMTP")
@@ -94,7 +82,7 @@ func (s *smtpServer) received() []string {
 func TestSMTPMailerSendsThroughARealServer(t *testing.T) {
 	t.Parallel()
 	srv := startSMTP(t)
-	host, port, _ := net.SplitHostPort(srv.ln.Addr().String())
+	host, port, _ := net.SplitHostPort(srv.addr)
 	p, _ := strconv.Atoi(port)
 	mailer, err := identity.NewMailer(identity.MailConfig{
 		Driver: "smtp",
