@@ -1,9 +1,11 @@
 package kerneltest_test
 
 import (
+	"errors"
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -36,9 +38,9 @@ func TestInCI(t *testing.T) {
 func TestServeTCP(t *testing.T) {
 	t.Parallel()
 	got := make(chan string, 2)
-	var addr string
+	var open net.Conn
 	t.Run("serves", func(t *testing.T) {
-		addr = kerneltest.ServeTCP(t, func(c net.Conn) {
+		addr := kerneltest.ServeTCP(t, func(c net.Conn) {
 			b := make([]byte, 4)
 			n, _ := io.ReadFull(c, b)
 			got <- string(b[:n])
@@ -47,13 +49,20 @@ func TestServeTCP(t *testing.T) {
 		for _, msg := range []string{"ping", "pong"} {
 			c, err := net.Dial("tcp", addr)
 			require.NoError(t, err)
-			defer c.Close()
+			t.Cleanup(func() { _ = c.Close() })
 			_, err = c.Write([]byte(msg))
 			require.NoError(t, err)
 			assert.Equal(t, msg, <-got)
 		}
+		var err error
+		open, err = net.Dial("tcp", addr)
+		require.NoError(t, err)
 	})
-	// The subtest has ended: its connections and its listener are closed.
-	_, err := net.Dial("tcp", addr)
-	assert.Error(t, err, "the listener outlived its test")
+	// The subtest has ended: the connections it left open are closed.
+	defer open.Close()
+	require.NoError(t, open.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err := open.Read(make([]byte, 1))
+	require.Error(t, err)
+	var ne net.Error
+	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "a connection outlived its test")
 }
