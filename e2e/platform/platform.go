@@ -69,6 +69,10 @@ type Options struct {
 	// a service not named runs one. The second instance of identitysvc is
 	// the process "identitysvc-2", and so on.
 	Replicas map[string]int
+
+	// freePorts chooses Consul's ports; nil means [freePorts]. Tests set it
+	// to hand out a port that is taken.
+	freePorts func(n int) ([]int, error)
 }
 
 // Platform is a running set of processes. Stop it with [Platform.Stop].
@@ -94,6 +98,7 @@ type Platform struct {
 	replicas   map[string]int
 	mu         sync.Mutex
 	stopped    map[*process]bool // stopped on purpose: not a failure
+	freePorts  func(n int) ([]int, error)
 }
 
 // Start starts Consul (unless [Options.ConsulAddr] names one), every service
@@ -116,6 +121,10 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		envs:       map[string][]string{},
 		stopped:    map[*process]bool{},
 		replicas:   map[string]int{},
+		freePorts:  opts.freePorts,
+	}
+	if p.freePorts == nil {
+		p.freePorts = freePorts
 	}
 	names := []string{"consul"}
 	for _, name := range Services {
@@ -141,13 +150,12 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 
 	p.ConsulAddr = opts.ConsulAddr
 	if p.ConsulAddr == "" {
-		addr, err := p.startConsul(bin, opts.ConsulHTTPPort, log)
+		addr, err := p.startConsul(ctx, bin, opts.ConsulHTTPPort, log)
 		if err != nil {
 			return fail(err)
 		}
 		p.ConsulAddr = addr
-	}
-	if err := p.await(ctx, "consul", func(ctx context.Context) error { return consulLeader(ctx, p.ConsulAddr) }); err != nil {
+	} else if err := p.await(ctx, "consul", func(ctx context.Context) error { return consulLeader(ctx, p.ConsulAddr) }); err != nil {
 		return fail(err)
 	}
 
@@ -322,8 +330,41 @@ func (p *Platform) StartService(ctx context.Context, name string) error {
 	return p.await(ctx, name, p.healthCheck(service, p.replicas[service]))
 }
 
-func (p *Platform) startConsul(bin string, httpPort int, log *prefixLog) (string, error) {
-	ports, err := freePorts(5)
+// consulStartAttempts is how often [Platform.startConsul] tries fresh ports.
+const consulStartAttempts = 3
+
+// startConsul starts a dev agent and waits until it has a leader. Its ports
+// were free when chosen, but another process may bind one before the agent
+// does; the agent then exits, and it is started again on other ports.
+func (p *Platform) startConsul(ctx context.Context, bin string, httpPort int, log *prefixLog) (string, error) {
+	for attempt := 1; ; attempt++ {
+		addr, err := p.spawnConsul(bin, httpPort, log)
+		if err != nil {
+			return "", err
+		}
+		err = p.await(ctx, "consul", func(ctx context.Context) error { return consulLeader(ctx, addr) })
+		if err == nil {
+			return addr, nil
+		}
+		proc := p.proc("consul")
+		if attempt == consulStartAttempts || !proc.exited() || !lostPort(proc.lastLines()) {
+			return "", err
+		}
+		p.mu.Lock()
+		p.stopped[proc] = true // not a failure for Wait
+		p.mu.Unlock()
+		p.procs = slices.DeleteFunc(p.procs, func(pr *process) bool { return pr == proc })
+		fmt.Fprintf(p.progress, "… %-12s lost a port to another process; trying others\n", "consul")
+	}
+}
+
+// lostPort reports whether an agent's last lines say it could not bind a port.
+func lostPort(lines []string) bool {
+	return slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "address already in use") })
+}
+
+func (p *Platform) spawnConsul(bin string, httpPort int, log *prefixLog) (string, error) {
+	ports, err := p.freePorts(5)
 	if err != nil {
 		return "", err
 	}
