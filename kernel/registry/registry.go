@@ -28,6 +28,13 @@ const (
 	MetaConnectServices = "connect_services"
 )
 
+// ErrUnreachable says the Consul agent did not answer, as opposed to
+// answering with an error. [Registry.Register] wraps it, and returns the
+// instance's ID with it: a service may serve anyway and leave the
+// registration to [Registry.KeepRegistered], as it would after an agent
+// restart, so that services can start before their agent.
+var ErrUnreachable = errors.New("consul agent unreachable")
+
 // maxMetaValue is the longest metadata value Consul accepts.
 const maxMetaValue = 512
 
@@ -127,6 +134,9 @@ func (r *Registry) agentID(ctx context.Context) (string, error) {
 // [Config.CheckInterval]. The instance is critical, so not resolved, until
 // its first check passes, which Consul runs within one interval.
 // Registering an ID again replaces the registration.
+//
+// An agent that cannot be reached gives an error wrapping [ErrUnreachable],
+// and the ID the instance would have had.
 func (r *Registry) Register(ctx context.Context, inst Instance) (string, error) {
 	return r.register(ctx, inst, "")
 }
@@ -141,6 +151,10 @@ func (r *Registry) register(ctx context.Context, inst Instance, initialStatus st
 	reg.Check.Status = initialStatus
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := r.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+		var status api.StatusError
+		if !errors.As(err, &status) && ctx.Err() == nil {
+			return reg.ID, fmt.Errorf("register %q in Consul at %s: %w: %w", reg.ID, r.cfg.Addr, ErrUnreachable, err)
+		}
 		return "", fmt.Errorf("register %q in Consul at %s: %w", reg.ID, r.cfg.Addr, err)
 	}
 	r.logger.InfoContext(ctx, "registered in Consul",

@@ -242,7 +242,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	go func() { serveErr <- srv.Serve(ln) }()
 
 	instanceID, err := s.register(ctx, ln.Addr())
-	if err != nil {
+	switch {
+	case errors.Is(err, registry.ErrUnreachable):
+		// Consul may come up after the services (a host's boot, a
+		// Compose file): keepRegistered registers the instance once its
+		// agent answers, rather than the service exiting until then.
+		s.logger.WarnContext(ctx, "serving unregistered until the Consul agent answers", slog.Any("err", err))
+	case err != nil:
 		_ = srv.Close()
 		return err
 	}
@@ -389,7 +395,7 @@ func (s *Server) register(ctx context.Context, addr net.Addr) (string, error) {
 	}
 	id, err := s.registry.Register(ctx, s.instance(addr))
 	if err != nil {
-		return "", fmt.Errorf("register %s in Consul: %w", s.name, err)
+		return id, fmt.Errorf("register %s in Consul: %w", s.name, err)
 	}
 	return id, nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"portcullis.dev/kernel/authn/authntest"
+	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/registry"
 	"portcullis.dev/kernel/rpc"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
@@ -328,4 +330,43 @@ func TestConfigRefusesAWildcardWithoutAnAdvertisedAddress(t *testing.T) {
 			assert.Error(t, err, "%q advertising %q", tt.addr, tt.advertise)
 		}
 	}
+}
+
+// TestServesBeforeConsulAnswers: a service started before its Consul agent
+// (a host's boot, a Compose file) serves, and registers once the agent
+// answers, rather than exiting until then.
+func TestServesBeforeConsulAnswers(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	consul.Stop()
+	var logs kerneltest.Buffer
+	reg, err := registry.New(registry.Config{Addr: consul.Addr(), CheckInterval: time.Second})
+	require.NoError(t, err)
+	srv := rpc.NewServer("earlysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithRegistry(reg), rpc.WithLogger(jsonLogger(&logs)), rpc.WithAccessPolicy(&rpc.AccessPolicy{}))
+	srv.Handle(identityv1connect.NewIdentityServiceHandler(&identityStub{}, srv.HandlerOptions()...))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 5*time.Second, 10*time.Millisecond, "logs:\n%s", logs.String())
+	assert.Contains(t, logs.String(), "serving unregistered until the Consul agent answers")
+
+	consul.Restart()
+	require.Eventually(t, func() bool {
+		entries, _, err := reg.Client().Health().Service("earlysvc", "", true, nil)
+		return err == nil && len(entries) == 1
+	}, 10*time.Second, 20*time.Millisecond, "registered and passing once the agent answers; logs:\n%s", logs.String())
+
+	cancel()
+	require.NoError(t, <-done, "logs:\n%s", logs.String())
 }
