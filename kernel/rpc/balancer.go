@@ -31,23 +31,37 @@ type balancer struct {
 	maxAttempts int
 
 	endpoints sync.Map // host:port → *endpoint
+	// nextSweep is when endpoints is next swept of instances no longer
+	// listed (unix nanoseconds). Each deploy on dynamic ports lists new
+	// addresses, and a gateway runs for months.
+	nextSweep atomic.Int64
 }
+
+// endpointIdle is how long an instance must go unlisted before the
+// balancer forgets it; it outlasts any ejection.
+const endpointIdle = 10 * time.Minute
 
 // endpoint is what the balancer knows of one instance.
 type endpoint struct {
 	inFlight     atomic.Int64
 	failures     atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds
+	// listed is when a pick last saw the instance among the healthy ones
+	// (unix nanoseconds), kept to the second: a store on every pick would
+	// make the instances' cores fight over the line.
+	listed atomic.Int64
 }
 
 func newBalancer(base http.RoundTripper, instances func(context.Context, string) ([]registry.Instance, error)) *balancer {
-	return &balancer{
+	b := &balancer{
 		base:        base,
 		instances:   instances,
 		ejectAfter:  3,
 		ejectFor:    10 * time.Second,
 		maxAttempts: 3,
 	}
+	b.nextSweep.Store(time.Now().Add(time.Minute).UnixNano())
+	return b
 }
 
 // h2cTransport speaks HTTP/2 with prior knowledge over plain TCP, the way
@@ -173,12 +187,16 @@ func (b *balancer) pick(instances []registry.Instance, tried []string) (registry
 	)
 	// One pass of reservoir sampling picks two usable instances uniformly
 	// at random without building a list.
+	b.sweep(now)
 	for i := range instances {
 		addr := instances[i].HostPort()
 		if slices.Contains(tried, addr) {
 			continue
 		}
 		ep := b.endpoint(addr)
+		if ep.listed.Load() < now-int64(time.Second) {
+			ep.listed.Store(now)
+		}
 		if ep.ejectedUntil.Load() > now {
 			if fallback < 0 || rand.IntN(2) == 0 {
 				fallback, fallbackEp = i, ep
@@ -220,8 +238,27 @@ func (b *balancer) endpoint(addr string) *endpoint {
 	if ep, ok := b.endpoints.Load(addr); ok {
 		return ep.(*endpoint)
 	}
-	ep, _ := b.endpoints.LoadOrStore(addr, &endpoint{})
+	fresh := &endpoint{}
+	fresh.listed.Store(time.Now().UnixNano())
+	ep, _ := b.endpoints.LoadOrStore(addr, fresh)
 	return ep.(*endpoint)
+}
+
+// sweep forgets, once a minute at most, the instances no pick has seen
+// listed for [endpointIdle] and that no call is using. A pick racing the
+// sweep may still hold a forgotten endpoint: its counts are then lost,
+// which costs no more than a fresh start for an instance gone ten minutes.
+func (b *balancer) sweep(now int64) {
+	next := b.nextSweep.Load()
+	if now < next || !b.nextSweep.CompareAndSwap(next, now+int64(time.Minute)) {
+		return
+	}
+	b.endpoints.Range(func(addr, ep any) bool {
+		if e := ep.(*endpoint); e.listed.Load() < now-int64(endpointIdle) && e.inFlight.Load() == 0 {
+			b.endpoints.Delete(addr)
+		}
+		return true
+	})
 }
 
 func (b *balancer) record(ep *endpoint, ok bool) {

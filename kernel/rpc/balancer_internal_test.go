@@ -65,6 +65,44 @@ func TestPickSpreadsLoad(t *testing.T) {
 	assert.Equal(t, "10.0.0.3:1", inst.HostPort())
 }
 
+// TestBalancerForgetsInstancesNoLongerListed: a gateway sees new addresses
+// at every deploy on dynamic ports, for months; what it knows of the old
+// ones goes once they are unlisted long enough, unless a call still uses
+// them.
+func TestBalancerForgetsInstancesNoLongerListed(t *testing.T) {
+	t.Parallel()
+	b := newBalancer(nil, nil)
+	old := []registry.Instance{{Address: "10.0.0.1", Port: 1}, {Address: "10.0.0.2", Port: 1}, {Address: "10.0.0.3", Port: 1}}
+	for range 20 {
+		b.pick(old, nil)
+	}
+	known := func() (addrs []string) {
+		b.endpoints.Range(func(addr, _ any) bool { addrs = append(addrs, addr.(string)); return true })
+		return addrs
+	}
+	require.ElementsMatch(t, []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}, known())
+
+	// Ten minutes on, only 10.0.0.3 is listed still, and a call still
+	// reads from 10.0.0.2.
+	longAgo := time.Now().Add(-endpointIdle - time.Second).UnixNano()
+	for _, addr := range []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"} {
+		b.endpoint(addr).listed.Store(longAgo)
+	}
+	b.endpoint("10.0.0.2:1").inFlight.Store(1)
+	b.nextSweep.Store(0) // a minute on since the last sweep
+	b.pick(old[2:], nil)
+	assert.ElementsMatch(t, []string{"10.0.0.3:1", "10.0.0.2:1"}, known())
+
+	// Sweeps run once a minute at most.
+	b.endpoint("10.0.0.3:1").listed.Store(longAgo)
+	b.pick(old[:1], nil)
+	assert.ElementsMatch(t, []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}, known())
+	b.nextSweep.Store(0)
+	b.endpoint("10.0.0.2:1").inFlight.Store(0)
+	b.pick(old[:1], nil)
+	assert.Equal(t, []string{"10.0.0.1:1"}, known())
+}
+
 // roundTripFunc is an http.RoundTripper of a function.
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
