@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
+	"portcullis.dev/proto/identity/v1/identityv1connect"
 )
 
 // TestHTTP1ReadTimeoutBoundsTheRequestOnly: on HTTP/1.1 limits.read_timeout
@@ -163,5 +167,51 @@ func TestHTTP1WriteTimeoutBoundsOneWrite(t *testing.T) {
 		_ = res.Body.Close()
 		assert.Equal(t, http.StatusOK, res.StatusCode)
 		time.Sleep(2 * cfg.Limits.WriteTimeout)
+	}
+}
+
+// TestEarlyHintsKeepTheAnswer: a service's 1xx answer (103 Early Hints)
+// goes to an HTTP/1.1 client, and the final answer still carries the
+// fields the gateway set, which ReverseProxy clears after each 1xx.
+func TestEarlyHintsKeepTheAnswer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.serve(t, "identitysvc", &instance{}, func(srv *rpc.Server) {
+		path, h := identityv1connect.NewIdentityServiceHandler(&identityServer{name: "hints"}, srv.HandlerOptions()...)
+		srv.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Link", "</app.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.ServeHTTP(w, r)
+		}))
+	})
+	cfg := e.config(t)
+	cfg.RateLimit.Enabled = true
+	cfg.RateLimit.IPRate, cfg.RateLimit.IPBurst = 1000, 1000
+	cfg.RateLimit.UserRate, cfg.RateLimit.UserBurst = 1000, 1000
+	gw := e.startGateway(t, cfg)
+	token := e.auth.Issue()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		var hints []string
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+				hints = append(hints, fmt.Sprint(code, " ", header.Get("Link")))
+				return nil
+			},
+		})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+			gw.url+"/portcullis.identity.v1.IdentityService/GetMe", strings.NewReader(`{}`))
+		require.NoError(ct, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(ct, err)
+		_ = res.Body.Close()
+		assert.Equal(ct, http.StatusOK, res.StatusCode)
+		assert.Equal(ct, []string{"103 </app.css>; rel=preload"}, hints)
+		assert.NotEmpty(ct, res.Header.Get("Ratelimit-Limit"), "the gateway's fields were wiped")
+		assert.NotEmpty(ct, res.Header.Get("X-Request-Id"), "the gateway's fields were wiped")
+	}, 15*time.Second, 50*time.Millisecond)
+	for series := range scrape(t, gw.url) {
+		assert.NotContains(t, series, `code="103"`, "the service's 103 was taken for the answer")
 	}
 }

@@ -14,10 +14,17 @@ import (
 // reading cannot hold it for ever, and a long server stream that the
 // client reads is not cut, as net/http's WriteTimeout, which bounds the
 // whole response, would cut it.
+//
+// It also keeps the answer's fields across a service's 1xx (103 Early
+// Hints): ReverseProxy sends a 1xx with the answer's header, then clears
+// it, and the final answer would go without what the gateway set on it
+// (X-Request-Id, RateLimit-*, CORS).
 type recorder struct {
 	http.ResponseWriter
 	status       int
 	writeTimeout time.Duration
+	// kept is the header as the first 1xx went out, until the answer's.
+	kept http.Header
 }
 
 // bound gives the next write writeTimeout.
@@ -28,8 +35,24 @@ func (r *recorder) bound() {
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 && code >= http.StatusOK { // 1xx is not the answer
+	switch {
+	case code < http.StatusOK: // 1xx is not the answer
+		if r.kept == nil {
+			r.kept = r.ResponseWriter.Header().Clone()
+		}
+	case r.status == 0:
 		r.status = code
+		if r.kept != nil {
+			// What the 1xx carried comes back too: Early Hints' Link,
+			// which final answers repeat anyway.
+			h := r.ResponseWriter.Header()
+			for k, v := range r.kept {
+				if _, ok := h[k]; !ok {
+					h[k] = v
+				}
+			}
+			r.kept = nil
+		}
 	}
 	r.bound()
 	r.ResponseWriter.WriteHeader(code)
