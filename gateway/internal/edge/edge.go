@@ -603,6 +603,8 @@ func resultCode(res *h2proxy.Result) string {
 	switch {
 	case res.GRPCStatus != "":
 		return "grpc-" + res.GRPCStatus
+	case res.BodyCode != "":
+		return res.BodyCode
 	case res.Status == 0:
 		return "reset" // the response started, then was cut short
 	}

@@ -29,7 +29,7 @@ func newMetrics() *metrics {
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_gateway_requests_total",
-			Help: "Requests by route and outcome: the gRPC status when the response has one, else the HTTP status.",
+			Help: "Requests by route and outcome: grpc-<status> for gRPC and gRPC-Web, else the HTTP status (for a Connect stream, the one a unary call would have had).",
 		}, []string{"route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "portcullis_gateway_request_duration_seconds",

@@ -3,6 +3,8 @@ package edge
 import (
 	"net/http"
 	"time"
+
+	"portcullis.dev/gateway/internal/envelope"
 )
 
 // recorder remembers the status of a response for the access log and the
@@ -25,6 +27,9 @@ type recorder struct {
 	writeTimeout time.Duration
 	// kept is the header as the first 1xx went out, until the answer's.
 	kept http.Header
+	// body reads the outcome of a gRPC-Web or Connect stream, which is in
+	// the body: their HTTP status says 200 whatever happened.
+	body envelope.Reader
 }
 
 // bound gives the next write writeTimeout.
@@ -42,6 +47,7 @@ func (r *recorder) WriteHeader(code int) {
 		}
 	case r.status == 0:
 		r.status = code
+		r.body.Reset(r.ResponseWriter.Header().Get("Content-Type"))
 		if r.kept != nil {
 			// What the 1xx carried comes back too: Early Hints' Link,
 			// which final answers repeat anyway.
@@ -63,7 +69,11 @@ func (r *recorder) Write(p []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	r.bound()
-	return r.ResponseWriter.Write(p)
+	n, err := r.ResponseWriter.Write(p)
+	if r.body.Active() {
+		r.body.Write(p[:n])
+	}
+	return n, err
 }
 
 func (r *recorder) Flush() {
@@ -80,7 +90,9 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // code is the outcome for logs and metrics: the gRPC status of a gRPC or
 // gRPC-Web response (in its headers for a trailers-only answer, else in
-// its trailers), or the HTTP status.
+// its trailers, or in its body for gRPC-Web); for a Connect stream, the
+// HTTP status a unary call would have had for the error its body ends
+// with; else the HTTP status.
 func (r *recorder) code() string {
 	h := r.ResponseWriter.Header()
 	if v := h.Get("Grpc-Status"); v != "" {
@@ -88,6 +100,9 @@ func (r *recorder) code() string {
 	}
 	if v := h[http.TrailerPrefix+"Grpc-Status"]; len(v) > 0 {
 		return "grpc-" + v[0]
+	}
+	if c := r.body.Code(); c != "" {
+		return c
 	}
 	return statusText(r.status)
 }

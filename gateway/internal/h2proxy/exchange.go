@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"portcullis.dev/gateway/internal/envelope"
 )
 
 // half is one end of an exchange: a stream on one connection.
@@ -51,6 +53,7 @@ type exchange struct {
 	extra       http.Header
 	status      int
 	grpcStatus  string
+	body        envelope.Reader // the outcome in a gRPC-Web or Connect stream's body
 	reqBytes    int64
 	declared    int64 // the request's content-length; -1 when it has none
 	maxBody     int64
@@ -149,6 +152,9 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 	if x.local || dst.reset || dst.sentEnd {
 		h.c.credit(nil, len(data), b) // nobody takes it
 		return
+	}
+	if h == x.up && x.body.Active() {
+		x.body.Write(data)
 	}
 	x.send(dst, data, h.recvEnd, b)
 	if h == x.up {
@@ -387,6 +393,11 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 		}
 		x.respStarted = true
 		x.status, _ = strconv.Atoi(status)
+		for _, f := range f.RegularFields() {
+			if f.Name == "content-type" {
+				x.body.Reset(f.Value)
+			}
+		}
 		h.recvEnd = f.StreamEnded()
 		if down.reset {
 			x.closeUpIfDone()

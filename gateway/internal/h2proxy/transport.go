@@ -191,7 +191,10 @@ func (t *Transport) Close() {
 type Result struct {
 	Status     int    // the upstream's HTTP status; 0 if none came
 	GRPCStatus string // its grpc-status, from headers or trailers
-	Started    bool   // the response reached the client: the handler must not answer
+	// BodyCode is the outcome a gRPC-Web or Connect streaming body ended
+	// with, as [envelope.Reader.Code] says it; "" if none.
+	BodyCode string
+	Started  bool // the response reached the client: the handler must not answer
 }
 
 // Forward sends the stream to the upstream at addr with header (which
@@ -309,5 +312,5 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return Result{Status: x.status, GRPCStatus: x.grpcStatus, Started: x.respStarted}, x.err
+	return Result{Status: x.status, GRPCStatus: x.grpcStatus, BodyCode: x.body.Code(), Started: x.respStarted}, x.err
 }
