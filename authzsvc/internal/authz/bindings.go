@@ -42,6 +42,13 @@ func (s *Service) AssignRole(ctx context.Context, user, roleID, resource string)
 		} else if err != nil {
 			return err
 		}
+		perms, err := stringsOf(tx.QueryContext(ctx, `SELECT name FROM permissions WHERE role_id = $1`, rid))
+		if err != nil {
+			return err
+		}
+		if err := s.mayGive(ctx, perms, resource); err != nil {
+			return err
+		}
 		b, _, err = s.bind(ctx, tx, ch, user, rid, name, resource)
 		return err
 	})

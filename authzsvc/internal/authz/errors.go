@@ -20,6 +20,8 @@ const (
 	// KindFailedPrecondition is a request the current state refuses: a
 	// built-in role, a role still bound.
 	KindFailedPrecondition
+	// KindPermissionDenied is a caller giving away what they do not hold.
+	KindPermissionDenied
 )
 
 // Error is a domain error. Its message is written for the caller and
@@ -45,6 +47,10 @@ func alreadyExists(format string, args ...any) error {
 
 func failedPrecondition(format string, args ...any) error {
 	return &Error{Kind: KindFailedPrecondition, Msg: fmt.Sprintf(format, args...)}
+}
+
+func permissionDenied(format string, args ...any) error {
+	return &Error{Kind: KindPermissionDenied, Msg: fmt.Sprintf(format, args...)}
 }
 
 // KindOf returns the kind of a domain error in err's chain, or 0 for any

@@ -37,6 +37,7 @@ var codes = map[Kind]connect.Code{
 	KindNotFound:           connect.CodeNotFound,
 	KindAlreadyExists:      connect.CodeAlreadyExists,
 	KindFailedPrecondition: connect.CodeFailedPrecondition,
+	KindPermissionDenied:   connect.CodePermissionDenied,
 }
 
 // toConnect turns a domain error into a Connect error with its message;

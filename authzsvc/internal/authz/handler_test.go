@@ -44,6 +44,12 @@ func TestHandlerOverConnect(t *testing.T) {
 	_, err = nobody.CreateRole(ctx, connect.NewRequest(&authzv1.CreateRoleRequest{Name: "sneaky"}))
 	assert.Equal(t, connect.CodePermissionDenied, code(err))
 
+	// A role manager gives away only what they hold.
+	r.mustAssign(t, "manager", r.mustRole(t, "role-manager", "authz.roles.write"), "")
+	_, err = s.asUser("manager").GrantPermissions(ctx, connect.NewRequest(&authzv1.GrantPermissionsRequest{RoleId: role.GetId(), Permissions: []string{"*"}}))
+	assert.Equal(t, connect.CodePermissionDenied, code(err))
+	assert.ErrorContains(t, err, "you do not hold *")
+
 	// Check is internal: a service token is required, an access token is not enough.
 	_, err = nobody.Check(ctx, connect.NewRequest(&authzv1.CheckRequest{Subject: "nobody", Permission: "audit.events.read"}))
 	assert.Equal(t, connect.CodeUnauthenticated, code(err))

@@ -80,6 +80,9 @@ func (s *Service) CreateRole(ctx context.Context, in NewRole) (Role, error) {
 	if err != nil {
 		return Role{}, err
 	}
+	if err := s.mayGive(ctx, perms, ""); err != nil {
+		return Role{}, err
+	}
 	var id uuid.UUID
 	err = s.inTx(ctx, func(tx *ent.Tx, _ *changes) error {
 		now := s.now()
@@ -293,6 +296,11 @@ func (s *Service) changeGrants(ctx context.Context, id string, perms []string, g
 	perms, err = checkGrants(perms, false)
 	if err != nil {
 		return Role{}, err
+	}
+	if grant {
+		if err := s.mayGive(ctx, perms, ""); err != nil {
+			return Role{}, err
+		}
 	}
 	err = s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
 		name, err := s.lockRole(ctx, tx, rid, "changed")

@@ -70,7 +70,8 @@ const (
 
 // AuthzServiceClient is a client for the portcullis.authz.v1.AuthzService service.
 type AuthzServiceClient interface {
-	// CreateRole creates a custom role. Fails with ALREADY_EXISTS when the name is taken.
+	// CreateRole creates a custom role. Fails with ALREADY_EXISTS when the name is taken, and
+	// with PERMISSION_DENIED when it would grant what the caller does not hold everywhere.
 	CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error)
 	// GetRole returns one role.
 	GetRole(context.Context, *connect.Request[v1.GetRoleRequest]) (*connect.Response[v1.GetRoleResponse], error)
@@ -85,14 +86,16 @@ type AuthzServiceClient interface {
 	// FAILED_PRECONDITION. Built-in roles cannot be deleted.
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// GrantPermissions adds permissions to a role. Permissions the role already has are left
-	// as they are. Fails with FAILED_PRECONDITION for a built-in role.
+	// as they are. Fails with FAILED_PRECONDITION for a built-in role, and with
+	// PERMISSION_DENIED for a permission the caller does not hold everywhere.
 	GrantPermissions(context.Context, *connect.Request[v1.GrantPermissionsRequest]) (*connect.Response[v1.GrantPermissionsResponse], error)
 	// RevokePermissions removes permissions from a role, compared as exact strings (revoking
 	// `identity.users.read` does not narrow a granted `identity.users.*`). Permissions the role
 	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role.
 	RevokePermissions(context.Context, *connect.Request[v1.RevokePermissionsRequest]) (*connect.Response[v1.RevokePermissionsResponse], error)
 	// AssignRole binds a role to a user, everywhere or on one resource. Assigning an existing
-	// binding succeeds and returns it unchanged.
+	// binding succeeds and returns it unchanged. Fails with PERMISSION_DENIED unless the caller
+	// holds every permission of the role where the binding applies.
 	AssignRole(context.Context, *connect.Request[v1.AssignRoleRequest]) (*connect.Response[v1.AssignRoleResponse], error)
 	// UnassignRole removes a binding. Removing a binding that does not exist succeeds.
 	UnassignRole(context.Context, *connect.Request[v1.UnassignRoleRequest]) (*connect.Response[v1.UnassignRoleResponse], error)
@@ -303,7 +306,8 @@ func (c *authzServiceClient) CheckBatch(ctx context.Context, req *connect.Reques
 
 // AuthzServiceHandler is an implementation of the portcullis.authz.v1.AuthzService service.
 type AuthzServiceHandler interface {
-	// CreateRole creates a custom role. Fails with ALREADY_EXISTS when the name is taken.
+	// CreateRole creates a custom role. Fails with ALREADY_EXISTS when the name is taken, and
+	// with PERMISSION_DENIED when it would grant what the caller does not hold everywhere.
 	CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error)
 	// GetRole returns one role.
 	GetRole(context.Context, *connect.Request[v1.GetRoleRequest]) (*connect.Response[v1.GetRoleResponse], error)
@@ -318,14 +322,16 @@ type AuthzServiceHandler interface {
 	// FAILED_PRECONDITION. Built-in roles cannot be deleted.
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// GrantPermissions adds permissions to a role. Permissions the role already has are left
-	// as they are. Fails with FAILED_PRECONDITION for a built-in role.
+	// as they are. Fails with FAILED_PRECONDITION for a built-in role, and with
+	// PERMISSION_DENIED for a permission the caller does not hold everywhere.
 	GrantPermissions(context.Context, *connect.Request[v1.GrantPermissionsRequest]) (*connect.Response[v1.GrantPermissionsResponse], error)
 	// RevokePermissions removes permissions from a role, compared as exact strings (revoking
 	// `identity.users.read` does not narrow a granted `identity.users.*`). Permissions the role
 	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role.
 	RevokePermissions(context.Context, *connect.Request[v1.RevokePermissionsRequest]) (*connect.Response[v1.RevokePermissionsResponse], error)
 	// AssignRole binds a role to a user, everywhere or on one resource. Assigning an existing
-	// binding succeeds and returns it unchanged.
+	// binding succeeds and returns it unchanged. Fails with PERMISSION_DENIED unless the caller
+	// holds every permission of the role where the binding applies.
 	AssignRole(context.Context, *connect.Request[v1.AssignRoleRequest]) (*connect.Response[v1.AssignRoleResponse], error)
 	// UnassignRole removes a binding. Removing a binding that does not exist succeeds.
 	UnassignRole(context.Context, *connect.Request[v1.UnassignRoleRequest]) (*connect.Response[v1.UnassignRoleResponse], error)

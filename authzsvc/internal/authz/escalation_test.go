@@ -1,0 +1,86 @@
+package authz_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/authzsvc/internal/authz"
+	"portcullis.dev/kernel/authn"
+)
+
+// TestNoOneGivesAwayWhatTheyDoNotHold: the holders of authz.roles.write
+// and authz.bindings.write may grant and bind only what they hold, so
+// that neither can make themselves, or anyone, more than they are.
+func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
+	t.Parallel()
+	r := newReplica(t)
+	as := func(user string) context.Context {
+		return authn.NewContext(t.Context(), authn.Principal{Kind: authn.KindUser, Subject: user})
+	}
+	// The role manager holds authz.* and identity.users.read everywhere;
+	// the org admin holds identity.* on org:acme only.
+	r.mustAssign(t, "manager", r.mustRole(t, "role-manager", "authz.*", "identity.users.read"), "")
+	r.mustAssign(t, "org-admin", r.mustRole(t, "acme-admin", "authz.bindings.write", "identity.*"), "org:acme")
+	admin := r.roleByName(t, "admin")
+	readers := r.mustRole(t, "readers", "identity.users.read")
+	editors := r.mustRole(t, "editors", "identity.users.read", "identity.users.write")
+
+	denied := func(t *testing.T, err error) {
+		t.Helper()
+		require.Error(t, err)
+		assert.Equal(t, authz.KindPermissionDenied, authz.KindOf(err), "%v", err)
+	}
+
+	t.Run("grant", func(t *testing.T) {
+		_, err := r.GrantPermissions(as("manager"), readers.ID.String(), []string{"*"})
+		denied(t, err)
+		assert.ErrorContains(t, err, "you do not hold *")
+		_, err = r.GrantPermissions(as("manager"), readers.ID.String(), []string{"identity.users.write", "identity.*", "authz.roles.read"})
+		denied(t, err)
+		assert.ErrorContains(t, err, "you do not hold identity.users.write, identity.*")
+		_, err = r.GrantPermissions(as("manager"), readers.ID.String(), []string{"authz.roles.read", "authz.*", "identity.users.read"})
+		assert.NoError(t, err, "what the caller holds, wildcards through wildcards")
+		// Held on one resource is not held everywhere, and a role may be
+		// bound anywhere.
+		_, err = r.GrantPermissions(as("org-admin"), editors.ID.String(), []string{"identity.users.delete"})
+		denied(t, err)
+	})
+
+	t.Run("create", func(t *testing.T) {
+		_, err := r.CreateRole(as("manager"), authz.NewRole{Name: "root-too", Permissions: []string{"*"}})
+		denied(t, err)
+		_, err = r.CreateRole(as("manager"), authz.NewRole{Name: "authz-too", Permissions: []string{"authz.roles.write"}})
+		assert.NoError(t, err)
+	})
+
+	t.Run("bind", func(t *testing.T) {
+		_, err := r.AssignRole(as("manager"), "manager", admin.ID.String(), "")
+		denied(t, err)
+		assert.ErrorContains(t, err, "you can give only permissions you hold everywhere")
+		_, err = r.AssignRole(as("manager"), "eve", editors.ID.String(), "")
+		denied(t, err)
+		// readers grants what the manager holds everywhere, so on org:acme too.
+		_, err = r.AssignRole(as("manager"), "eve", readers.ID.String(), "org:acme")
+		assert.NoError(t, err)
+		// The org admin binds on their own organisation only.
+		_, err = r.AssignRole(as("org-admin"), "eve", editors.ID.String(), "org:acme")
+		assert.NoError(t, err)
+		_, err = r.AssignRole(as("org-admin"), "eve", editors.ID.String(), "org:other")
+		denied(t, err)
+		assert.ErrorContains(t, err, "on org:other")
+		_, err = r.AssignRole(as("org-admin"), "eve", editors.ID.String(), "")
+		denied(t, err)
+		assert.False(t, r.check(t, "eve", "identity.users.write", "org:other"))
+	})
+
+	t.Run("services and the superuser are not limited", func(t *testing.T) {
+		svc := authn.NewContext(t.Context(), authn.Principal{Kind: authn.KindService, Subject: "identitysvc"})
+		_, err := r.AssignRole(svc, "frank", admin.ID.String(), "")
+		assert.NoError(t, err)
+		_, err = r.GrantPermissions(as("frank"), editors.ID.String(), []string{"*"})
+		assert.NoError(t, err)
+	})
+}
