@@ -17,6 +17,7 @@ import (
 	"portcullis.dev/authsvc/ent/outboxevent"
 	"portcullis.dev/authsvc/ent/refreshtoken"
 	"portcullis.dev/authsvc/ent/session"
+	"portcullis.dev/authsvc/ent/sessioncutoff"
 	"portcullis.dev/authsvc/ent/signingkey"
 	"portcullis.dev/authsvc/ent/totpcredential"
 
@@ -34,6 +35,8 @@ type Client struct {
 	RefreshToken *RefreshTokenClient
 	// Session is the client for interacting with the Session builders.
 	Session *SessionClient
+	// SessionCutoff is the client for interacting with the SessionCutoff builders.
+	SessionCutoff *SessionCutoffClient
 	// SigningKey is the client for interacting with the SigningKey builders.
 	SigningKey *SigningKeyClient
 	// TOTPCredential is the client for interacting with the TOTPCredential builders.
@@ -52,6 +55,7 @@ func (c *Client) init() {
 	c.OutboxEvent = NewOutboxEventClient(c.config)
 	c.RefreshToken = NewRefreshTokenClient(c.config)
 	c.Session = NewSessionClient(c.config)
+	c.SessionCutoff = NewSessionCutoffClient(c.config)
 	c.SigningKey = NewSigningKeyClient(c.config)
 	c.TOTPCredential = NewTOTPCredentialClient(c.config)
 }
@@ -149,6 +153,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		OutboxEvent:    NewOutboxEventClient(cfg),
 		RefreshToken:   NewRefreshTokenClient(cfg),
 		Session:        NewSessionClient(cfg),
+		SessionCutoff:  NewSessionCutoffClient(cfg),
 		SigningKey:     NewSigningKeyClient(cfg),
 		TOTPCredential: NewTOTPCredentialClient(cfg),
 	}, nil
@@ -173,6 +178,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		OutboxEvent:    NewOutboxEventClient(cfg),
 		RefreshToken:   NewRefreshTokenClient(cfg),
 		Session:        NewSessionClient(cfg),
+		SessionCutoff:  NewSessionCutoffClient(cfg),
 		SigningKey:     NewSigningKeyClient(cfg),
 		TOTPCredential: NewTOTPCredentialClient(cfg),
 	}, nil
@@ -203,21 +209,23 @@ func (c *Client) Close() error {
 // Use adds the mutation hooks to all the entity clients.
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
-	c.OutboxEvent.Use(hooks...)
-	c.RefreshToken.Use(hooks...)
-	c.Session.Use(hooks...)
-	c.SigningKey.Use(hooks...)
-	c.TOTPCredential.Use(hooks...)
+	for _, n := range []interface{ Use(...Hook) }{
+		c.OutboxEvent, c.RefreshToken, c.Session, c.SessionCutoff, c.SigningKey,
+		c.TOTPCredential,
+	} {
+		n.Use(hooks...)
+	}
 }
 
 // Intercept adds the query interceptors to all the entity clients.
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
-	c.OutboxEvent.Intercept(interceptors...)
-	c.RefreshToken.Intercept(interceptors...)
-	c.Session.Intercept(interceptors...)
-	c.SigningKey.Intercept(interceptors...)
-	c.TOTPCredential.Intercept(interceptors...)
+	for _, n := range []interface{ Intercept(...Interceptor) }{
+		c.OutboxEvent, c.RefreshToken, c.Session, c.SessionCutoff, c.SigningKey,
+		c.TOTPCredential,
+	} {
+		n.Intercept(interceptors...)
+	}
 }
 
 // Mutate implements the ent.Mutator interface.
@@ -229,6 +237,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.RefreshToken.mutate(ctx, m)
 	case *SessionMutation:
 		return c.Session.mutate(ctx, m)
+	case *SessionCutoffMutation:
+		return c.SessionCutoff.mutate(ctx, m)
 	case *SigningKeyMutation:
 		return c.SigningKey.mutate(ctx, m)
 	case *TOTPCredentialMutation:
@@ -637,6 +647,139 @@ func (c *SessionClient) mutate(ctx context.Context, m *SessionMutation) (Value, 
 	}
 }
 
+// SessionCutoffClient is a client for the SessionCutoff schema.
+type SessionCutoffClient struct {
+	config
+}
+
+// NewSessionCutoffClient returns a client for the SessionCutoff from the given config.
+func NewSessionCutoffClient(c config) *SessionCutoffClient {
+	return &SessionCutoffClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `sessioncutoff.Hooks(f(g(h())))`.
+func (c *SessionCutoffClient) Use(hooks ...Hook) {
+	c.hooks.SessionCutoff = append(c.hooks.SessionCutoff, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `sessioncutoff.Intercept(f(g(h())))`.
+func (c *SessionCutoffClient) Intercept(interceptors ...Interceptor) {
+	c.inters.SessionCutoff = append(c.inters.SessionCutoff, interceptors...)
+}
+
+// Create returns a builder for creating a SessionCutoff entity.
+func (c *SessionCutoffClient) Create() *SessionCutoffCreate {
+	mutation := newSessionCutoffMutation(c.config, OpCreate)
+	return &SessionCutoffCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of SessionCutoff entities.
+func (c *SessionCutoffClient) CreateBulk(builders ...*SessionCutoffCreate) *SessionCutoffCreateBulk {
+	return &SessionCutoffCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *SessionCutoffClient) MapCreateBulk(slice any, setFunc func(*SessionCutoffCreate, int)) *SessionCutoffCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &SessionCutoffCreateBulk{err: fmt.Errorf("calling to SessionCutoffClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*SessionCutoffCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &SessionCutoffCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for SessionCutoff.
+func (c *SessionCutoffClient) Update() *SessionCutoffUpdate {
+	mutation := newSessionCutoffMutation(c.config, OpUpdate)
+	return &SessionCutoffUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *SessionCutoffClient) UpdateOne(_m *SessionCutoff) *SessionCutoffUpdateOne {
+	mutation := newSessionCutoffMutation(c.config, OpUpdateOne, withSessionCutoff(_m))
+	return &SessionCutoffUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *SessionCutoffClient) UpdateOneID(id string) *SessionCutoffUpdateOne {
+	mutation := newSessionCutoffMutation(c.config, OpUpdateOne, withSessionCutoffID(id))
+	return &SessionCutoffUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for SessionCutoff.
+func (c *SessionCutoffClient) Delete() *SessionCutoffDelete {
+	mutation := newSessionCutoffMutation(c.config, OpDelete)
+	return &SessionCutoffDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *SessionCutoffClient) DeleteOne(_m *SessionCutoff) *SessionCutoffDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *SessionCutoffClient) DeleteOneID(id string) *SessionCutoffDeleteOne {
+	builder := c.Delete().Where(sessioncutoff.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &SessionCutoffDeleteOne{builder}
+}
+
+// Query returns a query builder for SessionCutoff.
+func (c *SessionCutoffClient) Query() *SessionCutoffQuery {
+	return &SessionCutoffQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSessionCutoff},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a SessionCutoff entity by its id.
+func (c *SessionCutoffClient) Get(ctx context.Context, id string) (*SessionCutoff, error) {
+	return c.Query().Where(sessioncutoff.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *SessionCutoffClient) GetX(ctx context.Context, id string) *SessionCutoff {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *SessionCutoffClient) Hooks() []Hook {
+	return c.hooks.SessionCutoff
+}
+
+// Interceptors returns the client interceptors.
+func (c *SessionCutoffClient) Interceptors() []Interceptor {
+	return c.inters.SessionCutoff
+}
+
+func (c *SessionCutoffClient) mutate(ctx context.Context, m *SessionCutoffMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&SessionCutoffCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&SessionCutoffUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&SessionCutoffUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&SessionCutoffDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown SessionCutoff mutation op: %q", m.Op())
+	}
+}
+
 // SigningKeyClient is a client for the SigningKey schema.
 type SigningKeyClient struct {
 	config
@@ -906,10 +1049,12 @@ func (c *TOTPCredentialClient) mutate(ctx context.Context, m *TOTPCredentialMuta
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		OutboxEvent, RefreshToken, Session, SigningKey, TOTPCredential []ent.Hook
+		OutboxEvent, RefreshToken, Session, SessionCutoff, SigningKey,
+		TOTPCredential []ent.Hook
 	}
 	inters struct {
-		OutboxEvent, RefreshToken, Session, SigningKey, TOTPCredential []ent.Interceptor
+		OutboxEvent, RefreshToken, Session, SessionCutoff, SigningKey,
+		TOTPCredential []ent.Interceptor
 	}
 )
 

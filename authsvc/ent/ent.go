@@ -15,6 +15,7 @@ import (
 	"portcullis.dev/authsvc/ent/outboxevent"
 	"portcullis.dev/authsvc/ent/refreshtoken"
 	"portcullis.dev/authsvc/ent/session"
+	"portcullis.dev/authsvc/ent/sessioncutoff"
 	"portcullis.dev/authsvc/ent/signingkey"
 	"portcullis.dev/authsvc/ent/totpcredential"
 )
@@ -80,6 +81,7 @@ func checkColumn(t, c string) error {
 			outboxevent.Table:    outboxevent.ValidColumn,
 			refreshtoken.Table:   refreshtoken.ValidColumn,
 			session.Table:        session.ValidColumn,
+			sessioncutoff.Table:  sessioncutoff.ValidColumn,
 			signingkey.Table:     signingkey.ValidColumn,
 			totpcredential.Table: totpcredential.ValidColumn,
 		})

@@ -15,6 +15,7 @@ import (
 	"portcullis.dev/authsvc/ent/predicate"
 	"portcullis.dev/authsvc/ent/refreshtoken"
 	"portcullis.dev/authsvc/ent/session"
+	"portcullis.dev/authsvc/ent/sessioncutoff"
 	"portcullis.dev/authsvc/ent/signingkey"
 	"portcullis.dev/authsvc/ent/totpcredential"
 )
@@ -31,6 +32,7 @@ const (
 	TypeOutboxEvent    = "OutboxEvent"
 	TypeRefreshToken   = "RefreshToken"
 	TypeSession        = "Session"
+	TypeSessionCutoff  = "SessionCutoff"
 	TypeSigningKey     = "SigningKey"
 	TypeTOTPCredential = "TOTPCredential"
 )
@@ -1883,6 +1885,338 @@ func (m *SessionMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *SessionMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Session edge %s", name)
+}
+
+// SessionCutoffMutation represents an operation that mutates the SessionCutoff nodes in the graph.
+type SessionCutoffMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *string
+	ended_before  *time.Time
+	clearedFields map[string]struct{}
+	done          bool
+	oldValue      func(context.Context) (*SessionCutoff, error)
+	predicates    []predicate.SessionCutoff
+}
+
+var _ ent.Mutation = (*SessionCutoffMutation)(nil)
+
+// sessioncutoffOption allows management of the mutation configuration using functional options.
+type sessioncutoffOption func(*SessionCutoffMutation)
+
+// newSessionCutoffMutation creates new mutation for the SessionCutoff entity.
+func newSessionCutoffMutation(c config, op Op, opts ...sessioncutoffOption) *SessionCutoffMutation {
+	m := &SessionCutoffMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeSessionCutoff,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withSessionCutoffID sets the ID field of the mutation.
+func withSessionCutoffID(id string) sessioncutoffOption {
+	return func(m *SessionCutoffMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *SessionCutoff
+		)
+		m.oldValue = func(ctx context.Context) (*SessionCutoff, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().SessionCutoff.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withSessionCutoff sets the old SessionCutoff of the mutation.
+func withSessionCutoff(node *SessionCutoff) sessioncutoffOption {
+	return func(m *SessionCutoffMutation) {
+		m.oldValue = func(context.Context) (*SessionCutoff, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m SessionCutoffMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m SessionCutoffMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of SessionCutoff entities.
+func (m *SessionCutoffMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *SessionCutoffMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *SessionCutoffMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().SessionCutoff.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetEndedBefore sets the "ended_before" field.
+func (m *SessionCutoffMutation) SetEndedBefore(t time.Time) {
+	m.ended_before = &t
+}
+
+// EndedBefore returns the value of the "ended_before" field in the mutation.
+func (m *SessionCutoffMutation) EndedBefore() (r time.Time, exists bool) {
+	v := m.ended_before
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEndedBefore returns the old "ended_before" field's value of the SessionCutoff entity.
+// If the SessionCutoff object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SessionCutoffMutation) OldEndedBefore(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEndedBefore is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEndedBefore requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEndedBefore: %w", err)
+	}
+	return oldValue.EndedBefore, nil
+}
+
+// ResetEndedBefore resets all changes to the "ended_before" field.
+func (m *SessionCutoffMutation) ResetEndedBefore() {
+	m.ended_before = nil
+}
+
+// Where appends a list predicates to the SessionCutoffMutation builder.
+func (m *SessionCutoffMutation) Where(ps ...predicate.SessionCutoff) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the SessionCutoffMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *SessionCutoffMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.SessionCutoff, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *SessionCutoffMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *SessionCutoffMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (SessionCutoff).
+func (m *SessionCutoffMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *SessionCutoffMutation) Fields() []string {
+	fields := make([]string, 0, 1)
+	if m.ended_before != nil {
+		fields = append(fields, sessioncutoff.FieldEndedBefore)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *SessionCutoffMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case sessioncutoff.FieldEndedBefore:
+		return m.EndedBefore()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *SessionCutoffMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case sessioncutoff.FieldEndedBefore:
+		return m.OldEndedBefore(ctx)
+	}
+	return nil, fmt.Errorf("unknown SessionCutoff field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SessionCutoffMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case sessioncutoff.FieldEndedBefore:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEndedBefore(v)
+		return nil
+	}
+	return fmt.Errorf("unknown SessionCutoff field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *SessionCutoffMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *SessionCutoffMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SessionCutoffMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown SessionCutoff numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *SessionCutoffMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *SessionCutoffMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *SessionCutoffMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown SessionCutoff nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *SessionCutoffMutation) ResetField(name string) error {
+	switch name {
+	case sessioncutoff.FieldEndedBefore:
+		m.ResetEndedBefore()
+		return nil
+	}
+	return fmt.Errorf("unknown SessionCutoff field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *SessionCutoffMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *SessionCutoffMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *SessionCutoffMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *SessionCutoffMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *SessionCutoffMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *SessionCutoffMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *SessionCutoffMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown SessionCutoff unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *SessionCutoffMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown SessionCutoff edge %s", name)
 }
 
 // SigningKeyMutation represents an operation that mutates the SigningKey nodes in the graph.

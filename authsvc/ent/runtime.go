@@ -7,6 +7,7 @@ import (
 	"portcullis.dev/authsvc/ent/refreshtoken"
 	"portcullis.dev/authsvc/ent/schema"
 	"portcullis.dev/authsvc/ent/session"
+	"portcullis.dev/authsvc/ent/sessioncutoff"
 	"portcullis.dev/authsvc/ent/signingkey"
 	"portcullis.dev/authsvc/ent/totpcredential"
 )
@@ -49,6 +50,12 @@ func init() {
 	sessionDescID := sessionFields[0].Descriptor()
 	// session.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	session.IDValidator = sessionDescID.Validators[0].(func(string) error)
+	sessioncutoffFields := schema.SessionCutoff{}.Fields()
+	_ = sessioncutoffFields
+	// sessioncutoffDescID is the schema descriptor for id field.
+	sessioncutoffDescID := sessioncutoffFields[0].Descriptor()
+	// sessioncutoff.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	sessioncutoff.IDValidator = sessioncutoffDescID.Validators[0].(func(string) error)
 	signingkeyFields := schema.SigningKey{}.Fields()
 	_ = signingkeyFields
 	// signingkeyDescAlg is the schema descriptor for alg field.

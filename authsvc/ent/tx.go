@@ -20,6 +20,8 @@ type Tx struct {
 	RefreshToken *RefreshTokenClient
 	// Session is the client for interacting with the Session builders.
 	Session *SessionClient
+	// SessionCutoff is the client for interacting with the SessionCutoff builders.
+	SessionCutoff *SessionCutoffClient
 	// SigningKey is the client for interacting with the SigningKey builders.
 	SigningKey *SigningKeyClient
 	// TOTPCredential is the client for interacting with the TOTPCredential builders.
@@ -158,6 +160,7 @@ func (tx *Tx) init() {
 	tx.OutboxEvent = NewOutboxEventClient(tx.config)
 	tx.RefreshToken = NewRefreshTokenClient(tx.config)
 	tx.Session = NewSessionClient(tx.config)
+	tx.SessionCutoff = NewSessionCutoffClient(tx.config)
 	tx.SigningKey = NewSigningKeyClient(tx.config)
 	tx.TOTPCredential = NewTOTPCredentialClient(tx.config)
 }

@@ -82,6 +82,17 @@ var (
 			},
 		},
 	}
+	// SessionCutoffsColumns holds the columns for the "session_cutoffs" table.
+	SessionCutoffsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString},
+		{Name: "ended_before", Type: field.TypeTime},
+	}
+	// SessionCutoffsTable holds the schema information for the "session_cutoffs" table.
+	SessionCutoffsTable = &schema.Table{
+		Name:       "session_cutoffs",
+		Columns:    SessionCutoffsColumns,
+		PrimaryKey: []*schema.Column{SessionCutoffsColumns[0]},
+	}
 	// SigningKeysColumns holds the columns for the "signing_keys" table.
 	SigningKeysColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString},
@@ -126,6 +137,7 @@ var (
 		OutboxEventsTable,
 		RefreshTokensTable,
 		SessionsTable,
+		SessionCutoffsTable,
 		SigningKeysTable,
 		TotpCredentialsTable,
 	}

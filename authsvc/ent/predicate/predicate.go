@@ -15,6 +15,9 @@ type RefreshToken func(*sql.Selector)
 // Session is the predicate function for session builders.
 type Session func(*sql.Selector)
 
+// SessionCutoff is the predicate function for sessioncutoff builders.
+type SessionCutoff func(*sql.Selector)
+
 // SigningKey is the predicate function for signingkey builders.
 type SigningKey func(*sql.Selector)
 

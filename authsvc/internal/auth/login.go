@@ -44,6 +44,9 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 	case len(in.Password) > 1024:
 		return nil, invalid("password", "longer than 1024 bytes")
 	}
+	// The session starts when its login began, before the credentials
+	// were checked: a cutoff set while they were being checked covers it.
+	started := s.now()
 	res, err := s.identity.VerifyCredentials(ctx, connect.NewRequest(&identityv1.VerifyCredentialsRequest{Email: in.Email, Password: in.Password}))
 	if err != nil {
 		switch connect.CodeOf(err) {
@@ -102,12 +105,15 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 				return err
 			}
 		}
+		if err := checkCutoff(ctx, tx, user.GetUserId(), started); err != nil {
+			return err
+		}
 		sourceIP, userAgent := in.client()
 		var err error
 		sess, err = tx.Session.Create().
 			SetID(uuid.NewString()).
 			SetUserID(user.GetUserId()).
-			SetCreatedAt(now).
+			SetCreatedAt(started).
 			SetIdleExpiresAt(minTime(now.Add(s.cfg.RefreshIdleTTL), now.Add(s.cfg.RefreshAbsoluteTTL))).
 			SetExpiresAt(now.Add(s.cfg.RefreshAbsoluteTTL)).
 			SetSourceIP(sourceIP).
@@ -124,6 +130,11 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 	})
 	if reason := totpFailure(""); errors.As(err, &reason) {
 		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)
+	}
+	if errors.Is(err, errCutOff) {
+		// Refused like a wrong password: the user was disabled, or their
+		// password changed, while this login was checking it.
+		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, "sessions_ended", ErrInvalidCredentials)
 	}
 	if err != nil {
 		return nil, err
@@ -179,4 +190,34 @@ func enqueueLoginFailed(ctx context.Context, tx *ent.Tx, userID, email, reason s
 // its User-Agent must still be able to log in.
 func (in LoginInput) client() (sourceIP, userAgent string) {
 	return database.CleanText(in.SourceIP), database.TruncateText(database.CleanText(in.UserAgent), maxUserAgent)
+}
+
+// errCutOff ends a login whose user's sessions were ended after it began.
+var errCutOff = errors.New("sessions ended after the login began")
+
+// cutoffLockClass is the first key of the transaction locks that order a
+// user's logins and the ends of their sessions (hashtext of the user ID is
+// the second): "cuto" in ASCII. Two-key locks do not collide with the
+// outbox relay's one-key lock.
+const cutoffLockClass = 0x6375746f
+
+// checkCutoff returns errCutOff if userID's sessions were ended (see
+// [Service.EndUserSessions]) after a login that began at started. It holds
+// a shared lock on the user's cutoff until tx ends, so that an end racing
+// the login either comes after its session, and revokes it, or before the
+// check, which then sees it. Logins of one user do not wait for each other.
+func checkCutoff(ctx context.Context, tx *ent.Tx, userID string, started time.Time) error {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared($1, hashtext($2))`, cutoffLockClass, userID); err != nil {
+		return fmt.Errorf("auth: lock session cutoff: %w", err)
+	}
+	cut, err := tx.SessionCutoff.Get(ctx, userID)
+	switch {
+	case ent.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("auth: read session cutoff: %w", err)
+	case started.Before(cut.EndedBefore):
+		return errCutOff
+	}
+	return nil
 }

@@ -144,7 +144,7 @@ func (s *Service) RevokeAllSessions(ctx context.Context, userID, keep string) (i
 	if err := checkID("user_id", userID); err != nil {
 		return 0, err
 	}
-	return s.revokeAll(ctx, userID, keep, reasonRevoked)
+	return s.revokeAll(ctx, userID, keep, reasonRevoked, false)
 }
 
 // maxReasonLen bounds an EndUserSessions reason (see the contract).
@@ -155,6 +155,12 @@ const maxReasonLen = 64
 // calls it when something that proved who the user is has changed there
 // (disabled, deleted, a new password): a refresh token must not outlive
 // that. Ending them again ends none and succeeds, so the caller may retry.
+//
+// It also records when it did (the user's session cutoff), under a lock
+// that each login's session takes too: a login that began before, whose
+// credential check may have passed before the change, gets no session (see
+// Login). Without it, such a login could create its session just after the
+// revocation looked, and keep it.
 func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except string) (int, error) {
 	// Sessions hold the user ID as text, in the canonical form Identity
 	// gives at login: any other spelling would match nothing and report
@@ -172,7 +178,7 @@ func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except st
 			return 0, err
 		}
 	}
-	return s.revokeAll(ctx, userID, except, reason)
+	return s.revokeAll(ctx, userID, except, reason, true)
 }
 
 // validReason reports whether reason is a word such as "user_disabled":
@@ -191,10 +197,26 @@ func validReason(reason string) bool {
 
 // revokeAll ends every active session of userID but keep (if not empty)
 // for reason, audits it as one auth.sessions.revoked_all event, and
-// returns how many it ended.
-func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string) (int, error) {
+// returns how many it ended. With cutoff, it also sets the user's session
+// cutoff (see EndUserSessions).
+func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cutoff bool) (int, error) {
 	var n int
 	err := s.withTx(ctx, func(tx *ent.Tx) error {
+		if cutoff {
+			// Taken before the clock is read: a login holding it began
+			// earlier and commits first, so the revocation below sees its
+			// session.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, cutoffLockClass, userID); err != nil {
+				return fmt.Errorf("auth: lock session cutoff: %w", err)
+			}
+			// A later cutoff wins: a retried earlier call does not move it
+			// back.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO session_cutoffs (id, ended_before) VALUES ($1, $2)
+				ON CONFLICT (id) DO UPDATE SET ended_before = EXCLUDED.ended_before WHERE session_cutoffs.ended_before < EXCLUDED.ended_before`,
+				userID, s.now()); err != nil {
+				return fmt.Errorf("auth: set session cutoff: %w", err)
+			}
+		}
 		now := s.now()
 		u := tx.Session.Update().Where(session.UserID(userID), active(now))
 		if keep != "" {

@@ -1,18 +1,21 @@
 package auth_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"portcullis.dev/authsvc/internal/auth"
 	"portcullis.dev/authsvc/internal/authtest"
+	identityv1 "portcullis.dev/proto/identity/v1"
 )
 
 func TestEndUserSessions(t *testing.T) {
@@ -197,4 +200,69 @@ func TestListSessionsPageToken(t *testing.T) {
 			assert.Equal(t, tt.invalid, inv.Field)
 		})
 	}
+}
+
+// slowIdentity holds every credential check until release is closed,
+// saying when one has begun.
+type slowIdentity struct {
+	auth.Identity
+	begun, release chan struct{}
+}
+
+func (s *slowIdentity) VerifyCredentials(ctx context.Context, req *connect.Request[identityv1.VerifyCredentialsRequest]) (*connect.Response[identityv1.VerifyCredentialsResponse], error) {
+	s.begun <- struct{}{}
+	<-s.release
+	return s.Identity.VerifyCredentials(ctx, req)
+}
+
+// TestLoginRacingEndUserSessions: a login that checked the credentials
+// before the user was disabled, and goes on after Identity had the Auth
+// service end the user's sessions, gets no session.
+func TestLoginRacingEndUserSessions(t *testing.T) {
+	t.Parallel()
+	slow := &slowIdentity{Identity: authtest.NewIdentity(), begun: make(chan struct{}, 1), release: make(chan struct{})}
+	e := authtest.New(t, authtest.Options{Identity: slow})
+	type result struct {
+		pair *auth.TokenPair
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := e.Service.Login(t.Context(), auth.LoginInput{Email: authtest.ActiveEmail, Password: authtest.Password})
+		done <- result{p, err}
+	}()
+	<-slow.begun
+	e.Clock.Advance(time.Second) // Identity disables the user meanwhile
+	_, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "")
+	require.NoError(t, err)
+	close(slow.release)
+	res := <-done
+	require.ErrorIs(t, res.err, auth.ErrInvalidCredentials, "the racing login got a session")
+	_, events := e.Events(t)
+	last := events[len(events)-1]
+	assert.Equal(t, "auth.login.failed", last.GetAction())
+	assert.Equal(t, "sessions_ended", last.GetMetadata()["reason"])
+
+	// Logins that begin after the end are not refused.
+	e.Clock.Advance(time.Second)
+	slow.begun = make(chan struct{}, 10)
+	kept, other := login(t, e, ""), login(t, e, "")
+
+	e.Clock.Advance(time.Second)
+	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", kept.SessionID)
+	require.NoError(t, err)
+	_, err = e.Service.Refresh(t.Context(), other.RefreshToken)
+	require.ErrorIs(t, err, auth.ErrInvalidRefreshToken)
+	_, err = e.Service.Refresh(t.Context(), kept.RefreshToken)
+	assert.NoError(t, err, "the kept session was ended")
+
+	// An earlier end retried after a later one does not move the cutoff back.
+	var before time.Time
+	require.NoError(t, e.DB.DB.QueryRowContext(t.Context(), "SELECT ended_before FROM session_cutoffs WHERE id = $1", authtest.ActiveID).Scan(&before))
+	e.Clock.Advance(-time.Minute)
+	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "")
+	require.NoError(t, err)
+	var after time.Time
+	require.NoError(t, e.DB.DB.QueryRowContext(t.Context(), "SELECT ended_before FROM session_cutoffs WHERE id = $1", authtest.ActiveID).Scan(&after))
+	assert.True(t, after.Equal(before), "the cutoff moved back from %s to %s", before, after)
 }
