@@ -17,6 +17,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"portcullis.dev/identitysvc/ent/onetimetoken"
 	"portcullis.dev/identitysvc/ent/outboxevent"
+	"portcullis.dev/identitysvc/ent/sessionend"
 	"portcullis.dev/identitysvc/ent/user"
 
 	stdsql "database/sql"
@@ -31,6 +32,8 @@ type Client struct {
 	OneTimeToken *OneTimeTokenClient
 	// OutboxEvent is the client for interacting with the OutboxEvent builders.
 	OutboxEvent *OutboxEventClient
+	// SessionEnd is the client for interacting with the SessionEnd builders.
+	SessionEnd *SessionEndClient
 	// User is the client for interacting with the User builders.
 	User *UserClient
 }
@@ -46,6 +49,7 @@ func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.OneTimeToken = NewOneTimeTokenClient(c.config)
 	c.OutboxEvent = NewOutboxEventClient(c.config)
+	c.SessionEnd = NewSessionEndClient(c.config)
 	c.User = NewUserClient(c.config)
 }
 
@@ -141,6 +145,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		config:       cfg,
 		OneTimeToken: NewOneTimeTokenClient(cfg),
 		OutboxEvent:  NewOutboxEventClient(cfg),
+		SessionEnd:   NewSessionEndClient(cfg),
 		User:         NewUserClient(cfg),
 	}, nil
 }
@@ -163,6 +168,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		config:       cfg,
 		OneTimeToken: NewOneTimeTokenClient(cfg),
 		OutboxEvent:  NewOutboxEventClient(cfg),
+		SessionEnd:   NewSessionEndClient(cfg),
 		User:         NewUserClient(cfg),
 	}, nil
 }
@@ -194,6 +200,7 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	c.OneTimeToken.Use(hooks...)
 	c.OutboxEvent.Use(hooks...)
+	c.SessionEnd.Use(hooks...)
 	c.User.Use(hooks...)
 }
 
@@ -202,6 +209,7 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	c.OneTimeToken.Intercept(interceptors...)
 	c.OutboxEvent.Intercept(interceptors...)
+	c.SessionEnd.Intercept(interceptors...)
 	c.User.Intercept(interceptors...)
 }
 
@@ -212,6 +220,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.OneTimeToken.mutate(ctx, m)
 	case *OutboxEventMutation:
 		return c.OutboxEvent.mutate(ctx, m)
+	case *SessionEndMutation:
+		return c.SessionEnd.mutate(ctx, m)
 	case *UserMutation:
 		return c.User.mutate(ctx, m)
 	default:
@@ -485,6 +495,139 @@ func (c *OutboxEventClient) mutate(ctx context.Context, m *OutboxEventMutation) 
 	}
 }
 
+// SessionEndClient is a client for the SessionEnd schema.
+type SessionEndClient struct {
+	config
+}
+
+// NewSessionEndClient returns a client for the SessionEnd from the given config.
+func NewSessionEndClient(c config) *SessionEndClient {
+	return &SessionEndClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `sessionend.Hooks(f(g(h())))`.
+func (c *SessionEndClient) Use(hooks ...Hook) {
+	c.hooks.SessionEnd = append(c.hooks.SessionEnd, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `sessionend.Intercept(f(g(h())))`.
+func (c *SessionEndClient) Intercept(interceptors ...Interceptor) {
+	c.inters.SessionEnd = append(c.inters.SessionEnd, interceptors...)
+}
+
+// Create returns a builder for creating a SessionEnd entity.
+func (c *SessionEndClient) Create() *SessionEndCreate {
+	mutation := newSessionEndMutation(c.config, OpCreate)
+	return &SessionEndCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of SessionEnd entities.
+func (c *SessionEndClient) CreateBulk(builders ...*SessionEndCreate) *SessionEndCreateBulk {
+	return &SessionEndCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *SessionEndClient) MapCreateBulk(slice any, setFunc func(*SessionEndCreate, int)) *SessionEndCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &SessionEndCreateBulk{err: fmt.Errorf("calling to SessionEndClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*SessionEndCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &SessionEndCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for SessionEnd.
+func (c *SessionEndClient) Update() *SessionEndUpdate {
+	mutation := newSessionEndMutation(c.config, OpUpdate)
+	return &SessionEndUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *SessionEndClient) UpdateOne(_m *SessionEnd) *SessionEndUpdateOne {
+	mutation := newSessionEndMutation(c.config, OpUpdateOne, withSessionEnd(_m))
+	return &SessionEndUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *SessionEndClient) UpdateOneID(id int) *SessionEndUpdateOne {
+	mutation := newSessionEndMutation(c.config, OpUpdateOne, withSessionEndID(id))
+	return &SessionEndUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for SessionEnd.
+func (c *SessionEndClient) Delete() *SessionEndDelete {
+	mutation := newSessionEndMutation(c.config, OpDelete)
+	return &SessionEndDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *SessionEndClient) DeleteOne(_m *SessionEnd) *SessionEndDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *SessionEndClient) DeleteOneID(id int) *SessionEndDeleteOne {
+	builder := c.Delete().Where(sessionend.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &SessionEndDeleteOne{builder}
+}
+
+// Query returns a query builder for SessionEnd.
+func (c *SessionEndClient) Query() *SessionEndQuery {
+	return &SessionEndQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSessionEnd},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a SessionEnd entity by its id.
+func (c *SessionEndClient) Get(ctx context.Context, id int) (*SessionEnd, error) {
+	return c.Query().Where(sessionend.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *SessionEndClient) GetX(ctx context.Context, id int) *SessionEnd {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *SessionEndClient) Hooks() []Hook {
+	return c.hooks.SessionEnd
+}
+
+// Interceptors returns the client interceptors.
+func (c *SessionEndClient) Interceptors() []Interceptor {
+	return c.inters.SessionEnd
+}
+
+func (c *SessionEndClient) mutate(ctx context.Context, m *SessionEndMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&SessionEndCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&SessionEndUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&SessionEndUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&SessionEndDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown SessionEnd mutation op: %q", m.Op())
+	}
+}
+
 // UserClient is a client for the User schema.
 type UserClient struct {
 	config
@@ -621,10 +764,10 @@ func (c *UserClient) mutate(ctx context.Context, m *UserMutation) (Value, error)
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		OneTimeToken, OutboxEvent, User []ent.Hook
+		OneTimeToken, OutboxEvent, SessionEnd, User []ent.Hook
 	}
 	inters struct {
-		OneTimeToken, OutboxEvent, User []ent.Interceptor
+		OneTimeToken, OutboxEvent, SessionEnd, User []ent.Interceptor
 	}
 )
 

@@ -14,6 +14,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"portcullis.dev/identitysvc/ent/onetimetoken"
 	"portcullis.dev/identitysvc/ent/outboxevent"
+	"portcullis.dev/identitysvc/ent/sessionend"
 	"portcullis.dev/identitysvc/ent/user"
 )
 
@@ -77,6 +78,7 @@ func checkColumn(t, c string) error {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			onetimetoken.Table: onetimetoken.ValidColumn,
 			outboxevent.Table:  outboxevent.ValidColumn,
+			sessionend.Table:   sessionend.ValidColumn,
 			user.Table:         user.ValidColumn,
 		})
 	})

@@ -9,6 +9,7 @@ import (
 	"portcullis.dev/identitysvc/ent/onetimetoken"
 	"portcullis.dev/identitysvc/ent/outboxevent"
 	"portcullis.dev/identitysvc/ent/schema"
+	"portcullis.dev/identitysvc/ent/sessionend"
 	"portcullis.dev/identitysvc/ent/user"
 )
 
@@ -28,6 +29,22 @@ func init() {
 	outboxeventDescIdempotencyKey := outboxeventFields[1].Descriptor()
 	// outboxevent.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	outboxevent.IdempotencyKeyValidator = outboxeventDescIdempotencyKey.Validators[0].(func(string) error)
+	sessionendFields := schema.SessionEnd{}.Fields()
+	_ = sessionendFields
+	// sessionendDescReason is the schema descriptor for reason field.
+	sessionendDescReason := sessionendFields[1].Descriptor()
+	// sessionend.ReasonValidator is a validator for the "reason" field. It is called by the builders before save.
+	sessionend.ReasonValidator = sessionendDescReason.Validators[0].(func(string) error)
+	// sessionendDescExceptSession is the schema descriptor for except_session field.
+	sessionendDescExceptSession := sessionendFields[2].Descriptor()
+	// sessionend.DefaultExceptSession holds the default value on creation for the except_session field.
+	sessionend.DefaultExceptSession = sessionendDescExceptSession.Default.(string)
+	// sessionendDescAttempts is the schema descriptor for attempts field.
+	sessionendDescAttempts := sessionendFields[4].Descriptor()
+	// sessionend.DefaultAttempts holds the default value on creation for the attempts field.
+	sessionend.DefaultAttempts = sessionendDescAttempts.Default.(int)
+	// sessionend.AttemptsValidator is a validator for the "attempts" field. It is called by the builders before save.
+	sessionend.AttemptsValidator = sessionendDescAttempts.Validators[0].(func(int) error)
 	userFields := schema.User{}.Fields()
 	_ = userFields
 	// userDescEmail is the schema descriptor for email field.

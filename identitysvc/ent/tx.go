@@ -18,6 +18,8 @@ type Tx struct {
 	OneTimeToken *OneTimeTokenClient
 	// OutboxEvent is the client for interacting with the OutboxEvent builders.
 	OutboxEvent *OutboxEventClient
+	// SessionEnd is the client for interacting with the SessionEnd builders.
+	SessionEnd *SessionEndClient
 	// User is the client for interacting with the User builders.
 	User *UserClient
 
@@ -153,6 +155,7 @@ func (tx *Tx) Client() *Client {
 func (tx *Tx) init() {
 	tx.OneTimeToken = NewOneTimeTokenClient(tx.config)
 	tx.OutboxEvent = NewOutboxEventClient(tx.config)
+	tx.SessionEnd = NewSessionEndClient(tx.config)
 	tx.User = NewUserClient(tx.config)
 }
 

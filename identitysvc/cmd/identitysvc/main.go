@@ -71,9 +71,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	srv := kit.Server(append(kit.OutboxRelay(db.DB),
 		rpc.WithCollectors(users.Collectors()...),
+		rpc.WithBackground("session end retries", users.RetrySessionEnds),
 		rpc.WithReadiness("database", db.Ready),
-		// Mail already accepted goes out, and sessions being ended in the
-		// Auth service are ended, before the process ends.
+		// Mail already accepted goes out, and the first tries of session
+		// ends finish, before the process ends; ends still queued are
+		// tried by the next instance to run.
 		rpc.WithCloser(users.Drain),
 		rpc.WithCloser(db.Close),
 	)...)

@@ -53,6 +53,29 @@ var (
 			},
 		},
 	}
+	// SessionEndsColumns holds the columns for the "session_ends" table.
+	SessionEndsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "user_id", Type: field.TypeUUID},
+		{Name: "reason", Type: field.TypeString},
+		{Name: "except_session", Type: field.TypeString, Default: ""},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "next_attempt_at", Type: field.TypeTime},
+	}
+	// SessionEndsTable holds the schema information for the "session_ends" table.
+	SessionEndsTable = &schema.Table{
+		Name:       "session_ends",
+		Columns:    SessionEndsColumns,
+		PrimaryKey: []*schema.Column{SessionEndsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "sessionend_next_attempt_at",
+				Unique:  false,
+				Columns: []*schema.Column{SessionEndsColumns[6]},
+			},
+		},
+	}
 	// UsersColumns holds the columns for the "users" table.
 	UsersColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeUUID},
@@ -133,6 +156,7 @@ var (
 	Tables = []*schema.Table{
 		OneTimeTokensTable,
 		OutboxEventsTable,
+		SessionEndsTable,
 		UsersTable,
 	}
 )

@@ -12,5 +12,8 @@ type OneTimeToken func(*sql.Selector)
 // OutboxEvent is the predicate function for outboxevent builders.
 type OutboxEvent func(*sql.Selector)
 
+// SessionEnd is the predicate function for sessionend builders.
+type SessionEnd func(*sql.Selector)
+
 // User is the predicate function for user builders.
 type User func(*sql.Selector)

@@ -28,6 +28,10 @@ type Config struct {
 	// PublicURL is where users open the links in emails; the token is
 	// appended as ?token=.
 	PublicURL string `koanf:"public_url" validate:"required"`
+	// SessionEndRetry is how often the ends of users' sessions that the
+	// Auth service did not take at once are tried again; each waits twice
+	// as long after each failure, up to 5m. Zero means 10s.
+	SessionEndRetry time.Duration `koanf:"session_end_retry" validate:"min=0,max=5m"`
 }
 
 // LockoutConfig says when repeated failed logins lock an account.
@@ -47,6 +51,7 @@ func (c Config) withDefaults() Config {
 	c.MailCooldown = cmp.Or(c.MailCooldown, time.Minute)
 	c.VerificationTTL = cmp.Or(c.VerificationTTL, 72*time.Hour)
 	c.ResetTTL = cmp.Or(c.ResetTTL, time.Hour)
+	c.SessionEndRetry = cmp.Or(c.SessionEndRetry, 10*time.Second)
 	c.Lockout.Window = cmp.Or(c.Lockout.Window, 15*time.Minute)
 	c.Lockout.Duration = cmp.Or(c.Lockout.Duration, 15*time.Minute)
 	if c.Argon2 == (Argon2Params{}) {

@@ -34,8 +34,10 @@
 //   - Deleting a user erases everything personal and keeps a tombstone of
 //     its ID and times.
 //   - Disabling or deleting a user, or resetting or changing a password,
-//     ends the user's sessions in the Auth service ([SessionEnder]) after
-//     the change commits, in the background like mail. The change never
-//     waits for or depends on the Auth service; a failure after a few
-//     retries is logged at error level and counted instead.
+//     ends the user's sessions in the Auth service ([SessionEnder]): the
+//     end is queued in the change's transaction and tried after it
+//     commits, in the background like mail. The change never waits for or
+//     depends on the Auth service; a failure after a few tries is logged
+//     at error level and counted, and [Service.RetrySessionEnds] tries the
+//     end again until Auth takes it, on any instance, after a restart too.
 package identity

@@ -73,6 +73,7 @@ type Service struct {
 	// sessionEndFailures counts the calls that failed.
 	sessions           SessionEnder
 	sessionEndFailures *prometheus.CounterVec
+	sessionEndsPending prometheus.Gauge
 	// background tracks work that outlives a request (mail, session
 	// ending); once draining is set, no more starts in the background
 	// (see inBackground).
@@ -97,6 +98,7 @@ func NewService(db *ent.Client, cfg Config, mailer Mailer, opts ...Option) (*Ser
 		db: db, cfg: cfg, hasher: newHasher(cfg.Argon2, cfg.HashConcurrency), mailer: mailer, now: time.Now,
 		mailSlots:          make(chan struct{}, mailConcurrency),
 		sessionEndFailures: newSessionEndFailures(),
+		sessionEndsPending: newSessionEndsPending(),
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -330,12 +332,16 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, ema
 // one that never existed is [ErrNotFound]. Then the user's sessions are
 // ended (see endSessions), again too, so a second call retries that.
 func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
+	var end *pendingEnd
 	err := s.inTx(ctx, func(tx *ent.Tx) error {
 		u, err := tx.User.Query().Where(user.ID(id)).ForUpdate().Only(ctx)
 		if ent.IsNotFound(err) {
 			return ErrNotFound
 		}
-		if err != nil || u.DeletedAt != nil {
+		if err != nil {
+			return err
+		}
+		if end, err = s.queueSessionEnd(ctx, tx, id, ReasonUserDeleted, ""); err != nil || u.DeletedAt != nil {
 			return err
 		}
 		now := s.now()
@@ -352,7 +358,7 @@ func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	s.endSessions(ctx, id, ReasonUserDeleted, "")
+	s.endSessions(ctx, end)
 	return nil
 }
 
@@ -375,11 +381,19 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 	if err := checkReason(reason); err != nil {
 		return User{}, err
 	}
-	var out *ent.User
+	var (
+		out *ent.User
+		end *pendingEnd
+	)
 	err := s.inTx(ctx, func(tx *ent.Tx) error {
 		u, err := lockLiveUser(ctx, tx, id)
 		if err != nil {
 			return err
+		}
+		if status == StatusDisabled {
+			if end, err = s.queueSessionEnd(ctx, tx, id, ReasonUserDisabled, ""); err != nil {
+				return err
+			}
 		}
 		if Status(u.Status) == status {
 			out = u
@@ -397,9 +411,7 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 	if err != nil {
 		return User{}, err
 	}
-	if status == StatusDisabled {
-		s.endSessions(ctx, id, ReasonUserDisabled, "")
-	}
+	s.endSessions(ctx, end)
 	return toUser(out), nil
 }
 
@@ -426,6 +438,7 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 	if err != nil {
 		return err
 	}
+	var end *pendingEnd
 	err = s.inTx(ctx, func(tx *ent.Tx) error {
 		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil()).SetPasswordHash(hash).SetUpdatedAt(s.now()).Save(ctx)
 		if err != nil {
@@ -437,12 +450,15 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 		if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
 			return err
 		}
+		if end, err = s.queueSessionEnd(ctx, tx, id, ReasonPasswordChanged, keepSession); err != nil {
+			return err
+		}
 		return s.audit(ctx, tx, "identity.password.changed", id, nil)
 	})
 	if err != nil {
 		return err
 	}
-	s.endSessions(ctx, id, ReasonPasswordChanged, keepSession)
+	s.endSessions(ctx, end)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -151,13 +152,14 @@ func TestChangesEndSessions(t *testing.T) {
 			require.NoError(t, err, "the change failed")
 			require.NoError(t, svc.Drain(ctx))
 			assert.Equal(t, want, ender.Calls())
-			const help = "# HELP portcullis_identity_session_end_failures_total Users whose sessions the Auth service could not be made to end after they were disabled, deleted, or their password reset or changed; each is logged at error level with the user and reason.\n" +
+			const help = "# HELP portcullis_identity_session_end_failures_total Users whose sessions the Auth service could not be made to end at once after they were disabled, deleted, or their password reset or changed; " +
+				"each is logged at error level with the user and reason, and retried until it succeeds (portcullis_identity_session_ends_pending).\n" +
 				"# TYPE portcullis_identity_session_end_failures_total counter\n"
 			wantMetrics := ""
 			if tt.wantCount != "" {
 				wantMetrics = help + tt.wantCount + "\n"
 			}
-			require.Len(t, svc.Collectors(), 1)
+			require.Len(t, svc.Collectors(), 2)
 			require.NoError(t, testutil.CollectAndCompare(svc.Collectors()[0], strings.NewReader(wantMetrics)))
 			if tt.wantCount != "" {
 				assert.Contains(t, logs.String(), `"level":"ERROR"`)
@@ -168,4 +170,66 @@ func TestChangesEndSessions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSessionEndsOutlastAuthOutages: an end of sessions the Auth service
+// did not take at once stays queued in the database and is retried until
+// Auth takes it; one leased to an instance that stopped is taken over by
+// another once the lease is over, and never by two at once.
+func TestSessionEndsOutlastAuthOutages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *identity.Config) { c.SessionEndRetry = 20 * time.Millisecond })
+	ctx := t.Context()
+	pending := func() int {
+		var n int
+		require.NoError(t, f.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM session_ends`).Scan(&n))
+		return n
+	}
+	newService := func(ender identity.SessionEnder) *identity.Service {
+		svc, err := identity.NewService(f.db.Ent, f.cfg, &identity.DirMailer{Dir: f.mail, From: "test@example.com"}, identity.WithSessionEnder(ender))
+		require.NoError(t, err)
+		return svc
+	}
+	retrying := func(svc *identity.Service) {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- svc.RetrySessionEnds(runCtx) }()
+		t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	}
+
+	// Auth is down for the first tries and two retry rounds.
+	down := &fakeAuth{failures: 5}
+	svc := newService(down)
+	u := f.create(t, "outage@example.com")
+	_, err := svc.SetStatus(ctx, u.ID, identity.StatusDisabled, "left")
+	require.NoError(t, err)
+	require.NoError(t, svc.Drain(ctx))
+	require.Equal(t, 1, pending(), "the end was not kept after its first tries failed")
+	retrying(svc)
+	require.Eventually(t, func() bool { return pending() == 0 }, 10*time.Second, 10*time.Millisecond)
+	call := ended{u.ID.String(), identity.ReasonUserDisabled, ""}
+	assert.Equal(t, []ended{call, call, call, call, call, call}, down.Calls())
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(svc.Collectors()[1]) == 0
+	}, 5*time.Second, 10*time.Millisecond, "portcullis_identity_session_ends_pending")
+
+	// An instance queued an end and stopped before trying it: its lease
+	// holds it from the others until it is over.
+	crashed := newService(&fakeAuth{failures: 1000})
+	v := f.create(t, "crash@example.com")
+	require.NoError(t, crashed.ChangePassword(ctx, v.ID, "correct horse battery", "a new good password", "kept-session"))
+	require.NoError(t, crashed.Drain(ctx))
+	_, err = f.db.DB.ExecContext(ctx, `UPDATE session_ends SET next_attempt_at = now() + interval '1 hour'`)
+	require.NoError(t, err)
+	up1, up2 := &fakeAuth{}, &fakeAuth{}
+	retrying(newService(up1))
+	retrying(newService(up2))
+	time.Sleep(200 * time.Millisecond)
+	assert.Empty(t, append(up1.Calls(), up2.Calls()...), "a leased end was taken")
+	_, err = f.db.DB.ExecContext(ctx, `UPDATE session_ends SET next_attempt_at = now() - interval '1 second'`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return pending() == 0 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	assert.Equal(t, []ended{{v.ID.String(), identity.ReasonPasswordChanged, "kept-session"}}, append(up1.Calls(), up2.Calls()...),
+		"taken once, by one instance")
 }

@@ -178,13 +178,12 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 	if err != nil {
 		return err
 	}
-	var userID uuid.UUID
+	var end *pendingEnd
 	err = s.inTx(ctx, func(tx *ent.Tx) error {
 		t, err := s.useToken(ctx, tx, token, onetimetoken.PurposeResetPassword)
 		if err != nil {
 			return err
 		}
-		userID = t.UserID
 		n, err := tx.User.Update().Where(user.ID(t.UserID), user.DeletedAtIsNil()).
 			SetPasswordHash(hash).SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil().SetUpdatedAt(s.now()).Save(ctx)
 		if err != nil {
@@ -197,12 +196,15 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 			onetimetoken.IDNEQ(t.ID)).Exec(ctx); err != nil {
 			return err
 		}
+		if end, err = s.queueSessionEnd(ctx, tx, t.UserID, ReasonPasswordReset, ""); err != nil {
+			return err
+		}
 		return s.audit(ctx, tx, "identity.password.reset", t.UserID, nil)
 	})
 	if err != nil {
 		return err
 	}
-	s.endSessions(ctx, userID, ReasonPasswordReset, "")
+	s.endSessions(ctx, end)
 	return nil
 }
 
