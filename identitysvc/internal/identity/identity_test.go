@@ -85,6 +85,9 @@ func newFixtureOn(t *testing.T, db *database.Client[*ent.Client], cfg identity.C
 	f := &fixture{db: db, clock: &clock{now: time.Now()}, mail: t.TempDir(), cfg: cfg}
 	svc, err := identity.NewService(db.Ent, cfg, &identity.DirMailer{Dir: f.mail, From: "test@example.com"}, identity.WithClock(f.clock.Now))
 	require.NoError(t, err)
+	// Mail still being written when the test ends would make the removal
+	// of f.mail fail; cleanups run last first, so this one runs before it.
+	t.Cleanup(func() { _ = svc.Drain(context.Background()) })
 	f.svc = svc
 	return f
 }
