@@ -294,7 +294,11 @@ func (j *journeys) totpLogin(t *testing.T) {
 	token := j.login(t, carol, email, password, "").GetAccessToken()
 	user := "user:" + carol
 
-	enrolled, err := j.auth.EnrollTOTP(ctx, bearer(token, &authv1.EnrollTOTPRequest{}))
+	// A token alone does not enrol: the password confirms it, checked by
+	// Identity on Auth's behalf.
+	_, err := j.auth.EnrollTOTP(ctx, bearer(token, &authv1.EnrollTOTPRequest{CurrentPassword: "not carol's password"}))
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err))
+	enrolled, err := j.auth.EnrollTOTP(ctx, bearer(token, &authv1.EnrollTOTPRequest{CurrentPassword: password}))
 	require.NoError(t, err)
 	secret := enrolled.Msg.GetSecret()
 	j.trail.expect(t, user, "auth.totp.enrollment_started", user, auditv1.Outcome_OUTCOME_SUCCESS)
@@ -326,7 +330,7 @@ func (j *journeys) totpLogin(t *testing.T) {
 	_, err = j.auth.ConfirmTOTP(ctx, bearer(token, &authv1.ConfirmTOTPRequest{Code: confirmCode}))
 	require.NoError(t, err)
 	j.trail.expect(t, user, "auth.totp.enabled", user, auditv1.Outcome_OUTCOME_SUCCESS)
-	_, err = j.auth.EnrollTOTP(ctx, bearer(token, &authv1.EnrollTOTPRequest{}))
+	_, err = j.auth.EnrollTOTP(ctx, bearer(token, &authv1.EnrollTOTPRequest{CurrentPassword: password}))
 	assert.Equal(t, connect.CodeFailedPrecondition, connect.CodeOf(err), "enrolling again with TOTP on")
 
 	for _, tc := range []struct {

@@ -154,6 +154,10 @@ func (a *identityAnswer) VerifyCredentials(context.Context, *connect.Request[ide
 	return connect.NewResponse(a.res), nil
 }
 
+func (a *identityAnswer) VerifyPassword(context.Context, *connect.Request[identityv1.VerifyPasswordRequest]) (*connect.Response[identityv1.VerifyPasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("not in this test"))
+}
+
 // TestLoginOtherIdentityAnswers covers what the stand-in does not: busy
 // and slow Identity services, and the answers of an Identity service from
 // before its contract refused locked and disabled users alike
@@ -371,18 +375,18 @@ func TestTOTP(t *testing.T) {
 	user := authtest.ActiveID
 
 	require.ErrorIs(t, e.Service.ConfirmTOTP(ctx, user, "123456"), auth.ErrTOTPNotPending)
-	en, err := e.Service.EnrollTOTP(ctx, user)
+	en, err := e.Service.EnrollTOTP(ctx, user, authtest.Password)
 	require.NoError(t, err)
 	assert.Contains(t, en.URI, "otpauth://totp/")
 	// Enrolling again before confirming replaces the secret.
-	en2, err := e.Service.EnrollTOTP(ctx, user)
+	en2, err := e.Service.EnrollTOTP(ctx, user, authtest.Password)
 	require.NoError(t, err)
 	assert.NotEqual(t, en.Secret, en2.Secret)
 	require.ErrorIs(t, e.Service.ConfirmTOTP(ctx, user, code(t, en.Secret, e.Clock.Now())), auth.ErrInvalidTOTPCode)
 	// Pending TOTP does not affect login yet.
 	login(t, e, "")
 	require.NoError(t, e.Service.ConfirmTOTP(ctx, user, code(t, en2.Secret, e.Clock.Now())))
-	_, err = e.Service.EnrollTOTP(ctx, user)
+	_, err = e.Service.EnrollTOTP(ctx, user, authtest.Password)
 	require.ErrorIs(t, err, auth.ErrTOTPAlreadyEnabled)
 
 	e.Clock.Advance(30 * time.Second)
@@ -426,7 +430,7 @@ func TestTOTP(t *testing.T) {
 func TestTOTPSecretSealedAtRest(t *testing.T) {
 	t.Parallel()
 	e := authtest.New(t, authtest.Options{})
-	en, err := e.Service.EnrollTOTP(t.Context(), authtest.ActiveID)
+	en, err := e.Service.EnrollTOTP(t.Context(), authtest.ActiveID, authtest.Password)
 	require.NoError(t, err)
 	var stored []byte
 	require.NoError(t, e.DB.DB.QueryRowContext(t.Context(), "SELECT secret_sealed FROM totp_credentials").Scan(&stored))
@@ -441,7 +445,7 @@ func TestTOTPSecretSealedAtRest(t *testing.T) {
 func TestAdminDisablesTOTP(t *testing.T) {
 	t.Parallel()
 	e := authtest.New(t, authtest.Options{})
-	en, err := e.Service.EnrollTOTP(t.Context(), authtest.ActiveID)
+	en, err := e.Service.EnrollTOTP(t.Context(), authtest.ActiveID, authtest.Password)
 	require.NoError(t, err)
 	require.NoError(t, e.Service.ConfirmTOTP(t.Context(), authtest.ActiveID, code(t, en.Secret, e.Clock.Now())))
 	require.NoError(t, e.Service.DisableTOTP(t.Context(), authtest.ActiveID, false, ""))

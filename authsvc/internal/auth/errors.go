@@ -28,6 +28,12 @@ var (
 	// ErrInvalidTOTPCode: a wrong or reused code for ConfirmTOTP or
 	// DisableTOTP.
 	ErrInvalidTOTPCode = errors.New("invalid totp code")
+	// ErrWrongPassword: the password a signed-in user gave to confirm a
+	// change is not theirs (EnrollTOTP).
+	ErrWrongPassword = errors.New("wrong password")
+	// ErrAccountLocked: a signed-in user confirming a change with their
+	// password while too many wrong ones have locked the account.
+	ErrAccountLocked = errors.New("account temporarily locked")
 	// ErrIdentityUnavailable: the Identity service could not answer, or
 	// was too busy hashing passwords to check this one.
 	ErrIdentityUnavailable = errors.New("identity service unavailable")

@@ -20,10 +20,12 @@ import (
 	identityv1 "portcullis.dev/proto/identity/v1"
 )
 
-// Identity is the part of the Identity service's client Login needs: the
-// generated identityv1connect.IdentityServiceClient is one.
+// Identity is the part of the Identity service's client Login and
+// EnrollTOTP need: the generated identityv1connect.IdentityServiceClient is
+// one.
 type Identity interface {
 	VerifyCredentials(context.Context, *connect.Request[identityv1.VerifyCredentialsRequest]) (*connect.Response[identityv1.VerifyCredentialsResponse], error)
+	VerifyPassword(context.Context, *connect.Request[identityv1.VerifyPasswordRequest]) (*connect.Response[identityv1.VerifyPasswordResponse], error)
 }
 
 // Config is what the domain needs from the service's configuration.

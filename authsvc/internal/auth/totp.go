@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
@@ -16,6 +17,7 @@ import (
 	"portcullis.dev/authsvc/ent/totpcredential"
 	"portcullis.dev/kernel/outbox"
 	auditv1 "portcullis.dev/proto/audit/v1"
+	identityv1 "portcullis.dev/proto/identity/v1"
 )
 
 // TOTP parameters: the ones every authenticator app supports (RFC 6238
@@ -219,8 +221,18 @@ func (s *Service) countTOTPFailure(ctx context.Context, tx *ent.Tx, userID strin
 }
 
 // EnrollTOTP gives userID a new pending TOTP secret, replacing a pending
-// one. It fails with [ErrTOTPAlreadyEnabled] when TOTP is on.
-func (s *Service) EnrollTOTP(ctx context.Context, userID string) (*Enrollment, error) {
+// one, once the Identity service has checked password, the user's own. An
+// access token alone, stolen, would otherwise be enough to turn TOTP on
+// with the thief's app and lock the owner out. It fails with
+// [ErrWrongPassword] or [ErrAccountLocked], and with
+// [ErrTOTPAlreadyEnabled] when TOTP is on.
+func (s *Service) EnrollTOTP(ctx context.Context, userID, password string) (*Enrollment, error) {
+	if password == "" {
+		return nil, invalid("current_password", "required")
+	}
+	if err := s.verifyPassword(ctx, userID, password); err != nil {
+		return nil, err
+	}
 	key, err := totp.Generate(totp.GenerateOpts{
 		Issuer: s.cfg.TOTPIssuer, AccountName: userID,
 		Period: totpPeriod, Digits: totpDigits, Algorithm: totpAlg, SecretSize: 20,
@@ -362,4 +374,24 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 		return ErrInvalidTOTPCode
 	}
 	return err
+}
+
+// verifyPassword has the Identity service check the password signed-in
+// user userID gives to confirm a change.
+func (s *Service) verifyPassword(ctx context.Context, userID, password string) error {
+	_, err := s.identity.VerifyPassword(ctx, connect.NewRequest(&identityv1.VerifyPasswordRequest{UserId: userID, Password: password}))
+	if err == nil {
+		return nil
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodePermissionDenied:
+		return ErrWrongPassword
+	case connect.CodeResourceExhausted:
+		return ErrAccountLocked
+	case connect.CodeInvalidArgument:
+		return invalid("current_password", "not accepted")
+	case connect.CodeNotFound:
+		return ErrInvalidCredentials // deleted since the token was issued
+	}
+	return fmt.Errorf("%w: verify password: %v", ErrIdentityUnavailable, err)
 }

@@ -14,6 +14,7 @@ import (
 	"portcullis.dev/authsvc/internal/auth"
 	"portcullis.dev/authsvc/internal/authtest"
 	auditv1 "portcullis.dev/proto/audit/v1"
+	identityv1 "portcullis.dev/proto/identity/v1"
 )
 
 // totpUser is an environment whose active user has TOTP on, with the
@@ -29,7 +30,7 @@ func newTOTPUser(t *testing.T, lockout auth.TOTPLockout) *totpUser {
 	cfg := authtest.Config()
 	cfg.TOTPLockout = lockout
 	e.Service = auth.New(e.DB.Ent, e.Keyring, e.Sealer, e.Identity, cfg, auth.WithClock(e.Clock.Now))
-	en, err := e.Service.EnrollTOTP(t.Context(), authtest.ActiveID)
+	en, err := e.Service.EnrollTOTP(t.Context(), authtest.ActiveID, authtest.Password)
 	require.NoError(t, err)
 	require.NoError(t, e.Service.ConfirmTOTP(t.Context(), authtest.ActiveID, code(t, en.Secret, e.Clock.Now())))
 	// The confirming code's step is used; start on the next one.
@@ -254,7 +255,7 @@ func TestDisableTOTPSpendsItsCode(t *testing.T) {
 			if round > 0 {
 				// A fresh secret for each round, whoever won the last.
 				require.NoError(t, u.Service.DisableTOTP(t.Context(), authtest.ActiveID, false, ""))
-				en, err := u.Service.EnrollTOTP(t.Context(), authtest.ActiveID)
+				en, err := u.Service.EnrollTOTP(t.Context(), authtest.ActiveID, authtest.Password)
 				require.NoError(t, err)
 				require.NoError(t, u.Service.ConfirmTOTP(t.Context(), authtest.ActiveID, code(t, en.Secret, u.Clock.Now())))
 				u.Clock.Advance(30 * time.Second)
@@ -330,9 +331,10 @@ func TestEnrollTOTPConcurrently(t *testing.T) {
 			e := authtest.New(t, authtest.Options{})
 			for round := range rounds {
 				user := uuid.NewString()
+				e.Identity.Add(user+"@example.com", authtest.User{ID: user, Password: authtest.Password, Status: identityv1.UserStatus_USER_STATUS_ACTIVE})
 				before := ""
 				if tt.state != "none" {
-					en, err := e.Service.EnrollTOTP(t.Context(), user)
+					en, err := e.Service.EnrollTOTP(t.Context(), user, authtest.Password)
 					require.NoError(t, err)
 					before = en.Secret
 				}
@@ -347,7 +349,7 @@ func TestEnrollTOTPConcurrently(t *testing.T) {
 				for i := range tt.callers {
 					wg.Go(func() {
 						<-start
-						en, err := e.Service.EnrollTOTP(t.Context(), user)
+						en, err := e.Service.EnrollTOTP(t.Context(), user, authtest.Password)
 						errs[i] = err
 						if err == nil {
 							mu.Lock()
@@ -411,4 +413,35 @@ func TestDisableTOTPUserID(t *testing.T) {
 			require.ErrorIs(t, u.login(t, ""), auth.ErrTOTPRequired, "TOTP turned off")
 		})
 	}
+}
+
+// TestEnrollTOTPNeedsThePassword: a stolen access token alone cannot turn
+// TOTP on with the thief's app; the Identity service checks the password.
+func TestEnrollTOTPNeedsThePassword(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	for _, tt := range []struct {
+		name, user, password string
+		want                 error
+	}{
+		{"no password", authtest.ActiveID, "", &auth.InvalidArgumentError{}},
+		{"a wrong one", authtest.ActiveID, "not the password", auth.ErrWrongPassword},
+		{"a locked account", authtest.LockedID, authtest.Password, auth.ErrAccountLocked},
+		{"Identity too busy", authtest.BusyID, authtest.Password, auth.ErrIdentityUnavailable},
+		{"a user deleted since", uuid.NewString(), authtest.Password, auth.ErrInvalidCredentials},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			en, err := e.Service.EnrollTOTP(t.Context(), tt.user, tt.password)
+			assert.Nil(t, en)
+			if inv, ok := tt.want.(*auth.InvalidArgumentError); ok {
+				require.ErrorAs(t, err, &inv)
+				assert.Equal(t, "current_password", inv.Field)
+				return
+			}
+			require.ErrorIs(t, err, tt.want)
+		})
+	}
+	var pending int
+	require.NoError(t, e.DB.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM totp_credentials`).Scan(&pending))
+	assert.Zero(t, pending, "a refused enrolment left a secret")
 }

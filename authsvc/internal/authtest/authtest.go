@@ -100,6 +100,29 @@ func (i *Identity) VerifyCredentials(_ context.Context, req *connect.Request[ide
 	return connect.NewResponse(&identityv1.VerifyCredentialsResponse{UserId: u.ID, Status: u.Status, EmailVerified: true}), nil
 }
 
+// VerifyPassword checks a user's password by ID as the Identity service
+// does: PermissionDenied when wrong, ResourceExhausted when locked,
+// NotFound for no such user.
+func (i *Identity) VerifyPassword(_ context.Context, req *connect.Request[identityv1.VerifyPasswordRequest]) (*connect.Response[identityv1.VerifyPasswordResponse], error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, u := range i.users {
+		if u.ID != req.Msg.GetUserId() {
+			continue
+		}
+		switch {
+		case u.Busy:
+			return nil, connect.NewError(connect.CodeUnavailable, errors.New("busy: too many password checks in progress; retry later"))
+		case u.Locked:
+			return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("account temporarily locked"))
+		case u.Password != req.Msg.GetPassword():
+			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("wrong password"))
+		}
+		return connect.NewResponse(&identityv1.VerifyPasswordResponse{}), nil
+	}
+	return nil, connect.NewError(connect.CodeNotFound, errors.New("user not found"))
+}
+
 // Config is the domain configuration tests use.
 func Config() auth.Config {
 	return auth.Config{

@@ -27,6 +27,8 @@ var errorTable = []struct {
 	{auth.ErrTOTPAlreadyEnabled, connect.CodeFailedPrecondition, "TOTP is already enabled"},
 	{auth.ErrTOTPNotPending, connect.CodeFailedPrecondition, "no TOTP enrollment is pending"},
 	{auth.ErrInvalidTOTPCode, connect.CodeInvalidArgument, "invalid TOTP code"},
+	{auth.ErrWrongPassword, connect.CodePermissionDenied, "wrong password"},
+	{auth.ErrAccountLocked, connect.CodeResourceExhausted, "account temporarily locked"},
 	{auth.ErrIdentityUnavailable, connect.CodeUnavailable, "the identity service is unavailable; try again"},
 }
 

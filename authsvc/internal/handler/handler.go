@@ -179,12 +179,12 @@ func (h *Handler) RotateSigningKey(ctx context.Context, _ *connect.Request[authv
 }
 
 // EnrollTOTP implements authv1connect.AuthServiceHandler.
-func (h *Handler) EnrollTOTP(ctx context.Context, _ *connect.Request[authv1.EnrollTOTPRequest]) (*connect.Response[authv1.EnrollTOTPResponse], error) {
+func (h *Handler) EnrollTOTP(ctx context.Context, req *connect.Request[authv1.EnrollTOTPRequest]) (*connect.Response[authv1.EnrollTOTPResponse], error) {
 	p, err := caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	e, err := h.svc.EnrollTOTP(ctx, p.Subject)
+	e, err := h.svc.EnrollTOTP(ctx, p.Subject, req.Msg.GetCurrentPassword())
 	if err != nil {
 		return nil, h.toConnect(ctx, err)
 	}

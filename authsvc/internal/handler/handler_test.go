@@ -288,7 +288,12 @@ func TestOverConsul(t *testing.T) {
 
 	// TOTP: a login that fails only on the code carries TotpRequired.
 	token := refreshed.Msg.GetAccessToken()
-	en, err := client.EnrollTOTP(ctx, bearer(&authv1.EnrollTOTPRequest{}, token))
+	// Enrolling needs the caller's password: the token alone is not enough.
+	_, err = client.EnrollTOTP(ctx, bearer(&authv1.EnrollTOTPRequest{}, token))
+	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+	_, err = client.EnrollTOTP(ctx, bearer(&authv1.EnrollTOTPRequest{CurrentPassword: "not the password"}, token))
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err))
+	en, err := client.EnrollTOTP(ctx, bearer(&authv1.EnrollTOTPRequest{CurrentPassword: authtest.Password}, token))
 	require.NoError(t, err)
 	code, err := totp.GenerateCodeCustom(en.Msg.GetSecret(), e.Clock.Now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	require.NoError(t, err)

@@ -214,6 +214,18 @@ func (h *Handler) VerifyCredentials(ctx context.Context, req *connect.Request[id
 	}), nil
 }
 
+// VerifyPassword implements [identityv1connect.IdentityServiceHandler].
+func (h *Handler) VerifyPassword(ctx context.Context, req *connect.Request[identityv1.VerifyPasswordRequest]) (*connect.Response[identityv1.VerifyPasswordResponse], error) {
+	id, err := parseID(req.Msg.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	if err := h.svc.VerifyPassword(ctx, id, req.Msg.GetPassword()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&identityv1.VerifyPasswordResponse{}), nil
+}
+
 // subject is the user a self-service call acts on: rawID, or the caller
 // when rawID is empty — never "everyone".
 func subject(ctx context.Context, rawID string) (uuid.UUID, error) {

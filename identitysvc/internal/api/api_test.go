@@ -402,3 +402,43 @@ func TestAPI(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// TestVerifyPassword: the Auth service confirms a signed-in user's
+// sensitive change with their password; wrong ones count towards the
+// lockout, and only services may ask.
+func TestVerifyPassword(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	ctx := t.Context()
+	res, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "pat@example.com", Password: "correct horse battery"}))
+	require.NoError(t, err)
+	id := res.Msg.GetUser().GetId()
+	serviceToken, err := s.service.Token("identitysvc")
+	require.NoError(t, err)
+	verify := func(userID, password string) error {
+		req := call("", &identityv1.VerifyPasswordRequest{UserId: userID, Password: password})
+		req.Header().Set(rpc.ServiceTokenHeader, serviceToken)
+		_, err := s.client.VerifyPassword(ctx, req)
+		return err
+	}
+
+	require.NoError(t, verify(id, "correct horse battery"))
+	for _, tc := range []struct {
+		name, userID, password string
+		want                   connect.Code
+	}{
+		{"no user_id", "", "correct horse battery", connect.CodeInvalidArgument},
+		{"user_id not a UUID", "pat@example.com", "correct horse battery", connect.CodeInvalidArgument},
+		{"no password", id, "", connect.CodeInvalidArgument},
+		{"no such user", "9f8b7c6d-0000-4000-8000-000000000000", "correct horse battery", connect.CodeNotFound},
+	} {
+		assert.Equal(t, tc.want, connect.CodeOf(verify(tc.userID, tc.password)), tc.name)
+	}
+	_, err = s.client.VerifyPassword(ctx, call(s.issuer.Issue(authntest.WithSubject(id)), &identityv1.VerifyPasswordRequest{UserId: id, Password: "correct horse battery"}))
+	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "a user's own token is not a service's")
+
+	for range 3 {
+		assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(verify(id, "not my password")))
+	}
+	assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(verify(id, "correct horse battery")), "the wrong ones did not lock the account")
+}

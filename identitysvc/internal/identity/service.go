@@ -254,6 +254,22 @@ func (s *Service) ConfirmOwnEmailChange(ctx context.Context, id uuid.UUID, email
 	return s.checkCurrentPassword(ctx, u, password)
 }
 
+// VerifyPassword checks the password signed-in user id gives to confirm a
+// sensitive change another service makes, such as enrolling in TOTP in the
+// Auth service: [ErrWrongPassword] when it is not theirs, counted towards
+// the lockout as at login; [ErrLocked] while locked; [ErrNotFound] for a
+// user that is not there.
+func (s *Service) VerifyPassword(ctx context.Context, id uuid.UUID, password string) error {
+	if password == "" {
+		return &ValidationError{Field: "password", Reason: "is required"}
+	}
+	u, err := s.liveUser(ctx, id)
+	if err != nil {
+		return err
+	}
+	return s.checkCurrentPassword(ctx, u, password)
+}
+
 // UpdateUser changes a user's display name and/or email; nil leaves a field
 // alone. A new email is unverified until verified again.
 func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, email *string) (User, error) {

@@ -1071,9 +1071,11 @@ func (x *RotateSigningKeyResponse) GetKey() *Jwk {
 // EnrollTOTPRequest is the request of AuthService.EnrollTOTP; the caller is taken from the
 // access token.
 type EnrollTOTPRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// current_password is the caller's password; required.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *EnrollTOTPRequest) Reset() {
@@ -1104,6 +1106,13 @@ func (x *EnrollTOTPRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use EnrollTOTPRequest.ProtoReflect.Descriptor instead.
 func (*EnrollTOTPRequest) Descriptor() ([]byte, []int) {
 	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EnrollTOTPRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
 }
 
 // EnrollTOTPResponse is the response of AuthService.EnrollTOTP.
@@ -1616,8 +1625,9 @@ const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\x05ended\x18\x01 \x01(\x05R\x05ended\"\x19\n" +
 	"\x17RotateSigningKeyRequest\"E\n" +
 	"\x18RotateSigningKeyResponse\x12)\n" +
-	"\x03key\x18\x01 \x01(\v2\x17.portcullis.auth.v1.JwkR\x03key\"\x13\n" +
-	"\x11EnrollTOTPRequest\"M\n" +
+	"\x03key\x18\x01 \x01(\v2\x17.portcullis.auth.v1.JwkR\x03key\">\n" +
+	"\x11EnrollTOTPRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\"M\n" +
 	"\x12EnrollTOTPResponse\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x1f\n" +
 	"\votpauth_uri\x18\x02 \x01(\tR\n" +

@@ -1512,6 +1512,99 @@ func (x *VerifyCredentialsRequest) GetPassword() string {
 	return ""
 }
 
+// VerifyPasswordRequest is the request of IdentityService.VerifyPassword.
+type VerifyPasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the ID of the signed-in user; required.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// password is the password the user typed to confirm; required.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyPasswordRequest) Reset() {
+	*x = VerifyPasswordRequest{}
+	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyPasswordRequest) ProtoMessage() {}
+
+func (x *VerifyPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyPasswordRequest.ProtoReflect.Descriptor instead.
+func (*VerifyPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_identity_v1_identity_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *VerifyPasswordRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *VerifyPasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// VerifyPasswordResponse is the response of IdentityService.VerifyPassword: the password is
+// the user's.
+type VerifyPasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyPasswordResponse) Reset() {
+	*x = VerifyPasswordResponse{}
+	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyPasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyPasswordResponse) ProtoMessage() {}
+
+func (x *VerifyPasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyPasswordResponse.ProtoReflect.Descriptor instead.
+func (*VerifyPasswordResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_identity_v1_identity_proto_rawDescGZIP(), []int{29}
+}
+
 // VerifyCredentialsResponse is the response of IdentityService.VerifyCredentials.
 type VerifyCredentialsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1529,7 +1622,7 @@ type VerifyCredentialsResponse struct {
 
 func (x *VerifyCredentialsResponse) Reset() {
 	*x = VerifyCredentialsResponse{}
-	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[28]
+	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1634,7 @@ func (x *VerifyCredentialsResponse) String() string {
 func (*VerifyCredentialsResponse) ProtoMessage() {}
 
 func (x *VerifyCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[28]
+	mi := &file_portcullis_identity_v1_identity_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1647,7 @@ func (x *VerifyCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*VerifyCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_identity_v1_identity_proto_rawDescGZIP(), []int{28}
+	return file_portcullis_identity_v1_identity_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyCredentialsResponse) GetUserId() string {
@@ -1657,7 +1750,11 @@ const file_portcullis_identity_v1_identity_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x1c.portcullis.identity.v1.UserR\x04user\"L\n" +
 	"\x18VerifyCredentialsRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x97\x01\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"L\n" +
+	"\x15VerifyPasswordRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x18\n" +
+	"\x16VerifyPasswordResponse\"\x97\x01\n" +
 	"\x19VerifyCredentialsResponse\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12:\n" +
 	"\x06status\x18\x02 \x01(\x0e2\".portcullis.identity.v1.UserStatusR\x06status\x12%\n" +
@@ -1666,7 +1763,7 @@ const file_portcullis_identity_v1_identity_proto_rawDesc = "" +
 	"UserStatus\x12\x1b\n" +
 	"\x17USER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12USER_STATUS_ACTIVE\x10\x01\x12\x18\n" +
-	"\x14USER_STATUS_DISABLED\x10\x022\x97\x0e\n" +
+	"\x14USER_STATUS_DISABLED\x10\x022\x90\x0f\n" +
 	"\x0fIdentityService\x12k\n" +
 	"\n" +
 	"CreateUser\x12).portcullis.identity.v1.CreateUserRequest\x1a*.portcullis.identity.v1.CreateUserResponse\"\x06\x82\xce\x18\x02\b\x01\x12\x83\x01\n" +
@@ -1685,7 +1782,8 @@ const file_portcullis_identity_v1_identity_proto_rawDesc = "" +
 	"\vDisableUser\x12*.portcullis.identity.v1.DisableUserRequest\x1a+.portcullis.identity.v1.DisableUserResponse\"\x1f\x82\xce\x18\x18\b\x02\x12\x14identity.users.write\x90\x02\x02\x12\x84\x01\n" +
 	"\n" +
 	"EnableUser\x12).portcullis.identity.v1.EnableUserRequest\x1a*.portcullis.identity.v1.EnableUserResponse\"\x1f\x82\xce\x18\x18\b\x02\x12\x14identity.users.write\x90\x02\x02\x12\x80\x01\n" +
-	"\x11VerifyCredentials\x120.portcullis.identity.v1.VerifyCredentialsRequest\x1a1.portcullis.identity.v1.VerifyCredentialsResponse\"\x06\x82\xce\x18\x02\b\x03B-Z+portcullis.dev/proto/identity/v1;identityv1b\x06proto3"
+	"\x11VerifyCredentials\x120.portcullis.identity.v1.VerifyCredentialsRequest\x1a1.portcullis.identity.v1.VerifyCredentialsResponse\"\x06\x82\xce\x18\x02\b\x03\x12w\n" +
+	"\x0eVerifyPassword\x12-.portcullis.identity.v1.VerifyPasswordRequest\x1a..portcullis.identity.v1.VerifyPasswordResponse\"\x06\x82\xce\x18\x02\b\x03B-Z+portcullis.dev/proto/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_portcullis_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -1700,7 +1798,7 @@ func file_portcullis_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_portcullis_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_portcullis_identity_v1_identity_proto_goTypes = []any{
 	(UserStatus)(0),                          // 0: portcullis.identity.v1.UserStatus
 	(*User)(nil),                             // 1: portcullis.identity.v1.User
@@ -1731,14 +1829,16 @@ var file_portcullis_identity_v1_identity_proto_goTypes = []any{
 	(*EnableUserRequest)(nil),                // 26: portcullis.identity.v1.EnableUserRequest
 	(*EnableUserResponse)(nil),               // 27: portcullis.identity.v1.EnableUserResponse
 	(*VerifyCredentialsRequest)(nil),         // 28: portcullis.identity.v1.VerifyCredentialsRequest
-	(*VerifyCredentialsResponse)(nil),        // 29: portcullis.identity.v1.VerifyCredentialsResponse
-	(*timestamppb.Timestamp)(nil),            // 30: google.protobuf.Timestamp
+	(*VerifyPasswordRequest)(nil),            // 29: portcullis.identity.v1.VerifyPasswordRequest
+	(*VerifyPasswordResponse)(nil),           // 30: portcullis.identity.v1.VerifyPasswordResponse
+	(*VerifyCredentialsResponse)(nil),        // 31: portcullis.identity.v1.VerifyCredentialsResponse
+	(*timestamppb.Timestamp)(nil),            // 32: google.protobuf.Timestamp
 }
 var file_portcullis_identity_v1_identity_proto_depIdxs = []int32{
 	0,  // 0: portcullis.identity.v1.User.status:type_name -> portcullis.identity.v1.UserStatus
-	30, // 1: portcullis.identity.v1.User.email_verified_time:type_name -> google.protobuf.Timestamp
-	30, // 2: portcullis.identity.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	30, // 3: portcullis.identity.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	32, // 1: portcullis.identity.v1.User.email_verified_time:type_name -> google.protobuf.Timestamp
+	32, // 2: portcullis.identity.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	32, // 3: portcullis.identity.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 4: portcullis.identity.v1.CreateUserResponse.user:type_name -> portcullis.identity.v1.User
 	1,  // 5: portcullis.identity.v1.GetUserResponse.user:type_name -> portcullis.identity.v1.User
 	1,  // 6: portcullis.identity.v1.GetMeResponse.user:type_name -> portcullis.identity.v1.User
@@ -1762,22 +1862,24 @@ var file_portcullis_identity_v1_identity_proto_depIdxs = []int32{
 	24, // 24: portcullis.identity.v1.IdentityService.DisableUser:input_type -> portcullis.identity.v1.DisableUserRequest
 	26, // 25: portcullis.identity.v1.IdentityService.EnableUser:input_type -> portcullis.identity.v1.EnableUserRequest
 	28, // 26: portcullis.identity.v1.IdentityService.VerifyCredentials:input_type -> portcullis.identity.v1.VerifyCredentialsRequest
-	3,  // 27: portcullis.identity.v1.IdentityService.CreateUser:output_type -> portcullis.identity.v1.CreateUserResponse
-	5,  // 28: portcullis.identity.v1.IdentityService.GetUser:output_type -> portcullis.identity.v1.GetUserResponse
-	7,  // 29: portcullis.identity.v1.IdentityService.GetMe:output_type -> portcullis.identity.v1.GetMeResponse
-	9,  // 30: portcullis.identity.v1.IdentityService.UpdateUser:output_type -> portcullis.identity.v1.UpdateUserResponse
-	11, // 31: portcullis.identity.v1.IdentityService.DeleteUser:output_type -> portcullis.identity.v1.DeleteUserResponse
-	13, // 32: portcullis.identity.v1.IdentityService.ListUsers:output_type -> portcullis.identity.v1.ListUsersResponse
-	15, // 33: portcullis.identity.v1.IdentityService.ChangePassword:output_type -> portcullis.identity.v1.ChangePasswordResponse
-	17, // 34: portcullis.identity.v1.IdentityService.RequestEmailVerification:output_type -> portcullis.identity.v1.RequestEmailVerificationResponse
-	19, // 35: portcullis.identity.v1.IdentityService.VerifyEmail:output_type -> portcullis.identity.v1.VerifyEmailResponse
-	21, // 36: portcullis.identity.v1.IdentityService.RequestPasswordReset:output_type -> portcullis.identity.v1.RequestPasswordResetResponse
-	23, // 37: portcullis.identity.v1.IdentityService.ResetPassword:output_type -> portcullis.identity.v1.ResetPasswordResponse
-	25, // 38: portcullis.identity.v1.IdentityService.DisableUser:output_type -> portcullis.identity.v1.DisableUserResponse
-	27, // 39: portcullis.identity.v1.IdentityService.EnableUser:output_type -> portcullis.identity.v1.EnableUserResponse
-	29, // 40: portcullis.identity.v1.IdentityService.VerifyCredentials:output_type -> portcullis.identity.v1.VerifyCredentialsResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
+	29, // 27: portcullis.identity.v1.IdentityService.VerifyPassword:input_type -> portcullis.identity.v1.VerifyPasswordRequest
+	3,  // 28: portcullis.identity.v1.IdentityService.CreateUser:output_type -> portcullis.identity.v1.CreateUserResponse
+	5,  // 29: portcullis.identity.v1.IdentityService.GetUser:output_type -> portcullis.identity.v1.GetUserResponse
+	7,  // 30: portcullis.identity.v1.IdentityService.GetMe:output_type -> portcullis.identity.v1.GetMeResponse
+	9,  // 31: portcullis.identity.v1.IdentityService.UpdateUser:output_type -> portcullis.identity.v1.UpdateUserResponse
+	11, // 32: portcullis.identity.v1.IdentityService.DeleteUser:output_type -> portcullis.identity.v1.DeleteUserResponse
+	13, // 33: portcullis.identity.v1.IdentityService.ListUsers:output_type -> portcullis.identity.v1.ListUsersResponse
+	15, // 34: portcullis.identity.v1.IdentityService.ChangePassword:output_type -> portcullis.identity.v1.ChangePasswordResponse
+	17, // 35: portcullis.identity.v1.IdentityService.RequestEmailVerification:output_type -> portcullis.identity.v1.RequestEmailVerificationResponse
+	19, // 36: portcullis.identity.v1.IdentityService.VerifyEmail:output_type -> portcullis.identity.v1.VerifyEmailResponse
+	21, // 37: portcullis.identity.v1.IdentityService.RequestPasswordReset:output_type -> portcullis.identity.v1.RequestPasswordResetResponse
+	23, // 38: portcullis.identity.v1.IdentityService.ResetPassword:output_type -> portcullis.identity.v1.ResetPasswordResponse
+	25, // 39: portcullis.identity.v1.IdentityService.DisableUser:output_type -> portcullis.identity.v1.DisableUserResponse
+	27, // 40: portcullis.identity.v1.IdentityService.EnableUser:output_type -> portcullis.identity.v1.EnableUserResponse
+	31, // 41: portcullis.identity.v1.IdentityService.VerifyCredentials:output_type -> portcullis.identity.v1.VerifyCredentialsResponse
+	30, // 42: portcullis.identity.v1.IdentityService.VerifyPassword:output_type -> portcullis.identity.v1.VerifyPasswordResponse
+	28, // [28:43] is the sub-list for method output_type
+	13, // [13:28] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1795,7 +1897,7 @@ func file_portcullis_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_identity_v1_identity_proto_rawDesc), len(file_portcullis_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

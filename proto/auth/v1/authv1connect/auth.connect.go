@@ -113,8 +113,12 @@ type AuthServiceClient interface {
 	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 	// EnrollTOTP starts enrolling the caller in TOTP (RFC 6238): it returns a new secret, which
 	// takes effect only once ConfirmTOTP proves the authenticator app has it. Enrolling again
-	// before confirming replaces the pending secret. Fails with FAILED_PRECONDITION when TOTP is
-	// already enabled.
+	// before confirming replaces the pending secret. The caller confirms it with their password,
+	// checked by the Identity service: an access token alone, stolen, would otherwise be enough
+	// to turn TOTP on with someone else's app and lock the owner out. Fails with
+	// INVALID_ARGUMENT without current_password, PERMISSION_DENIED for a wrong one (counted
+	// towards the account's lockout), RESOURCE_EXHAUSTED while the account is locked, and
+	// FAILED_PRECONDITION when TOTP is already enabled.
 	EnrollTOTP(context.Context, *connect.Request[v1.EnrollTOTPRequest]) (*connect.Response[v1.EnrollTOTPResponse], error)
 	// ConfirmTOTP enables TOTP for the caller with the pending secret, given a current code
 	// from it. From then on Login needs a code. Fails with INVALID_ARGUMENT for a wrong code and
@@ -345,8 +349,12 @@ type AuthServiceHandler interface {
 	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 	// EnrollTOTP starts enrolling the caller in TOTP (RFC 6238): it returns a new secret, which
 	// takes effect only once ConfirmTOTP proves the authenticator app has it. Enrolling again
-	// before confirming replaces the pending secret. Fails with FAILED_PRECONDITION when TOTP is
-	// already enabled.
+	// before confirming replaces the pending secret. The caller confirms it with their password,
+	// checked by the Identity service: an access token alone, stolen, would otherwise be enough
+	// to turn TOTP on with someone else's app and lock the owner out. Fails with
+	// INVALID_ARGUMENT without current_password, PERMISSION_DENIED for a wrong one (counted
+	// towards the account's lockout), RESOURCE_EXHAUSTED while the account is locked, and
+	// FAILED_PRECONDITION when TOTP is already enabled.
 	EnrollTOTP(context.Context, *connect.Request[v1.EnrollTOTPRequest]) (*connect.Response[v1.EnrollTOTPResponse], error)
 	// ConfirmTOTP enables TOTP for the caller with the pending secret, given a current code
 	// from it. From then on Login needs a code. Fails with INVALID_ARGUMENT for a wrong code and

@@ -75,6 +75,9 @@ const (
 	// IdentityServiceVerifyCredentialsProcedure is the fully-qualified name of the IdentityService's
 	// VerifyCredentials RPC.
 	IdentityServiceVerifyCredentialsProcedure = "/portcullis.identity.v1.IdentityService/VerifyCredentials"
+	// IdentityServiceVerifyPasswordProcedure is the fully-qualified name of the IdentityService's
+	// VerifyPassword RPC.
+	IdentityServiceVerifyPasswordProcedure = "/portcullis.identity.v1.IdentityService/VerifyPassword"
 )
 
 // IdentityServiceClient is a client for the portcullis.identity.v1.IdentityService service.
@@ -157,6 +160,14 @@ type IdentityServiceClient interface {
 	// password of an active user succeeds even when the email is unverified: the Auth service
 	// decides from email_verified whether that user may log in.
 	VerifyCredentials(context.Context, *connect.Request[v1.VerifyCredentialsRequest]) (*connect.Response[v1.VerifyCredentialsResponse], error)
+	// VerifyPassword checks the password a signed-in user gives to confirm a sensitive change
+	// made in another service, such as enrolling in TOTP in the Auth service: an access token
+	// alone, stolen, must not be enough for it. It fails with PERMISSION_DENIED for a wrong
+	// password, counted towards the account's lockout as at login; with RESOURCE_EXHAUSTED
+	// while the account is locked; with NOT_FOUND for a user that does not exist or was
+	// deleted; and with UNAVAILABLE, as VerifyCredentials does, when the service is too busy
+	// hashing passwords.
+	VerifyPassword(context.Context, *connect.Request[v1.VerifyPasswordRequest]) (*connect.Response[v1.VerifyPasswordResponse], error)
 }
 
 // NewIdentityServiceClient constructs a client for the portcullis.identity.v1.IdentityService
@@ -261,6 +272,12 @@ func NewIdentityServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(identityServiceMethods.ByName("VerifyCredentials")),
 			connect.WithClientOptions(opts...),
 		),
+		verifyPassword: connect.NewClient[v1.VerifyPasswordRequest, v1.VerifyPasswordResponse](
+			httpClient,
+			baseURL+IdentityServiceVerifyPasswordProcedure,
+			connect.WithSchema(identityServiceMethods.ByName("VerifyPassword")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -280,6 +297,7 @@ type identityServiceClient struct {
 	disableUser              *connect.Client[v1.DisableUserRequest, v1.DisableUserResponse]
 	enableUser               *connect.Client[v1.EnableUserRequest, v1.EnableUserResponse]
 	verifyCredentials        *connect.Client[v1.VerifyCredentialsRequest, v1.VerifyCredentialsResponse]
+	verifyPassword           *connect.Client[v1.VerifyPasswordRequest, v1.VerifyPasswordResponse]
 }
 
 // CreateUser calls portcullis.identity.v1.IdentityService.CreateUser.
@@ -350,6 +368,11 @@ func (c *identityServiceClient) EnableUser(ctx context.Context, req *connect.Req
 // VerifyCredentials calls portcullis.identity.v1.IdentityService.VerifyCredentials.
 func (c *identityServiceClient) VerifyCredentials(ctx context.Context, req *connect.Request[v1.VerifyCredentialsRequest]) (*connect.Response[v1.VerifyCredentialsResponse], error) {
 	return c.verifyCredentials.CallUnary(ctx, req)
+}
+
+// VerifyPassword calls portcullis.identity.v1.IdentityService.VerifyPassword.
+func (c *identityServiceClient) VerifyPassword(ctx context.Context, req *connect.Request[v1.VerifyPasswordRequest]) (*connect.Response[v1.VerifyPasswordResponse], error) {
+	return c.verifyPassword.CallUnary(ctx, req)
 }
 
 // IdentityServiceHandler is an implementation of the portcullis.identity.v1.IdentityService
@@ -433,6 +456,14 @@ type IdentityServiceHandler interface {
 	// password of an active user succeeds even when the email is unverified: the Auth service
 	// decides from email_verified whether that user may log in.
 	VerifyCredentials(context.Context, *connect.Request[v1.VerifyCredentialsRequest]) (*connect.Response[v1.VerifyCredentialsResponse], error)
+	// VerifyPassword checks the password a signed-in user gives to confirm a sensitive change
+	// made in another service, such as enrolling in TOTP in the Auth service: an access token
+	// alone, stolen, must not be enough for it. It fails with PERMISSION_DENIED for a wrong
+	// password, counted towards the account's lockout as at login; with RESOURCE_EXHAUSTED
+	// while the account is locked; with NOT_FOUND for a user that does not exist or was
+	// deleted; and with UNAVAILABLE, as VerifyCredentials does, when the service is too busy
+	// hashing passwords.
+	VerifyPassword(context.Context, *connect.Request[v1.VerifyPasswordRequest]) (*connect.Response[v1.VerifyPasswordResponse], error)
 }
 
 // NewIdentityServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -533,6 +564,12 @@ func NewIdentityServiceHandler(svc IdentityServiceHandler, opts ...connect.Handl
 		connect.WithSchema(identityServiceMethods.ByName("VerifyCredentials")),
 		connect.WithHandlerOptions(opts...),
 	)
+	identityServiceVerifyPasswordHandler := connect.NewUnaryHandler(
+		IdentityServiceVerifyPasswordProcedure,
+		svc.VerifyPassword,
+		connect.WithSchema(identityServiceMethods.ByName("VerifyPassword")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/portcullis.identity.v1.IdentityService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case IdentityServiceCreateUserProcedure:
@@ -563,6 +600,8 @@ func NewIdentityServiceHandler(svc IdentityServiceHandler, opts ...connect.Handl
 			identityServiceEnableUserHandler.ServeHTTP(w, r)
 		case IdentityServiceVerifyCredentialsProcedure:
 			identityServiceVerifyCredentialsHandler.ServeHTTP(w, r)
+		case IdentityServiceVerifyPasswordProcedure:
+			identityServiceVerifyPasswordHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -626,4 +665,8 @@ func (UnimplementedIdentityServiceHandler) EnableUser(context.Context, *connect.
 
 func (UnimplementedIdentityServiceHandler) VerifyCredentials(context.Context, *connect.Request[v1.VerifyCredentialsRequest]) (*connect.Response[v1.VerifyCredentialsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("portcullis.identity.v1.IdentityService.VerifyCredentials is not implemented"))
+}
+
+func (UnimplementedIdentityServiceHandler) VerifyPassword(context.Context, *connect.Request[v1.VerifyPasswordRequest]) (*connect.Response[v1.VerifyPasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("portcullis.identity.v1.IdentityService.VerifyPassword is not implemented"))
 }
