@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -291,10 +290,7 @@ func TestCloseWaitsForInFlightQuery(t *testing.T) {
 
 func TestUnreachableDatabaseIsRetriedThenFails(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close()) // nothing listens there now
+	addr := kerneltest.RefusingAddr(t)
 
 	const password = "hunter2-do-not-print"
 	cfg := database.Config{
@@ -303,7 +299,7 @@ func TestUnreachableDatabaseIsRetriedThenFails(t *testing.T) {
 		ConnectTimeout: 700 * time.Millisecond,
 	}
 	begin := time.Now()
-	_, err = database.Open(t.Context(), cfg)
+	_, err := database.Open(t.Context(), cfg)
 	require.Error(t, err)
 	assert.GreaterOrEqual(t, time.Since(begin), 600*time.Millisecond, "gave up without retrying")
 	assert.Contains(t, err.Error(), `schema "identity"`)

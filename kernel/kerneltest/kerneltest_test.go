@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,4 +66,13 @@ func TestServeTCP(t *testing.T) {
 	require.Error(t, err)
 	var ne net.Error
 	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "a connection outlived its test")
+}
+
+func TestRefusingAddr(t *testing.T) {
+	t.Parallel()
+	addr := kerneltest.RefusingAddr(t)
+	_, err := net.DialTimeout("tcp", addr, time.Second)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	_, err = net.Listen("tcp", addr)
+	require.Error(t, err, "the port went to another listener")
 }

@@ -261,12 +261,8 @@ func TestBatchSizeIsCappedAtAuditsLimit(t *testing.T) {
 func TestRelayPollsWhileItCannotListen(t *testing.T) {
 	t.Parallel()
 	db, cfg := openDB(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
 	listenerCfg := cfg
-	listenerCfg.DSN = config.DSN(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=1", closed))
+	listenerCfg.DSN = config.DSN(fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable&connect_timeout=1", kerneltest.RefusingAddr(t)))
 
 	log := &auditLog{seen: map[string]int{}}
 	relay := outbox.NewRelay(db.DB, listenerCfg, serveHandler(t, log), outbox.Config{PollInterval: 50 * time.Millisecond}, nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,11 +132,11 @@ func TestFactoryRetriesARefusedConnection(t *testing.T) {
 	live := startInstance(t, reg, a, "live")
 
 	// A dead instance Consul still believes healthy: registered with a check
-	// that passes, at a port where nothing listens.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// that passes, at a port that refuses connections.
+	_, port, err := net.SplitHostPort(kerneltest.RefusingAddr(t))
 	require.NoError(t, err)
-	deadPort := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
+	deadPort, err := strconv.Atoi(port)
+	require.NoError(t, err)
 	require.NoError(t, reg.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
 		ID: "identitysvc-dead", Name: "identitysvc", Address: "127.0.0.1", Port: deadPort,
 		Check: &api.AgentServiceCheck{HTTP: "http://" + live.addr + "/readyz", Interval: "1s"}, // answers 200

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/kernel/kerneltest"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
 	identityv1 "portcullis.dev/proto/identity/v1"
@@ -225,11 +225,7 @@ func TestLocalAnswerAndUnreachableUpstream(t *testing.T) {
 	assert.Equal(t, http.StatusOK, res.StatusCode)
 	assert.Len(t, body, 100_000)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	dead := ln.Addr().String()
-	_ = ln.Close()
-	base = proxy(t, dead, &h2proxy.Server{})
+	base = proxy(t, kerneltest.RefusingAddr(t), &h2proxy.Server{})
 	res, err = h2cClient().Post(base+"/echo", "text/plain", strings.NewReader("hello"))
 	require.NoError(t, err)
 	_ = res.Body.Close()
