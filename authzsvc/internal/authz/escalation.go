@@ -33,10 +33,7 @@ func (s *Service) mayGive(ctx context.Context, perms []string, resource string) 
 	}
 	var missing []string
 	for _, perm := range perms {
-		// A wildcard `identity.*` is held as the prefix `identity.`, and
-		// `*` as the empty one: allows looks a prefix up as it would a
-		// permission.
-		if !d.allows(strings.TrimSuffix(perm, "*"), resource) {
+		if !d.holds(perm, resource) {
 			missing = append(missing, perm)
 		}
 	}
@@ -52,4 +49,45 @@ func (s *Service) mayGive(ctx context.Context, perms []string, resource string) 
 		list += fmt.Sprintf(" and %d more", len(missing)-5)
 	}
 	return permissionDenied("you can give only permissions you hold %s; you do not hold %s", where, list)
+}
+
+// holds reports whether d holds grant — a permission, a wildcard or `*` —
+// on resource ("" for everywhere). A wildcard `identity.*` is held as the
+// prefix `identity.`, and `*` as the empty one: allows looks a prefix up as
+// it would a permission.
+func (d *decisions) holds(grant, resource string) bool {
+	return d.allows(strings.TrimSuffix(grant, "*"), resource)
+}
+
+// Covers reports whether subject holds every permission target holds,
+// everywhere and on each resource target holds any on: what a service asks
+// before letting subject put target's account in their hands (changing its
+// email, where its password resets go). A user holds what they hold, so
+// anyone covers themselves.
+func (s *Service) Covers(ctx context.Context, subject, target string) (bool, error) {
+	if err := checkUserID(subject); err != nil {
+		return false, err
+	}
+	if err := checkUserID(target); err != nil {
+		return false, err
+	}
+	if subject == target {
+		return true, nil
+	}
+	d, err := s.decisions(ctx, subject)
+	if err != nil {
+		return false, err
+	}
+	t, err := s.decisions(ctx, target)
+	if err != nil {
+		return false, err
+	}
+	for resource, grants := range t.granted {
+		for _, g := range grants {
+			if !d.holds(g, resource) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }

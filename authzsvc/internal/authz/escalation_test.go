@@ -84,3 +84,37 @@ func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 		assert.NoError(t, err)
 	})
 }
+
+// TestCovers: a user covers another when they hold everything the other
+// holds, everywhere and on each of the other's resources.
+func TestCovers(t *testing.T) {
+	t.Parallel()
+	r := newReplica(t)
+	r.mustAssign(t, "root", r.roleByName(t, "admin"), "")
+	r.mustAssign(t, "helpdesk", r.mustRole(t, "helpdesk", "identity.users.*"), "")
+	r.mustAssign(t, "reader", r.mustRole(t, "reader", "identity.users.read"), "")
+	r.mustAssign(t, "acme-reader", r.roleByName(t, "reader"), "org:acme")
+	r.mustAssign(t, "acme-helpdesk", r.roleByName(t, "helpdesk"), "org:acme")
+	for _, tc := range []struct {
+		subject, target string
+		want            bool
+	}{
+		{"root", "helpdesk", true},
+		{"helpdesk", "root", false},
+		{"helpdesk", "reader", true},
+		{"reader", "helpdesk", false}, // a wildcard only through a wildcard
+		{"reader", "acme-reader", true},
+		{"acme-reader", "reader", false}, // on one resource is not everywhere
+		{"acme-helpdesk", "acme-reader", true},
+		{"acme-reader", "acme-helpdesk", false},
+		{"reader", "nobody", true}, // who holds nothing is covered by all
+		{"nobody", "nobody", true},
+		{"nobody", "reader", false},
+	} {
+		got, err := r.Covers(t.Context(), tc.subject, tc.target)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got, "%s covers %s", tc.subject, tc.target)
+	}
+	_, err := r.Covers(t.Context(), "", "root")
+	assert.Equal(t, authz.KindInvalid, authz.KindOf(err))
+}

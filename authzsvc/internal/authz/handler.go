@@ -175,6 +175,15 @@ func (h *Handler) Check(ctx context.Context, req *connect.Request[authzv1.CheckR
 	return connect.NewResponse(&authzv1.CheckResponse{Allowed: ok}), nil
 }
 
+// Covers implements [authzv1connect.AuthzServiceHandler].
+func (h *Handler) Covers(ctx context.Context, req *connect.Request[authzv1.CoversRequest]) (*connect.Response[authzv1.CoversResponse], error) {
+	ok, err := h.svc.Covers(ctx, req.Msg.GetSubject(), req.Msg.GetTarget())
+	if err != nil {
+		return nil, h.toConnect(ctx, err)
+	}
+	return connect.NewResponse(&authzv1.CoversResponse{Covers: ok}), nil
+}
+
 // CheckBatch implements [authzv1connect.AuthzServiceHandler].
 func (h *Handler) CheckBatch(ctx context.Context, req *connect.Request[authzv1.CheckBatchRequest]) (*connect.Response[authzv1.CheckBatchResponse], error) {
 	qs := make([]Question, len(req.Msg.GetChecks()))

@@ -20,12 +20,14 @@ import (
 	"portcullis.dev/kernel/rpc"
 	"portcullis.dev/kernel/service"
 	"portcullis.dev/proto/auth/v1/authv1connect"
+	"portcullis.dev/proto/authz/v1/authzv1connect"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
 
 	"portcullis.dev/identitysvc/config"
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/internal/api"
 	"portcullis.dev/identitysvc/internal/authclient"
+	"portcullis.dev/identitysvc/internal/authzclient"
 	"portcullis.dev/identitysvc/internal/identity"
 )
 
@@ -65,7 +67,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer kit.Close()
 	users, err := identity.NewService(db.Ent, cfg.Identity, mailer, identity.WithLogger(logger),
-		identity.WithSessionEnder(authclient.NewSessions(rpc.NewClient(kit.Clients, "authsvc", authv1connect.NewAuthServiceClient))))
+		identity.WithSessionEnder(authclient.NewSessions(rpc.NewClient(kit.Clients, "authsvc", authv1connect.NewAuthServiceClient))),
+		identity.WithAuthority(authzclient.NewAuthority(rpc.NewClient(kit.Clients, service.AuthzService, authzv1connect.NewAuthzServiceClient))))
 	if err != nil {
 		return err
 	}

@@ -70,8 +70,14 @@ func (h *Handler) UpdateUser(ctx context.Context, req *connect.Request[identityv
 	if err != nil {
 		return nil, err
 	}
-	if req.Msg.Email != nil && isCaller(ctx, id) {
-		if err := h.svc.ConfirmOwnEmailChange(ctx, id, req.Msg.GetEmail(), req.Msg.GetCurrentPassword()); err != nil {
+	if req.Msg.Email != nil {
+		var err error
+		if isCaller(ctx, id) {
+			err = h.svc.ConfirmOwnEmailChange(ctx, id, req.Msg.GetEmail(), req.Msg.GetCurrentPassword())
+		} else if p, ok := authn.FromContext(ctx); ok && p.Kind == authn.KindUser {
+			err = h.svc.ConfirmEmailChangeBy(ctx, p.Subject, id, req.Msg.GetEmail())
+		}
+		if err != nil {
 			return nil, toConnect(err)
 		}
 	}
@@ -276,6 +282,10 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, identity.ErrInvalidToken)
 	case errors.Is(err, identity.ErrAlreadyVerified):
 		return connect.NewError(connect.CodeFailedPrecondition, identity.ErrAlreadyVerified)
+	case errors.Is(err, identity.ErrOutranked):
+		return connect.NewError(connect.CodePermissionDenied, identity.ErrOutranked)
+	case errors.Is(err, identity.ErrAuthorityUnavailable):
+		return connect.NewError(connect.CodeUnavailable, identity.ErrAuthorityUnavailable)
 	case errors.Is(err, identity.ErrBusy):
 		// Unavailable, not ResourceExhausted: it is transient and safe to
 		// retry, and an Auth service that predates the current contract

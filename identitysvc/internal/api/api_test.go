@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -441,4 +442,45 @@ func TestVerifyPassword(t *testing.T) {
 		assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(verify(id, "not my password")))
 	}
 	assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(verify(id, "correct horse battery")), "the wrong ones did not lock the account")
+}
+
+// covering answers Covers from a table of subject → targets; err, if set,
+// is every answer.
+type covering struct {
+	covers map[[2]string]bool
+	err    error
+}
+
+func (c *covering) Covers(_ context.Context, subject, target string) (bool, error) {
+	return c.covers[[2]string{subject, target}], c.err
+}
+
+// TestAdminEmailChangeNeedsEverythingTheUserHolds: an administrator may
+// move another user's email, where the password resets go, only if they
+// hold every permission that user does; else a helpdesk administrator
+// could become any administrator.
+func TestAdminEmailChangeNeedsEverythingTheUserHolds(t *testing.T) {
+	t.Parallel()
+	authority := &covering{covers: map[[2]string]bool{}}
+	s := startServer(t, identity.WithAuthority(authority))
+	ctx := t.Context()
+	res, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "root@example.com", Password: "correct horse battery"}))
+	require.NoError(t, err)
+	root := res.Msg.GetUser().GetId()
+	s.admins["helpdesk"], s.admins["superadmin"] = true, true
+	authority.covers[[2]string{"superadmin", root}] = true
+	update := func(caller, email string) error {
+		_, err := s.client.UpdateUser(ctx, call(s.issuer.Issue(authntest.WithSubject(caller)), &identityv1.UpdateUserRequest{UserId: root, Email: &email}))
+		return err
+	}
+
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(update("helpdesk", "mine@example.com")), "outranked")
+	assert.NoError(t, update("helpdesk", "root@example.com"), "an unchanged email needs no check")
+	authority.err = errors.New("authzsvc down")
+	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(update("superadmin", "new-root@example.com")))
+	authority.err = nil
+	require.NoError(t, update("superadmin", "new-root@example.com"))
+	got, err := s.client.GetUser(ctx, call(s.issuer.Issue(authntest.WithSubject("superadmin")), &identityv1.GetUserRequest{UserId: root}))
+	require.NoError(t, err)
+	assert.Equal(t, "new-root@example.com", got.Msg.GetUser().GetEmail())
 }

@@ -29,6 +29,13 @@ var (
 	// deadline. Nothing was checked or counted, so a retry is safe; it is
 	// about the service, never about an account.
 	ErrBusy = errors.New("busy: too many password checks in progress; retry later")
+	// ErrOutranked: an administrator changing the email of a user who
+	// holds permissions the administrator does not (see
+	// [Service.ConfirmEmailChangeBy]).
+	ErrOutranked = errors.New("the user holds permissions you do not: only someone who holds all of them may change their email")
+	// ErrAuthorityUnavailable: the Authz service could not say whether a
+	// change is allowed; nothing was changed.
+	ErrAuthorityUnavailable = errors.New("the permission service is unavailable; try again")
 	// ErrTooSoon: a mail of this kind was sent to the user less than the
 	// configured cooldown ago.
 	ErrTooSoon = errors.New("a mail was sent recently; try again later")

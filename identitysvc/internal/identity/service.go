@@ -71,7 +71,10 @@ type Service struct {
 	mailWaiting atomic.Int32
 	// sessions ends users' sessions in the Auth service (see endSessions);
 	// sessionEndFailures counts the calls that failed.
-	sessions           SessionEnder
+	sessions SessionEnder
+	// authority says whether one user holds all another does (see
+	// ConfirmEmailChangeBy).
+	authority          Authority
 	sessionEndFailures *prometheus.CounterVec
 	sessionEndsPending prometheus.Gauge
 	// background tracks work that outlives a request (mail, session
@@ -268,6 +271,46 @@ func (s *Service) VerifyPassword(ctx context.Context, id uuid.UUID, password str
 		return err
 	}
 	return s.checkCurrentPassword(ctx, u, password)
+}
+
+// Authority says whether subject holds every permission target holds: the
+// Authz service's Covers. internal/authzclient adapts its client to it.
+type Authority interface {
+	Covers(ctx context.Context, subject, target string) (bool, error)
+}
+
+// WithAuthority sets what [Service.ConfirmEmailChangeBy] asks. Without it
+// (nil, the default) every change is allowed: that is for tests and tools
+// that run the domain without an Authz service, never for the service.
+func WithAuthority(a Authority) Option { return func(s *Service) { s.authority = a } }
+
+// ConfirmEmailChangeBy checks that caller, a user, may change the email of
+// user id, someone else, to email: only if caller holds every permission
+// id holds ([ErrOutranked] if not). The email is where password resets
+// go: otherwise a helpdesk administrator with identity.users.write could
+// move an administrator's email to their own mailbox, reset the password,
+// and be that administrator. An email that is the user's already needs no
+// check.
+func (s *Service) ConfirmEmailChangeBy(ctx context.Context, caller string, id uuid.UUID, email string) error {
+	if s.authority == nil {
+		return nil
+	}
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	u, err := s.liveUser(ctx, id)
+	if err != nil || email == u.Email {
+		return err
+	}
+	covers, err := s.authority.Covers(ctx, caller, id.String())
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrAuthorityUnavailable, err)
+	case !covers:
+		return ErrOutranked
+	}
+	return nil
 }
 
 // UpdateUser changes a user's display name and/or email; nil leaves a field

@@ -1445,6 +1445,107 @@ func (x *CheckRequest) GetResource() string {
 	return ""
 }
 
+// CoversRequest is the request of AuthzService.Covers.
+type CoversRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// subject is the ID of the user who would act; required.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// target is the ID of the user acted on; required.
+	Target        string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoversRequest) Reset() {
+	*x = CoversRequest{}
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoversRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoversRequest) ProtoMessage() {}
+
+func (x *CoversRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoversRequest.ProtoReflect.Descriptor instead.
+func (*CoversRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CoversRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CoversRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// CoversResponse is the response of AuthzService.Covers.
+type CoversResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// covers is true when subject holds everything target holds.
+	Covers        bool `protobuf:"varint,1,opt,name=covers,proto3" json:"covers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoversResponse) Reset() {
+	*x = CoversResponse{}
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoversResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoversResponse) ProtoMessage() {}
+
+func (x *CoversResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoversResponse.ProtoReflect.Descriptor instead.
+func (*CoversResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CoversResponse) GetCovers() bool {
+	if x != nil {
+		return x.Covers
+	}
+	return false
+}
+
 // CheckResponse is the response of AuthzService.Check.
 type CheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1456,7 +1557,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[25]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1569,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[25]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1582,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{25}
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CheckResponse) GetAllowed() bool {
@@ -1502,7 +1603,7 @@ type CheckBatchRequest struct {
 
 func (x *CheckBatchRequest) Reset() {
 	*x = CheckBatchRequest{}
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[26]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1615,7 @@ func (x *CheckBatchRequest) String() string {
 func (*CheckBatchRequest) ProtoMessage() {}
 
 func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[26]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1628,7 @@ func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchRequest.ProtoReflect.Descriptor instead.
 func (*CheckBatchRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{26}
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CheckBatchRequest) GetChecks() []*PermissionCheck {
@@ -1553,7 +1654,7 @@ type PermissionCheck struct {
 
 func (x *PermissionCheck) Reset() {
 	*x = PermissionCheck{}
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[27]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1666,7 @@ func (x *PermissionCheck) String() string {
 func (*PermissionCheck) ProtoMessage() {}
 
 func (x *PermissionCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[27]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1679,7 @@ func (x *PermissionCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermissionCheck.ProtoReflect.Descriptor instead.
 func (*PermissionCheck) Descriptor() ([]byte, []int) {
-	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{27}
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PermissionCheck) GetSubject() string {
@@ -1613,7 +1714,7 @@ type CheckBatchResponse struct {
 
 func (x *CheckBatchResponse) Reset() {
 	*x = CheckBatchResponse{}
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[28]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1726,7 @@ func (x *CheckBatchResponse) String() string {
 func (*CheckBatchResponse) ProtoMessage() {}
 
 func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[28]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1739,7 @@ func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchResponse.ProtoReflect.Descriptor instead.
 func (*CheckBatchResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{28}
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CheckBatchResponse) GetResults() []*CheckResult {
@@ -1659,7 +1760,7 @@ type CheckResult struct {
 
 func (x *CheckResult) Reset() {
 	*x = CheckResult{}
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[29]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1772,7 @@ func (x *CheckResult) String() string {
 func (*CheckResult) ProtoMessage() {}
 
 func (x *CheckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[29]
+	mi := &file_portcullis_authz_v1_authz_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1785,7 @@ func (x *CheckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
 func (*CheckResult) Descriptor() ([]byte, []int) {
-	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{29}
+	return file_portcullis_authz_v1_authz_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CheckResult) GetAllowed() bool {
@@ -1785,7 +1886,12 @@ const file_portcullis_authz_v1_authz_proto_rawDesc = "" +
 	"\n" +
 	"permission\x18\x02 \x01(\tR\n" +
 	"permission\x12\x1a\n" +
-	"\bresource\x18\x03 \x01(\tR\bresource\")\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\"A\n" +
+	"\rCoversRequest\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\"(\n" +
+	"\x0eCoversResponse\x12\x16\n" +
+	"\x06covers\x18\x01 \x01(\bR\x06covers\")\n" +
 	"\rCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\"Q\n" +
 	"\x11CheckBatchRequest\x12<\n" +
@@ -1799,7 +1905,7 @@ const file_portcullis_authz_v1_authz_proto_rawDesc = "" +
 	"\x12CheckBatchResponse\x12:\n" +
 	"\aresults\x18\x01 \x03(\v2 .portcullis.authz.v1.CheckResultR\aresults\"'\n" +
 	"\vCheckResult\x12\x18\n" +
-	"\aallowed\x18\x01 \x01(\bR\aallowed2\x93\r\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed2\xf1\r\n" +
 	"\fAuthzService\x12x\n" +
 	"\n" +
 	"CreateRole\x12&.portcullis.authz.v1.CreateRoleRequest\x1a'.portcullis.authz.v1.CreateRoleResponse\"\x19\x82\xce\x18\x15\b\x02\x12\x11authz.roles.write\x12q\n" +
@@ -1818,7 +1924,8 @@ const file_portcullis_authz_v1_authz_proto_rawDesc = "" +
 	"\x13ListUserPermissions\x12/.portcullis.authz.v1.ListUserPermissionsRequest\x1a0.portcullis.authz.v1.ListUserPermissionsResponse\"'\x82\xce\x18 \b\x02\x12\x13authz.bindings.read\x1a\auser_id\x90\x02\x01\x12Y\n" +
 	"\x05Check\x12!.portcullis.authz.v1.CheckRequest\x1a\".portcullis.authz.v1.CheckResponse\"\t\x82\xce\x18\x02\b\x03\x90\x02\x01\x12h\n" +
 	"\n" +
-	"CheckBatch\x12&.portcullis.authz.v1.CheckBatchRequest\x1a'.portcullis.authz.v1.CheckBatchResponse\"\t\x82\xce\x18\x02\b\x03\x90\x02\x01B'Z%portcullis.dev/proto/authz/v1;authzv1b\x06proto3"
+	"CheckBatch\x12&.portcullis.authz.v1.CheckBatchRequest\x1a'.portcullis.authz.v1.CheckBatchResponse\"\t\x82\xce\x18\x02\b\x03\x90\x02\x01\x12\\\n" +
+	"\x06Covers\x12\".portcullis.authz.v1.CoversRequest\x1a#.portcullis.authz.v1.CoversResponse\"\t\x82\xce\x18\x02\b\x03\x90\x02\x01B'Z%portcullis.dev/proto/authz/v1;authzv1b\x06proto3"
 
 var (
 	file_portcullis_authz_v1_authz_proto_rawDescOnce sync.Once
@@ -1832,7 +1939,7 @@ func file_portcullis_authz_v1_authz_proto_rawDescGZIP() []byte {
 	return file_portcullis_authz_v1_authz_proto_rawDescData
 }
 
-var file_portcullis_authz_v1_authz_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_portcullis_authz_v1_authz_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_portcullis_authz_v1_authz_proto_goTypes = []any{
 	(*Role)(nil),                        // 0: portcullis.authz.v1.Role
 	(*RoleBinding)(nil),                 // 1: portcullis.authz.v1.RoleBinding
@@ -1859,17 +1966,19 @@ var file_portcullis_authz_v1_authz_proto_goTypes = []any{
 	(*ListUserPermissionsRequest)(nil),  // 22: portcullis.authz.v1.ListUserPermissionsRequest
 	(*ListUserPermissionsResponse)(nil), // 23: portcullis.authz.v1.ListUserPermissionsResponse
 	(*CheckRequest)(nil),                // 24: portcullis.authz.v1.CheckRequest
-	(*CheckResponse)(nil),               // 25: portcullis.authz.v1.CheckResponse
-	(*CheckBatchRequest)(nil),           // 26: portcullis.authz.v1.CheckBatchRequest
-	(*PermissionCheck)(nil),             // 27: portcullis.authz.v1.PermissionCheck
-	(*CheckBatchResponse)(nil),          // 28: portcullis.authz.v1.CheckBatchResponse
-	(*CheckResult)(nil),                 // 29: portcullis.authz.v1.CheckResult
-	(*timestamppb.Timestamp)(nil),       // 30: google.protobuf.Timestamp
+	(*CoversRequest)(nil),               // 25: portcullis.authz.v1.CoversRequest
+	(*CoversResponse)(nil),              // 26: portcullis.authz.v1.CoversResponse
+	(*CheckResponse)(nil),               // 27: portcullis.authz.v1.CheckResponse
+	(*CheckBatchRequest)(nil),           // 28: portcullis.authz.v1.CheckBatchRequest
+	(*PermissionCheck)(nil),             // 29: portcullis.authz.v1.PermissionCheck
+	(*CheckBatchResponse)(nil),          // 30: portcullis.authz.v1.CheckBatchResponse
+	(*CheckResult)(nil),                 // 31: portcullis.authz.v1.CheckResult
+	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
 }
 var file_portcullis_authz_v1_authz_proto_depIdxs = []int32{
-	30, // 0: portcullis.authz.v1.Role.create_time:type_name -> google.protobuf.Timestamp
-	30, // 1: portcullis.authz.v1.Role.update_time:type_name -> google.protobuf.Timestamp
-	30, // 2: portcullis.authz.v1.RoleBinding.create_time:type_name -> google.protobuf.Timestamp
+	32, // 0: portcullis.authz.v1.Role.create_time:type_name -> google.protobuf.Timestamp
+	32, // 1: portcullis.authz.v1.Role.update_time:type_name -> google.protobuf.Timestamp
+	32, // 2: portcullis.authz.v1.RoleBinding.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 3: portcullis.authz.v1.CreateRoleResponse.role:type_name -> portcullis.authz.v1.Role
 	0,  // 4: portcullis.authz.v1.GetRoleResponse.role:type_name -> portcullis.authz.v1.Role
 	0,  // 5: portcullis.authz.v1.ListRolesResponse.roles:type_name -> portcullis.authz.v1.Role
@@ -1878,8 +1987,8 @@ var file_portcullis_authz_v1_authz_proto_depIdxs = []int32{
 	0,  // 8: portcullis.authz.v1.RevokePermissionsResponse.role:type_name -> portcullis.authz.v1.Role
 	1,  // 9: portcullis.authz.v1.AssignRoleResponse.binding:type_name -> portcullis.authz.v1.RoleBinding
 	1,  // 10: portcullis.authz.v1.ListUserRolesResponse.bindings:type_name -> portcullis.authz.v1.RoleBinding
-	27, // 11: portcullis.authz.v1.CheckBatchRequest.checks:type_name -> portcullis.authz.v1.PermissionCheck
-	29, // 12: portcullis.authz.v1.CheckBatchResponse.results:type_name -> portcullis.authz.v1.CheckResult
+	29, // 11: portcullis.authz.v1.CheckBatchRequest.checks:type_name -> portcullis.authz.v1.PermissionCheck
+	31, // 12: portcullis.authz.v1.CheckBatchResponse.results:type_name -> portcullis.authz.v1.CheckResult
 	2,  // 13: portcullis.authz.v1.AuthzService.CreateRole:input_type -> portcullis.authz.v1.CreateRoleRequest
 	4,  // 14: portcullis.authz.v1.AuthzService.GetRole:input_type -> portcullis.authz.v1.GetRoleRequest
 	6,  // 15: portcullis.authz.v1.AuthzService.ListRoles:input_type -> portcullis.authz.v1.ListRolesRequest
@@ -1892,22 +2001,24 @@ var file_portcullis_authz_v1_authz_proto_depIdxs = []int32{
 	20, // 22: portcullis.authz.v1.AuthzService.ListUserRoles:input_type -> portcullis.authz.v1.ListUserRolesRequest
 	22, // 23: portcullis.authz.v1.AuthzService.ListUserPermissions:input_type -> portcullis.authz.v1.ListUserPermissionsRequest
 	24, // 24: portcullis.authz.v1.AuthzService.Check:input_type -> portcullis.authz.v1.CheckRequest
-	26, // 25: portcullis.authz.v1.AuthzService.CheckBatch:input_type -> portcullis.authz.v1.CheckBatchRequest
-	3,  // 26: portcullis.authz.v1.AuthzService.CreateRole:output_type -> portcullis.authz.v1.CreateRoleResponse
-	5,  // 27: portcullis.authz.v1.AuthzService.GetRole:output_type -> portcullis.authz.v1.GetRoleResponse
-	7,  // 28: portcullis.authz.v1.AuthzService.ListRoles:output_type -> portcullis.authz.v1.ListRolesResponse
-	9,  // 29: portcullis.authz.v1.AuthzService.UpdateRole:output_type -> portcullis.authz.v1.UpdateRoleResponse
-	11, // 30: portcullis.authz.v1.AuthzService.DeleteRole:output_type -> portcullis.authz.v1.DeleteRoleResponse
-	13, // 31: portcullis.authz.v1.AuthzService.GrantPermissions:output_type -> portcullis.authz.v1.GrantPermissionsResponse
-	15, // 32: portcullis.authz.v1.AuthzService.RevokePermissions:output_type -> portcullis.authz.v1.RevokePermissionsResponse
-	17, // 33: portcullis.authz.v1.AuthzService.AssignRole:output_type -> portcullis.authz.v1.AssignRoleResponse
-	19, // 34: portcullis.authz.v1.AuthzService.UnassignRole:output_type -> portcullis.authz.v1.UnassignRoleResponse
-	21, // 35: portcullis.authz.v1.AuthzService.ListUserRoles:output_type -> portcullis.authz.v1.ListUserRolesResponse
-	23, // 36: portcullis.authz.v1.AuthzService.ListUserPermissions:output_type -> portcullis.authz.v1.ListUserPermissionsResponse
-	25, // 37: portcullis.authz.v1.AuthzService.Check:output_type -> portcullis.authz.v1.CheckResponse
-	28, // 38: portcullis.authz.v1.AuthzService.CheckBatch:output_type -> portcullis.authz.v1.CheckBatchResponse
-	26, // [26:39] is the sub-list for method output_type
-	13, // [13:26] is the sub-list for method input_type
+	28, // 25: portcullis.authz.v1.AuthzService.CheckBatch:input_type -> portcullis.authz.v1.CheckBatchRequest
+	25, // 26: portcullis.authz.v1.AuthzService.Covers:input_type -> portcullis.authz.v1.CoversRequest
+	3,  // 27: portcullis.authz.v1.AuthzService.CreateRole:output_type -> portcullis.authz.v1.CreateRoleResponse
+	5,  // 28: portcullis.authz.v1.AuthzService.GetRole:output_type -> portcullis.authz.v1.GetRoleResponse
+	7,  // 29: portcullis.authz.v1.AuthzService.ListRoles:output_type -> portcullis.authz.v1.ListRolesResponse
+	9,  // 30: portcullis.authz.v1.AuthzService.UpdateRole:output_type -> portcullis.authz.v1.UpdateRoleResponse
+	11, // 31: portcullis.authz.v1.AuthzService.DeleteRole:output_type -> portcullis.authz.v1.DeleteRoleResponse
+	13, // 32: portcullis.authz.v1.AuthzService.GrantPermissions:output_type -> portcullis.authz.v1.GrantPermissionsResponse
+	15, // 33: portcullis.authz.v1.AuthzService.RevokePermissions:output_type -> portcullis.authz.v1.RevokePermissionsResponse
+	17, // 34: portcullis.authz.v1.AuthzService.AssignRole:output_type -> portcullis.authz.v1.AssignRoleResponse
+	19, // 35: portcullis.authz.v1.AuthzService.UnassignRole:output_type -> portcullis.authz.v1.UnassignRoleResponse
+	21, // 36: portcullis.authz.v1.AuthzService.ListUserRoles:output_type -> portcullis.authz.v1.ListUserRolesResponse
+	23, // 37: portcullis.authz.v1.AuthzService.ListUserPermissions:output_type -> portcullis.authz.v1.ListUserPermissionsResponse
+	27, // 38: portcullis.authz.v1.AuthzService.Check:output_type -> portcullis.authz.v1.CheckResponse
+	30, // 39: portcullis.authz.v1.AuthzService.CheckBatch:output_type -> portcullis.authz.v1.CheckBatchResponse
+	26, // 40: portcullis.authz.v1.AuthzService.Covers:output_type -> portcullis.authz.v1.CoversResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1925,7 +2036,7 @@ func file_portcullis_authz_v1_authz_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_authz_v1_authz_proto_rawDesc), len(file_portcullis_authz_v1_authz_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

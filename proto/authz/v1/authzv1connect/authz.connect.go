@@ -66,6 +66,8 @@ const (
 	AuthzServiceCheckProcedure = "/portcullis.authz.v1.AuthzService/Check"
 	// AuthzServiceCheckBatchProcedure is the fully-qualified name of the AuthzService's CheckBatch RPC.
 	AuthzServiceCheckBatchProcedure = "/portcullis.authz.v1.AuthzService/CheckBatch"
+	// AuthzServiceCoversProcedure is the fully-qualified name of the AuthzService's Covers RPC.
+	AuthzServiceCoversProcedure = "/portcullis.authz.v1.AuthzService/Covers"
 )
 
 // AuthzServiceClient is a client for the portcullis.authz.v1.AuthzService service.
@@ -116,6 +118,12 @@ type AuthzServiceClient interface {
 	// CheckBatch makes several checks in one round trip, for example to filter a list. It is
 	// internal for the same reasons as Check.
 	CheckBatch(context.Context, *connect.Request[v1.CheckBatchRequest]) (*connect.Response[v1.CheckBatchResponse], error)
+	// Covers decides whether subject holds every permission target holds: everywhere, and on
+	// each resource target holds any on (a wildcard only through a wildcard that covers it).
+	// Services ask it before an action that would put target's account in subject's hands,
+	// such as changing its email, where the reset of its password goes: a user with less than
+	// target must not become target. It is internal for the same reasons as Check.
+	Covers(context.Context, *connect.Request[v1.CoversRequest]) (*connect.Response[v1.CoversResponse], error)
 }
 
 // NewAuthzServiceClient constructs a client for the portcullis.authz.v1.AuthzService service. By
@@ -219,6 +227,13 @@ func NewAuthzServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		covers: connect.NewClient[v1.CoversRequest, v1.CoversResponse](
+			httpClient,
+			baseURL+AuthzServiceCoversProcedure,
+			connect.WithSchema(authzServiceMethods.ByName("Covers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -237,6 +252,7 @@ type authzServiceClient struct {
 	listUserPermissions *connect.Client[v1.ListUserPermissionsRequest, v1.ListUserPermissionsResponse]
 	check               *connect.Client[v1.CheckRequest, v1.CheckResponse]
 	checkBatch          *connect.Client[v1.CheckBatchRequest, v1.CheckBatchResponse]
+	covers              *connect.Client[v1.CoversRequest, v1.CoversResponse]
 }
 
 // CreateRole calls portcullis.authz.v1.AuthzService.CreateRole.
@@ -304,6 +320,11 @@ func (c *authzServiceClient) CheckBatch(ctx context.Context, req *connect.Reques
 	return c.checkBatch.CallUnary(ctx, req)
 }
 
+// Covers calls portcullis.authz.v1.AuthzService.Covers.
+func (c *authzServiceClient) Covers(ctx context.Context, req *connect.Request[v1.CoversRequest]) (*connect.Response[v1.CoversResponse], error) {
+	return c.covers.CallUnary(ctx, req)
+}
+
 // AuthzServiceHandler is an implementation of the portcullis.authz.v1.AuthzService service.
 type AuthzServiceHandler interface {
 	// CreateRole creates a custom role. Fails with ALREADY_EXISTS when the name is taken, and
@@ -352,6 +373,12 @@ type AuthzServiceHandler interface {
 	// CheckBatch makes several checks in one round trip, for example to filter a list. It is
 	// internal for the same reasons as Check.
 	CheckBatch(context.Context, *connect.Request[v1.CheckBatchRequest]) (*connect.Response[v1.CheckBatchResponse], error)
+	// Covers decides whether subject holds every permission target holds: everywhere, and on
+	// each resource target holds any on (a wildcard only through a wildcard that covers it).
+	// Services ask it before an action that would put target's account in subject's hands,
+	// such as changing its email, where the reset of its password goes: a user with less than
+	// target must not become target. It is internal for the same reasons as Check.
+	Covers(context.Context, *connect.Request[v1.CoversRequest]) (*connect.Response[v1.CoversResponse], error)
 }
 
 // NewAuthzServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -451,6 +478,13 @@ func NewAuthzServiceHandler(svc AuthzServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	authzServiceCoversHandler := connect.NewUnaryHandler(
+		AuthzServiceCoversProcedure,
+		svc.Covers,
+		connect.WithSchema(authzServiceMethods.ByName("Covers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/portcullis.authz.v1.AuthzService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuthzServiceCreateRoleProcedure:
@@ -479,6 +513,8 @@ func NewAuthzServiceHandler(svc AuthzServiceHandler, opts ...connect.HandlerOpti
 			authzServiceCheckHandler.ServeHTTP(w, r)
 		case AuthzServiceCheckBatchProcedure:
 			authzServiceCheckBatchHandler.ServeHTTP(w, r)
+		case AuthzServiceCoversProcedure:
+			authzServiceCoversHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -538,4 +574,8 @@ func (UnimplementedAuthzServiceHandler) Check(context.Context, *connect.Request[
 
 func (UnimplementedAuthzServiceHandler) CheckBatch(context.Context, *connect.Request[v1.CheckBatchRequest]) (*connect.Response[v1.CheckBatchResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("portcullis.authz.v1.AuthzService.CheckBatch is not implemented"))
+}
+
+func (UnimplementedAuthzServiceHandler) Covers(context.Context, *connect.Request[v1.CoversRequest]) (*connect.Response[v1.CoversResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("portcullis.authz.v1.AuthzService.Covers is not implemented"))
 }

@@ -96,7 +96,11 @@ type IdentityServiceClient interface {
 	// update their own profile; updating anyone else's needs identity.users.write. Users changing
 	// their own email confirm it with their password (current_password): the email is where
 	// password resets go, so an access token alone must not be enough to move it; without it the
-	// call fails with INVALID_ARGUMENT, and with a wrong one with PERMISSION_DENIED.
+	// call fails with INVALID_ARGUMENT, and with a wrong one with PERMISSION_DENIED. An
+	// administrator may change another user's email only if they hold every permission that
+	// user holds (the Authz service's Covers), or else anyone with identity.users.write could
+	// take over an administrator's account through a password reset: PERMISSION_DENIED
+	// otherwise, and UNAVAILABLE when the Authz service cannot say.
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
 	// DeleteUser deletes a user and everything the Identity service keeps about them. It does
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
@@ -392,7 +396,11 @@ type IdentityServiceHandler interface {
 	// update their own profile; updating anyone else's needs identity.users.write. Users changing
 	// their own email confirm it with their password (current_password): the email is where
 	// password resets go, so an access token alone must not be enough to move it; without it the
-	// call fails with INVALID_ARGUMENT, and with a wrong one with PERMISSION_DENIED.
+	// call fails with INVALID_ARGUMENT, and with a wrong one with PERMISSION_DENIED. An
+	// administrator may change another user's email only if they hold every permission that
+	// user holds (the Authz service's Covers), or else anyone with identity.users.write could
+	// take over an administrator's account through a password reset: PERMISSION_DENIED
+	// otherwise, and UNAVAILABLE when the Authz service cannot say.
 	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
 	// DeleteUser deletes a user and everything the Identity service keeps about them. It does
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
