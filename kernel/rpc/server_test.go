@@ -344,21 +344,7 @@ func TestServesBeforeConsulAnswers(t *testing.T) {
 	require.NoError(t, err)
 	srv := rpc.NewServer("earlysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
 		rpc.WithRegistry(reg), rpc.WithLogger(jsonLogger(&logs)), rpc.WithAccessPolicy(&rpc.AccessPolicy{}))
-	srv.Handle(identityv1connect.NewIdentityServiceHandler(&identityStub{}, srv.HandlerOptions()...))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + ln.Addr().String() + "/readyz")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 5*time.Second, 10*time.Millisecond, "logs:\n%s", logs.String())
+	startServer(t, srv, &identityStub{}) // ready, though unregistered
 	assert.Contains(t, logs.String(), "serving unregistered until the Consul agent answers")
 
 	consul.Restart()
@@ -366,7 +352,4 @@ func TestServesBeforeConsulAnswers(t *testing.T) {
 		entries, _, err := reg.Client().Health().Service("earlysvc", "", true, nil)
 		return err == nil && len(entries) == 1
 	}, 10*time.Second, 20*time.Millisecond, "registered and passing once the agent answers; logs:\n%s", logs.String())
-
-	cancel()
-	require.NoError(t, <-done, "logs:\n%s", logs.String())
 }

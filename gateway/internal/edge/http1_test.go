@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/gateway/config"
 	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
@@ -104,11 +105,7 @@ func TestExpectContinueKeepsTheAnswer(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.startIdentity(t, "one")
-	cfg := e.config(t)
-	cfg.RateLimit.Enabled = true
-	cfg.RateLimit.IPRate, cfg.RateLimit.IPBurst = 1000, 1000
-	cfg.RateLimit.UserRate, cfg.RateLimit.UserBurst = 1000, 1000
-	gw := e.startGateway(t, cfg)
+	gw := e.startGateway(t, generousLimits(e.config(t)))
 	token := e.auth.Issue()
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost,
@@ -184,11 +181,7 @@ func TestEarlyHintsKeepTheAnswer(t *testing.T) {
 			h.ServeHTTP(w, r)
 		}))
 	})
-	cfg := e.config(t)
-	cfg.RateLimit.Enabled = true
-	cfg.RateLimit.IPRate, cfg.RateLimit.IPBurst = 1000, 1000
-	cfg.RateLimit.UserRate, cfg.RateLimit.UserBurst = 1000, 1000
-	gw := e.startGateway(t, cfg)
+	gw := e.startGateway(t, generousLimits(e.config(t)))
 	token := e.auth.Issue()
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		var hints []string
@@ -214,4 +207,13 @@ func TestEarlyHintsKeepTheAnswer(t *testing.T) {
 	for series := range scrape(t, gw.url) {
 		assert.NotContains(t, series, `code="103"`, "the service's 103 was taken for the answer")
 	}
+}
+
+// generousLimits turns rate limiting on with limits no test reaches, so
+// that every answer carries the RateLimit-* fields the gateway sets.
+func generousLimits(cfg config.Config) config.Config {
+	cfg.RateLimit.Enabled = true
+	cfg.RateLimit.IPRate, cfg.RateLimit.IPBurst = 1000, 1000
+	cfg.RateLimit.UserRate, cfg.RateLimit.UserBurst = 1000, 1000
+	return cfg
 }
