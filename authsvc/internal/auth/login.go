@@ -44,9 +44,13 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 	case len(in.Password) > 1024:
 		return nil, invalid("password", "longer than 1024 bytes")
 	}
-	// The session starts when its login began, before the credentials
-	// were checked: a cutoff set while they were being checked covers it.
-	started := s.now()
+	// When the login began, before the credentials are checked: a cutoff
+	// set while they are being checked covers it. The database's clock,
+	// which the cutoff is read from too: the replicas' clocks may differ.
+	started, err := s.dbNow(ctx)
+	if err != nil {
+		return nil, err
+	}
 	res, err := s.identity.VerifyCredentials(ctx, connect.NewRequest(&identityv1.VerifyCredentialsRequest{Email: in.Email, Password: in.Password}))
 	if err != nil {
 		switch connect.CodeOf(err) {
@@ -113,7 +117,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		sess, err = tx.Session.Create().
 			SetID(uuid.NewString()).
 			SetUserID(user.GetUserId()).
-			SetCreatedAt(started).
+			SetCreatedAt(now).
 			SetIdleExpiresAt(minTime(now.Add(s.cfg.RefreshIdleTTL), now.Add(s.cfg.RefreshAbsoluteTTL))).
 			SetExpiresAt(now.Add(s.cfg.RefreshAbsoluteTTL)).
 			SetSourceIP(sourceIP).
@@ -200,6 +204,23 @@ var errCutOff = errors.New("sessions ended after the login began")
 // the second): "cuto" in ASCII. Two-key locks do not collide with the
 // outbox relay's one-key lock.
 const cutoffLockClass = 0x6375746f
+
+// dbNow reads the database's clock.
+func (s *Service) dbNow(ctx context.Context) (time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT clock_timestamp()`)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("auth: read the database clock: %w", err)
+	}
+	defer rows.Close()
+	var now time.Time
+	if !rows.Next() {
+		return time.Time{}, fmt.Errorf("auth: read the database clock: %w", cmpErr(rows.Err(), errors.New("no row")))
+	}
+	if err := rows.Scan(&now); err != nil {
+		return time.Time{}, fmt.Errorf("auth: read the database clock: %w", err)
+	}
+	return now, nil
+}
 
 // checkCutoff returns errCutOff if userID's sessions were ended (see
 // [Service.EndUserSessions]) after a login that began at started. It holds

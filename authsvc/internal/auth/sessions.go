@@ -209,11 +209,11 @@ func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cu
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, cutoffLockClass, userID); err != nil {
 				return fmt.Errorf("auth: lock session cutoff: %w", err)
 			}
-			// A later cutoff wins: a retried earlier call does not move it
-			// back.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO session_cutoffs (id, ended_before) VALUES ($1, $2)
+			// The database's clock, read after the lock, as Login reads it:
+			// the replicas' clocks may differ. A later cutoff wins.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO session_cutoffs (id, ended_before) VALUES ($1, clock_timestamp())
 				ON CONFLICT (id) DO UPDATE SET ended_before = EXCLUDED.ended_before WHERE session_cutoffs.ended_before < EXCLUDED.ended_before`,
-				userID, s.now()); err != nil {
+				userID); err != nil {
 				return fmt.Errorf("auth: set session cutoff: %w", err)
 			}
 		}
