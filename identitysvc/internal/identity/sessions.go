@@ -53,8 +53,17 @@ func WithSessionEnder(e SessionEnder) Option { return func(s *Service) { s.sessi
 // instance takes it over only if this one is gone.
 const sessionEndLease = 2 * sessionEndTimeout
 
-// sessionEndBatch is how many due session ends one retry round takes.
-const sessionEndBatch = 32
+// sessionEndBatch is how many due session ends one retry round takes, and
+// sessionEndRoundLease how long it leases them: past the round's tries,
+// one after another, so that no other instance tries one of them too.
+const (
+	sessionEndBatch      = 8
+	sessionEndRoundLease = sessionEndBatch*sessionEndTryTimeout + sessionEndLease
+)
+
+// sessionEndBookkeeping bounds the writes that follow a try, on a context
+// of their own: the try's may have run out.
+const sessionEndBookkeeping = 5 * time.Second
 
 // maxSessionEndBackoff bounds the wait between two retries of one end.
 const maxSessionEndBackoff = 5 * time.Minute
@@ -128,6 +137,8 @@ func (s *Service) endSessions(ctx context.Context, p *pendingEnd) {
 		ctx, cancel := context.WithTimeout(ctx, sessionEndTimeout)
 		defer cancel()
 		err := s.tryEndSessions(ctx, p.userID.String(), p.reason, p.except)
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), sessionEndBookkeeping)
+		defer cancel()
 		if err == nil {
 			s.forgetSessionEnd(ctx, p)
 			return
@@ -258,7 +269,7 @@ func (s *Service) leaseSessionEnds(ctx context.Context) ([]*pendingEnd, error) {
 	now := s.now()
 	rows, err := s.db.QueryContext(ctx, `UPDATE session_ends SET next_attempt_at = $1 WHERE id IN (
 			SELECT id FROM session_ends WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-		RETURNING id, user_id, reason, except_session, attempts`, now.Add(sessionEndLease), now, sessionEndBatch)
+		RETURNING id, user_id, reason, except_session, attempts`, now.Add(sessionEndRoundLease), now, sessionEndBatch)
 	if err != nil {
 		return nil, fmt.Errorf("identity: lease session ends: %w", err)
 	}

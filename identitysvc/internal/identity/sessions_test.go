@@ -190,11 +190,15 @@ func TestSessionEndsOutlastAuthOutages(t *testing.T) {
 		require.NoError(t, err)
 		return svc
 	}
-	retrying := func(svc *identity.Service) {
+	// retrying runs svc's retry rounds until the returned stop is called,
+	// or the test ends.
+	retrying := func(svc *identity.Service) (stop func()) {
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- svc.RetrySessionEnds(runCtx) }()
-		t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+		stop = sync.OnceFunc(func() { cancel(); require.NoError(t, <-done) })
+		t.Cleanup(stop)
+		return stop
 	}
 
 	// Auth is down for the first tries and two retry rounds.
@@ -205,13 +209,14 @@ func TestSessionEndsOutlastAuthOutages(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, svc.Drain(ctx))
 	require.Equal(t, 1, pending(), "the end was not kept after its first tries failed")
-	retrying(svc)
+	stop := retrying(svc)
 	require.Eventually(t, func() bool { return pending() == 0 }, 10*time.Second, 10*time.Millisecond)
 	call := ended{u.ID.String(), identity.ReasonUserDisabled, ""}
 	assert.Equal(t, []ended{call, call, call, call, call, call}, down.Calls())
 	require.Eventually(t, func() bool {
 		return testutil.ToFloat64(svc.Collectors()[1]) == 0
 	}, 5*time.Second, 10*time.Millisecond, "portcullis_identity_session_ends_pending")
+	stop()
 
 	// An instance queued an end and stopped before trying it: its lease
 	// holds it from the others until it is over.
