@@ -44,6 +44,7 @@ import (
 	optionsv1 "portcullis.dev/proto/options/v1"
 
 	"portcullis.dev/gateway/config"
+	"portcullis.dev/gateway/internal/envelope"
 	"portcullis.dev/gateway/internal/h2proxy"
 	"portcullis.dev/gateway/internal/ratelimit"
 )
@@ -601,8 +602,8 @@ func isReset(err error) bool {
 // as recorder.code says it for ReverseProxy.
 func resultCode(res *h2proxy.Result) string {
 	switch {
-	case res.GRPCStatus != "":
-		return "grpc-" + res.GRPCStatus
+	case envelope.GRPCLabel(res.GRPCStatus) != "":
+		return envelope.GRPCLabel(res.GRPCStatus)
 	case res.BodyCode != "":
 		return res.BodyCode
 	case res.Status == 0:

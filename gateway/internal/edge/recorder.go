@@ -53,7 +53,7 @@ func (r *recorder) WriteHeader(code int) {
 			// which final answers repeat anyway.
 			h := r.ResponseWriter.Header()
 			for k, v := range r.kept {
-				if _, ok := h[k]; !ok {
+				if _, ok := h[k]; !ok && !hopByHop(k) {
 					h[k] = v
 				}
 			}
@@ -95,11 +95,13 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // with; else the HTTP status.
 func (r *recorder) code() string {
 	h := r.ResponseWriter.Header()
-	if v := h.Get("Grpc-Status"); v != "" {
-		return "grpc-" + v
+	if c := envelope.GRPCLabel(h.Get("Grpc-Status")); c != "" {
+		return c
 	}
 	if v := h[http.TrailerPrefix+"Grpc-Status"]; len(v) > 0 {
-		return "grpc-" + v[0]
+		if c := envelope.GRPCLabel(v[0]); c != "" {
+			return c
+		}
 	}
 	if c := r.body.Code(); c != "" {
 		return c
@@ -122,4 +124,14 @@ func statusText(s int) string {
 	}
 	b := [3]byte{byte('0' + s/100%10), byte('0' + s/10%10), byte('0' + s%10)}
 	return string(b[:])
+}
+
+// hopByHop reports whether the field named k (canonical) belongs to one
+// connection, not to the answer (RFC 9110, section 7.6.1).
+func hopByHop(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer":
+		return true
+	}
+	return false
 }

@@ -123,13 +123,26 @@ func grpcWebCode(trailers []byte) string {
 		if !ok || !strings.EqualFold(string(bytes.TrimSpace(name)), "grpc-status") {
 			continue
 		}
-		v := string(bytes.TrimSpace(value))
-		if _, err := strconv.ParseUint(v, 10, 8); err != nil {
-			return ""
-		}
-		return "grpc-" + v
+		return GRPCLabel(string(bytes.TrimSpace(value)))
 	}
 	return ""
+}
+
+// grpcLabels are the labels of gRPC's status codes, 0 to 16.
+var grpcLabels = [...]string{
+	"grpc-0", "grpc-1", "grpc-2", "grpc-3", "grpc-4", "grpc-5", "grpc-6", "grpc-7", "grpc-8",
+	"grpc-9", "grpc-10", "grpc-11", "grpc-12", "grpc-13", "grpc-14", "grpc-15", "grpc-16",
+}
+
+// GRPCLabel returns the label of a grpc-status value ("grpc-5"), or "" for
+// one that is no gRPC code: a faulty upstream's "0007" or "999" must not
+// make labels without end.
+func GRPCLabel(status string) string {
+	n, err := strconv.ParseUint(status, 10, 8)
+	if err != nil || n >= uint64(len(grpcLabels)) || len(status) > 2 {
+		return ""
+	}
+	return grpcLabels[n]
 }
 
 // connectCode reads the end-of-stream message's error code, and answers
