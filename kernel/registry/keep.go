@@ -27,6 +27,7 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 	inst.ID = id
 	t := time.NewTicker(r.cfg.CheckInterval)
 	defer t.Stop()
+	var down outage
 	for {
 		select {
 		case <-ctx.Done():
@@ -35,7 +36,11 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 		}
 		_, _, err := r.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
 		var status api.StatusError
-		if !errors.As(err, &status) || status.Code != http.StatusNotFound {
+		answered := err == nil || errors.As(err, &status)
+		if ctx.Err() == nil {
+			r.noteReachable(ctx, &down, answered, id, err)
+		}
+		if !answered || status.Code != http.StatusNotFound {
 			continue // known, or the agent is unreachable: nothing to repair
 		}
 		initial := api.HealthCritical
@@ -51,5 +56,36 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 		}
 		r.logger.WarnContext(ctx, "Consul had lost this instance's registration (agent restarted?); registered again",
 			slog.String("id", id))
+	}
+}
+
+// outageWarnEvery is how often an agent that stays unreachable is
+// reported again.
+const outageWarnEvery = 5 * time.Minute
+
+// outage is how long the local agent has not answered, for the log.
+type outage struct {
+	since, warned time.Time
+}
+
+// noteReachable logs the agent becoming unreachable, staying so (every
+// outageWarnEvery), and answering again. While it does not answer, this
+// instance cannot be found, or was never registered (a wrong
+// registry.addr): that must not go unsaid after one line at start-up.
+func (r *Registry) noteReachable(ctx context.Context, down *outage, answered bool, id string, err error) {
+	now := time.Now()
+	switch {
+	case answered && !down.since.IsZero():
+		r.logger.InfoContext(ctx, "the Consul agent answers again", slog.String("id", id),
+			slog.Duration("after", now.Sub(down.since).Round(time.Second)))
+		*down = outage{}
+	case !answered && down.since.IsZero():
+		down.since, down.warned = now, now
+		r.logger.WarnContext(ctx, "the Consul agent does not answer: this instance cannot be found through it until it does",
+			slog.String("id", id), slog.String("addr", r.cfg.Addr), slog.Any("error", err))
+	case !answered && now.Sub(down.warned) >= outageWarnEvery:
+		down.warned = now
+		r.logger.WarnContext(ctx, "the Consul agent still does not answer: this instance cannot be found through it",
+			slog.String("id", id), slog.String("addr", r.cfg.Addr), slog.Duration("for", now.Sub(down.since).Round(time.Second)), slog.Any("error", err))
 	}
 }

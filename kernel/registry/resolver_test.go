@@ -187,6 +187,30 @@ func TestConsulRestartLosesNoInstance(t *testing.T) {
 	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul had lost this instance's registration (agent restarted?); registered again"), logs.String())
 }
 
+// TestKeepRegisteredSaysWhenTheAgentDoesNotAnswer: an instance whose agent
+// does not answer cannot be found; the log says so once, not at every
+// check, and says when it answers again.
+func TestKeepRegisteredSaysWhenTheAgentDoesNotAnswer(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	reg, consul := newRegistry(t, registry.WithLogger(logs.logger()))
+	a := newBackend(t)
+	inst := a.instance("outage")
+	id := register(t, reg, inst)
+	consul.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	kept := make(chan struct{})
+	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst, nil) }()
+	t.Cleanup(func() { cancel(); <-kept })
+
+	const down = "the Consul agent does not answer: this instance cannot be found through it until it does"
+	require.Eventually(t, func() bool { return logs.count(slog.LevelWarn, down) == 1 }, 3*checkInterval, 20*time.Millisecond, logs.String())
+	time.Sleep(2 * checkInterval)
+	assert.Equal(t, 1, logs.count(slog.LevelWarn, down), "warned at every check")
+	consul.Restart()
+	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "the Consul agent answers again") == 1 }, 3*checkInterval, 20*time.Millisecond, logs.String())
+}
+
 func TestResolverWaitWithoutConsul(t *testing.T) {
 	t.Parallel()
 	reg, err := registry.New(registry.Config{Addr: "127.0.0.1:1"})
