@@ -74,7 +74,8 @@ func TestFaults(t *testing.T) {
 	p, logs := platformtest.Start(t, platform.Options{
 		ConsulAddr: consul.Addr(),
 		Replicas:   replicas,
-		Env:        append([]string{"PORTCULLIS_RATELIMIT_ENABLED=false"}, platformtest.FastHashing...),
+		Env: append([]string{"PORTCULLIS_RATELIMIT_ENABLED=false", "PORTCULLIS_IDENTITY_SESSION_END_RETRY=200ms"},
+			platformtest.FastHashing...),
 	})
 	ctx := t.Context()
 	addrs, err := p.Instances(ctx, "identitysvc")
@@ -133,6 +134,30 @@ func TestFaults(t *testing.T) {
 		assert.Greater(t, served, beforeOutage, "served while Consul was down")
 		assert.Greater(t, load.ok.Load(), served, "served after Consul came back")
 		assert.Zero(t, load.failed.Load(), "the gateway keeps routing")
+	})
+
+	t.Run("a user disabled while Auth is down loses their sessions once it is back", func(t *testing.T) {
+		identityHTTP := identityv1connect.NewIdentityServiceClient(http.DefaultClient, p.GatewayURL)
+		const email, password = "dora@example.com", "correct horse battery"
+		created, err := identityHTTP.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{Email: email, Password: password}))
+		require.NoError(t, err)
+		dora, err := auth.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: email, Password: password}))
+		require.NoError(t, err)
+
+		require.NoError(t, p.StopService(ctx, "authsvc"))
+		_, err = identityHTTP.DisableUser(ctx, bearer(token, &identityv1.DisableUserRequest{UserId: created.Msg.GetUser().GetId(), Reason: "left"}))
+		require.NoError(t, err, "the disable waits for the Auth service")
+		time.Sleep(time.Second) // the first tries fail; the end stays queued in Identity's database
+		require.NoError(t, p.StartService(ctx, "authsvc"))
+
+		refresh := dora.Msg.GetRefreshToken()
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			res, err := auth.Refresh(ctx, connect.NewRequest(&authv1.RefreshRequest{RefreshToken: refresh}))
+			if err == nil {
+				refresh = res.Msg.GetRefreshToken() // rotated: the old one would now read as reuse
+			}
+			assert.Equal(c, connect.CodeUnauthenticated, connect.CodeOf(err), "the disabled user still refreshes")
+		}, 15*time.Second, 100*time.Millisecond, "logs:\n%s", logs.String())
 	})
 
 	t.Run("SIGTERM to everything", func(t *testing.T) {
