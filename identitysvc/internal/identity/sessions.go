@@ -58,7 +58,7 @@ const sessionEndLease = 2 * sessionEndTimeout
 // one after another, so that no other instance tries one of them too.
 const (
 	sessionEndBatch      = 8
-	sessionEndRoundLease = sessionEndBatch*sessionEndTryTimeout + sessionEndLease
+	sessionEndRoundLease = sessionEndBatch*(sessionEndTryTimeout+sessionEndBookkeeping) + sessionEndLease
 )
 
 // sessionEndBookkeeping bounds the writes that follow a try, on a context
@@ -225,15 +225,20 @@ func (s *Service) retrySessionEnds(ctx context.Context) (full bool, err error) {
 		tryCtx, cancel := context.WithTimeout(ctx, sessionEndTryTimeout)
 		err := s.sessions.EndUserSessions(tryCtx, p.userID.String(), p.reason, p.except)
 		cancel()
-		if err == nil {
-			s.logger.InfoContext(ctx, "sessions ended on a retry", "user_id", p.userID.String(), "reason", p.reason, "attempts", p.attempts+1)
-			s.forgetSessionEnd(ctx, p)
-			continue
-		}
-		if ctx.Err() != nil {
+		if err != nil && ctx.Err() != nil {
 			return false, nil // stopping: the lease runs out and another instance takes it
 		}
-		wait, rerr := s.retryLater(ctx, p, 1)
+		// Bookkeeping on a context of its own and bounded: a stop must
+		// not leave a delivered end queued, nor a write outlast the lease.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sessionEndBookkeeping)
+		if err == nil {
+			s.logger.InfoContext(ctx, "sessions ended on a retry", "user_id", p.userID.String(), "reason", p.reason, "attempts", p.attempts+1)
+			s.forgetSessionEnd(bctx, p)
+			cancel()
+			continue
+		}
+		wait, rerr := s.retryLater(bctx, p, 1)
+		cancel()
 		s.logger.WarnContext(ctx, "sessions not ended yet: retrying later", "user_id", p.userID.String(), "reason", p.reason,
 			"attempts", p.attempts+1, "retry_in", wait.String(), "err", err)
 		if rerr != nil {
