@@ -34,7 +34,11 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 			return
 		case <-t.C:
 		}
-		_, _, err := r.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
+		// Bounded: an agent that takes the connection and never answers
+		// must not stop the checks for good.
+		askCtx, cancel := context.WithTimeout(ctx, r.cfg.CheckInterval)
+		_, _, err := r.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(askCtx))
+		cancel()
 		var status api.StatusError
 		answered := err == nil || errors.As(err, &status)
 		if ctx.Err() == nil {
