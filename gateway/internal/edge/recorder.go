@@ -130,7 +130,7 @@ func statusText(s int) string {
 // connection, not to the answer (RFC 9110, section 7.6.1).
 func hopByHop(k string) bool {
 	switch k {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer":
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Transfer-Encoding", "Upgrade", "Te", "Trailer":
 		return true
 	}
 	return false

@@ -139,8 +139,8 @@ var grpcLabels = [...]string{
 // make labels without end.
 func GRPCLabel(status string) string {
 	n, err := strconv.ParseUint(status, 10, 8)
-	if err != nil || n >= uint64(len(grpcLabels)) || len(status) > 2 {
-		return ""
+	if err != nil || n >= uint64(len(grpcLabels)) || (len(status) > 1 && status[0] == '0') {
+		return "" // not a code, or one written with leading zeros
 	}
 	return grpcLabels[n]
 }

@@ -35,6 +35,8 @@ func TestReaderCode(t *testing.T) {
 		{"gRPC-Web with a status that is no number", "application/grpc-web", body(frame(0x80, "grpc-status: ok\r\n")), ""},
 		{"gRPC-Web with a status that is no code", "application/grpc-web", body(frame(0x80, "grpc-status: 17\r\n")), ""},
 		{"gRPC-Web with a padded status", "application/grpc-web", body(frame(0x80, "grpc-status: 0007\r\n")), ""},
+		{"gRPC-Web with a status of two digits", "application/grpc-web", body(frame(0x80, "grpc-status: 16\r\n")), "grpc-16"},
+		{"gRPC-Web with a leading zero", "application/grpc-web", body(frame(0x80, "grpc-status: 07\r\n")), ""},
 		{"gRPC-Web cut before its trailers", "application/grpc-web", body(event, event), ""},
 		{"gRPC-Web trailers cut short", "application/grpc-web", body(event, frame(0x80, "grpc-status: 0\r\n"))[:len(event)+8], ""},
 		{"gRPC-Web text is base64: not read", "application/grpc-web-text", body(frame(0x80, "grpc-status: 5\r\n")), ""},
