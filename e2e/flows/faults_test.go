@@ -141,16 +141,23 @@ func TestFaults(t *testing.T) {
 		const email, password = "dora@example.com", "correct horse battery"
 		created, err := identityHTTP.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{Email: email, Password: password}))
 		require.NoError(t, err)
-		dora, err := auth.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: email, Password: password}))
-		require.NoError(t, err)
+		login := func() *authv1.LoginResponse {
+			res, err := auth.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: email, Password: password}))
+			require.NoError(t, err)
+			return res.Msg
+		}
+		// The second session is not refreshed until the end: only the end
+		// of the user's sessions can make it refused (a refresh token used
+		// twice would be, too).
+		dora, untouched := login(), login()
 
 		require.NoError(t, p.StopService(ctx, "authsvc"))
 		_, err = identityHTTP.DisableUser(ctx, bearer(token, &identityv1.DisableUserRequest{UserId: created.Msg.GetUser().GetId(), Reason: "left"}))
-		require.NoError(t, err, "the disable waits for the Auth service")
+		require.NoError(t, err, "the disable does not wait for the Auth service")
 		time.Sleep(time.Second) // the first tries fail; the end stays queued in Identity's database
 		require.NoError(t, p.StartService(ctx, "authsvc"))
 
-		refresh := dora.Msg.GetRefreshToken()
+		refresh := dora.GetRefreshToken()
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			res, err := auth.Refresh(ctx, connect.NewRequest(&authv1.RefreshRequest{RefreshToken: refresh}))
 			if err == nil {
@@ -158,6 +165,8 @@ func TestFaults(t *testing.T) {
 			}
 			assert.Equal(c, connect.CodeUnauthenticated, connect.CodeOf(err), "the disabled user still refreshes")
 		}, 15*time.Second, 100*time.Millisecond, "logs:\n%s", logs.String())
+		_, err = auth.Refresh(ctx, connect.NewRequest(&authv1.RefreshRequest{RefreshToken: untouched.GetRefreshToken()}))
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "the user's other session was not ended")
 	})
 
 	t.Run("SIGTERM to everything", func(t *testing.T) {
