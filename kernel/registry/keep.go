@@ -53,12 +53,12 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 		}
 		if _, err := r.register(ctx, inst, initial); err != nil {
 			if ctx.Err() == nil {
-				r.logger.WarnContext(ctx, "Consul lost this instance's registration and registering again failed",
+				r.logger.WarnContext(ctx, "Consul does not know this instance and registering it failed",
 					slog.String("id", id), slog.Any("error", err))
 			}
 			continue
 		}
-		r.logger.WarnContext(ctx, "Consul had lost this instance's registration (agent restarted?); registered again",
+		r.logger.WarnContext(ctx, "Consul did not know this instance (its agent restarted, or did not answer when the instance started); registered it",
 			slog.String("id", id))
 	}
 }

@@ -184,7 +184,7 @@ func TestConsulRestartLosesNoInstance(t *testing.T) {
 	<-sampled
 	assert.False(t, emptied.Load(), "the resolver went empty while Consul relearned the instance")
 	assert.Equal(t, []string{a.hostPort()}, hostPorts(res.Instances()))
-	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul had lost this instance's registration (agent restarted?); registered again"), logs.String())
+	assert.Equal(t, 1, logs.count(slog.LevelWarn, "Consul did not know this instance (its agent restarted, or did not answer when the instance started); registered it"), logs.String())
 }
 
 // TestKeepRegisteredSaysWhenTheAgentDoesNotAnswer: an instance whose agent
