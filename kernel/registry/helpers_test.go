@@ -170,3 +170,12 @@ func hostPorts(instances []registry.Instance) []string {
 	}
 	return out
 }
+
+// keepRegistered runs reg.KeepRegistered for the instance until the test
+// ends.
+func keepRegistered(t *testing.T, reg *registry.Registry, id string, inst registry.Instance, ready func(context.Context) bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	kept := make(chan struct{})
+	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst, ready) }()
+	t.Cleanup(func() { cancel(); <-kept })
+}

@@ -39,12 +39,11 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 		askCtx, cancel := context.WithTimeout(ctx, r.cfg.CheckInterval)
 		_, _, err := r.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(askCtx))
 		cancel()
-		var status api.StatusError
-		answered := err == nil || errors.As(err, &status)
 		if ctx.Err() == nil {
-			r.noteReachable(ctx, &down, answered, id, err)
+			r.noteReachable(ctx, &down, agentAnswered(err), id, err)
 		}
-		if !answered || status.Code != http.StatusNotFound {
+		var status api.StatusError
+		if !errors.As(err, &status) || status.Code != http.StatusNotFound {
 			continue // known, or the agent is unreachable: nothing to repair
 		}
 		initial := api.HealthCritical

@@ -35,6 +35,13 @@ const (
 // restart, so that services can start before their agent.
 var ErrUnreachable = errors.New("consul agent unreachable")
 
+// agentAnswered reports whether err, from a call to the agent, is the
+// agent's own answer (or no error), not a failure to reach it.
+func agentAnswered(err error) bool {
+	var status api.StatusError
+	return err == nil || errors.As(err, &status)
+}
+
 // maxMetaValue is the longest metadata value Consul accepts.
 const maxMetaValue = 512
 
@@ -151,8 +158,7 @@ func (r *Registry) register(ctx context.Context, inst Instance, initialStatus st
 	reg.Check.Status = initialStatus
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := r.client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
-		var status api.StatusError
-		if !errors.As(err, &status) && ctx.Err() == nil {
+		if !agentAnswered(err) && ctx.Err() == nil {
 			return reg.ID, fmt.Errorf("register %q in Consul at %s: %w: %w", reg.ID, r.cfg.Addr, ErrUnreachable, err)
 		}
 		return "", fmt.Errorf("register %q in Consul at %s: %w", reg.ID, r.cfg.Addr, err)

@@ -154,10 +154,7 @@ func TestConsulRestartLosesNoInstance(t *testing.T) {
 	a := newBackend(t)
 	inst := a.instance("keep")
 	id := register(t, reg, inst)
-	ctx, cancel := context.WithCancel(context.Background())
-	kept := make(chan struct{})
-	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst, nil) }()
-	t.Cleanup(func() { cancel(); <-kept })
+	keepRegistered(t, reg, id, inst, nil)
 	res := reg.Resolver("keep", registry.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
 	t.Cleanup(res.Close)
 	waitForInstances(t, res, settle, a.hostPort())
@@ -198,10 +195,7 @@ func TestKeepRegisteredSaysWhenTheAgentDoesNotAnswer(t *testing.T) {
 	inst := a.instance("outage")
 	id := register(t, reg, inst)
 	consul.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	kept := make(chan struct{})
-	go func() { defer close(kept); reg.KeepRegistered(ctx, id, inst, nil) }()
-	t.Cleanup(func() { cancel(); <-kept })
+	keepRegistered(t, reg, id, inst, nil)
 
 	const down = "the Consul agent does not answer: this instance cannot be found through it until it does"
 	require.Eventually(t, func() bool { return logs.count(slog.LevelWarn, down) == 1 }, 3*checkInterval, 20*time.Millisecond, logs.String())
@@ -265,13 +259,7 @@ func TestKeepRegisteredComesBackCriticalWhenNotReady(t *testing.T) {
 	a.setReady(false)
 	inst := a.instance("unready")
 	id := register(t, reg, inst)
-	ctx, cancel := context.WithCancel(context.Background())
-	kept := make(chan struct{})
-	go func() {
-		defer close(kept)
-		reg.KeepRegistered(ctx, id, inst, func(context.Context) bool { return false })
-	}()
-	t.Cleanup(func() { cancel(); <-kept })
+	keepRegistered(t, reg, id, inst, func(context.Context) bool { return false })
 
 	consul.Restart()
 	require.Eventually(t, func() bool {

@@ -36,20 +36,14 @@ func (s *Service) AssignRole(ctx context.Context, user, roleID, resource string)
 	}
 	var b Binding
 	err = s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
-		var name string
-		if err := queryRow(ctx, tx, `SELECT name FROM roles WHERE id = $1`, []any{rid}, &name); err == errNoRows {
-			return notFound("role %s does not exist", rid)
-		} else if err != nil {
-			return err
-		}
-		perms, err := stringsOf(tx.QueryContext(ctx, `SELECT name FROM permissions WHERE role_id = $1`, rid))
+		role, err := s.getRole(ctx, tx.Client(), rid)
 		if err != nil {
 			return err
 		}
-		if err := s.mayGive(ctx, perms, resource); err != nil {
+		if err := s.mayGive(ctx, role.Permissions, resource); err != nil {
 			return err
 		}
-		b, _, err = s.bind(ctx, tx, ch, user, rid, name, resource)
+		b, _, err = s.bind(ctx, tx, ch, user, rid, role.Name, resource)
 		return err
 	})
 	return b, err

@@ -601,9 +601,10 @@ func isReset(err error) bool {
 // resultCode is the outcome of a forwarded stream for logs and metrics,
 // as recorder.code says it for ReverseProxy.
 func resultCode(res *h2proxy.Result) string {
+	if c := envelope.GRPCLabel(res.GRPCStatus); c != "" {
+		return c
+	}
 	switch {
-	case envelope.GRPCLabel(res.GRPCStatus) != "":
-		return envelope.GRPCLabel(res.GRPCStatus)
 	case res.BodyCode != "":
 		return res.BodyCode
 	case res.Status == 0:

@@ -389,7 +389,7 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, ema
 // deleted, leaving a tombstone of the ID and times (see the User schema).
 // Deleting a user that is gone already succeeds (the RPC is idempotent);
 // one that never existed is [ErrNotFound]. Then the user's sessions are
-// ended (see endSessions), again too, so a second call retries that.
+// ended (see endSessions), again too.
 func (s *Service) DeleteUser(ctx context.Context, id uuid.UUID) error {
 	var end *pendingEnd
 	err := s.inTx(ctx, func(tx *ent.Tx) error {
@@ -433,9 +433,7 @@ func checkReason(reason string) error {
 
 // SetStatus disables or enables a user; setting the status it has already
 // succeeds without an event. Disabling ends the user's sessions (see
-// endSessions), even when the user was disabled already: an administrator
-// disabling again is how to retry after the Auth service could not be
-// reached.
+// endSessions), even when the user was disabled already.
 func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, reason string) (User, error) {
 	if err := checkReason(reason); err != nil {
 		return User{}, err

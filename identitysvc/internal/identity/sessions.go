@@ -61,8 +61,8 @@ const (
 	sessionEndRoundLease = sessionEndBatch*(sessionEndTryTimeout+sessionEndBookkeeping) + sessionEndLease
 )
 
-// sessionEndBookkeeping bounds the writes that follow a try, on a context
-// of their own: the try's may have run out.
+// sessionEndBookkeeping bounds the writes that follow a try (see
+// settleSessionEnd).
 const sessionEndBookkeeping = 5 * time.Second
 
 // maxSessionEndBackoff bounds the wait between two retries of one end.
@@ -137,17 +137,29 @@ func (s *Service) endSessions(ctx context.Context, p *pendingEnd) {
 		ctx, cancel := context.WithTimeout(ctx, sessionEndTimeout)
 		defer cancel()
 		err := s.tryEndSessions(ctx, p.userID.String(), p.reason, p.except)
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), sessionEndBookkeeping)
-		defer cancel()
-		if err == nil {
-			s.forgetSessionEnd(ctx, p)
-			return
+		wait, rerr := s.settleSessionEnd(ctx, p, err, sessionEndAttempts)
+		if err != nil {
+			s.sessionEndFailures.WithLabelValues(p.reason).Inc()
+			s.logger.ErrorContext(ctx, "sessions not ended yet: the user can refresh tokens until the Auth service answers a retry",
+				"user_id", p.userID.String(), "reason", p.reason, "retry_in", wait.String(), "err", errors.Join(err, rerr))
 		}
-		s.sessionEndFailures.WithLabelValues(p.reason).Inc()
-		wait, rerr := s.retryLater(ctx, p, sessionEndAttempts)
-		s.logger.ErrorContext(ctx, "sessions not ended yet: the user can refresh tokens until the Auth service answers a retry",
-			"user_id", p.userID.String(), "reason", p.reason, "retry_in", wait.String(), "err", errors.Join(err, rerr))
 	})
+}
+
+// settleSessionEnd records how a try of p went: err is its last error, and
+// failed the calls that failed if err is set. p is forgotten once the Auth service has done
+// it, else given back for a retry round (see retryLater), whose wait it
+// returns. It writes on a bounded context of its own: the try's may have
+// run out, and a stop must not leave a delivered end queued, nor a write
+// outlast a round's lease.
+func (s *Service) settleSessionEnd(ctx context.Context, p *pendingEnd, err error, failed int) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sessionEndBookkeeping)
+	defer cancel()
+	if err == nil {
+		s.forgetSessionEnd(ctx, p)
+		return 0, nil
+	}
+	return s.retryLater(ctx, p, failed)
 }
 
 // forgetSessionEnd deletes p once the Auth service has done it. Should the
@@ -228,17 +240,11 @@ func (s *Service) retrySessionEnds(ctx context.Context) (full bool, err error) {
 		if err != nil && ctx.Err() != nil {
 			return false, nil // stopping: the lease runs out and another instance takes it
 		}
-		// Bookkeeping on a context of its own and bounded: a stop must
-		// not leave a delivered end queued, nor a write outlast the lease.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sessionEndBookkeeping)
+		wait, rerr := s.settleSessionEnd(ctx, p, err, 1)
 		if err == nil {
 			s.logger.InfoContext(ctx, "sessions ended on a retry", "user_id", p.userID.String(), "reason", p.reason, "attempts", p.attempts+1)
-			s.forgetSessionEnd(bctx, p)
-			cancel()
 			continue
 		}
-		wait, rerr := s.retryLater(bctx, p, 1)
-		cancel()
 		s.logger.WarnContext(ctx, "sessions not ended yet: retrying later", "user_id", p.userID.String(), "reason", p.reason,
 			"attempts", p.attempts+1, "retry_in", wait.String(), "err", err)
 		if rerr != nil {
@@ -253,8 +259,8 @@ func (s *Service) retrySessionEnds(ctx context.Context) (full bool, err error) {
 	return len(due) == sessionEndBatch, nil
 }
 
-// retryLater counts failed more failed tries of p, and gives it back for
-// a retry round: after identity.session_end_retry once its first tries
+// retryLater adds failed to p's failed tries, and gives it back for a
+// retry round: after identity.session_end_retry once its first tries
 // failed, twice as long after each round that fails, up to five minutes.
 // It returns the wait.
 func (s *Service) retryLater(ctx context.Context, p *pendingEnd, failed int) (time.Duration, error) {
