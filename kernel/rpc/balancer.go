@@ -30,7 +30,7 @@ type balancer struct {
 	ejectFor    time.Duration
 	maxAttempts int
 
-	endpoints sync.Map // host:port → *endpoint
+	endpoints sync.Map // endpointKey → *endpoint
 	// nextSweep is when endpoints is next swept of instances no longer
 	// listed (unix nanoseconds). Each deploy on dynamic ports lists new
 	// addresses, and a gateway runs for months.
@@ -41,8 +41,17 @@ type balancer struct {
 // balancer forgets it; it outlasts any ejection.
 const endpointIdle = 10 * time.Minute
 
+// endpointKey identifies an instance to the balancer. Looking it up costs
+// no allocation, where a host:port string would cost one per instance
+// listed, on every call.
+type endpointKey struct {
+	address string
+	port    int
+}
+
 // endpoint is what the balancer knows of one instance.
 type endpoint struct {
+	addr         string // host:port: what to dial
 	inFlight     atomic.Int64
 	failures     atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds
@@ -144,17 +153,16 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // error, or why no instance could be picked.
 func (b *balancer) call(ctx context.Context, service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
 	var (
-		tried   []string // at most maxAttempts: a slice beats a map
+		tried   []*endpoint // at most maxAttempts: a slice beats a map
 		lastErr error
 	)
 	for len(tried) < b.maxAttempts {
-		inst, ep, ok := b.pick(instances, tried)
+		ep, ok := b.pick(instances, tried)
 		if !ok {
 			break
 		}
-		addr := inst.HostPort()
-		tried = append(tried, addr)
-		healthy, retry, err := attempt(addr, ep, len(tried) == 1)
+		tried = append(tried, ep)
+		healthy, retry, err := attempt(ep.addr, ep, len(tried) == 1)
 		ended := ctx.Err() != nil
 		if !ended {
 			b.record(ep, healthy)
@@ -162,7 +170,7 @@ func (b *balancer) call(ctx context.Context, service string, instances []registr
 		if err == nil {
 			return nil
 		}
-		lastErr = fmt.Errorf("%s instance %s: %w", service, addr, err)
+		lastErr = fmt.Errorf("%s instance %s: %w", service, ep.addr, err)
 		if !retry || ended {
 			return lastErr
 		}
@@ -176,7 +184,7 @@ func (b *balancer) call(ctx context.Context, service string, instances []registr
 // pick chooses the less busy of two random usable instances. Ejected
 // instances are usable only when nothing else is: better a doubtful
 // instance than certain failure.
-func (b *balancer) pick(instances []registry.Instance, tried []string) (registry.Instance, *endpoint, bool) {
+func (b *balancer) pick(instances []registry.Instance, tried []*endpoint) (*endpoint, bool) {
 	now := time.Now().UnixNano()
 	var (
 		best, second     int = -1, -1
@@ -189,11 +197,10 @@ func (b *balancer) pick(instances []registry.Instance, tried []string) (registry
 	// at random without building a list.
 	b.sweep(now)
 	for i := range instances {
-		addr := instances[i].HostPort()
-		if slices.Contains(tried, addr) {
+		ep := b.endpoint(instances[i])
+		if slices.Contains(tried, ep) {
 			continue
 		}
-		ep := b.endpoint(addr)
 		if ep.listed.Load() < now-int64(time.Second) {
 			ep.listed.Store(now)
 		}
@@ -219,28 +226,29 @@ func (b *balancer) pick(instances []registry.Instance, tried []string) (registry
 	}
 	switch {
 	case best < 0 && fallback < 0:
-		return registry.Instance{}, nil, false
+		return nil, false
 	case best < 0:
-		return instances[fallback], fallbackEp, true
+		return fallbackEp, true
 	case second < 0:
-		return instances[best], bestEp, true
+		return bestEp, true
 	}
 	// The less busy of the two; a tie (the common case when idle) is broken
 	// at random, or the first instance listed would take every call.
 	a, c := bestEp.inFlight.Load(), secondEp.inFlight.Load()
 	if c < a || (c == a && rand.IntN(2) == 0) {
-		return instances[second], secondEp, true
+		return secondEp, true
 	}
-	return instances[best], bestEp, true
+	return bestEp, true
 }
 
-func (b *balancer) endpoint(addr string) *endpoint {
-	if ep, ok := b.endpoints.Load(addr); ok {
+func (b *balancer) endpoint(inst registry.Instance) *endpoint {
+	key := endpointKey{inst.Address, inst.Port}
+	if ep, ok := b.endpoints.Load(key); ok {
 		return ep.(*endpoint)
 	}
-	fresh := &endpoint{}
+	fresh := &endpoint{addr: inst.HostPort()}
 	fresh.listed.Store(time.Now().UnixNano())
-	ep, _ := b.endpoints.LoadOrStore(addr, fresh)
+	ep, _ := b.endpoints.LoadOrStore(key, fresh)
 	return ep.(*endpoint)
 }
 
@@ -253,9 +261,9 @@ func (b *balancer) sweep(now int64) {
 	if now < next || !b.nextSweep.CompareAndSwap(next, now+int64(time.Minute)) {
 		return
 	}
-	b.endpoints.Range(func(addr, ep any) bool {
+	b.endpoints.Range(func(key, ep any) bool {
 		if e := ep.(*endpoint); e.listed.Load() < now-int64(endpointIdle) && e.inFlight.Load() == 0 {
-			b.endpoints.Delete(addr)
+			b.endpoints.Delete(key)
 		}
 		return true
 	})

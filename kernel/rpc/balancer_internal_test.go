@@ -22,11 +22,12 @@ func TestPickSpreadsLoad(t *testing.T) {
 	instances := []registry.Instance{
 		{Address: "10.0.0.1", Port: 1}, {Address: "10.0.0.2", Port: 1}, {Address: "10.0.0.3", Port: 1},
 	}
+	ep := func(i int) *endpoint { return b.endpoint(instances[i]) }
 	counts := map[string]int{}
 	for range 3000 {
-		inst, _, ok := b.pick(instances, nil)
+		picked, ok := b.pick(instances, nil)
 		assert.True(t, ok)
-		counts[inst.HostPort()]++
+		counts[picked.addr]++
 	}
 	for addr, n := range counts {
 		assert.InDelta(t, 1000, n, 200, "%s picked %d times of 3000", addr, n)
@@ -34,14 +35,11 @@ func TestPickSpreadsLoad(t *testing.T) {
 	assert.Len(t, counts, 3)
 
 	// The busier of two is avoided.
-	b.endpoint("10.0.0.1:1").inFlight.Store(10)
-	b.endpoint("10.0.0.2:1").inFlight.Store(10)
-	two := instances[:2]
-	two = append(two, registry.Instance{Address: "10.0.0.3", Port: 1})
+	ep(0).inFlight.Store(10)
+	ep(1).inFlight.Store(10)
 	busy := 0
 	for range 1000 {
-		inst, _, _ := b.pick(two, nil)
-		if inst.Address != "10.0.0.3" {
+		if picked, _ := b.pick(instances, nil); picked != ep(2) {
 			busy++
 		}
 	}
@@ -49,20 +47,31 @@ func TestPickSpreadsLoad(t *testing.T) {
 	assert.InDelta(t, 333, busy, 100)
 
 	// Tried instances are skipped; ejected ones only as a last resort.
-	inst, _, ok := b.pick(instances, []string{"10.0.0.1:1", "10.0.0.2:1"})
+	picked, ok := b.pick(instances, []*endpoint{ep(0), ep(1)})
 	assert.True(t, ok)
-	assert.Equal(t, "10.0.0.3:1", inst.HostPort())
-	_, _, ok = b.pick(instances, []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"})
+	assert.Equal(t, "10.0.0.3:1", picked.addr)
+	_, ok = b.pick(instances, []*endpoint{ep(0), ep(1), ep(2)})
 	assert.False(t, ok)
 	for range 3 {
-		b.record(b.endpoint("10.0.0.3:1"), false)
+		b.record(ep(2), false)
 	}
-	inst, _, ok = b.pick(instances, []string{"10.0.0.1:1"})
+	picked, ok = b.pick(instances, []*endpoint{ep(0)})
 	assert.True(t, ok)
-	assert.Equal(t, "10.0.0.2:1", inst.HostPort(), "an ejected instance was picked over a healthy one")
-	inst, _, ok = b.pick(instances, []string{"10.0.0.1:1", "10.0.0.2:1"})
+	assert.Equal(t, "10.0.0.2:1", picked.addr, "an ejected instance was picked over a healthy one")
+	picked, ok = b.pick(instances, []*endpoint{ep(0), ep(1)})
 	assert.True(t, ok, "an ejected instance is still better than none")
-	assert.Equal(t, "10.0.0.3:1", inst.HostPort())
+	assert.Equal(t, "10.0.0.3:1", picked.addr)
+}
+
+// TestPickAllocatesNothing: pick runs on every call, over every instance
+// listed.
+func TestPickAllocatesNothing(t *testing.T) {
+	b := newBalancer(nil, nil)
+	instances := []registry.Instance{
+		{Address: "10.0.0.1", Port: 8080}, {Address: "10.0.0.2", Port: 8080}, {Address: "fd00::3", Port: 8080},
+	}
+	b.pick(instances, nil)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { b.pick(instances, nil) }))
 }
 
 // TestBalancerForgetsInstancesNoLongerListed: a gateway sees new addresses
@@ -77,7 +86,7 @@ func TestBalancerForgetsInstancesNoLongerListed(t *testing.T) {
 		b.pick(old, nil)
 	}
 	known := func() (addrs []string) {
-		b.endpoints.Range(func(addr, _ any) bool { addrs = append(addrs, addr.(string)); return true })
+		b.endpoints.Range(func(_, ep any) bool { addrs = append(addrs, ep.(*endpoint).addr); return true })
 		return addrs
 	}
 	require.ElementsMatch(t, []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}, known())
@@ -85,20 +94,20 @@ func TestBalancerForgetsInstancesNoLongerListed(t *testing.T) {
 	// Ten minutes on, only 10.0.0.3 is listed still, and a call still
 	// reads from 10.0.0.2.
 	longAgo := time.Now().Add(-endpointIdle - time.Second).UnixNano()
-	for _, addr := range []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"} {
-		b.endpoint(addr).listed.Store(longAgo)
+	for _, inst := range old {
+		b.endpoint(inst).listed.Store(longAgo)
 	}
-	b.endpoint("10.0.0.2:1").inFlight.Store(1)
+	b.endpoint(old[1]).inFlight.Store(1)
 	b.nextSweep.Store(0) // a minute on since the last sweep
 	b.pick(old[2:], nil)
 	assert.ElementsMatch(t, []string{"10.0.0.3:1", "10.0.0.2:1"}, known())
 
 	// Sweeps run once a minute at most.
-	b.endpoint("10.0.0.3:1").listed.Store(longAgo)
+	b.endpoint(old[2]).listed.Store(longAgo)
 	b.pick(old[:1], nil)
 	assert.ElementsMatch(t, []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}, known())
 	b.nextSweep.Store(0)
-	b.endpoint("10.0.0.2:1").inFlight.Store(0)
+	b.endpoint(old[1]).inFlight.Store(0)
 	b.pick(old[:1], nil)
 	assert.Equal(t, []string{"10.0.0.1:1"}, known())
 }
@@ -136,7 +145,7 @@ func TestEndedCallsCountForNobody(t *testing.T) {
 			})
 			b := newBalancer(slow, func(context.Context, string) ([]registry.Instance, error) { return instances, nil })
 			for _, inst := range instances {
-				b.endpoint(inst.HostPort()).failures.Store(1) // one failure each before
+				b.endpoint(inst).failures.Store(1) // one failure each before
 			}
 			for range 5 {
 				ctx, cancel := tc.end(t.Context())
@@ -148,7 +157,7 @@ func TestEndedCallsCountForNobody(t *testing.T) {
 			}
 			assert.EqualValues(t, 5, attempts.Load(), "an ended call went to another instance")
 			for _, inst := range instances {
-				ep := b.endpoint(inst.HostPort())
+				ep := b.endpoint(inst)
 				assert.EqualValues(t, 1, ep.failures.Load(), "%s: failures counted or cleared", inst.HostPort())
 				assert.Zero(t, ep.ejectedUntil.Load(), "%s ejected", inst.HostPort())
 			}

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"strconv"
 	"strings"
 )
 
@@ -138,12 +137,24 @@ var grpcLabels = [...]string{
 // one that is no gRPC code: a faulty upstream's "0007" or "999" must not
 // make labels without end.
 func GRPCLabel(status string) string {
-	n, err := strconv.ParseUint(status, 10, 8)
-	if err != nil || n >= uint64(len(grpcLabels)) || (len(status) > 1 && status[0] == '0') {
+	// Parsed by hand: most responses carry no grpc-status at all, and
+	// strconv's error for "" would cost an allocation on every call.
+	var n int
+	switch {
+	case len(status) == 1 && isDigit(status[0]):
+		n = int(status[0] - '0')
+	case len(status) == 2 && status[0] != '0' && isDigit(status[0]) && isDigit(status[1]):
+		n = int(status[0]-'0')*10 + int(status[1]-'0')
+	default:
 		return "" // not a code, or one written with leading zeros
+	}
+	if n >= len(grpcLabels) {
+		return ""
 	}
 	return grpcLabels[n]
 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // connectCode reads the end-of-stream message's error code, and answers
 // with the HTTP status the Connect protocol gives that code in a unary

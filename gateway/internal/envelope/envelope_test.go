@@ -101,3 +101,26 @@ func BenchmarkReaderWrite(b *testing.B) {
 		}
 	}
 }
+
+func TestGRPCLabel(t *testing.T) {
+	for status, want := range map[string]string{
+		"0":    "grpc-0",
+		"5":    "grpc-5",
+		"10":   "grpc-10",
+		"16":   "grpc-16",
+		"":     "",
+		"17":   "",
+		"99":   "",
+		"05":   "",
+		"00":   "",
+		"0007": "",
+		"999":  "",
+		"-1":   "",
+		"+5":   "",
+		" 5":   "",
+		"a":    "",
+	} {
+		assert.Equal(t, want, envelope.GRPCLabel(status), "status %q", status)
+	}
+	assert.Zero(t, testing.AllocsPerRun(100, func() { envelope.GRPCLabel("") }), "a response without grpc-status")
+}
