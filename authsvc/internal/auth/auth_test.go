@@ -235,6 +235,35 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	}
 }
 
+// TestNothingCommitsWithoutTokens: when the access token cannot be
+// signed (the keyring cannot read its keys), Login and Refresh change
+// nothing. A refresh token rotated but never answered would be "reused"
+// when the client tries again, and its session revoked as stolen.
+func TestNothingCommitsWithoutTokens(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	first := login(t, e, "")
+	e.Clock.Advance(time.Minute) // the keyring's cached key is stale: it reads the keys again
+	_, err := e.DB.Ent.ExecContext(t.Context(), `ALTER TABLE signing_keys RENAME TO signing_keys_away`)
+	require.NoError(t, err)
+
+	_, err = e.Service.Refresh(t.Context(), first.RefreshToken)
+	require.Error(t, err)
+	_, err = e.Service.Login(t.Context(), auth.LoginInput{Email: authtest.ActiveEmail, Password: authtest.Password})
+	require.Error(t, err)
+
+	_, err = e.DB.Ent.ExecContext(t.Context(), `ALTER TABLE signing_keys_away RENAME TO signing_keys`)
+	require.NoError(t, err)
+	second, err := e.Service.Refresh(t.Context(), first.RefreshToken)
+	require.NoError(t, err, "the client's retry with the same token")
+	assert.Equal(t, first.SessionID, second.SessionID)
+	sessions, _, err := e.Service.ListSessions(t.Context(), authtest.ActiveID, 0, "")
+	require.NoError(t, err)
+	assert.Len(t, sessions, 1, "the failed login left a session")
+	actions, _ := e.Events(t)
+	assert.Equal(t, []string{"auth.login.succeeded", "auth.session.refreshed"}, actions)
+}
+
 func TestConcurrentRefreshExactlyOneWins(t *testing.T) {
 	t.Parallel()
 	e := authtest.New(t, authtest.Options{})

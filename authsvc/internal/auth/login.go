@@ -98,8 +98,11 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)
 	}
 
-	var sess *ent.Session
-	var refresh string
+	key, err := s.signingKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var pair *TokenPair
 	err = s.withTx(ctx, func(tx *ent.Tx) error {
 		if step > 0 {
 			// Consumed in the session's transaction and only if no other
@@ -113,8 +116,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 			return err
 		}
 		sourceIP, userAgent := in.client()
-		var err error
-		sess, err = tx.Session.Create().
+		sess, err := tx.Session.Create().
 			SetID(uuid.NewString()).
 			SetUserID(user.GetUserId()).
 			SetCreatedAt(now).
@@ -126,8 +128,12 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 		if err != nil {
 			return fmt.Errorf("auth: create session: %w", err)
 		}
-		if refresh, err = newRefreshToken(ctx, tx, sess.ID, now); err != nil {
+		refresh, err := newRefreshToken(ctx, tx, sess.ID, now)
+		if err != nil {
 			return fmt.Errorf("auth: create refresh token: %w", err)
+		}
+		if pair, err = s.pair(key, sess, refresh, now); err != nil {
+			return err
 		}
 		meta := map[string]string{"user_id": user.GetUserId(), "session_id": sess.ID, "source_ip": sourceIP, "mfa": fmt.Sprint(step > 0)}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.succeeded", "user:"+user.GetUserId(), auditv1.Outcome_OUTCOME_SUCCESS, meta))
@@ -143,7 +149,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 	if err != nil {
 		return nil, err
 	}
-	return s.pair(ctx, sess, refresh, now)
+	return pair, nil
 }
 
 // loginFailed records a failed login in a transaction of its own (there

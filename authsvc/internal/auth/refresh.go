@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -20,10 +19,6 @@ const (
 	reasonReuseDetected = "reuse_detected"
 )
 
-// errReuse ends a Refresh transaction that must commit (the revocation)
-// and still fail.
-var errReuse = errors.New("refresh token reuse")
-
 // Refresh exchanges token for a new pair of the same session and marks it
 // used. A token that was already used is taken as stolen (RFC 9700 section
 // 4.14.2): its whole session is revoked. Two concurrent calls with the same
@@ -38,16 +33,20 @@ func (s *Service) Refresh(ctx context.Context, token string) (*TokenPair, error)
 	if !ok {
 		return nil, ErrInvalidRefreshToken
 	}
+	key, err := s.signingKey(ctx)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now()
-	var sess *ent.Session
-	var next string
-	err := s.withTx(ctx, func(tx *ent.Tx) error {
+	var pair *TokenPair
+	reused := false
+	err = s.withTx(ctx, func(tx *ent.Tx) error {
 		// One round trip reads and locks the token and its session, so a
 		// concurrent Refresh of the same token waits here and then sees it
 		// used.
 		var tokID int64
 		var used bool
-		sess = &ent.Session{}
+		sess := &ent.Session{}
 		rows, err := tx.QueryContext(ctx, `SELECT t.id, t.used_at IS NOT NULL, s.id, s.user_id, s.revoked_at, s.idle_expires_at, s.expires_at
 			FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1 FOR UPDATE`, hash)
 		if err != nil {
@@ -67,14 +66,18 @@ func (s *Service) Refresh(ctx context.Context, token string) (*TokenPair, error)
 		case !found:
 			return ErrInvalidRefreshToken
 		case used:
-			return errReuse
+			// Revoked in this transaction, which commits: the replay is
+			// refused whatever happens to the caller after.
+			reused = true
+			return s.reuseDetected(ctx, tx, sess)
 		case sess.RevokedAt != nil || !now.Before(sess.IdleExpiresAt) || !now.Before(sess.ExpiresAt):
 			return ErrInvalidRefreshToken
 		}
 		if err := tx.RefreshToken.Update().Where(refreshtoken.ID(int(tokID))).SetUsedAt(now).Exec(ctx); err != nil {
 			return fmt.Errorf("auth: refresh: %w", err)
 		}
-		if next, err = newRefreshToken(ctx, tx, sess.ID, now); err != nil {
+		next, err := newRefreshToken(ctx, tx, sess.ID, now)
+		if err != nil {
 			return fmt.Errorf("auth: refresh: %w", err)
 		}
 		sess.IdleExpiresAt = minTime(now.Add(s.cfg.RefreshIdleTTL), sess.ExpiresAt)
@@ -83,39 +86,34 @@ func (s *Service) Refresh(ctx context.Context, token string) (*TokenPair, error)
 			Exec(ctx); err != nil {
 			return fmt.Errorf("auth: refresh: %w", err)
 		}
+		if pair, err = s.pair(key, sess, next, now); err != nil {
+			return err
+		}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.session.refreshed", "session:"+sess.ID, auditv1.Outcome_OUTCOME_SUCCESS,
 			map[string]string{"user_id": sess.UserID}))
 	})
-	if errors.Is(err, errReuse) {
-		return nil, s.reuseDetected(ctx, sess.ID)
-	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
+	case reused:
+		return nil, ErrInvalidRefreshToken
 	}
-	return s.pair(ctx, sess, next, now)
+	return pair, nil
 }
 
-// reuseDetected revokes session sid after a used refresh token came back,
-// records it, and returns [ErrInvalidRefreshToken].
-func (s *Service) reuseDetected(ctx context.Context, sid string) error {
-	err := s.withTx(ctx, func(tx *ent.Tx) error {
-		sess, err := tx.Session.Query().Where(session.ID(sid)).ForUpdate().Only(ctx)
-		if err != nil {
+// reuseDetected revokes sess, locked in tx, after a used refresh token of
+// it came back, and records it.
+func (s *Service) reuseDetected(ctx context.Context, tx *ent.Tx, sess *ent.Session) error {
+	revoked := sess.RevokedAt == nil
+	if revoked {
+		if err := tx.Session.Update().Where(session.ID(sess.ID)).
+			SetRevokedAt(s.now()).SetRevokeReason(reasonReuseDetected).
+			Exec(ctx); err != nil {
 			return fmt.Errorf("auth: refresh: %w", err)
 		}
-		revoked := sess.RevokedAt == nil
-		if revoked {
-			if err := sess.Update().SetRevokedAt(s.now()).SetRevokeReason(reasonReuseDetected).Exec(ctx); err != nil {
-				return fmt.Errorf("auth: refresh: %w", err)
-			}
-		}
-		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.refresh.reuse_detected", "session:"+sid, auditv1.Outcome_OUTCOME_DENIED,
-			map[string]string{"user_id": sess.UserID, "session_revoked": fmt.Sprint(revoked)}))
-	})
-	if err != nil {
-		return err
 	}
-	return ErrInvalidRefreshToken
+	return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.refresh.reuse_detected", "session:"+sess.ID, auditv1.Outcome_OUTCOME_DENIED,
+		map[string]string{"user_id": sess.UserID, "session_revoked": fmt.Sprint(revoked)}))
 }
 
 // Logout revokes the session token belongs to. Unknown, expired and

@@ -44,27 +44,30 @@ func newRefreshToken(ctx context.Context, tx *ent.Tx, sessionID string, now time
 	return token, err
 }
 
-// signAccessToken signs an access token for user in session.
-func (s *Service) signAccessToken(ctx context.Context, userID, sessionID string, now time.Time) (string, error) {
-	key, err := s.keyring.Active(ctx)
-	if err != nil {
-		return "", err
-	}
-	return key.Sign(&keys.Claims{
+// signingKey returns the key to sign a call's access token with. Callers
+// take it before their transaction: the keyring may read, or rotate, keys
+// in the database, and whatever fails there must fail before a rotation
+// of refresh tokens or a new session commits, never after. A refresh
+// token committed but never answered would be a "reused" one when the
+// client tries again, and its session would be revoked as stolen.
+func (s *Service) signingKey(ctx context.Context) (*keys.Key, error) {
+	return s.keyring.Active(ctx)
+}
+
+// pair signs the access token for sess with key and finishes a token pair.
+// Callers call it inside their transaction, which then commits only if
+// the client gets its tokens.
+func (s *Service) pair(key *keys.Key, sess *ent.Session, refresh string, now time.Time) (*TokenPair, error) {
+	access, err := key.Sign(&keys.Claims{
 		Issuer:    s.cfg.Issuer,
-		Subject:   userID,
+		Subject:   sess.UserID,
 		Audience:  s.cfg.Audience,
 		IssuedAt:  now.Unix(),
 		NotBefore: now.Unix(),
 		ExpiresAt: now.Add(s.cfg.AccessTTL).Unix(),
 		ID:        randomID(16),
-		SessionID: sessionID,
+		SessionID: sess.ID,
 	})
-}
-
-// pair finishes a token pair for sess.
-func (s *Service) pair(ctx context.Context, sess *ent.Session, refresh string, now time.Time) (*TokenPair, error) {
-	access, err := s.signAccessToken(ctx, sess.UserID, sess.ID, now)
 	if err != nil {
 		return nil, err
 	}
