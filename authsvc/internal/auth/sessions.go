@@ -217,8 +217,11 @@ func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cu
 				return fmt.Errorf("auth: set session cutoff: %w", err)
 			}
 		}
+		// Every session not yet revoked, expired ones too: "expired" is
+		// this replica's clock, and a replica whose clock lags could still
+		// refresh a session this one thinks is over.
 		now := s.now()
-		u := tx.Session.Update().Where(session.UserID(userID), active(now))
+		u := tx.Session.Update().Where(session.UserID(userID), session.RevokedAtIsNil())
 		if keep != "" {
 			u = u.Where(session.IDNEQ(keep))
 		}

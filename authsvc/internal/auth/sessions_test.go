@@ -92,6 +92,22 @@ func TestEndUserSessions(t *testing.T) {
 	}
 }
 
+// TestEndUserSessionsEndsSessionsThisClockThinksOver: "expired" is one
+// replica's clock, and a replica whose clock lags could refresh a session
+// the one that ended them skipped; so every session not yet revoked ends.
+func TestEndUserSessionsEndsSessionsThisClockThinksOver(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	p := login(t, e, "")
+	skew := p.RefreshExpiresIn + time.Second // the session is idle past its expiry, on this clock
+	e.Clock.Advance(skew)
+	_, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", "")
+	require.NoError(t, err)
+	e.Clock.Advance(-skew) // a replica whose clock lags
+	_, err = e.Service.Refresh(t.Context(), p.RefreshToken)
+	require.ErrorIs(t, err, auth.ErrInvalidRefreshToken)
+}
+
 func TestRevokeSessionArguments(t *testing.T) {
 	t.Parallel()
 	e := authtest.New(t, authtest.Options{})
