@@ -8,16 +8,21 @@ import (
 )
 
 // ContextError returns the Connect error for a call that failed because
-// its context ended, and false for any other error. The message is fixed:
-// the wrapped error may name internals. A deadline that ran out is
-// DeadlineExceeded, not Canceled: the client did not give up, and may retry
-// with a longer one.
-func ContextError(err error) (*connect.Error, bool) {
+// its context ended, and false for any other error. It looks at ctx, the
+// call's, as well as err: a driver whose query the ended context
+// interrupted may say so in words of its own (PostgreSQL's "canceling
+// statement due to user request"), which are no failure of the service.
+// The message is fixed: the wrapped error may name internals. A deadline
+// that ran out is DeadlineExceeded, not Canceled: the client did not give
+// up, and may retry with a longer one.
+func ContextError(ctx context.Context, err error) (*connect.Error, bool) {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded")), true
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled")), true
+	case err != nil && ctx.Err() != nil:
+		return ContextError(ctx, ctx.Err())
 	}
 	return nil, false
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
@@ -14,17 +15,28 @@ import (
 
 func TestContextError(t *testing.T) {
 	t.Parallel()
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	expired, cancel := context.WithDeadline(t.Context(), time.Now())
+	defer cancel()
+	// What lib/pq answers when the context ends during a query.
+	pqCanceled := errors.New("pq: canceling statement due to user request")
 	tests := []struct {
+		ctx  context.Context
 		err  error
 		code connect.Code
 		ok   bool
 	}{
-		{fmt.Errorf("look up user in schema secret_schema: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded, true},
-		{fmt.Errorf("query: %w", context.Canceled), connect.CodeCanceled, true},
-		{errors.New("disk full"), 0, false},
+		{t.Context(), fmt.Errorf("look up user in schema secret_schema: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded, true},
+		{t.Context(), fmt.Errorf("query: %w", context.Canceled), connect.CodeCanceled, true},
+		{t.Context(), errors.New("disk full"), 0, false},
+		{t.Context(), pqCanceled, 0, false},
+		{canceled, fmt.Errorf("lock in schema secret_schema: %w", pqCanceled), connect.CodeCanceled, true},
+		{expired, fmt.Errorf("lock in schema secret_schema: %w", pqCanceled), connect.CodeDeadlineExceeded, true},
+		{canceled, nil, 0, false},
 	}
 	for _, tt := range tests {
-		got, ok := rpc.ContextError(tt.err)
+		got, ok := rpc.ContextError(tt.ctx, tt.err)
 		assert.Equal(t, tt.ok, ok, tt.err)
 		if ok {
 			assert.Equal(t, tt.code, got.Code())

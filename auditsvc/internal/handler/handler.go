@@ -121,7 +121,7 @@ func (h *Handler) connectError(ctx context.Context, err error) error {
 	case errors.As(err, &ce):
 		return ce // from the stream: the client went away
 	}
-	if cerr, ok := rpc.ContextError(err); ok {
+	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
 	}
 	h.logger.ErrorContext(ctx, "audit request failed", "err", err)

@@ -55,7 +55,7 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return cerr
 		}
 	}
-	if cerr, ok := rpc.ContextError(err); ok {
+	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
 	}
 	h.logger.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("error", err.Error()))

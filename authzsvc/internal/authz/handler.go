@@ -50,7 +50,7 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return connect.NewError(code, errors.New(de.Msg))
 		}
 	}
-	if cerr, ok := rpc.ContextError(err); ok {
+	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
 	}
 	h.logger.ErrorContext(ctx, "authz request failed", "procedure", logging.Procedure(ctx), "err", err)

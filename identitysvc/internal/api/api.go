@@ -33,7 +33,7 @@ func NewHandler(svc *identity.Service) *Handler { return &Handler{svc: svc} }
 func (h *Handler) CreateUser(ctx context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
 	u, err := h.svc.CreateUser(ctx, req.Msg.GetEmail(), req.Msg.GetPassword(), req.Msg.GetDisplayName())
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.CreateUserResponse{User: toProto(u)}), nil
 }
@@ -46,7 +46,7 @@ func (h *Handler) GetUser(ctx context.Context, req *connect.Request[identityv1.G
 	}
 	u, err := h.svc.GetUser(ctx, id)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.GetUserResponse{User: toProto(u)}), nil
 }
@@ -59,7 +59,7 @@ func (h *Handler) GetMe(ctx context.Context, _ *connect.Request[identityv1.GetMe
 	}
 	u, err := h.svc.GetUser(ctx, id)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.GetMeResponse{User: toProto(u)}), nil
 }
@@ -78,12 +78,12 @@ func (h *Handler) UpdateUser(ctx context.Context, req *connect.Request[identityv
 			err = h.svc.ConfirmEmailChangeBy(ctx, p.Subject, id, req.Msg.GetEmail())
 		}
 		if err != nil {
-			return nil, toConnect(err)
+			return nil, toConnect(ctx, err)
 		}
 	}
 	u, err := h.svc.UpdateUser(ctx, id, req.Msg.DisplayName, req.Msg.Email)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.UpdateUserResponse{User: toProto(u)}), nil
 }
@@ -95,7 +95,7 @@ func (h *Handler) DeleteUser(ctx context.Context, req *connect.Request[identityv
 		return nil, err
 	}
 	if err := h.svc.DeleteUser(ctx, id); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.DeleteUserResponse{}), nil
 }
@@ -117,7 +117,7 @@ func (h *Handler) ListUsers(ctx context.Context, req *connect.Request[identityv1
 	}
 	users, next, err := h.svc.ListUsers(ctx, q)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	resp := &identityv1.ListUsersResponse{NextPageToken: next, Users: make([]*identityv1.User, len(users))}
 	for i, u := range users {
@@ -136,7 +136,7 @@ func (h *Handler) ChangePassword(ctx context.Context, req *connect.Request[ident
 	}
 	p, _ := authn.FromContext(ctx) // a user's, as subject has checked
 	if err := h.svc.ChangePassword(ctx, id, req.Msg.GetCurrentPassword(), req.Msg.GetNewPassword(), p.SessionID); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.ChangePasswordResponse{}), nil
 }
@@ -148,7 +148,7 @@ func (h *Handler) RequestEmailVerification(ctx context.Context, _ *connect.Reque
 		return nil, err
 	}
 	if err := h.svc.RequestEmailVerification(ctx, id); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.RequestEmailVerificationResponse{}), nil
 }
@@ -156,7 +156,7 @@ func (h *Handler) RequestEmailVerification(ctx context.Context, _ *connect.Reque
 // VerifyEmail implements IdentityServiceHandler.
 func (h *Handler) VerifyEmail(ctx context.Context, req *connect.Request[identityv1.VerifyEmailRequest]) (*connect.Response[identityv1.VerifyEmailResponse], error) {
 	if err := h.svc.VerifyEmail(ctx, req.Msg.GetToken()); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.VerifyEmailResponse{}), nil
 }
@@ -164,7 +164,7 @@ func (h *Handler) VerifyEmail(ctx context.Context, req *connect.Request[identity
 // RequestPasswordReset implements IdentityServiceHandler.
 func (h *Handler) RequestPasswordReset(ctx context.Context, req *connect.Request[identityv1.RequestPasswordResetRequest]) (*connect.Response[identityv1.RequestPasswordResetResponse], error) {
 	if err := h.svc.RequestPasswordReset(ctx, req.Msg.GetEmail()); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.RequestPasswordResetResponse{}), nil
 }
@@ -172,7 +172,7 @@ func (h *Handler) RequestPasswordReset(ctx context.Context, req *connect.Request
 // ResetPassword implements IdentityServiceHandler.
 func (h *Handler) ResetPassword(ctx context.Context, req *connect.Request[identityv1.ResetPasswordRequest]) (*connect.Response[identityv1.ResetPasswordResponse], error) {
 	if err := h.svc.ResetPassword(ctx, req.Msg.GetToken(), req.Msg.GetNewPassword()); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.ResetPasswordResponse{}), nil
 }
@@ -202,7 +202,7 @@ func (h *Handler) setStatus(ctx context.Context, rawID string, status identity.S
 	}
 	u, err := h.svc.SetStatus(ctx, id, status, reason)
 	if err != nil {
-		return identity.User{}, toConnect(err)
+		return identity.User{}, toConnect(ctx, err)
 	}
 	return u, nil
 }
@@ -211,7 +211,7 @@ func (h *Handler) setStatus(ctx context.Context, rawID string, status identity.S
 func (h *Handler) VerifyCredentials(ctx context.Context, req *connect.Request[identityv1.VerifyCredentialsRequest]) (*connect.Response[identityv1.VerifyCredentialsResponse], error) {
 	u, err := h.svc.VerifyCredentials(ctx, req.Msg.GetEmail(), req.Msg.GetPassword())
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.VerifyCredentialsResponse{
 		UserId:        u.ID.String(),
@@ -227,7 +227,7 @@ func (h *Handler) VerifyPassword(ctx context.Context, req *connect.Request[ident
 		return nil, err
 	}
 	if err := h.svc.VerifyPassword(ctx, id, req.Msg.GetPassword()); err != nil {
-		return nil, toConnect(err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&identityv1.VerifyPasswordResponse{}), nil
 }
@@ -261,7 +261,7 @@ func parseID(raw string) (uuid.UUID, error) {
 
 // toConnect maps domain errors to Connect codes; anything unexpected is
 // Internal with a fixed message (the kernel logs the call's error).
-func toConnect(err error) error {
+func toConnect(ctx context.Context, err error) error {
 	var invalid *identity.ValidationError
 	switch {
 	case errors.As(err, &invalid):
@@ -293,7 +293,7 @@ func toConnect(err error) error {
 		// account.
 		return connect.NewError(connect.CodeUnavailable, identity.ErrBusy)
 	}
-	if cerr, ok := rpc.ContextError(err); ok {
+	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
 	}
 	return connect.NewError(connect.CodeInternal, errInternal{err})

@@ -31,7 +31,7 @@ func TestToConnect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var cerr *connect.Error
-			assert.ErrorAs(t, toConnect(tt.err), &cerr)
+			assert.ErrorAs(t, toConnect(t.Context(), tt.err), &cerr)
 			assert.Equal(t, tt.code, cerr.Code())
 			assert.Equal(t, tt.msg, cerr.Message())
 		})
