@@ -81,6 +81,27 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 	}
 }
 
+// TestVerifyChainFromAnAnchorPastTheEnd: an auditor who verified up to
+// sequence 10 checks what came since with start 11. Nothing new is fine;
+// a log that now ends before 10 lost what the auditor verified.
+func TestVerifyChainFromAnAnchorPastTheEnd(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	_, err := s.svc.Record(ctx, batch("svc", 0, 10))
+	require.NoError(t, err)
+	res, err := s.svc.VerifyChain(ctx, 11, 0)
+	require.NoError(t, err)
+	assert.True(t, res.OK, "nothing new since the anchor")
+	assert.Zero(t, res.Checked)
+
+	Tamper(t, s, `DELETE FROM %s.audit_log WHERE sequence >= 9`)
+	res, err = s.svc.VerifyChain(ctx, 11, 0)
+	require.NoError(t, err)
+	assert.False(t, res.OK, "the verified tail is gone")
+	assert.Equal(t, int64(9), res.FirstBroken)
+}
+
 // Tamper runs stmt (with %s for the schema) on the log with the append-only
 // trigger disabled, as its owner or a superuser could.
 func Tamper(t testing.TB, s *store, stmt string) {

@@ -46,7 +46,7 @@ func (f Filter) check() error {
 		field string
 		value time.Time
 	}{{"start_time", f.StartTime}, {"end_time", f.EndTime}} {
-		if !database.ValidTime(t.value) {
+		if !database.ValidTime(ceilMicrosecond(t.value)) { // as compared: see predicates
 			return invalid("filter.%s must be between 4714-11-24 BC and 294276-12-31", t.field)
 		}
 	}
@@ -70,16 +70,26 @@ func (f Filter) predicates() []predicate.AuditLog {
 	if f.Outcome != OutcomeUnspecified {
 		ps = append(ps, auditlog.Outcome(int16(f.Outcome)))
 	}
+	// Both bounds up to the next microsecond, what the log keeps:
+	// PostgreSQL would round them to the nearest, and an event at T would
+	// be in a range starting at T+400ns, and out of one ending there.
 	if !f.StartTime.IsZero() {
-		ps = append(ps, auditlog.TimeGTE(f.StartTime))
+		ps = append(ps, auditlog.TimeGTE(ceilMicrosecond(f.StartTime)))
 	}
 	if !f.EndTime.IsZero() {
-		ps = append(ps, auditlog.TimeLT(f.EndTime))
+		ps = append(ps, auditlog.TimeLT(ceilMicrosecond(f.EndTime)))
 	}
 	if f.RequestID != "" {
 		ps = append(ps, auditlog.RequestID(f.RequestID))
 	}
 	return ps
+}
+
+func ceilMicrosecond(t time.Time) time.Time {
+	if down := t.Truncate(time.Microsecond); !down.Equal(t) {
+		return down.Add(time.Microsecond)
+	}
+	return t
 }
 
 // Query asks for one page of events.
@@ -193,9 +203,10 @@ func (s *Service) GetEvent(ctx context.Context, id uuid.UUID) (*Event, error) {
 	return fromRow(row), nil
 }
 
-// ExportEvents calls send with every event that matches f and has a
-// sequence greater than after, oldest first, reading the log a chunk at a
-// time. It stops at the first error send returns, and returns it.
+// ExportEvents calls send with every event recorded by the time of the
+// call that matches f and has a sequence greater than after, oldest first,
+// reading the log a chunk at a time. It stops at the first error send
+// returns, and returns it.
 func (s *Service) ExportEvents(ctx context.Context, f Filter, after int64, send func(*Event) error) error {
 	if after < 0 {
 		return invalid("after_sequence must not be negative")
@@ -203,7 +214,13 @@ func (s *Service) ExportEvents(ctx context.Context, f Filter, after int64, send 
 	if err := f.check(); err != nil {
 		return err
 	}
-	ps := f.predicates()
+	// The end is fixed now: a log that grows as fast as the client reads
+	// would otherwise never let the export end.
+	head, err := s.head(ctx)
+	if err != nil {
+		return fmt.Errorf("export events: %w", err)
+	}
+	ps := append(f.predicates(), auditlog.SequenceLTE(head))
 	for {
 		rows, err := s.ent.AuditLog.Query().
 			Where(append(ps, auditlog.SequenceGT(after))...).
@@ -237,9 +254,16 @@ func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResu
 	start = max(start, 1)
 	if end == 0 {
 		// Fix the end now, so a busy log does not keep the check running.
-		var head int64
-		if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(sequence), 0) FROM audit_log`).Scan(&head); err != nil {
-			return VerifyResult{}, fmt.Errorf("verify chain: read the chain head: %w", err)
+		head, err := s.head(ctx)
+		if err != nil {
+			return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
+		}
+		if start > head+1 {
+			// The log ends before the event this range trusts: those an
+			// auditor verified up to start-1 are gone.
+			v := NewVerifier(head + 1)
+			v.Add(&Event{Sequence: -1})
+			return v.Result(), nil
 		}
 		end = head
 	}
@@ -264,6 +288,15 @@ func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResu
 		next = rows[len(rows)-1].Sequence + 1
 	}
 	return v.Result(), nil
+}
+
+// head returns the sequence of the latest event, zero when there is none.
+func (s *Service) head(ctx context.Context) (int64, error) {
+	var head int64
+	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(sequence), 0) FROM audit_log`).Scan(&head); err != nil {
+		return 0, fmt.Errorf("read the chain head: %w", err)
+	}
+	return head, nil
 }
 
 func fromRows(rows []*ent.AuditLog) []*Event {

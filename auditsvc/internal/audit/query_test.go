@@ -2,6 +2,8 @@ package audit_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -44,6 +46,8 @@ func TestQueryEvents(t *testing.T) {
 		{"outcome", audit.Filter{Outcome: audit.OutcomeDenied, Target: "user:4"}, []int64{15, 30}},
 		{"request", audit.Filter{RequestID: "req-6"}, []int64{7, 14, 21, 28}},
 		{"time range", audit.Filter{StartTime: epoch.Add(10 * time.Second), EndTime: epoch.Add(13 * time.Second)}, []int64{11, 12, 13}},
+		// The log keeps microseconds: a bound between two is the next one.
+		{"time range within microseconds", audit.Filter{StartTime: epoch.Add(10*time.Second + 400), EndTime: epoch.Add(13*time.Second + 400)}, []int64{12, 13, 14}},
 		{"PostgreSQL's whole time range", audit.Filter{
 			StartTime: time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC), // 4714 BC
 			EndTime:   time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC),
@@ -103,6 +107,7 @@ func TestQueryEvents(t *testing.T) {
 			{"invalid UTF-8 in request_id", audit.Filter{RequestID: "req-\xc3"}, "request_id"},
 			{"start_time after PostgreSQL's range", audit.Filter{StartTime: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}, "start_time"},
 			{"end_time before PostgreSQL's range", audit.Filter{EndTime: time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC)}, "end_time"},
+			{"end_time past PostgreSQL's range once in microseconds", audit.Filter{EndTime: time.Date(294276, 12, 31, 23, 59, 59, 999999500, time.UTC)}, "end_time"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -142,4 +147,26 @@ func TestQueryEvents(t *testing.T) {
 		}))
 		assert.Equal(t, []int64{21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}, got)
 	})
+}
+
+// TestExportEndsAtTheLogsEndAtTheStart: a log growing as fast as the
+// client reads must not keep an export running.
+func TestExportEndsAtTheLogsEndAtTheStart(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	_, err := s.svc.Record(ctx, batch("svc", 0, 8))
+	require.NoError(t, err)
+	chunked := audit.NewService(s.db.DB, s.db.Ent, s.schema, audit.WithConfig(audit.Config{ReadChunk: 4}))
+	var got []int64
+	require.NoError(t, chunked.ExportEvents(ctx, audit.Filter{}, 0, func(e *audit.Event) error {
+		got = append(got, e.Sequence)
+		if len(got) > 100 {
+			return errors.New("the export does not end")
+		}
+		// Another event for each one read, a chunk's worth for each chunk.
+		_, err := s.svc.Record(ctx, []audit.NewEvent{newEvent(fmt.Sprint("more-", e.Sequence), 100)})
+		return err
+	}))
+	assert.Equal(t, []int64{1, 2, 3, 4, 5, 6, 7, 8}, got)
 }

@@ -1,8 +1,12 @@
 package handler
 
 import (
+	"cmp"
+	"fmt"
 	"math"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -11,10 +15,11 @@ import (
 	auditv1 "portcullis.dev/proto/audit/v1"
 )
 
-func newEventFromProto(e *auditv1.NewEvent) audit.NewEvent {
+func newEventFromProto(i int, e *auditv1.NewEvent) (audit.NewEvent, error) {
+	t, err := timeFromProto(fmt.Sprintf("events[%d].time", i), e.GetTime())
 	return audit.NewEvent{
 		IdempotencyKey: e.GetIdempotencyKey(),
-		Time:           timeFromProto(e.GetTime()),
+		Time:           t,
 		ActorType:      narrow[audit.ActorType](e.GetActor().GetType()),
 		ActorID:        e.GetActor().GetId(),
 		Action:         e.GetAction(),
@@ -24,20 +29,22 @@ func newEventFromProto(e *auditv1.NewEvent) audit.NewEvent {
 		UserAgent:      e.GetUserAgent(),
 		RequestID:      e.GetRequestId(),
 		Metadata:       e.GetMetadata(),
-	}
+	}, err
 }
 
-func filterFromProto(f *auditv1.EventFilter) audit.Filter {
+func filterFromProto(f *auditv1.EventFilter) (audit.Filter, error) {
+	start, serr := timeFromProto("filter.start_time", f.GetStartTime())
+	end, eerr := timeFromProto("filter.end_time", f.GetEndTime())
 	return audit.Filter{
 		ActorType: narrow[audit.ActorType](f.GetActorType()),
 		ActorID:   f.GetActorId(),
 		Action:    f.GetAction(),
 		Target:    f.GetTarget(),
 		Outcome:   narrow[audit.Outcome](f.GetOutcome()),
-		StartTime: timeFromProto(f.GetStartTime()),
-		EndTime:   timeFromProto(f.GetEndTime()),
+		StartTime: start,
+		EndTime:   end,
 		RequestID: f.GetRequestId(),
-	}
+	}, cmp.Or(serr, eerr)
 }
 
 // narrow converts one of the contract's enums, an open int32, to the
@@ -52,12 +59,17 @@ func narrow[D ~int16, P ~int32](p P) D {
 }
 
 // timeFromProto maps an unset timestamp to the zero time, which the domain
-// reads as "not given".
-func timeFromProto(ts *timestamppb.Timestamp) time.Time {
+// reads as "not given". One whose nanos are out of range is refused:
+// AsTime would carry them into the seconds, and another time than the one
+// sent would be recorded, or compared.
+func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	if ts == nil {
-		return time.Time{}
+		return time.Time{}, nil
 	}
-	return ts.AsTime()
+	if n := ts.GetNanos(); n < 0 || n >= 1e9 {
+		return time.Time{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: nanos must be from 0 to 999999999", field))
+	}
+	return ts.AsTime(), nil
 }
 
 func eventToProto(e *audit.Event) *auditv1.Event {
@@ -87,8 +99,8 @@ func eventFromProto(e *auditv1.Event) *audit.Event {
 	return &audit.Event{
 		ID:             id,
 		Sequence:       e.GetSequence(),
-		Time:           timeFromProto(e.GetTime()).UTC(),
-		RecordTime:     timeFromProto(e.GetRecordTime()).UTC(),
+		Time:           e.GetTime().AsTime().UTC(),
+		RecordTime:     e.GetRecordTime().AsTime().UTC(),
 		ActorType:      narrow[audit.ActorType](e.GetActor().GetType()),
 		ActorID:        e.GetActor().GetId(),
 		Action:         e.GetAction(),

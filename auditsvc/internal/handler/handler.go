@@ -34,7 +34,10 @@ func New(svc *audit.Service, logger *slog.Logger) *Handler {
 func (h *Handler) Record(ctx context.Context, req *connect.Request[auditv1.RecordRequest]) (*connect.Response[auditv1.RecordResponse], error) {
 	events := make([]audit.NewEvent, len(req.Msg.GetEvents()))
 	for i, e := range req.Msg.GetEvents() {
-		events[i] = newEventFromProto(e)
+		var err error
+		if events[i], err = newEventFromProto(i, e); err != nil {
+			return nil, err
+		}
 	}
 	results, err := h.svc.Record(ctx, events)
 	if err != nil {
@@ -51,8 +54,12 @@ func (h *Handler) Record(ctx context.Context, req *connect.Request[auditv1.Recor
 
 // QueryEvents returns a page of matching events.
 func (h *Handler) QueryEvents(ctx context.Context, req *connect.Request[auditv1.QueryEventsRequest]) (*connect.Response[auditv1.QueryEventsResponse], error) {
+	filter, err := filterFromProto(req.Msg.GetFilter())
+	if err != nil {
+		return nil, err
+	}
 	page, err := h.svc.QueryEvents(ctx, audit.Query{
-		Filter:      filterFromProto(req.Msg.GetFilter()),
+		Filter:      filter,
 		OldestFirst: req.Msg.GetOldestFirst(),
 		PageSize:    int(req.Msg.GetPageSize()),
 		PageToken:   req.Msg.GetPageToken(),
@@ -99,7 +106,11 @@ func (h *Handler) VerifyChain(ctx context.Context, req *connect.Request[auditv1.
 
 // ExportEvents streams matching events, oldest first.
 func (h *Handler) ExportEvents(ctx context.Context, req *connect.Request[auditv1.ExportEventsRequest], stream *connect.ServerStream[auditv1.ExportEventsResponse]) error {
-	err := h.svc.ExportEvents(ctx, filterFromProto(req.Msg.GetFilter()), req.Msg.GetAfterSequence(), func(e *audit.Event) error {
+	filter, err := filterFromProto(req.Msg.GetFilter())
+	if err != nil {
+		return err
+	}
+	err = h.svc.ExportEvents(ctx, filter, req.Msg.GetAfterSequence(), func(e *audit.Event) error {
 		return stream.Send(&auditv1.ExportEventsResponse{Event: eventToProto(e)})
 	})
 	if err != nil {

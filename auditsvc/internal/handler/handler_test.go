@@ -258,6 +258,9 @@ func TestInvalidArguments(t *testing.T) {
 		// Enums are open int32s: 65537 must not wrap into USER or SUCCESS.
 		"actor type beyond int16": bad(func(e *auditv1.NewEvent) { e.Actor.Type = 65537 }),
 		"outcome beyond int16":    bad(func(e *auditv1.NewEvent) { e.Outcome = 65537 }),
+		// Not 1.5s later: nanos are under a second.
+		"time with nanos beyond a second": bad(func(e *auditv1.NewEvent) { e.Time = &timestamppb.Timestamp{Seconds: 1.8e9, Nanos: 1.5e9} }),
+		"time with negative nanos":        bad(func(e *auditv1.NewEvent) { e.Time = &timestamppb.Timestamp{Seconds: 1.8e9, Nanos: -1} }),
 	} {
 		_, err := e.client.Record(ctx, request(&auditv1.RecordRequest{Events: evs}, asService(e.service)))
 		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "%s: %v", name, err)
@@ -273,6 +276,7 @@ func TestInvalidArguments(t *testing.T) {
 	for name, f := range map[string]*auditv1.EventFilter{
 		"NUL in actor_id":   {ActorId: "u\x00"},
 		"time out of range": {StartTime: &timestamppb.Timestamp{Seconds: -1e13}},
+		"end_time's nanos":  {EndTime: &timestamppb.Timestamp{Seconds: 1.8e9, Nanos: 1e9}},
 	} {
 		_, err = e.client.QueryEvents(ctx, request(&auditv1.QueryEventsRequest{Filter: f}, asUser(e.reader)))
 		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "query, %s: %v", name, err)

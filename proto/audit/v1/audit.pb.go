@@ -1016,7 +1016,9 @@ type VerifyChainRequest struct {
 	// start_sequence is the first sequence to verify; zero means the first event. Verifying from
 	// a later event trusts its previous_hash as the starting point.
 	StartSequence int64 `protobuf:"varint,1,opt,name=start_sequence,json=startSequence,proto3" json:"start_sequence,omitempty"`
-	// end_sequence is the last sequence to verify; zero means the latest event.
+	// end_sequence is the last sequence to verify; zero means the latest event. With zero, a
+	// start_sequence more than one past the latest event is broken at the first missing
+	// sequence: the events before start_sequence, which the range trusts, are gone.
 	EndSequence   int64 `protobuf:"varint,2,opt,name=end_sequence,json=endSequence,proto3" json:"end_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -66,8 +66,9 @@ type AuditServiceClient interface {
 	// VerifyChain recomputes the hashes of a range of events and reports the first event whose
 	// stored hash, or link to its predecessor, does not match.
 	VerifyChain(context.Context, *connect.Request[v1.VerifyChainRequest]) (*connect.Response[v1.VerifyChainResponse], error)
-	// ExportEvents streams every event that matches a filter, oldest first, for archiving or a
-	// SIEM. A broken export resumes with after_sequence set to the last sequence received.
+	// ExportEvents streams every event recorded by the time of the call that matches a filter,
+	// oldest first, for archiving or a SIEM. A broken export resumes with after_sequence set to
+	// the last sequence received.
 	ExportEvents(context.Context, *connect.Request[v1.ExportEventsRequest]) (*connect.ServerStreamForClient[v1.ExportEventsResponse], error)
 }
 
@@ -169,8 +170,9 @@ type AuditServiceHandler interface {
 	// VerifyChain recomputes the hashes of a range of events and reports the first event whose
 	// stored hash, or link to its predecessor, does not match.
 	VerifyChain(context.Context, *connect.Request[v1.VerifyChainRequest]) (*connect.Response[v1.VerifyChainResponse], error)
-	// ExportEvents streams every event that matches a filter, oldest first, for archiving or a
-	// SIEM. A broken export resumes with after_sequence set to the last sequence received.
+	// ExportEvents streams every event recorded by the time of the call that matches a filter,
+	// oldest first, for archiving or a SIEM. A broken export resumes with after_sequence set to
+	// the last sequence received.
 	ExportEvents(context.Context, *connect.Request[v1.ExportEventsRequest], *connect.ServerStream[v1.ExportEventsResponse]) error
 }
 
