@@ -234,6 +234,33 @@ type outcome struct {
 	rejected  []rejection
 }
 
+// purgeChunk bounds one statement of [Relay.purge]: the first purge after
+// a long outage may find millions of rows, and one DELETE of them all
+// would hold its locks, and risk a statement timeout, for as long.
+const purgeChunk = 10_000
+
+// purge deletes the events delivered longer than Retention ago, after the
+// batch's commit and apart from it: a purge that fails must not undo the
+// marks, or the same batch would be sent again and again. It only logs a
+// failure; the next purge, a minute on, tries again. Rejected events are
+// kept: they are the evidence of what Audit never received.
+func (r *Relay) purge(ctx context.Context) {
+	before := time.Now().Add(-r.cfg.Retention)
+	for {
+		res, err := r.db.ExecContext(ctx, `DELETE FROM `+Table+` WHERE id IN (SELECT id FROM `+Table+`
+			WHERE delivered_at < $1 AND delivered_at > `+RejectedMark+` LIMIT $2)`, before, purgeChunk)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.logger.WarnContext(ctx, "cannot purge delivered audit events from the outbox; trying again in a minute", "err", err)
+			}
+			return
+		}
+		if n, err := res.RowsAffected(); err != nil || n < purgeChunk {
+			return
+		}
+	}
+}
+
 // errStandby is deliverBatch's answer when another replica holds the
 // relay lock.
 var errStandby = errors.New("another replica is relaying")
@@ -297,19 +324,14 @@ func (r *Relay) deliverBatch(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("mark rejected: %w", err)
 		}
 	}
-	if time.Since(r.lastPurge) > time.Minute {
-		// Rejected events are kept: they are the evidence of what Audit
-		// never received.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+Table+` WHERE delivered_at < $1 AND delivered_at > `+RejectedMark,
-			time.Now().Add(-r.cfg.Retention)); err != nil {
-			return 0, fmt.Errorf("purge delivered events: %w", err)
-		}
-		r.lastPurge = time.Now()
-	}
 	// If this commit fails after Record succeeded, the batch is sent again
 	// and Audit recognises it by the idempotency keys.
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit delivery: %w", err)
+	}
+	if time.Since(r.lastPurge) > time.Minute {
+		r.lastPurge = time.Now()
+		r.purge(ctx)
 	}
 	r.delivered.Add(int64(len(out.delivered)))
 	for _, rj := range out.rejected {

@@ -306,3 +306,52 @@ func holdRelayLock(t *testing.T, db *sql.DB, relay *outbox.Relay) *sql.Conn {
 	})
 	return conn
 }
+
+// TestRelayPurgesOldDeliveriesOnly: delivered events go after Retention;
+// pending, recent and rejected ones stay.
+func TestRelayPurgesOldDeliveriesOnly(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	for _, name := range []string{"old", "recent", "rejected", "pending"} {
+		change(t, db, name, true)
+	}
+	keys, ids := outboxKeys(t, db.DB, "true")
+	for i, at := range []string{"now() - interval '2 days'", "now() - interval '1 hour'", outbox.RejectedMark} {
+		_, err := db.DB.ExecContext(t.Context(), `UPDATE outbox_events SET delivered_at = `+at+` WHERE id = $1`, ids[i])
+		require.NoError(t, err)
+	}
+	log := &auditLog{seen: map[string]int{}}
+	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log), outbox.Config{PollInterval: 50 * time.Millisecond, Retention: 24 * time.Hour}, nil)
+	runRelay(t, relay)
+
+	require.Eventually(t, func() bool {
+		left, _ := outboxKeys(t, db.DB, "true")
+		return log.count() == 1 && len(left) == 3
+	}, 5*time.Second, 10*time.Millisecond)
+	left, _ := outboxKeys(t, db.DB, "true")
+	assert.Equal(t, keys[1:], left, "not the old delivery alone was purged")
+}
+
+// TestRelayDeliversWhenThePurgeFails: a purge that fails (a statement
+// timeout after a long outage, say) must not undo the batch's marks, or
+// the same batch would be sent again at every poll.
+func TestRelayDeliversWhenThePurgeFails(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	_, err := db.DB.ExecContext(t.Context(), `CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no deletes here'; END $$;
+		CREATE TRIGGER refuse_delete BEFORE DELETE ON outbox_events FOR EACH ROW EXECUTE FUNCTION refuse_delete()`)
+	require.NoError(t, err)
+	change(t, db, "old", true)
+	_, err = db.DB.ExecContext(t.Context(), `UPDATE outbox_events SET delivered_at = now() - interval '2 days'`)
+	require.NoError(t, err)
+	change(t, db, "new", true)
+	log := &auditLog{seen: map[string]int{}}
+	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log), outbox.Config{PollInterval: 20 * time.Millisecond}, nil)
+	runRelay(t, relay)
+
+	require.Eventually(t, func() bool { return relay.Backlog() == 0 && log.count() == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // fifteen polls
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	assert.Equal(t, 1, log.requests, "the batch was sent again")
+}
