@@ -78,16 +78,16 @@ type RateLimit struct {
 	Enabled bool `koanf:"enabled"`
 	// IPRate and IPBurst bound every client IP address (an IPv6 client's
 	// /64) across all routes.
-	IPRate  float64 `koanf:"ip_rate" validate:"min=0"`
-	IPBurst int     `koanf:"ip_burst" validate:"min=1"`
+	IPRate  float64 `koanf:"ip_rate" validate:"min=0,max=1000000"`
+	IPBurst int     `koanf:"ip_burst" validate:"min=1,max=1000000"`
 	// UserRate and UserBurst bound every authenticated user across all
 	// routes.
-	UserRate  float64 `koanf:"user_rate" validate:"min=0"`
-	UserBurst int     `koanf:"user_burst" validate:"min=1"`
+	UserRate  float64 `koanf:"user_rate" validate:"min=0,max=1000000"`
+	UserBurst int     `koanf:"user_burst" validate:"min=1,max=1000000"`
 	// CredentialRate and CredentialBurst bound every client IP on the
 	// credential procedures, on top of the IP limit.
-	CredentialRate  float64 `koanf:"credential_rate" validate:"min=0"`
-	CredentialBurst int     `koanf:"credential_burst" validate:"min=1"`
+	CredentialRate  float64 `koanf:"credential_rate" validate:"min=0,max=1000000"`
+	CredentialBurst int     `koanf:"credential_burst" validate:"min=1,max=1000000"`
 	// CredentialProcedures are the procedures the credential limit applies
 	// to, in Connect form (/package.Service/Method).
 	CredentialProcedures []string `koanf:"credential_procedures"`
@@ -159,6 +159,9 @@ func Defaults() (Config, error) {
 	return kconfig.Load[Config](defaults, kconfig.WithLookupEnv(func(string) (string, bool) { return "", false }))
 }
 
+// minRate is the least rate limit, in requests a second: one a day.
+const minRate = 1.0 / (24 * 60 * 60)
+
 // Validate checks the rules the validate tags cannot express.
 func (c Config) Validate() error {
 	var errs []error
@@ -175,6 +178,17 @@ func (c Config) Validate() error {
 	for _, p := range c.RateLimit.CredentialProcedures {
 		if !strings.HasPrefix(p, "/") || strings.Count(p, "/") != 2 {
 			errs = append(errs, &kconfig.KeyError{Key: "ratelimit.credential_procedures", Err: fmt.Errorf("%q is not a procedure /package.Service/Method", p)})
+		}
+	}
+	// A rate under one a day is a typo, and a small enough one overflows
+	// the bucket's interval; zero turns the bucket off. (A million a
+	// second, the tags' maximum, is the finest interval Redis keeps.)
+	for _, r := range []struct {
+		key  string
+		rate float64
+	}{{"ratelimit.ip_rate", c.RateLimit.IPRate}, {"ratelimit.user_rate", c.RateLimit.UserRate}, {"ratelimit.credential_rate", c.RateLimit.CredentialRate}} {
+		if r.rate > 0 && r.rate < minRate {
+			errs = append(errs, &kconfig.KeyError{Key: r.key, Err: fmt.Errorf("must be 0 (off) or at least %.8f (one a day), got %g", minRate, r.rate)})
 		}
 	}
 	if _, err := c.Routes.ParseTimeouts(); err != nil {

@@ -704,7 +704,7 @@ func (g *Gateway) allow(w http.ResponseWriter, r *http.Request, st *state, bucke
 	burst := max(d.Limit.Burst, 1)
 	// One array holds the four values: they go on every answer.
 	v := []string{
-		strconv.Itoa(burst) + ";w=" + strconv.Itoa(int(d.Limit.Window().Round(time.Second)/time.Second)),
+		strconv.Itoa(burst) + ";w=" + strconv.Itoa(policyWindow(d.Limit)),
 		strconv.Itoa(burst),
 		strconv.Itoa(max(d.Remaining, 0)),
 		strconv.Itoa(ceilSeconds(d.Reset)),
@@ -719,6 +719,11 @@ func (g *Gateway) allow(w http.ResponseWriter, r *http.Request, st *state, bucke
 	g.writeError(w, r, connect.CodeResourceExhausted, "rate limit exceeded")
 	return false
 }
+
+// policyWindow is the "w" of RateLimit-Policy: the seconds an empty bucket
+// takes to fill, in whole seconds as the header has them, and never 0,
+// which would mean no window at all.
+func policyWindow(l ratelimit.Limit) int { return max(ceilSeconds(l.Window()), 1) }
 
 func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
 

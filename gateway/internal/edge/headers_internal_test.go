@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"portcullis.dev/gateway/internal/ratelimit"
 )
 
 func TestTrusted(t *testing.T) {
@@ -83,4 +85,18 @@ func FuzzClientHeaders(f *testing.F) {
 			t.Fatalf("client %v is neither the peer nor in %q", client, forwardedFor)
 		}
 	})
+}
+
+func TestPolicyWindow(t *testing.T) {
+	for _, tt := range []struct {
+		limit ratelimit.Limit
+		want  int
+	}{
+		{ratelimit.Limit{Rate: 10, Burst: 20}, 2},
+		{ratelimit.Limit{Rate: 0.2, Burst: 10}, 50},
+		{ratelimit.Limit{Rate: 100, Burst: 20}, 1}, // 0.2s: a window of 0 would say none
+		{ratelimit.Limit{Rate: 2, Burst: 3}, 2},    // 1.5s, up
+	} {
+		assert.Equal(t, tt.want, policyWindow(tt.limit), "%+v", tt.limit)
+	}
 }

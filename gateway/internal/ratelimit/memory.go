@@ -14,11 +14,12 @@ const sweepEvery = time.Minute
 // Memory is a [Limiter] whose buckets live in this process. It is safe for
 // concurrent use. The zero value is not usable; call [NewMemory].
 type Memory struct {
-	now func() time.Time
+	now   func() time.Time
+	epoch time.Time // times are kept as nanoseconds since, on the monotonic clock
 
 	mu sync.Mutex
-	// tats holds each bucket's theoretical arrival time in Unix
-	// nanoseconds: the bucket is full when it is in the past.
+	// tats holds each bucket's theoretical arrival time in nanoseconds
+	// since epoch: the bucket is full when it is in the past.
 	tats      map[string]int64
 	lastSweep int64
 	sweeping  bool
@@ -30,7 +31,7 @@ func NewMemory(now func() time.Time) *Memory {
 	if now == nil {
 		now = time.Now
 	}
-	return &Memory{now: now, tats: make(map[string]int64)}
+	return &Memory{now: now, epoch: now(), tats: make(map[string]int64)}
 }
 
 // Allow implements [Limiter]. It never fails.
@@ -43,7 +44,10 @@ func (m *Memory) Allow(_ context.Context, buckets ...Bucket) (Decision, error) {
 	newTATs := news[:0]
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now().UnixNano()
+	// Since epoch, not Unix time: time.Now's monotonic reading makes a
+	// step of the wall clock (NTP, a VM resumed) refuse or refill every
+	// bucket at once.
+	now := int64(m.now().Sub(m.epoch))
 	m.sweep(now)
 	worst, worstRetry := -1, int64(0)
 	for i, b := range buckets {

@@ -77,6 +77,10 @@ func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
 	opts.ReadTimeout = timeout
 	opts.WriteTimeout = timeout
 	opts.MaxRetries = -1
+	// The decision's context bounds the socket's reads and writes too, not
+	// only the wait for a connection: otherwise one decision could take
+	// the pool's wait and then ReadTimeout on top of it.
+	opts.ContextTimeoutEnabled = true
 	return redis.NewClient(opts), nil
 }
 
