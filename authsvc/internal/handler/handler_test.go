@@ -132,9 +132,16 @@ func TestAccessTokensVerifyAndRotatedKeysExpire(t *testing.T) {
 			_, err = verifier.Verify(t.Context(), fresh)
 			require.NoError(t, err, "a new kid makes the verifier fetch the set again")
 
+			// Another replica may sign with the old key until its cached
+			// active key expires (keys.DefaultCacheTTL, 5s) after the
+			// rotation: the key stays published that much longer.
+			e.Clock.Advance(authtest.AccessTTL + authtest.Leeway - 2*time.Second) // the retention and 4s
+			set, _ = fetchJWKS(t, url)
+			assert.Len(t, set, 2, "a key other replicas signed with 4s after it retired left the set")
+
 			// After the grace period the old key is gone: its tokens no
 			// longer verify, whatever their claims say.
-			e.Clock.Advance(authtest.AccessTTL + authtest.Leeway + time.Second)
+			e.Clock.Advance(3 * time.Second)
 			set, _ = fetchJWKS(t, url)
 			assert.Len(t, set, 1)
 			_, err = verifyJWT(set, old, e.Clock.Now(), false)

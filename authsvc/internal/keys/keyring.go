@@ -34,7 +34,9 @@ type Config struct {
 	RotationInterval time.Duration
 	// Retention is how long a retired key stays published: the lifetime
 	// of an access token plus the verifiers' leeway, so every token it
-	// signed has expired everywhere before it leaves the JWKS.
+	// signed has expired everywhere before it leaves the JWKS. The keyring
+	// keeps it CacheTTL longer, since other replicas may sign with it that
+	// long after it retired.
 	Retention time.Duration
 	// CacheTTL bounds how stale the active key a replica signs with may
 	// be. Zero means [DefaultCacheTTL].
@@ -183,7 +185,7 @@ func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.
 	}
 	// Keys retired so long ago that every token they signed has expired
 	// are dropped, private halves and all.
-	if _, err = tx.SigningKey.Delete().Where(signingkey.RetiredAtLT(now.Add(-r.cfg.Retention))).Exec(ctx); err != nil {
+	if _, err = tx.SigningKey.Delete().Where(signingkey.RetiredAtLT(now.Add(-r.published()))).Exec(ctx); err != nil {
 		return nil, fmt.Errorf("keys: prune: %w", err)
 	}
 	if err = tx.SigningKey.Create().SetID(k.ID).SetAlg(k.Alg).SetPublicJwk(jwk).SetPrivateKeySealed(sealed).SetCreatedAt(now).Exec(ctx); err != nil {
@@ -202,14 +204,18 @@ func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.
 	return k, nil
 }
 
+// published is how long a retired key stays in the JWKS: Retention after
+// the last token any replica may have signed with it.
+func (r *Keyring) published() time.Duration { return r.cfg.Retention + r.cfg.CacheTTL }
+
 // JWKS returns the published keys, read from the database rather than a
 // cache, so a key any replica signs with is in every replica's answer:
 // the active key first, then the retired keys still within
-// [Config.Retention], newest first.
+// [Config.Retention] and [Config.CacheTTL], newest first.
 func (r *Keyring) JWKS(ctx context.Context) ([]JWK, error) {
 	now := r.now()
 	rows, err := r.db.SigningKey.Query().
-		Where(signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(now.Add(-r.cfg.Retention)))).
+		Where(signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(now.Add(-r.published())))).
 		Order(ent.Desc(signingkey.FieldCreatedAt)).
 		All(ctx)
 	if err != nil {
