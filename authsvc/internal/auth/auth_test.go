@@ -336,8 +336,9 @@ func TestLogout(t *testing.T) {
 	require.NoError(t, e.Service.Logout(t.Context(), "unknown-token"))
 	_, err := e.Service.Refresh(t.Context(), p.RefreshToken)
 	require.ErrorIs(t, err, auth.ErrInvalidRefreshToken)
-	actions, _ := e.Events(t)
+	actions, events := e.Events(t)
 	assert.Equal(t, []string{"auth.login.succeeded", "auth.logout"}, actions)
+	assert.Equal(t, authtest.ActiveID, events[1].GetMetadata()["user_id"], "whose logout it was")
 }
 
 func TestSessions(t *testing.T) {

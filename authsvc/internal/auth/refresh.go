@@ -141,7 +141,14 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		if err != nil || n == 0 {
 			return err
 		}
-		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.logout", "session:"+tok.SessionID, auditv1.Outcome_OUTCOME_SUCCESS, nil))
+		// Logout is public, so the event has no actor: the user is in its
+		// metadata, or a user's logouts could not be found.
+		userID, err := tx.Session.Query().Where(session.ID(tok.SessionID)).Select(session.FieldUserID).String(ctx)
+		if err != nil {
+			return fmt.Errorf("auth: logout: %w", err)
+		}
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.logout", "session:"+tok.SessionID, auditv1.Outcome_OUTCOME_SUCCESS,
+			map[string]string{"user_id": userID}))
 	})
 }
 

@@ -341,7 +341,7 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 				return invalid("code", "required to turn off your own TOTP")
 			}
 			if totpLockedAt(c, now) {
-				return ErrInvalidTOTPCode
+				return totpLocked
 			}
 			secret, err := s.openSecret(c)
 			if err != nil {
@@ -352,10 +352,7 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 				return totpWrong // counted below, once this transaction is undone
 			}
 			if err := consumeStep(ctx, tx, userID, step, now); err != nil {
-				if errors.As(err, new(totpFailure)) {
-					return ErrInvalidTOTPCode
-				}
-				return err
+				return err // a totpFailure is recorded below
 			}
 		}
 		if err := tx.TOTPCredential.DeleteOne(c).Exec(ctx); err != nil {
@@ -367,8 +364,19 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 		meta := map[string]string{"by_admin": fmt.Sprint(!self)}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.totp.disabled", "user:"+userID, auditv1.Outcome_OUTCOME_SUCCESS, meta))
 	})
-	if errors.Is(err, totpWrong) {
-		if err := s.withTx(ctx, func(tx *ent.Tx) error { return s.countTOTPFailure(ctx, tx, userID, now) }); err != nil {
+	if reason := totpFailure(""); errors.As(err, &reason) {
+		// Recorded, and a wrong code counted, once the change is undone:
+		// guesses made with a stolen access token leave a trace before
+		// the lockout, not only when it starts.
+		if err := s.withTx(ctx, func(tx *ent.Tx) error {
+			if reason == totpWrong {
+				if err := s.countTOTPFailure(ctx, tx, userID, now); err != nil {
+					return err
+				}
+			}
+			return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.totp.disable_refused", "user:"+userID, auditv1.Outcome_OUTCOME_DENIED,
+				map[string]string{"reason": string(reason)}))
+		}); err != nil {
 			return err
 		}
 		return ErrInvalidTOTPCode

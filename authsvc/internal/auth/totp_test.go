@@ -301,6 +301,15 @@ func TestDisableTOTPSpendsItsCode(t *testing.T) {
 		require.ErrorIs(t, u.login(t, right), auth.ErrTOTPRequired, "locked")
 		_, locks := u.audit(t)
 		require.Len(t, locks, 1)
+		var refused []string
+		actions, events := u.Events(t)
+		for i, a := range actions {
+			if a == "auth.totp.disable_refused" {
+				refused = append(refused, events[i].GetMetadata()["reason"])
+			}
+		}
+		assert.Equal(t, []string{"totp_invalid", "totp_invalid", "totp_invalid", "totp_locked"}, refused,
+			"each refusal is in the audit log, not only the lockout")
 
 		u.Clock.Advance(lockout.Duration)
 		require.NoError(t, u.Service.DisableTOTP(t.Context(), authtest.ActiveID, true, code(t, u.secret, u.Clock.Now())))
