@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"portcullis.dev/identitysvc/ent"
+	"portcullis.dev/identitysvc/ent/predicate"
 	"portcullis.dev/identitysvc/ent/user"
 	"portcullis.dev/kernel/outbox"
 	auditv1 "portcullis.dev/proto/audit/v1"
@@ -67,16 +68,29 @@ func (s *Service) refuse(ctx context.Context, password string) error {
 // !allowed, nil for the right one (which clears the count and upgrades a
 // hash made with other parameters). Every refusal costs one hash, so
 // timing does not tell them apart.
+//
+// The lock and the hash are read again once the hash is done: u was read
+// before the call waited for a hashing slot, and a burst of guesses all
+// read before the lockout began must not each be judged as if it had not.
+// A password changed meanwhile (a reset) refuses the old one.
 func (s *Service) authenticate(ctx context.Context, u *ent.User, password string, allowed bool) error {
 	now := s.now()
 	ok, stale, err := s.hasher.check(ctx, password, u.PasswordHash)
 	if err != nil {
 		return err
 	}
-	if u.LockedUntil != nil && now.Before(*u.LockedUntil) {
+	cur, err := s.db.User.Query().Where(user.ID(u.ID)).
+		Select(user.FieldPasswordHash, user.FieldFailedAttempts, user.FieldLockedUntil).Only(ctx)
+	if err != nil {
+		return fmt.Errorf("read the lockout state: %w", err)
+	}
+	if lockedAt(cur, now) {
 		// Checked after hashing, for the timing; attempts while locked do
 		// not count (the lock already stops them) and do not extend it.
 		return ErrLocked
+	}
+	if cur.PasswordHash != u.PasswordHash {
+		return ErrInvalidCredentials // not counted: it was the password a moment ago
 	}
 	if !ok {
 		return s.recordFailure(ctx, u, now)
@@ -84,24 +98,38 @@ func (s *Service) authenticate(ctx context.Context, u *ent.User, password string
 	if !allowed {
 		return ErrInvalidCredentials
 	}
-	if u.FailedAttempts == 0 && u.LockedUntil == nil && !stale {
+	if cur.FailedAttempts == 0 && cur.LockedUntil == nil && !stale {
 		return nil
 	}
-	upd := s.db.User.Update().Where(user.ID(u.ID)).SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil()
+	// The hash condition also keeps a concurrent password change from
+	// being overwritten by the upgrade with the old password.
+	upd := s.db.User.Update().Where(user.ID(u.ID), user.PasswordHash(u.PasswordHash), notLockedAt(now)).
+		SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil()
 	if stale {
 		// The password is known right now: upgrade its hash to the current
-		// parameters — unless it changed meanwhile, which the condition on
-		// the old hash detects, so a concurrent password change is never
-		// overwritten with the old password.
+		// parameters.
 		if hash, err := s.hasher.hash(ctx, password); err == nil {
-			upd = s.db.User.Update().Where(user.ID(u.ID), user.PasswordHash(u.PasswordHash)).
-				SetPasswordHash(hash).SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil()
+			upd.SetPasswordHash(hash)
 		}
 	}
-	if err := upd.Exec(ctx); err != nil {
+	n, err := upd.Save(ctx)
+	if err != nil {
 		return fmt.Errorf("clear failed attempts: %w", err)
 	}
+	if n == 0 {
+		return ErrLocked // locked, or changed, since the read above
+	}
 	return nil
+}
+
+// lockedAt reports whether u refuses passwords at now.
+func lockedAt(u *ent.User, now time.Time) bool {
+	return u.LockedUntil != nil && now.Before(*u.LockedUntil)
+}
+
+// notLockedAt is lockedAt's opposite, in SQL.
+func notLockedAt(now time.Time) predicate.User {
+	return user.Or(user.LockedUntilIsNil(), user.LockedUntilLTE(now))
 }
 
 // recordFailure counts a failed attempt atomically (concurrent failures all
@@ -119,7 +147,7 @@ func (s *Service) recordFailure(ctx context.Context, u *ent.User, now time.Time)
 			UPDATE users SET
 				failed_attempts = CASE WHEN failure_window_start IS NULL OR failure_window_start < $2 THEN 1 ELSE failed_attempts + 1 END,
 				failure_window_start = CASE WHEN failure_window_start IS NULL OR failure_window_start < $2 THEN $3 ELSE failure_window_start END
-			WHERE id = $1
+			WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $3)
 			RETURNING failed_attempts`, u.ID, now.Add(-lock.Window), now)
 		if err != nil {
 			return err
@@ -132,6 +160,9 @@ func (s *Service) recordFailure(ctx context.Context, u *ent.User, now time.Time)
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
+		}
+		if attempts == 0 {
+			return ErrLocked // by a failure that counted meanwhile: this one does not
 		}
 		if attempts < lock.Threshold {
 			return errCommitThen{ErrInvalidCredentials} // the count must stick

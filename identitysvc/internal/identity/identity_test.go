@@ -237,6 +237,61 @@ func TestVerifyCredentialsAndLockout(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestLockoutHoldsAgainstABurst: guesses sent at once all read the user
+// before they wait for a hashing slot. Once three have failed, the rest
+// are judged against the lock, not the user as it was: they neither count
+// from zero again (locking again, and again) nor let a right password in.
+func TestLockoutHoldsAgainstABurst(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "burst@example.com")
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Go(func() {
+			_, err := f.svc.VerifyCredentials(t.Context(), "burst@example.com", "wrong password!")
+			assert.Equal(t, identity.ErrInvalidCredentials, err)
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, 2, f.events(t), "user.created and one login.locked")
+	assert.True(t, f.locked(t, u.ID))
+	_, err := f.svc.VerifyCredentials(t.Context(), "burst@example.com", "correct horse battery")
+	assert.Equal(t, identity.ErrInvalidCredentials, err)
+	assert.True(t, f.locked(t, u.ID), "a right password cleared the lock")
+}
+
+// TestChangePasswordLosesToAResetMeanwhile: a change whose current
+// password was checked before a reset committed does not undo the reset.
+func TestChangePasswordLosesToAResetMeanwhile(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "race@example.com")
+	ctx := t.Context()
+	// The reset commits while the change hashes its new password: here,
+	// between the change's check of the current password and its write,
+	// which the hook below runs in.
+	reset := func() {
+		_, err := f.db.DB.ExecContext(ctx, `UPDATE users SET password_hash = 'reset' WHERE id = $1`, u.ID)
+		require.NoError(t, err)
+	}
+	f.db.Ent.User.Use(func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if um, ok := m.(*ent.UserMutation); ok && um.Op().Is(ent.OpUpdate) {
+				if _, set := um.PasswordHash(); set && reset != nil {
+					reset()
+					reset = nil
+				}
+			}
+			return next.Mutate(ctx, m)
+		})
+	})
+	err := f.svc.ChangePassword(ctx, u.ID, "correct horse battery", "another good password", "")
+	assert.ErrorIs(t, err, identity.ErrWrongPassword)
+	var hash string
+	require.NoError(t, f.db.DB.QueryRowContext(ctx, `SELECT password_hash FROM users WHERE id = $1`, u.ID).Scan(&hash))
+	assert.Equal(t, "reset", hash, "the change overwrote the reset")
+}
+
 // locked reports whether id is locked now, by the fixture's clock.
 func (f *fixture) locked(t *testing.T, id uuid.UUID) bool {
 	t.Helper()

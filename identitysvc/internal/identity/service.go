@@ -497,12 +497,19 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 	}
 	var end *pendingEnd
 	err = s.inTx(ctx, func(tx *ent.Tx) error {
-		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil()).SetPasswordHash(hash).SetUpdatedAt(s.now()).Save(ctx)
+		// Only over the password just checked: a reset that committed
+		// while the new one was hashed must not be undone by a caller who
+		// knew the old password.
+		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil(), user.PasswordHash(u.PasswordHash)).
+			SetPasswordHash(hash).SetUpdatedAt(s.now()).Save(ctx)
 		if err != nil {
 			return err
 		}
 		if n == 0 {
-			return ErrNotFound // deleted meanwhile
+			if _, err := s.liveUser(ctx, id); err != nil {
+				return err // deleted meanwhile
+			}
+			return ErrWrongPassword // changed meanwhile: current is no longer the password
 		}
 		if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
 			return err
