@@ -22,7 +22,9 @@ type Config struct {
 	ListenerMaxReconnect time.Duration `koanf:"listener_max_reconnect" validate:"min=0,max=1h"`
 	// ListenerPingInterval is how often the notification connection is
 	// pinged, so that a connection that died silently (a network
-	// partition) is noticed and the cache dropped. Zero means 5s.
+	// partition) is noticed and the cache dropped: a ping unanswered for
+	// as long (at least 1s) stops the caching until it is answered. Zero
+	// means 5s.
 	ListenerPingInterval time.Duration `koanf:"listener_ping_interval" validate:"min=0,max=1h"`
 	// BootstrapAdmins are user IDs given the built-in admin role at start,
 	// idempotently: how the first administrator comes to be. Empty gives

@@ -476,6 +476,30 @@ func TestLostNotificationsDropTheCache(t *testing.T) {
 	assert.False(t, r.check(t, "carol", "infra.hosts.drain", ""))
 }
 
+// TestABurstOfChangesDoesNotStopTheListener: pq reads a ping's answer on
+// the connection the notifications arrive on, and stops reading while
+// they wait to be taken. A burst of changes arriving while the replica
+// waited for a ping stopped its listener for good, and it served what it
+// had cached from then on.
+func TestABurstOfChangesDoesNotStopTheListener(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	_, admin := kerneltest.Postgres(t)
+	a := startReplica(t, dsn, schema, authz.Config{})
+	b := startReplica(t, dsn, schema, authz.Config{ListenerPingInterval: time.Millisecond}) // a ping always in flight
+	role := a.mustRole(t, "ops", "infra.hosts.reboot")
+	a.mustAssign(t, "carol", role, "")
+	for range 5 {
+		_, err := admin.ExecContext(t.Context(), `SELECT pg_notify('authz_changes_`+schema+`', 'user:someone-' || i) FROM generate_series(1, 2000) i`)
+		require.NoError(t, err)
+	}
+	b.prime(t, "carol", "infra.hosts.reboot", true)
+	_, err := a.RevokePermissions(t.Context(), role.ID.String(), []string{"infra.hosts.reboot"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return !b.check(t, "carol", "infra.hosts.reboot", "") }, 5*time.Second, time.Millisecond,
+		"the revocation never reached the replica")
+}
+
 func TestConcurrentChecksAndChanges(t *testing.T) {
 	t.Parallel()
 	dsn, schema := newSchema(t)
