@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"time"
 
@@ -15,10 +16,14 @@ import (
 type observer struct {
 	logger  *slog.Logger
 	metrics *metrics
+	// recover answers a panic; connect.WithRecover's covers only the
+	// handler, not the interceptors between it and the observer (the
+	// enforcer, an Authenticator, an Authorizer, the server's own).
+	recover func(ctx context.Context, spec connect.Spec, header http.Header, p any) error
 }
 
 func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+	return func(ctx context.Context, req connect.AnyRequest) (resp connect.AnyResponse, err error) {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
@@ -27,10 +32,14 @@ func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		gauge := o.metrics.inFlight.WithLabelValues(procedure)
 		gauge.Inc()
 		start := time.Now()
-		resp, err := next(ctx, req)
-		gauge.Dec()
-		o.done(ctx, procedure, req.Peer().Addr, err, time.Since(start))
-		return resp, err
+		defer func() {
+			if p := recover(); p != nil {
+				resp, err = nil, o.recover(ctx, req.Spec(), req.Header(), p)
+			}
+			gauge.Dec()
+			o.done(ctx, procedure, req.Peer().Addr, err, time.Since(start))
+		}()
+		return next(ctx, req)
 	}
 }
 
@@ -39,16 +48,20 @@ func (o *observer) WrapStreamingClient(next connect.StreamingClientFunc) connect
 }
 
 func (o *observer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) (err error) {
 		procedure := conn.Spec().Procedure
 		ctx = logging.WithProcedure(ctx, procedure)
 		gauge := o.metrics.inFlight.WithLabelValues(procedure)
 		gauge.Inc()
 		start := time.Now()
-		err := next(ctx, conn)
-		gauge.Dec()
-		o.done(ctx, procedure, conn.Peer().Addr, err, time.Since(start))
-		return err
+		defer func() {
+			if p := recover(); p != nil {
+				err = o.recover(ctx, conn.Spec(), conn.RequestHeader(), p)
+			}
+			gauge.Dec()
+			o.done(ctx, procedure, conn.Peer().Addr, err, time.Since(start))
+		}()
+		return next(ctx, conn)
 	}
 }
 

@@ -179,7 +179,7 @@ func (s *Server) HandlerOptions() []connect.HandlerOption {
 	// The chain, outermost first: the access log and metrics see every
 	// outcome, including refusals; enforcement runs before any handler.
 	chain := append([]connect.Interceptor{
-		&observer{logger: s.logger, metrics: s.metrics},
+		&observer{logger: s.logger, metrics: s.metrics, recover: s.recover},
 		&enforcer{policy: s.policy, logger: s.logger},
 	}, s.interceptors...)
 	return []connect.HandlerOption{

@@ -164,6 +164,43 @@ func TestProceduresWithoutPolicyAreRefused(t *testing.T) {
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
 }
 
+// TestPanicOutsideTheHandler: connect.WithRecover covers the handler
+// only. A panic in an interceptor (an Authorizer's, the server's own) is
+// Internal too, and the call is counted and leaves the in-flight gauge.
+func TestPanicOutsideTheHandler(t *testing.T) {
+	t.Parallel()
+	a := newAccess(t)
+	var logs syncBuffer
+	panicky := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if req.Header().Get("X-Panic") != "" {
+				panic("secret internals")
+			}
+			return next(ctx, req)
+		}
+	})
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithAccessPolicy(a.policy()), rpc.WithLogger(jsonLogger(&logs)), rpc.WithInterceptors(panicky))
+	url := startServer(t, srv, &identityStub{})
+	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, url)
+
+	req := connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"})
+	req.Header().Set("X-Panic", "1")
+	_, err := client.CreateUser(t.Context(), req)
+	assert.Equal(t, connect.CodeInternal, connect.CodeOf(err))
+	assert.NotContains(t, err.Error(), "secret internals")
+	assert.Contains(t, logs.String(), "secret internals", "the panic is not logged")
+	_, err = client.CreateUser(t.Context(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "a@example.com"}))
+	require.NoError(t, err, "the server survived")
+
+	resp, err := http.Get(url + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Contains(t, string(body), `portcullis_rpc_requests_total{code="internal",procedure="/portcullis.identity.v1.IdentityService/CreateUser",service="identitysvc"} 1`)
+	assert.Contains(t, string(body), `portcullis_rpc_in_flight{procedure="/portcullis.identity.v1.IdentityService/CreateUser",service="identitysvc"} 0`)
+}
+
 func TestRequestIDRecoveryAndStandardEndpoints(t *testing.T) {
 	t.Parallel()
 	a := newAccess(t)
