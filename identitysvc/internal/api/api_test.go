@@ -38,6 +38,7 @@ type admins map[string]bool
 func (a admins) Check(_ context.Context, subject, _ string) (bool, error) { return a[subject], nil }
 
 type server struct {
+	db      *database.Client[*ent.Client]
 	svc     *identity.Service
 	mail    string // the DirMailer's folder
 	client  identityv1connect.IdentityServiceClient
@@ -70,7 +71,7 @@ func startServer(t *testing.T, opts ...identity.Option) *server {
 	require.NoError(t, err)
 	tokens, err := authn.NewServiceTokenSource("authsvc", svcCfg)
 	require.NoError(t, err)
-	s := &server{svc: svc, mail: mailDir, issuer: issuer, service: tokens, admins: admins{}}
+	s := &server{db: db, svc: svc, mail: mailDir, issuer: issuer, service: tokens, admins: admins{}}
 
 	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
 		rpc.WithAccessPolicy(&rpc.AccessPolicy{Users: issuer.NewVerifier(), Services: services, Authorizer: s.admins}))
@@ -475,6 +476,9 @@ func TestAdminEmailChangeNeedsEverythingTheUserHolds(t *testing.T) {
 	}
 
 	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(update("helpdesk", "mine@example.com")), "outranked")
+	var refused int
+	require.NoError(t, s.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox_events WHERE position(convert_to('identity.user.email_change_refused', 'UTF8') in payload) > 0`).Scan(&refused))
+	assert.Equal(t, 1, refused, "the attempt on a higher account is not in the audit log")
 	assert.NoError(t, update("helpdesk", "root@example.com"), "an unchanged email needs no check")
 	authority.err = errors.New("authzsvc down")
 	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(update("superadmin", "new-root@example.com")))

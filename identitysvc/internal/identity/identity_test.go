@@ -461,7 +461,11 @@ func TestPasswordReset(t *testing.T) {
 	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
 	newer := f.lastToken(t, "frank@example.com", "Reset")
 	assert.ErrorIs(t, f.svc.ResetPassword(ctx, older, "yet another password"), identity.ErrInvalidToken)
-	// Garbage and wrong-purpose tokens.
+	// Garbage and wrong-purpose tokens, none of them worth a hash: anyone
+	// can send them, and the hashing slots are the logins'.
+	hashes := identity.HashCount(f.svc)
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, "garbage-"+strings.Repeat("x", 35), "yet another password"), identity.ErrInvalidToken)
+	assert.Equal(t, hashes, identity.HashCount(f.svc), "a made-up token cost a hash")
 	assert.ErrorIs(t, f.svc.ResetPassword(ctx, "garbage", "yet another password"), identity.ErrInvalidToken)
 	assert.ErrorIs(t, f.svc.ResetPassword(ctx, strings.Repeat("x", 1<<20), "yet another password"), identity.ErrInvalidToken)
 	require.NoError(t, f.svc.RequestEmailVerification(ctx, u.ID))

@@ -308,6 +308,14 @@ func (s *Service) ConfirmEmailChangeBy(ctx context.Context, caller string, id uu
 	case err != nil:
 		return fmt.Errorf("%w: %v", ErrAuthorityUnavailable, err)
 	case !covers:
+		// An attempt on an account that holds more than the caller is
+		// what a takeover begins with: it is recorded.
+		if err := s.inTx(ctx, func(tx *ent.Tx) error {
+			return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "identity.user.email_change_refused", "user:"+id.String(), auditv1.Outcome_OUTCOME_DENIED,
+				map[string]string{"reason": "outranked", "by": caller}))
+		}); err != nil {
+			return err
+		}
 		return ErrOutranked
 	}
 	return nil

@@ -170,8 +170,18 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 	if err := checkPasswordRules(password, s.cfg.MinPasswordLength); err != nil {
 		return err
 	}
-	// Refuse an obviously bad token before spending a hash on it.
+	// A token that cannot be used is refused before a hash is spent on
+	// it: anyone may send one, and the hashing slots are what every login
+	// waits for. useToken checks it again, under its lock.
 	if token == "" || len(token) > maxTokenLen {
+		return ErrInvalidToken
+	}
+	live, err := s.db.OneTimeToken.Query().Where(onetimetoken.TokenHash(hashToken(token)),
+		onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword), onetimetoken.UsedAtIsNil(), onetimetoken.ExpiresAtGT(s.now())).Exist(ctx)
+	if err != nil {
+		return err
+	}
+	if !live {
 		return ErrInvalidToken
 	}
 	hash, err := s.hasher.hash(ctx, password)
