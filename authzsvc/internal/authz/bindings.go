@@ -36,6 +36,13 @@ func (s *Service) AssignRole(ctx context.Context, user, roleID, resource string)
 	}
 	var b Binding
 	err = s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
+		// Shared, against GrantPermissions' exclusive lock: a grant made
+		// to the role meanwhile commits first and is judged here too, or
+		// the binding, whose foreign key waits for it, would give what
+		// the caller was never checked for.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM roles WHERE id = $1 FOR SHARE`, rid); err != nil {
+			return err
+		}
 		role, err := s.getRole(ctx, tx.Client(), rid)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package authz_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,6 +88,37 @@ func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 
 // TestCovers: a user covers another when they hold everything the other
 // holds, everywhere and on each of the other's resources.
+// TestBindingWaitsForAGrantToItsRole: a binding made while the role is
+// being granted more is judged on what the role has once the grant
+// commits, not on what it had before.
+func TestBindingWaitsForAGrantToItsRole(t *testing.T) {
+	t.Parallel()
+	r := newReplica(t)
+	r.mustAssign(t, "binder", r.mustRole(t, "binders", "authz.bindings.write", "docs.pages.read"), "")
+	readers := r.mustRole(t, "readers", "docs.pages.read")
+
+	// An administrator's grant of docs.pages.write to readers, begun and
+	// not yet committed, as GrantPermissions holds it.
+	grant, err := r.db.DB.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	defer func() { _ = grant.Rollback() }()
+	_, err = grant.ExecContext(t.Context(), `SELECT 1 FROM roles WHERE id = $1 FOR UPDATE`, readers.ID)
+	require.NoError(t, err)
+	_, err = grant.ExecContext(t.Context(), `INSERT INTO permissions (role_id, name, created_at) VALUES ($1, 'docs.pages.write', now())`, readers.ID)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.AssignRole(authn.NewContext(t.Context(), authn.Principal{Kind: authn.KindUser, Subject: "binder"}), "bob", readers.ID.String(), "")
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // AssignRole waits for the grant
+	require.NoError(t, grant.Commit())
+	err = <-done
+	require.Error(t, err, "bound to a role that gives what the binder does not hold")
+	assert.Equal(t, authz.KindPermissionDenied, authz.KindOf(err))
+}
+
 func TestCovers(t *testing.T) {
 	t.Parallel()
 	r := newReplica(t)
