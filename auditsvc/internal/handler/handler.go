@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"portcullis.dev/auditsvc/internal/audit"
+	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
@@ -134,6 +135,9 @@ func (h *Handler) connectError(ctx context.Context, err error) error {
 	}
 	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
+	}
+	if database.IsConflict(err) {
+		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	h.logger.ErrorContext(ctx, "audit request failed", "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))

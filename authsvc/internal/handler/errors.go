@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"portcullis.dev/authsvc/internal/auth"
+	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/rpc"
 	authv1 "portcullis.dev/proto/auth/v1"
 )
@@ -57,6 +58,9 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 	}
 	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
+	}
+	if database.IsConflict(err) {
+		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	h.logger.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("error", err.Error()))
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))

@@ -14,6 +14,7 @@ import (
 
 	"portcullis.dev/identitysvc/internal/identity"
 	"portcullis.dev/kernel/authn"
+	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/rpc"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
@@ -295,6 +296,9 @@ func toConnect(ctx context.Context, err error) error {
 	}
 	if cerr, ok := rpc.ContextError(ctx, err); ok {
 		return cerr
+	}
+	if database.IsConflict(err) {
+		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	return connect.NewError(connect.CodeInternal, errInternal{err})
 }

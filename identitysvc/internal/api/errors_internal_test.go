@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 
 	"portcullis.dev/identitysvc/internal/identity"
@@ -27,6 +28,9 @@ func TestToConnect(t *testing.T) {
 		{"busy", fmt.Errorf("%w: %w", identity.ErrBusy, context.DeadlineExceeded), connect.CodeUnavailable, "busy: too many password checks in progress; retry later"},
 		{"locked, to the account's owner", identity.ErrLocked, connect.CodeResourceExhausted, "account temporarily locked"},
 		{"unexpected", errors.New("pq: connection refused"), connect.CodeInternal, "internal error"},
+		// Two changes of one user at once: PostgreSQL aborts one, which
+		// may be made again.
+		{"deadlock", fmt.Errorf("use token: %w", &pq.Error{Code: "40P01", Message: "deadlock detected"}), connect.CodeAborted, "the change met a concurrent one; retry"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
