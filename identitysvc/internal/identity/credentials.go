@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
+
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/ent/predicate"
 	"portcullis.dev/identitysvc/ent/user"
@@ -43,7 +45,7 @@ func (s *Service) VerifyCredentials(ctx context.Context, email, password string)
 	if err != nil {
 		return User{}, fmt.Errorf("verify credentials: look up user: %w", err)
 	}
-	if err := s.authenticate(ctx, u, password, Status(u.Status) == StatusActive); err != nil {
+	if _, err := s.authenticate(ctx, u, password, Status(u.Status) == StatusActive); err != nil {
 		if errors.Is(err, ErrLocked) {
 			return User{}, ErrInvalidCredentials
 		}
@@ -67,59 +69,85 @@ func (s *Service) refuse(ctx context.Context, password string) error {
 // password (counted towards the lockout) and for the right password when
 // !allowed, nil for the right one (which clears the count and upgrades a
 // hash made with other parameters). Every refusal costs one hash, so
-// timing does not tell them apart.
+// timing does not tell them apart. It returns the hash stored once it is
+// done, for a change that must be made over the password it checked.
 //
 // The lock and the hash are read again once the hash is done: u was read
 // before the call waited for a hashing slot, and a burst of guesses all
 // read before the lockout began must not each be judged as if it had not.
-// A password changed meanwhile (a reset) refuses the old one.
-func (s *Service) authenticate(ctx context.Context, u *ent.User, password string, allowed bool) error {
+// A hash that changed meanwhile, by a reset or by another login's
+// upgrade, is checked in its turn (one more hash, in that rare case).
+func (s *Service) authenticate(ctx context.Context, u *ent.User, password string, allowed bool) (string, error) {
 	now := s.now()
-	ok, stale, err := s.hasher.check(ctx, password, u.PasswordHash)
-	if err != nil {
-		return err
+	hash := u.PasswordHash
+	for range 2 {
+		ok, stale, err := s.hasher.check(ctx, password, hash)
+		if err != nil {
+			return "", err
+		}
+		cur, err := s.lockoutState(ctx, u.ID)
+		if err != nil {
+			return "", err
+		}
+		if lockedAt(cur, now) {
+			// Checked after hashing, for the timing; attempts while locked
+			// do not count (the lock already stops them) and do not extend
+			// it.
+			return "", ErrLocked
+		}
+		if cur.PasswordHash != hash {
+			hash = cur.PasswordHash
+			continue
+		}
+		if !ok {
+			return "", s.recordFailure(ctx, u, now)
+		}
+		if !allowed {
+			return "", ErrInvalidCredentials
+		}
+		if cur.FailedAttempts == 0 && cur.LockedUntil == nil && !stale {
+			return hash, nil
+		}
+		// Over the hash just checked, and only while unlocked: a change of
+		// the password meanwhile is never overwritten with the old one,
+		// and a lock set meanwhile stands.
+		stored := hash
+		upd := s.db.User.Update().Where(user.ID(u.ID), user.PasswordHash(hash), notLockedAt(now)).
+			SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil()
+		if stale {
+			// The password is known right now: upgrade its hash to the
+			// current parameters.
+			if upgraded, err := s.hasher.hash(ctx, password); err == nil {
+				upd.SetPasswordHash(upgraded)
+				stored = upgraded
+			}
+		}
+		n, err := upd.Save(ctx)
+		if err != nil {
+			return "", fmt.Errorf("clear failed attempts: %w", err)
+		}
+		if n > 0 {
+			return stored, nil
+		}
+		// Locked or changed since the read: judged again on the row as it
+		// is now.
+		if cur, err = s.lockoutState(ctx, u.ID); err != nil {
+			return "", err
+		}
+		hash = cur.PasswordHash
 	}
-	cur, err := s.db.User.Query().Where(user.ID(u.ID)).
+	// Changed twice while it was checked: not this password's failure.
+	return "", ErrInvalidCredentials
+}
+
+// lockoutState reads what authenticate decides on.
+func (s *Service) lockoutState(ctx context.Context, id uuid.UUID) (*ent.User, error) {
+	cur, err := s.db.User.Query().Where(user.ID(id)).
 		Select(user.FieldPasswordHash, user.FieldFailedAttempts, user.FieldLockedUntil).Only(ctx)
 	if err != nil {
-		return fmt.Errorf("read the lockout state: %w", err)
+		return nil, fmt.Errorf("read the lockout state: %w", err)
 	}
-	if lockedAt(cur, now) {
-		// Checked after hashing, for the timing; attempts while locked do
-		// not count (the lock already stops them) and do not extend it.
-		return ErrLocked
-	}
-	if cur.PasswordHash != u.PasswordHash {
-		return ErrInvalidCredentials // not counted: it was the password a moment ago
-	}
-	if !ok {
-		return s.recordFailure(ctx, u, now)
-	}
-	if !allowed {
-		return ErrInvalidCredentials
-	}
-	if cur.FailedAttempts == 0 && cur.LockedUntil == nil && !stale {
-		return nil
-	}
-	// The hash condition also keeps a concurrent password change from
-	// being overwritten by the upgrade with the old password.
-	upd := s.db.User.Update().Where(user.ID(u.ID), user.PasswordHash(u.PasswordHash), notLockedAt(now)).
-		SetFailedAttempts(0).ClearFailureWindowStart().ClearLockedUntil()
-	if stale {
-		// The password is known right now: upgrade its hash to the current
-		// parameters.
-		if hash, err := s.hasher.hash(ctx, password); err == nil {
-			upd.SetPasswordHash(hash)
-		}
-	}
-	n, err := upd.Save(ctx)
-	if err != nil {
-		return fmt.Errorf("clear failed attempts: %w", err)
-	}
-	if n == 0 {
-		return ErrLocked // locked, or changed, since the read above
-	}
-	return nil
+	return cur, nil
 }
 
 // lockedAt reports whether u refuses passwords at now.

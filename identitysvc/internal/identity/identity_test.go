@@ -420,6 +420,41 @@ func TestHashParametersAreUpgradedOnLogin(t *testing.T) {
 	require.NoError(t, err, "the upgraded hash does not verify")
 }
 
+// TestChangePasswordOverAStaleHash: checking the current password
+// upgrades its hash first; the change is made over the upgraded one, not
+// refused as if the password had changed meanwhile.
+func TestChangePasswordOverAStaleHash(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u := f.create(t, "stale@example.com")
+	stronger := f.cfg
+	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
+	g := newFixtureOn(t, f.db, stronger)
+	require.NoError(t, g.svc.ChangePassword(t.Context(), u.ID, "correct horse battery", "a changed password", ""))
+	_, err := g.svc.VerifyCredentials(t.Context(), "stale@example.com", "a changed password")
+	require.NoError(t, err)
+}
+
+// TestLoginsRacingAnUpgrade: logins with the right password at once, the
+// hash stale: the first to finish upgrades it under the others, which
+// must not be refused for it.
+func TestLoginsRacingAnUpgrade(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create(t, "race-upgrade@example.com")
+	stronger := f.cfg
+	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
+	g := newFixtureOn(t, f.db, stronger)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_, err := g.svc.VerifyCredentials(t.Context(), "race-upgrade@example.com", "correct horse battery")
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+}
+
 func TestPasswordReset(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

@@ -220,17 +220,15 @@ func (s *Service) liveUser(ctx context.Context, id uuid.UUID) (*ent.User, error)
 // towards the account's lockout as at login. A disabled user may still
 // confirm with a token issued before being disabled: what needs it only
 // keeps the account safer.
-func (s *Service) checkCurrentPassword(ctx context.Context, u *ent.User, password string) error {
+func (s *Service) checkCurrentPassword(ctx context.Context, u *ent.User, password string) (hash string, err error) {
 	if len(password) > MaxPasswordBytes {
-		return ErrWrongPassword
+		return "", ErrWrongPassword
 	}
-	if err := s.authenticate(ctx, u, password, true); err != nil {
-		if errors.Is(err, ErrInvalidCredentials) {
-			return ErrWrongPassword
-		}
-		return err
+	hash, err = s.authenticate(ctx, u, password, true)
+	if errors.Is(err, ErrInvalidCredentials) {
+		return "", ErrWrongPassword
 	}
-	return nil
+	return hash, err
 }
 
 // ConfirmOwnEmailChange checks the password users give to change their own
@@ -254,7 +252,8 @@ func (s *Service) ConfirmOwnEmailChange(ctx context.Context, id uuid.UUID, email
 	if password == "" {
 		return &ValidationError{Field: "current_password", Reason: "is required to change your own email"}
 	}
-	return s.checkCurrentPassword(ctx, u, password)
+	_, err = s.checkCurrentPassword(ctx, u, password)
+	return err
 }
 
 // VerifyPassword checks the password signed-in user id gives to confirm a
@@ -270,7 +269,8 @@ func (s *Service) VerifyPassword(ctx context.Context, id uuid.UUID, password str
 	if err != nil {
 		return err
 	}
-	return s.checkCurrentPassword(ctx, u, password)
+	_, err = s.checkCurrentPassword(ctx, u, password)
+	return err
 }
 
 // Authority says whether subject holds every permission target holds: the
@@ -496,7 +496,8 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 	if err != nil {
 		return err
 	}
-	if err := s.checkCurrentPassword(ctx, u, current); err != nil {
+	checked, err := s.checkCurrentPassword(ctx, u, current)
+	if err != nil {
 		return err
 	}
 	hash, err := s.hasher.hash(ctx, next)
@@ -508,7 +509,7 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 		// Only over the password just checked: a reset that committed
 		// while the new one was hashed must not be undone by a caller who
 		// knew the old password.
-		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil(), user.PasswordHash(u.PasswordHash)).
+		n, err := tx.User.Update().Where(user.ID(id), user.DeletedAtIsNil(), user.PasswordHash(checked)).
 			SetPasswordHash(hash).SetUpdatedAt(s.now()).Save(ctx)
 		if err != nil {
 			return err
