@@ -162,6 +162,10 @@ func Defaults() (Config, error) {
 // minRate is the least rate limit, in requests a second: one a day.
 const minRate = 1.0 / (24 * 60 * 60)
 
+// maxWindow bounds the time an empty bucket takes to fill: a year is
+// beyond any limit worth having, and far inside what the buckets can hold.
+const maxWindow = 365 * 24 * time.Hour
+
 // Validate checks the rules the validate tags cannot express.
 func (c Config) Validate() error {
 	var errs []error
@@ -183,12 +187,21 @@ func (c Config) Validate() error {
 	// A rate under one a day is a typo, and a small enough one overflows
 	// the bucket's interval; zero turns the bucket off. (A million a
 	// second, the tags' maximum, is the finest interval Redis keeps.)
+	rl := c.RateLimit
 	for _, r := range []struct {
-		key  string
-		rate float64
-	}{{"ratelimit.ip_rate", c.RateLimit.IPRate}, {"ratelimit.user_rate", c.RateLimit.UserRate}, {"ratelimit.credential_rate", c.RateLimit.CredentialRate}} {
-		if r.rate > 0 && r.rate < minRate {
-			errs = append(errs, &kconfig.KeyError{Key: r.key, Err: fmt.Errorf("must be 0 (off) or at least %.8f (one a day), got %g", minRate, r.rate)})
+		key   string
+		rate  float64
+		burst int
+	}{{"ratelimit.ip_rate", rl.IPRate, rl.IPBurst}, {"ratelimit.user_rate", rl.UserRate, rl.UserBurst}, {"ratelimit.credential_rate", rl.CredentialRate, rl.CredentialBurst}} {
+		switch {
+		case r.rate == 0:
+		case r.rate < minRate:
+			errs = append(errs, &kconfig.KeyError{Key: r.key, Err: fmt.Errorf("must be 0 (off) or at least 0.0000116 (one a day), got %g", r.rate)})
+		case float64(r.burst)/r.rate > maxWindow.Seconds():
+			// The bucket's window, burst/rate, is kept in nanoseconds (and
+			// in microseconds in Redis, as a Lua number).
+			errs = append(errs, &kconfig.KeyError{Key: r.key, Err: fmt.Errorf("with its burst of %d, a bucket would take %.0f days to fill; at most %.0f",
+				r.burst, float64(r.burst)/r.rate/86400, maxWindow.Hours()/24)})
 		}
 	}
 	if _, err := c.Routes.ParseTimeouts(); err != nil {
