@@ -239,6 +239,9 @@ type outcome struct {
 // would hold its locks, and risk a statement timeout, for as long.
 const purgeChunk = 10_000
 
+// purgeChunks bounds the statements of one purge.
+const purgeChunks = 10
+
 // purge deletes the events delivered longer than Retention ago, after the
 // batch's commit and apart from it: a purge that fails must not undo the
 // marks, or the same batch would be sent again and again. It only logs a
@@ -246,7 +249,9 @@ const purgeChunk = 10_000
 // kept: they are the evidence of what Audit never received.
 func (r *Relay) purge(ctx context.Context) {
 	before := time.Now().Add(-r.cfg.Retention)
-	for {
+	// At most purgeChunks statements a minute, so that delivering is not
+	// held up by a purge after a long outage: it catches up over minutes.
+	for range purgeChunks {
 		res, err := r.db.ExecContext(ctx, `DELETE FROM `+Table+` WHERE id IN (SELECT id FROM `+Table+`
 			WHERE delivered_at < $1 AND delivered_at > `+RejectedMark+` LIMIT $2)`, before, purgeChunk)
 		if err != nil {

@@ -153,8 +153,10 @@ func (e *enforcer) authorize(ctx context.Context, spec connect.Spec, header http
 			return ctx, errPermissionDenied
 		}
 		allowed, err := p.Authorizer.Check(ctx, principal.Subject, rule.Permission)
-		if cerr, ok := ContextError(ctx, err); ok {
-			return ctx, cerr // the caller left, or its deadline passed: Authz is not to blame
+		if ctx.Err() != nil {
+			if cerr, ok := ContextError(ctx, err); ok {
+				return ctx, cerr // the caller left, or its deadline passed: Authz is not to blame
+			}
 		}
 		if err != nil {
 			e.logger.WarnContext(ctx, "permission check failed", "procedure", spec.Procedure, "permission", rule.Permission, "err", err)

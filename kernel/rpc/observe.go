@@ -34,6 +34,9 @@ func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		start := time.Now()
 		defer func() {
 			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
+					panic(p) // net/http's way to abort a response: not a failure to answer
+				}
 				resp, err = nil, o.recover(ctx, req.Spec(), req.Header(), p)
 			}
 			gauge.Dec()
@@ -56,6 +59,9 @@ func (o *observer) WrapStreamingHandler(next connect.StreamingHandlerFunc) conne
 		start := time.Now()
 		defer func() {
 			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
+					panic(p) // net/http's way to abort a response: not a failure to answer
+				}
 				err = o.recover(ctx, conn.Spec(), conn.RequestHeader(), p)
 			}
 			gauge.Dec()
@@ -75,7 +81,8 @@ func (o *observer) done(ctx context.Context, procedure, peer string, err error, 
 	code := connect.CodeOf(err)
 	level := slog.LevelInfo // the caller's mistake: not ours to alarm about
 	switch code {
-	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss, connect.CodeUnavailable, connect.CodeDeadlineExceeded:
+	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss, connect.CodeUnavailable, connect.CodeDeadlineExceeded,
+		connect.CodeAborted: // a lock-order bug shows as these
 		level = slog.LevelWarn
 	}
 	o.logger.LogAttrs(ctx, level, "rpc", append(attrs, slog.String("code", code.String()), slog.String("err", err.Error()))...)

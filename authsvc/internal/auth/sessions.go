@@ -199,6 +199,10 @@ func validReason(reason string) bool {
 // for reason, audits it as one auth.sessions.revoked_all event, and
 // returns how many it ended. With cutoff, it also sets the user's session
 // cutoff (see EndUserSessions).
+// maxClockSkew is how far behind another replica's clock may be: a
+// session ended by this one's clock no longer ago still ends everywhere.
+const maxClockSkew = 5 * time.Minute
+
 func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cutoff bool) (int, error) {
 	var n int
 	err := s.withTx(ctx, func(tx *ent.Tx) error {
@@ -217,16 +221,22 @@ func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cu
 				return fmt.Errorf("auth: set session cutoff: %w", err)
 			}
 		}
-		// Every session not yet revoked, expired ones too: "expired" is
-		// this replica's clock, and a replica whose clock lags could still
-		// refresh a session this one thinks is over.
+		// The active sessions, counted, then those that ended lately too:
+		// "ended" is this replica's clock, and a replica whose clock lags
+		// could still refresh one of them.
 		now := s.now()
-		u := tx.Session.Update().Where(session.UserID(userID), session.RevokedAtIsNil())
-		if keep != "" {
-			u = u.Where(session.IDNEQ(keep))
+		revoke := func(at time.Time) (int, error) {
+			u := tx.Session.Update().Where(session.UserID(userID), active(at))
+			if keep != "" {
+				u = u.Where(session.IDNEQ(keep))
+			}
+			return u.SetRevokedAt(now).SetRevokeReason(reason).Save(ctx)
 		}
 		var err error
-		if n, err = u.SetRevokedAt(now).SetRevokeReason(reason).Save(ctx); err != nil {
+		if n, err = revoke(now); err != nil {
+			return fmt.Errorf("auth: revoke sessions: %w", err)
+		}
+		if _, err = revoke(now.Add(-maxClockSkew)); err != nil {
 			return fmt.Errorf("auth: revoke sessions: %w", err)
 		}
 		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.sessions.revoked_all", "user:"+userID, auditv1.Outcome_OUTCOME_SUCCESS,

@@ -101,8 +101,10 @@ func TestEndUserSessionsEndsSessionsThisClockThinksOver(t *testing.T) {
 	p := login(t, e, "")
 	skew := p.RefreshExpiresIn + time.Second // the session is idle past its expiry, on this clock
 	e.Clock.Advance(skew)
-	_, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", "")
+	login(t, e, "")
+	n, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", "")
 	require.NoError(t, err)
+	assert.Equal(t, 1, n, "counted: the sessions active on this clock")
 	e.Clock.Advance(-skew) // a replica whose clock lags
 	_, err = e.Service.Refresh(t.Context(), p.RefreshToken)
 	require.ErrorIs(t, err, auth.ErrInvalidRefreshToken)

@@ -40,6 +40,14 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 	if errors.As(err, &inv) {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New(inv.Error()))
 	}
+	if ctx.Err() != nil {
+		// The call ended (the caller left, or its deadline passed) while a
+		// dependency worked for it: that is what failed, not the
+		// dependency.
+		if cerr, ok := rpc.ContextError(ctx, err); ok {
+			return cerr
+		}
+	}
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
 			cerr := connect.NewError(e.code, errors.New(e.msg))

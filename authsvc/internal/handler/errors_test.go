@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
@@ -37,4 +38,19 @@ func TestToConnect(t *testing.T) {
 			assert.Equal(t, tt.msg, cerr.Message())
 		})
 	}
+}
+
+// TestToConnectAfterTheCallEnded: a dependency's failure while the call's
+// own deadline ran out is the deadline's, not an outage of Identity.
+func TestToConnectAfterTheCallEnded(t *testing.T) {
+	t.Parallel()
+	h := New(nil, nil)
+	ctx, cancel := context.WithDeadline(t.Context(), time.Now())
+	defer cancel()
+	<-ctx.Done()
+	var cerr *connect.Error
+	require.ErrorAs(t, h.toConnect(ctx, fmt.Errorf("%w: verify credentials: request canceled", auth.ErrIdentityUnavailable)), &cerr)
+	assert.Equal(t, connect.CodeDeadlineExceeded, cerr.Code())
+	require.ErrorAs(t, h.toConnect(t.Context(), auth.ErrIdentityUnavailable), &cerr)
+	assert.Equal(t, connect.CodeUnavailable, cerr.Code(), "while the call lives, Identity is to blame")
 }

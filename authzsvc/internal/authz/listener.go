@@ -27,7 +27,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case pq.ListenerEventReconnected:
 			// pq has LISTENed again; what changed while it was away was
 			// dropped with the cache.
-			live.update(func() { live.down = false })
+			live.update(func() { live.down, live.silent = false, false }) // a new connection
 			s.logger.InfoContext(ctx, "authz change notifications back; caching decisions again")
 		case pq.ListenerEventConnectionAttemptFailed:
 			s.logger.WarnContext(ctx, "authz change notifications: cannot connect", "err", err)
@@ -81,21 +81,24 @@ func (s *Service) Run(ctx context.Context) error {
 				continue
 			}
 			s.handle(n.Extra)
-		case <-pings:
-			// Answered, or failed, in which case pq reports the connection
-			// lost and reconnects.
+		case err := <-pings:
 			pingSent = time.Time{}
-			if live.unanswered {
+			if err != nil {
+				// pq reports the connection lost, and reconnects; until it
+				// has, the cache stays as it is.
+				continue
+			}
+			if live.unanswered() {
 				s.logger.InfoContext(ctx, "authz change notifications answer again; caching decisions again")
 			}
-			live.update(func() { live.unanswered = false })
+			live.update(func() { live.silent = false })
 		case now := <-ticker.C:
 			switch {
 			case pingSent.IsZero():
 				pingSent = now
 				go func() { pings <- l.Ping() }()
-			case now.Sub(pingSent) >= pingTimeout && !live.unanswered:
-				live.update(func() { live.unanswered = true })
+			case now.Sub(pingSent) >= pingTimeout && !live.unanswered():
+				live.update(func() { live.silent = true })
 				s.logger.WarnContext(ctx, "authz change notifications: the connection does not answer; answering from the database until it does",
 					"waited", now.Sub(pingSent).Round(time.Millisecond))
 			}
@@ -108,10 +111,17 @@ func (s *Service) Run(ctx context.Context) error {
 type liveness struct {
 	cache *decisionCache
 
-	mu         sync.Mutex
-	listening  bool
-	down       bool
-	unanswered bool
+	mu        sync.Mutex
+	listening bool
+	down      bool
+	silent    bool // a ping went unanswered
+}
+
+// unanswered reports whether a ping went unanswered.
+func (l *liveness) unanswered() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.silent
 }
 
 // update changes the state with f and sets the cache live, or not (which
@@ -120,9 +130,9 @@ type liveness struct {
 func (l *liveness) update(f func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	was := l.listening && !l.down && !l.unanswered
+	was := l.listening && !l.down && !l.silent
 	f()
-	if now := l.listening && !l.down && !l.unanswered; now != was {
+	if now := l.listening && !l.down && !l.silent; now != was {
 		l.cache.setLive(now)
 	}
 }
