@@ -2230,6 +2230,7 @@ type SigningKeyMutation struct {
 	private_key_sealed *[]byte
 	created_at         *time.Time
 	retired_at         *time.Time
+	activates_at       *time.Time
 	clearedFields      map[string]struct{}
 	done               bool
 	oldValue           func(context.Context) (*SigningKey, error)
@@ -2533,6 +2534,55 @@ func (m *SigningKeyMutation) ResetRetiredAt() {
 	delete(m.clearedFields, signingkey.FieldRetiredAt)
 }
 
+// SetActivatesAt sets the "activates_at" field.
+func (m *SigningKeyMutation) SetActivatesAt(t time.Time) {
+	m.activates_at = &t
+}
+
+// ActivatesAt returns the value of the "activates_at" field in the mutation.
+func (m *SigningKeyMutation) ActivatesAt() (r time.Time, exists bool) {
+	v := m.activates_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldActivatesAt returns the old "activates_at" field's value of the SigningKey entity.
+// If the SigningKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SigningKeyMutation) OldActivatesAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldActivatesAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldActivatesAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldActivatesAt: %w", err)
+	}
+	return oldValue.ActivatesAt, nil
+}
+
+// ClearActivatesAt clears the value of the "activates_at" field.
+func (m *SigningKeyMutation) ClearActivatesAt() {
+	m.activates_at = nil
+	m.clearedFields[signingkey.FieldActivatesAt] = struct{}{}
+}
+
+// ActivatesAtCleared returns if the "activates_at" field was cleared in this mutation.
+func (m *SigningKeyMutation) ActivatesAtCleared() bool {
+	_, ok := m.clearedFields[signingkey.FieldActivatesAt]
+	return ok
+}
+
+// ResetActivatesAt resets all changes to the "activates_at" field.
+func (m *SigningKeyMutation) ResetActivatesAt() {
+	m.activates_at = nil
+	delete(m.clearedFields, signingkey.FieldActivatesAt)
+}
+
 // Where appends a list predicates to the SigningKeyMutation builder.
 func (m *SigningKeyMutation) Where(ps ...predicate.SigningKey) {
 	m.predicates = append(m.predicates, ps...)
@@ -2567,7 +2617,7 @@ func (m *SigningKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *SigningKeyMutation) Fields() []string {
-	fields := make([]string, 0, 5)
+	fields := make([]string, 0, 6)
 	if m.alg != nil {
 		fields = append(fields, signingkey.FieldAlg)
 	}
@@ -2582,6 +2632,9 @@ func (m *SigningKeyMutation) Fields() []string {
 	}
 	if m.retired_at != nil {
 		fields = append(fields, signingkey.FieldRetiredAt)
+	}
+	if m.activates_at != nil {
+		fields = append(fields, signingkey.FieldActivatesAt)
 	}
 	return fields
 }
@@ -2601,6 +2654,8 @@ func (m *SigningKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.CreatedAt()
 	case signingkey.FieldRetiredAt:
 		return m.RetiredAt()
+	case signingkey.FieldActivatesAt:
+		return m.ActivatesAt()
 	}
 	return nil, false
 }
@@ -2620,6 +2675,8 @@ func (m *SigningKeyMutation) OldField(ctx context.Context, name string) (ent.Val
 		return m.OldCreatedAt(ctx)
 	case signingkey.FieldRetiredAt:
 		return m.OldRetiredAt(ctx)
+	case signingkey.FieldActivatesAt:
+		return m.OldActivatesAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown SigningKey field %s", name)
 }
@@ -2664,6 +2721,13 @@ func (m *SigningKeyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetRetiredAt(v)
 		return nil
+	case signingkey.FieldActivatesAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetActivatesAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown SigningKey field %s", name)
 }
@@ -2697,6 +2761,9 @@ func (m *SigningKeyMutation) ClearedFields() []string {
 	if m.FieldCleared(signingkey.FieldRetiredAt) {
 		fields = append(fields, signingkey.FieldRetiredAt)
 	}
+	if m.FieldCleared(signingkey.FieldActivatesAt) {
+		fields = append(fields, signingkey.FieldActivatesAt)
+	}
 	return fields
 }
 
@@ -2713,6 +2780,9 @@ func (m *SigningKeyMutation) ClearField(name string) error {
 	switch name {
 	case signingkey.FieldRetiredAt:
 		m.ClearRetiredAt()
+		return nil
+	case signingkey.FieldActivatesAt:
+		m.ClearActivatesAt()
 		return nil
 	}
 	return fmt.Errorf("unknown SigningKey nullable field %s", name)
@@ -2736,6 +2806,9 @@ func (m *SigningKeyMutation) ResetField(name string) error {
 		return nil
 	case signingkey.FieldRetiredAt:
 		m.ResetRetiredAt()
+		return nil
+	case signingkey.FieldActivatesAt:
+		m.ResetActivatesAt()
 		return nil
 	}
 	return fmt.Errorf("unknown SigningKey field %s", name)

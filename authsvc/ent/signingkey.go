@@ -26,7 +26,9 @@ type SigningKey struct {
 	// CreatedAt holds the value of the "created_at" field.
 	CreatedAt time.Time `json:"created_at,omitempty"`
 	// RetiredAt holds the value of the "retired_at" field.
-	RetiredAt    *time.Time `json:"retired_at,omitempty"`
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	// ActivatesAt holds the value of the "activates_at" field.
+	ActivatesAt  *time.Time `json:"activates_at,omitempty"`
 	selectValues sql.SelectValues
 }
 
@@ -39,7 +41,7 @@ func (*SigningKey) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case signingkey.FieldID, signingkey.FieldAlg:
 			values[i] = new(sql.NullString)
-		case signingkey.FieldCreatedAt, signingkey.FieldRetiredAt:
+		case signingkey.FieldCreatedAt, signingkey.FieldRetiredAt, signingkey.FieldActivatesAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -93,6 +95,13 @@ func (_m *SigningKey) assignValues(columns []string, values []any) error {
 				_m.RetiredAt = new(time.Time)
 				*_m.RetiredAt = value.Time
 			}
+		case signingkey.FieldActivatesAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field activates_at", values[i])
+			} else if value.Valid {
+				_m.ActivatesAt = new(time.Time)
+				*_m.ActivatesAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -142,6 +151,11 @@ func (_m *SigningKey) String() string {
 	builder.WriteString(", ")
 	if v := _m.RetiredAt; v != nil {
 		builder.WriteString("retired_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.ActivatesAt; v != nil {
+		builder.WriteString("activates_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteByte(')')

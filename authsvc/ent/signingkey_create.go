@@ -61,6 +61,20 @@ func (_c *SigningKeyCreate) SetNillableRetiredAt(v *time.Time) *SigningKeyCreate
 	return _c
 }
 
+// SetActivatesAt sets the "activates_at" field.
+func (_c *SigningKeyCreate) SetActivatesAt(v time.Time) *SigningKeyCreate {
+	_c.mutation.SetActivatesAt(v)
+	return _c
+}
+
+// SetNillableActivatesAt sets the "activates_at" field if the given value is not nil.
+func (_c *SigningKeyCreate) SetNillableActivatesAt(v *time.Time) *SigningKeyCreate {
+	if v != nil {
+		_c.SetActivatesAt(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *SigningKeyCreate) SetID(v string) *SigningKeyCreate {
 	_c.mutation.SetID(v)
@@ -189,6 +203,10 @@ func (_c *SigningKeyCreate) createSpec() (*SigningKey, *sqlgraph.CreateSpec) {
 		_spec.SetField(signingkey.FieldRetiredAt, field.TypeTime, value)
 		_node.RetiredAt = &value
 	}
+	if value, ok := _c.mutation.ActivatesAt(); ok {
+		_spec.SetField(signingkey.FieldActivatesAt, field.TypeTime, value)
+		_node.ActivatesAt = &value
+	}
 	return _node, _spec
 }
 
@@ -256,6 +274,24 @@ func (u *SigningKeyUpsert) UpdateRetiredAt() *SigningKeyUpsert {
 // ClearRetiredAt clears the value of the "retired_at" field.
 func (u *SigningKeyUpsert) ClearRetiredAt() *SigningKeyUpsert {
 	u.SetNull(signingkey.FieldRetiredAt)
+	return u
+}
+
+// SetActivatesAt sets the "activates_at" field.
+func (u *SigningKeyUpsert) SetActivatesAt(v time.Time) *SigningKeyUpsert {
+	u.Set(signingkey.FieldActivatesAt, v)
+	return u
+}
+
+// UpdateActivatesAt sets the "activates_at" field to the value that was provided on create.
+func (u *SigningKeyUpsert) UpdateActivatesAt() *SigningKeyUpsert {
+	u.SetExcluded(signingkey.FieldActivatesAt)
+	return u
+}
+
+// ClearActivatesAt clears the value of the "activates_at" field.
+func (u *SigningKeyUpsert) ClearActivatesAt() *SigningKeyUpsert {
+	u.SetNull(signingkey.FieldActivatesAt)
 	return u
 }
 
@@ -337,6 +373,27 @@ func (u *SigningKeyUpsertOne) UpdateRetiredAt() *SigningKeyUpsertOne {
 func (u *SigningKeyUpsertOne) ClearRetiredAt() *SigningKeyUpsertOne {
 	return u.Update(func(s *SigningKeyUpsert) {
 		s.ClearRetiredAt()
+	})
+}
+
+// SetActivatesAt sets the "activates_at" field.
+func (u *SigningKeyUpsertOne) SetActivatesAt(v time.Time) *SigningKeyUpsertOne {
+	return u.Update(func(s *SigningKeyUpsert) {
+		s.SetActivatesAt(v)
+	})
+}
+
+// UpdateActivatesAt sets the "activates_at" field to the value that was provided on create.
+func (u *SigningKeyUpsertOne) UpdateActivatesAt() *SigningKeyUpsertOne {
+	return u.Update(func(s *SigningKeyUpsert) {
+		s.UpdateActivatesAt()
+	})
+}
+
+// ClearActivatesAt clears the value of the "activates_at" field.
+func (u *SigningKeyUpsertOne) ClearActivatesAt() *SigningKeyUpsertOne {
+	return u.Update(func(s *SigningKeyUpsert) {
+		s.ClearActivatesAt()
 	})
 }
 
@@ -584,6 +641,27 @@ func (u *SigningKeyUpsertBulk) UpdateRetiredAt() *SigningKeyUpsertBulk {
 func (u *SigningKeyUpsertBulk) ClearRetiredAt() *SigningKeyUpsertBulk {
 	return u.Update(func(s *SigningKeyUpsert) {
 		s.ClearRetiredAt()
+	})
+}
+
+// SetActivatesAt sets the "activates_at" field.
+func (u *SigningKeyUpsertBulk) SetActivatesAt(v time.Time) *SigningKeyUpsertBulk {
+	return u.Update(func(s *SigningKeyUpsert) {
+		s.SetActivatesAt(v)
+	})
+}
+
+// UpdateActivatesAt sets the "activates_at" field to the value that was provided on create.
+func (u *SigningKeyUpsertBulk) UpdateActivatesAt() *SigningKeyUpsertBulk {
+	return u.Update(func(s *SigningKeyUpsert) {
+		s.UpdateActivatesAt()
+	})
+}
+
+// ClearActivatesAt clears the value of the "activates_at" field.
+func (u *SigningKeyUpsertBulk) ClearActivatesAt() *SigningKeyUpsertBulk {
+	return u.Update(func(s *SigningKeyUpsert) {
+		s.ClearActivatesAt()
 	})
 }
 

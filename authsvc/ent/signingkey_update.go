@@ -48,6 +48,26 @@ func (_u *SigningKeyUpdate) ClearRetiredAt() *SigningKeyUpdate {
 	return _u
 }
 
+// SetActivatesAt sets the "activates_at" field.
+func (_u *SigningKeyUpdate) SetActivatesAt(v time.Time) *SigningKeyUpdate {
+	_u.mutation.SetActivatesAt(v)
+	return _u
+}
+
+// SetNillableActivatesAt sets the "activates_at" field if the given value is not nil.
+func (_u *SigningKeyUpdate) SetNillableActivatesAt(v *time.Time) *SigningKeyUpdate {
+	if v != nil {
+		_u.SetActivatesAt(*v)
+	}
+	return _u
+}
+
+// ClearActivatesAt clears the value of the "activates_at" field.
+func (_u *SigningKeyUpdate) ClearActivatesAt() *SigningKeyUpdate {
+	_u.mutation.ClearActivatesAt()
+	return _u
+}
+
 // Mutation returns the SigningKeyMutation object of the builder.
 func (_u *SigningKeyUpdate) Mutation() *SigningKeyMutation {
 	return _u.mutation
@@ -95,6 +115,12 @@ func (_u *SigningKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) 
 	if _u.mutation.RetiredAtCleared() {
 		_spec.ClearField(signingkey.FieldRetiredAt, field.TypeTime)
 	}
+	if value, ok := _u.mutation.ActivatesAt(); ok {
+		_spec.SetField(signingkey.FieldActivatesAt, field.TypeTime, value)
+	}
+	if _u.mutation.ActivatesAtCleared() {
+		_spec.ClearField(signingkey.FieldActivatesAt, field.TypeTime)
+	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
 			err = &NotFoundError{signingkey.Label}
@@ -132,6 +158,26 @@ func (_u *SigningKeyUpdateOne) SetNillableRetiredAt(v *time.Time) *SigningKeyUpd
 // ClearRetiredAt clears the value of the "retired_at" field.
 func (_u *SigningKeyUpdateOne) ClearRetiredAt() *SigningKeyUpdateOne {
 	_u.mutation.ClearRetiredAt()
+	return _u
+}
+
+// SetActivatesAt sets the "activates_at" field.
+func (_u *SigningKeyUpdateOne) SetActivatesAt(v time.Time) *SigningKeyUpdateOne {
+	_u.mutation.SetActivatesAt(v)
+	return _u
+}
+
+// SetNillableActivatesAt sets the "activates_at" field if the given value is not nil.
+func (_u *SigningKeyUpdateOne) SetNillableActivatesAt(v *time.Time) *SigningKeyUpdateOne {
+	if v != nil {
+		_u.SetActivatesAt(*v)
+	}
+	return _u
+}
+
+// ClearActivatesAt clears the value of the "activates_at" field.
+func (_u *SigningKeyUpdateOne) ClearActivatesAt() *SigningKeyUpdateOne {
+	_u.mutation.ClearActivatesAt()
 	return _u
 }
 
@@ -211,6 +257,12 @@ func (_u *SigningKeyUpdateOne) sqlSave(ctx context.Context) (_node *SigningKey, 
 	}
 	if _u.mutation.RetiredAtCleared() {
 		_spec.ClearField(signingkey.FieldRetiredAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.ActivatesAt(); ok {
+		_spec.SetField(signingkey.FieldActivatesAt, field.TypeTime, value)
+	}
+	if _u.mutation.ActivatesAtCleared() {
+		_spec.ClearField(signingkey.FieldActivatesAt, field.TypeTime)
 	}
 	_node = &SigningKey{config: _u.config}
 	_spec.Assign = _node.assignValues

@@ -101,6 +101,7 @@ var (
 		{Name: "private_key_sealed", Type: field.TypeBytes},
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "retired_at", Type: field.TypeTime, Nullable: true},
+		{Name: "activates_at", Type: field.TypeTime, Nullable: true},
 	}
 	// SigningKeysTable holds the schema information for the "signing_keys" table.
 	SigningKeysTable = &schema.Table{

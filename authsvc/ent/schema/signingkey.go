@@ -6,9 +6,10 @@ import (
 	"entgo.io/ent/schema/index"
 )
 
-// SigningKey is a key that signs access tokens. The newest one not retired
-// is the active key every replica signs with; retired keys stay published
-// until every token they signed has expired.
+// SigningKey is a key that signs access tokens. The newest one active
+// (activated and not retired) is the key every replica signs with; the
+// next key is published ahead of its activation, and retired keys stay
+// published until every token they signed has expired.
 type SigningKey struct {
 	ent.Schema
 }
@@ -26,9 +27,12 @@ func (SigningKey) Fields() []ent.Field {
 		// associated data, so a row's ciphertext cannot be moved to another).
 		field.Bytes("private_key_sealed").NotEmpty().Sensitive().Immutable(),
 		field.Time("created_at").Immutable(),
-		// When a newer key took over; tokens it signed expire at the latest
-		// one access-token lifetime later.
+		// When a newer key took over, or takes over; tokens it signed
+		// expire at the latest one access-token lifetime later.
 		field.Time("retired_at").Optional().Nillable(),
+		// When the key begins to sign, for a key published ahead of its
+		// use (a scheduled rotation); nil means from created_at.
+		field.Time("activates_at").Optional().Nillable(),
 	}
 }
 

@@ -21,6 +21,8 @@ const (
 	FieldCreatedAt = "created_at"
 	// FieldRetiredAt holds the string denoting the retired_at field in the database.
 	FieldRetiredAt = "retired_at"
+	// FieldActivatesAt holds the string denoting the activates_at field in the database.
+	FieldActivatesAt = "activates_at"
 	// Table holds the table name of the signingkey in the database.
 	Table = "signing_keys"
 )
@@ -33,6 +35,7 @@ var Columns = []string{
 	FieldPrivateKeySealed,
 	FieldCreatedAt,
 	FieldRetiredAt,
+	FieldActivatesAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -77,4 +80,9 @@ func ByCreatedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByRetiredAt orders the results by the retired_at field.
 func ByRetiredAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldRetiredAt, opts...).ToFunc()
+}
+
+// ByActivatesAt orders the results by the activates_at field.
+func ByActivatesAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldActivatesAt, opts...).ToFunc()
 }

@@ -89,6 +89,11 @@ func RetiredAt(v time.Time) predicate.SigningKey {
 	return predicate.SigningKey(sql.FieldEQ(FieldRetiredAt, v))
 }
 
+// ActivatesAt applies equality check predicate on the "activates_at" field. It's identical to ActivatesAtEQ.
+func ActivatesAt(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldEQ(FieldActivatesAt, v))
+}
+
 // AlgEQ applies the EQ predicate on the "alg" field.
 func AlgEQ(v string) predicate.SigningKey {
 	return predicate.SigningKey(sql.FieldEQ(FieldAlg, v))
@@ -322,6 +327,56 @@ func RetiredAtIsNil() predicate.SigningKey {
 // RetiredAtNotNil applies the NotNil predicate on the "retired_at" field.
 func RetiredAtNotNil() predicate.SigningKey {
 	return predicate.SigningKey(sql.FieldNotNull(FieldRetiredAt))
+}
+
+// ActivatesAtEQ applies the EQ predicate on the "activates_at" field.
+func ActivatesAtEQ(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldEQ(FieldActivatesAt, v))
+}
+
+// ActivatesAtNEQ applies the NEQ predicate on the "activates_at" field.
+func ActivatesAtNEQ(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldNEQ(FieldActivatesAt, v))
+}
+
+// ActivatesAtIn applies the In predicate on the "activates_at" field.
+func ActivatesAtIn(vs ...time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldIn(FieldActivatesAt, vs...))
+}
+
+// ActivatesAtNotIn applies the NotIn predicate on the "activates_at" field.
+func ActivatesAtNotIn(vs ...time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldNotIn(FieldActivatesAt, vs...))
+}
+
+// ActivatesAtGT applies the GT predicate on the "activates_at" field.
+func ActivatesAtGT(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldGT(FieldActivatesAt, v))
+}
+
+// ActivatesAtGTE applies the GTE predicate on the "activates_at" field.
+func ActivatesAtGTE(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldGTE(FieldActivatesAt, v))
+}
+
+// ActivatesAtLT applies the LT predicate on the "activates_at" field.
+func ActivatesAtLT(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldLT(FieldActivatesAt, v))
+}
+
+// ActivatesAtLTE applies the LTE predicate on the "activates_at" field.
+func ActivatesAtLTE(v time.Time) predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldLTE(FieldActivatesAt, v))
+}
+
+// ActivatesAtIsNil applies the IsNil predicate on the "activates_at" field.
+func ActivatesAtIsNil() predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldIsNull(FieldActivatesAt))
+}
+
+// ActivatesAtNotNil applies the NotNil predicate on the "activates_at" field.
+func ActivatesAtNotNil() predicate.SigningKey {
+	return predicate.SigningKey(sql.FieldNotNull(FieldActivatesAt))
 }
 
 // And groups predicates with the AND operator between them.

@@ -20,6 +20,12 @@ import (
 // interval is up.
 const lockSigningKeys int64 = 0x617574686b657973 // "authkeys"
 
+// DefaultPublishAhead is how long before a scheduled rotation the next key
+// is published: longer than verifiers keep a key set (the kernel's
+// verifier five minutes, the JWKS answer's max-age one), so that every
+// verifier knows a key before its first token.
+const DefaultPublishAhead = time.Hour
+
 // DefaultCacheTTL is how long a replica keeps using the active key it
 // read before reading it again, so a rotation made by another replica
 // reaches it this fast.
@@ -41,6 +47,11 @@ type Config struct {
 	// CacheTTL bounds how stale the active key a replica signs with may
 	// be. Zero means [DefaultCacheTTL].
 	CacheTTL time.Duration
+	// PublishAhead is how long a scheduled rotation publishes the next
+	// key before it signs with it; zero means [DefaultPublishAhead], and
+	// it is at most half the RotationInterval. Rotate does not wait: a
+	// key rotated by hand (after a compromise) signs at once.
+	PublishAhead time.Duration
 }
 
 // Keyring is the service's set of signing keys in the database. It is safe
@@ -51,9 +62,10 @@ type Keyring struct {
 	cfg    Config
 	now    func() time.Time
 
-	mu       sync.Mutex
-	active   *Key
-	loadedAt time.Time
+	mu          sync.Mutex
+	active      *Key
+	activeUntil time.Time // when the next key takes over; zero while none is due
+	loadedAt    time.Time
 }
 
 // NewKeyring returns a keyring over db's signing_keys table; now is its
@@ -65,6 +77,12 @@ func NewKeyring(db *ent.Client, sealer *Sealer, cfg Config, now func() time.Time
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
+	if cfg.PublishAhead == 0 {
+		cfg.PublishAhead = DefaultPublishAhead
+	}
+	if cfg.RotationInterval > 0 {
+		cfg.PublishAhead = min(cfg.PublishAhead, cfg.RotationInterval/2)
+	}
 	return &Keyring{db: db, sealer: sealer, cfg: cfg, now: now}
 }
 
@@ -75,54 +93,108 @@ func (r *Keyring) Init(ctx context.Context) error {
 	return err
 }
 
-// Active returns the key to sign with: the newest key not retired, read
-// at most [Config.CacheTTL] ago. It makes the first key, and rotates
-// when [Config.RotationInterval] is up.
+// Active returns the key to sign with: the newest key activated and not
+// retired, read at most [Config.CacheTTL] ago. It makes the first key,
+// and publishes the next one [Config.PublishAhead] before
+// [Config.RotationInterval] is up (or, if it is late, PublishAhead before
+// the next key takes over: it is never used sooner); the next key takes
+// over by itself when its time comes.
 func (r *Keyring) Active(ctx context.Context) (*Key, error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.active != nil && now.Sub(r.loadedAt) < r.cfg.CacheTTL && !r.due(r.active, now) {
+	if r.active != nil && now.Sub(r.loadedAt) < r.cfg.CacheTTL && !r.nextDue(r.active, r.activeUntil, now) &&
+		(r.activeUntil.IsZero() || now.Before(r.activeUntil)) {
 		return r.active, nil
 	}
-	k, err := r.load(ctx)
+	row, err := r.load(ctx, r.db, now)
 	if err != nil {
 		return nil, err
 	}
-	if k == nil || r.due(k, now) {
-		reason := "scheduled"
-		if k == nil {
-			reason = "first_key"
+	switch {
+	case row == nil:
+		if row, err = r.rotate(ctx, "first_key", now, func(cur *ent.SigningKey) bool { return cur == nil }); err != nil {
+			return nil, err
 		}
-		if k, err = r.rotate(ctx, reason, func(cur *ent.SigningKey) bool { return cur == nil || r.due(&Key{CreatedAt: cur.CreatedAt}, now) }); err != nil {
+	case r.nextDue(activeKey(row), until(row), now):
+		// Activated when the interval is up, or, if that is too soon for
+		// verifiers to have seen it (this service was down), a full
+		// PublishAhead from now.
+		at := maxTime(activeKey(row).CreatedAt.Add(r.cfg.RotationInterval), now.Add(r.cfg.PublishAhead))
+		if row, err = r.rotate(ctx, "scheduled", at, func(cur *ent.SigningKey) bool {
+			return cur == nil || r.nextDue(activeKey(cur), until(cur), now)
+		}); err != nil {
 			return nil, err
 		}
 	}
-	r.active, r.loadedAt = k, now
-	return k, nil
-}
-
-func (r *Keyring) due(k *Key, now time.Time) bool {
-	return r.cfg.RotationInterval > 0 && !now.Before(k.CreatedAt.Add(r.cfg.RotationInterval))
-}
-
-// Rotate makes a new key active now and retires the current one, which
-// stays published for [Config.Retention].
-func (r *Keyring) Rotate(ctx context.Context) (*Key, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k, err := r.rotate(ctx, "requested", func(*ent.SigningKey) bool { return true })
+	k, err := r.open(row)
 	if err != nil {
 		return nil, err
 	}
-	r.active, r.loadedAt = k, r.now()
+	r.active, r.activeUntil, r.loadedAt = k, until(row), now
 	return k, nil
 }
 
-// load returns the active key, or nil when there is none.
-func (r *Keyring) load(ctx context.Context) (*Key, error) {
-	row, err := r.db.SigningKey.Query().
-		Where(signingkey.RetiredAtIsNil()).
+// nextDue reports whether the next key must be published now: k signs,
+// none follows it yet, and its interval ends within PublishAhead.
+func (r *Keyring) nextDue(k *Key, retires time.Time, now time.Time) bool {
+	return r.cfg.RotationInterval > 0 && retires.IsZero() &&
+		!now.Before(k.CreatedAt.Add(r.cfg.RotationInterval-r.cfg.PublishAhead))
+}
+
+// activeKey is row as far as nextDue needs it: when it began to sign.
+func activeKey(row *ent.SigningKey) *Key {
+	return &Key{CreatedAt: activation(row)}
+}
+
+func activation(row *ent.SigningKey) time.Time {
+	if row.ActivatesAt != nil {
+		return *row.ActivatesAt
+	}
+	return row.CreatedAt
+}
+
+// until is when row stops signing, zero when no successor is set.
+func until(row *ent.SigningKey) time.Time {
+	if row.RetiredAt != nil {
+		return *row.RetiredAt
+	}
+	return time.Time{}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Rotate makes a new key active now and retires the current one (and a
+// next key published ahead, if any), which stay published for
+// [Config.Retention].
+func (r *Keyring) Rotate(ctx context.Context) (*Key, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	row, err := r.rotate(ctx, "requested", now, func(*ent.SigningKey) bool { return true })
+	if err != nil {
+		return nil, err
+	}
+	k, err := r.open(row)
+	if err != nil {
+		return nil, err
+	}
+	r.active, r.activeUntil, r.loadedAt = k, time.Time{}, now
+	return k, nil
+}
+
+// load returns the key that signs at now, or nil when there is none.
+func (r *Keyring) load(ctx context.Context, c *ent.Client, now time.Time) (*ent.SigningKey, error) {
+	row, err := c.SigningKey.Query().
+		Where(
+			signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(now)),
+			signingkey.Or(signingkey.ActivatesAtIsNil(), signingkey.ActivatesAtLTE(now)),
+		).
 		Order(ent.Desc(signingkey.FieldCreatedAt)).
 		First(ctx)
 	if ent.IsNotFound(err) {
@@ -131,7 +203,7 @@ func (r *Keyring) load(ctx context.Context) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: load active key: %w", err)
 	}
-	return r.open(row)
+	return row, nil
 }
 
 func (r *Keyring) open(row *ent.SigningKey) (*Key, error) {
@@ -139,14 +211,15 @@ func (r *Keyring) open(row *ent.SigningKey) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: key %s: %w", row.ID, err)
 	}
-	return parseKey(der, row.CreatedAt)
+	return parseKey(der, activation(row))
 }
 
-// rotate makes a new key active under the advisory lock, if need, given
-// the current active row read under the lock, says it is still needed
-// (another replica may have rotated meanwhile); otherwise it returns the
-// current key.
-func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.SigningKey) bool) (_ *Key, err error) {
+// rotate makes a new key under the advisory lock, if need, given the row
+// that signs now read under the lock, says it is still needed (another
+// replica may have done it meanwhile). The new key signs from at: now, or
+// later for a key published ahead, and every key signing then retires at
+// at. It returns the row that signs now.
+func (r *Keyring) rotate(ctx context.Context, reason string, at time.Time, need func(cur *ent.SigningKey) bool) (_ *ent.SigningKey, err error) {
 	tx, err := r.db.Tx(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("keys: rotate: %w", err)
@@ -159,15 +232,15 @@ func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.
 	if _, err = tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockSigningKeys); err != nil {
 		return nil, fmt.Errorf("keys: lock: %w", err)
 	}
-	cur, err := tx.SigningKey.Query().Where(signingkey.RetiredAtIsNil()).Order(ent.Desc(signingkey.FieldCreatedAt)).First(ctx)
-	if err != nil && !ent.IsNotFound(err) {
-		return nil, fmt.Errorf("keys: rotate: %w", err)
+	now := r.now()
+	cur, err := r.load(ctx, tx.Client(), now)
+	if err != nil {
+		return nil, err
 	}
 	if !need(cur) {
 		_ = tx.Rollback()
-		return r.open(cur)
+		return cur, nil
 	}
-	now := r.now()
 	k, der, err := generateKey(r.cfg.Alg, now)
 	if err != nil {
 		return nil, err
@@ -180,7 +253,14 @@ func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.
 	if err != nil {
 		return nil, err
 	}
-	if _, err = tx.SigningKey.Update().Where(signingkey.RetiredAtIsNil()).SetRetiredAt(now).Save(ctx); err != nil {
+	if cur == nil {
+		at = now // nothing signs meanwhile
+	}
+	at = maxTime(at, now)
+	// The keys that sign, or would, at at retire then: the current one,
+	// and, rotated by hand, a next key published ahead.
+	if _, err = tx.SigningKey.Update().Where(signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(at))).
+		SetRetiredAt(at).Save(ctx); err != nil {
 		return nil, fmt.Errorf("keys: retire: %w", err)
 	}
 	// Keys retired so long ago that every token they signed has expired
@@ -188,10 +268,16 @@ func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.
 	if _, err = tx.SigningKey.Delete().Where(signingkey.RetiredAtLT(now.Add(-r.published()))).Exec(ctx); err != nil {
 		return nil, fmt.Errorf("keys: prune: %w", err)
 	}
-	if err = tx.SigningKey.Create().SetID(k.ID).SetAlg(k.Alg).SetPublicJwk(jwk).SetPrivateKeySealed(sealed).SetCreatedAt(now).Exec(ctx); err != nil {
+	create := tx.SigningKey.Create().SetID(k.ID).SetAlg(k.Alg).SetPublicJwk(jwk).SetPrivateKeySealed(sealed).SetCreatedAt(now)
+	meta := map[string]string{"kid": k.ID, "alg": k.Alg, "reason": reason}
+	if at.After(now) {
+		create.SetActivatesAt(at)
+		meta["activates_at"] = at.UTC().Format(time.RFC3339)
+	}
+	row, err := create.Save(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("keys: store: %w", err)
 	}
-	meta := map[string]string{"kid": k.ID, "alg": k.Alg, "reason": reason}
 	if cur != nil {
 		meta["previous_kid"] = cur.ID
 	}
@@ -201,7 +287,11 @@ func (r *Keyring) rotate(ctx context.Context, reason string, need func(cur *ent.
 	if err = tx.Commit(); err != nil {
 		return nil, fmt.Errorf("keys: rotate: %w", err)
 	}
-	return k, nil
+	if at.After(now) {
+		cur.RetiredAt = &at // it signs until the new key takes over
+		return cur, nil
+	}
+	return row, nil
 }
 
 // published is how long a retired key stays in the JWKS: Retention after
@@ -210,8 +300,9 @@ func (r *Keyring) published() time.Duration { return r.cfg.Retention + r.cfg.Cac
 
 // JWKS returns the published keys, read from the database rather than a
 // cache, so a key any replica signs with is in every replica's answer:
-// the active key first, then the retired keys still within
-// [Config.Retention] and [Config.CacheTTL], newest first.
+// newest first, the next key published ahead of its use, the active key,
+// then the retired keys still within [Config.Retention] and
+// [Config.CacheTTL].
 func (r *Keyring) JWKS(ctx context.Context) ([]JWK, error) {
 	now := r.now()
 	rows, err := r.db.SigningKey.Query().

@@ -37,7 +37,8 @@ type Key struct {
 	Alg string
 	// Public is the JWK published for it.
 	Public JWK
-	// CreatedAt is when it was generated.
+	// CreatedAt is when it began to sign: when it was generated, or, for
+	// a key published ahead of its use, when it was activated.
 	CreatedAt time.Time
 
 	signer crypto.Signer

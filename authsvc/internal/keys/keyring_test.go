@@ -1,0 +1,74 @@
+package keys_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"portcullis.dev/authsvc/internal/authtest"
+	"portcullis.dev/authsvc/internal/keys"
+)
+
+// TestScheduledRotationPublishesAhead: the next key is in the JWKS an
+// hour before it signs (or, published late, an hour after it was), so that verifiers, which keep a key set for
+// minutes, know it before its first token; then it takes over by itself,
+// on every replica, and the old key stays published while its tokens live.
+func TestScheduledRotationPublishesAhead(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	ctx := t.Context()
+	cfg := keys.Config{Alg: keys.AlgEdDSA, RotationInterval: 10 * time.Hour, PublishAhead: time.Hour, Retention: 20 * time.Minute}
+	a := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now)
+	b := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now) // another replica
+	kids := func() (out []string) {
+		set, err := a.JWKS(ctx)
+		require.NoError(t, err)
+		for _, k := range set {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	active := func(r *keys.Keyring) string {
+		k, err := r.Active(ctx)
+		require.NoError(t, err)
+		return k.ID
+	}
+	first := active(a)
+	require.Equal(t, []string{first}, kids())
+
+	e.Clock.Advance(9*time.Hour - time.Minute)
+	assert.Equal(t, first, active(a))
+	assert.Equal(t, []string{first}, kids(), "published too early")
+
+	e.Clock.Advance(time.Minute) // an hour before the interval is up
+	assert.Equal(t, first, active(a), "the next key signs before verifiers can know it")
+	assert.Equal(t, first, active(b))
+	published := kids()
+	require.Len(t, published, 2, "the next key is not published ahead")
+	next := published[0]
+	assert.NotEqual(t, first, next)
+
+	e.Clock.Advance(time.Hour - time.Second)
+	assert.Equal(t, first, active(a))
+	e.Clock.Advance(time.Second) // the interval is up
+	assert.Equal(t, next, active(a))
+	assert.Equal(t, next, active(b))
+	assert.Equal(t, []string{next, first}, kids(), "the old key's tokens still live")
+
+	e.Clock.Advance(cfg.Retention + keys.DefaultCacheTTL + time.Second)
+	assert.Equal(t, []string{next}, kids())
+
+	// A rotation by hand signs at once, and retires a next key published
+	// ahead with the current one.
+	e.Clock.Advance(9*time.Hour + time.Minute)
+	assert.Equal(t, next, active(a))
+	require.Len(t, kids(), 2)
+	now, err := a.Rotate(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, now.ID, active(b))
+	e.Clock.Advance(cfg.Retention + keys.DefaultCacheTTL + time.Second)
+	assert.Equal(t, []string{now.ID}, kids())
+	assert.Equal(t, now.ID, active(a), "the retired next key took over")
+}
