@@ -401,13 +401,20 @@ func TestConcurrentFailuresAllCount(t *testing.T) {
 	assert.Equal(t, identity.ErrInvalidCredentials, err)
 }
 
+// withStrongerHashes returns a fixture on f's database whose argon2
+// parameters are stronger: to it, every hash f made is stale.
+func (f *fixture) withStrongerHashes(t *testing.T) *fixture {
+	t.Helper()
+	stronger := f.cfg
+	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
+	return newFixtureOn(t, f.db, stronger)
+}
+
 func TestHashParametersAreUpgradedOnLogin(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	u := f.create(t, "erin@example.com")
-	stronger := f.cfg
-	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
-	g := newFixtureOn(t, f.db, stronger)
+	g := f.withStrongerHashes(t)
 
 	hash := func() string {
 		return f.db.Ent.User.Query().Where(user.ID(u.ID)).OnlyX(t.Context()).PasswordHash
@@ -427,9 +434,7 @@ func TestChangePasswordOverAStaleHash(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	u := f.create(t, "stale@example.com")
-	stronger := f.cfg
-	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
-	g := newFixtureOn(t, f.db, stronger)
+	g := f.withStrongerHashes(t)
 	require.NoError(t, g.svc.ChangePassword(t.Context(), u.ID, "correct horse battery", "a changed password", ""))
 	_, err := g.svc.VerifyCredentials(t.Context(), "stale@example.com", "a changed password")
 	require.NoError(t, err)
@@ -442,9 +447,7 @@ func TestLoginsRacingAnUpgrade(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.create(t, "race-upgrade@example.com")
-	stronger := f.cfg
-	stronger.Argon2 = identity.Argon2Params{MemoryKiB: 2048, Iterations: 2, Parallelism: 1}
-	g := newFixtureOn(t, f.db, stronger)
+	g := f.withStrongerHashes(t)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
