@@ -34,6 +34,7 @@ type ClientFactory struct {
 
 	mu        sync.Mutex
 	resolvers map[string]*registry.Resolver
+	closed    bool
 }
 
 // ClientOption configures a [ClientFactory].
@@ -78,7 +79,10 @@ func NewClientFactory(reg *registry.Registry, opts ...ClientOption) *ClientFacto
 		opt(f)
 	}
 	f.logger = logging.OrDiscard(f.logger)
-	f.http = &http.Client{Transport: f.balancer}
+	// Services never redirect one another: a redirect is answered as it
+	// is, not followed to a host that would get a resolver of its own, kept
+	// for as long as the process runs.
+	f.http = &http.Client{Transport: f.balancer, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return f
 }
 
@@ -101,6 +105,7 @@ func (f *ClientFactory) HTTPClient() *http.Client { return f.http }
 func (f *ClientFactory) Close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	for name, r := range f.resolvers {
 		r.Close()
 		delete(f.resolvers, name)
@@ -112,6 +117,10 @@ func (f *ClientFactory) Close() {
 // waiting for its first answer on the first call.
 func (f *ClientFactory) instances(ctx context.Context, service string) ([]registry.Instance, error) {
 	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("resolve %q: the client factory is closed", service)
+	}
 	r, ok := f.resolvers[service]
 	if !ok {
 		r = f.registry.Resolver(service, registry.WithWatchLogger(f.logger))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,37 @@ func TestFactoryRetriesARefusedConnection(t *testing.T) {
 		_ = resp.Body.Close()
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 	}
+}
+
+// TestFactoryFollowsNoRedirect: a redirect from a service is answered as
+// it is; following it would start a resolver for whatever host it names,
+// kept for good. A closed factory starts none either.
+func TestFactoryFollowsNoRedirect(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	reg := newRegistry(t, consul)
+	srv := httptest.NewUnstartedServer(http.RedirectHandler("http://elsewhere/keys", http.StatusFound))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true) // as services speak to one another
+	srv.Start()
+	t.Cleanup(srv.Close)
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	require.NoError(t, err)
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	require.NoError(t, reg.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "redirector-1", Name: "redirector", Address: "127.0.0.1", Port: p,
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthPassing},
+	}))
+	factory := rpc.NewClientFactory(reg)
+	resp, err := factory.HTTPClient().Get("http://redirector/jwks")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusFound, resp.StatusCode)
+
+	factory.Close()
+	_, err = factory.HTTPClient().Get("http://redirector/jwks")
+	require.Error(t, err, "a closed factory resolved again")
 }
 
 func TestFactoryWithoutInstancesIsUnavailable(t *testing.T) {
