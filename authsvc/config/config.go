@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"portcullis.dev/authsvc/internal/keys"
 	kconfig "portcullis.dev/kernel/config"
 	"portcullis.dev/kernel/service"
 )
@@ -78,6 +79,12 @@ type TOTPLockout struct {
 func (a Auth) Validate() error {
 	if a.RefreshIdleTTL > a.RefreshAbsoluteTTL {
 		return errors.New("auth.refresh_idle_ttl must not exceed auth.refresh_absolute_ttl")
+	}
+	if a.RotationInterval > 0 && a.RotationInterval < 2*keys.DefaultPublishAhead {
+		// The next key is published PublishAhead before it signs, and that
+		// is at most half the interval: less than an hour would not give
+		// verifiers, which keep a key set for minutes, time to fetch it.
+		return fmt.Errorf("auth.rotation_interval must be 0 (off) or at least %s", 2*keys.DefaultPublishAhead)
 	}
 	return nil
 }

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		// A retired key stays published until every token it signed has
 		// expired at every verifier, leeway included.
 		Retention: cfg.Auth.AccessTTL + cmp.Or(cfg.Tokens.Leeway, authn.DefaultLeeway),
-	}, nil)
+	}, nil, keys.WithLogger(logger))
 	// The first key is made before the service registers, so no verifier
 	// ever sees an empty key set.
 	if err := keyring.Init(ctx); err != nil {

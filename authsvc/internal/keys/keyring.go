@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"portcullis.dev/authsvc/ent"
 	"portcullis.dev/authsvc/ent/signingkey"
+	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/outbox"
 	auditv1 "portcullis.dev/proto/audit/v1"
 )
@@ -62,15 +64,27 @@ type Keyring struct {
 	cfg    Config
 	now    func() time.Time
 
+	logger *slog.Logger
+
 	mu          sync.Mutex
 	active      *Key
 	activeUntil time.Time // when the next key takes over; zero while none is due
 	loadedAt    time.Time
+	publishAt   time.Time // when to try again to publish the next key, after a failure
+}
+
+// KeyringOption configures a [Keyring].
+type KeyringOption func(*Keyring)
+
+// WithLogger sets the keyring's logger, which hears of a next key that
+// could not be published; nil, the default, discards.
+func WithLogger(l *slog.Logger) KeyringOption {
+	return func(r *Keyring) { r.logger = logging.OrDiscard(l) }
 }
 
 // NewKeyring returns a keyring over db's signing_keys table; now is its
 // clock (nil means time.Now).
-func NewKeyring(db *ent.Client, sealer *Sealer, cfg Config, now func() time.Time) *Keyring {
+func NewKeyring(db *ent.Client, sealer *Sealer, cfg Config, now func() time.Time, opts ...KeyringOption) *Keyring {
 	if now == nil {
 		now = time.Now
 	}
@@ -83,7 +97,11 @@ func NewKeyring(db *ent.Client, sealer *Sealer, cfg Config, now func() time.Time
 	if cfg.RotationInterval > 0 {
 		cfg.PublishAhead = min(cfg.PublishAhead, cfg.RotationInterval/2)
 	}
-	return &Keyring{db: db, sealer: sealer, cfg: cfg, now: now}
+	r := &Keyring{db: db, sealer: sealer, cfg: cfg, now: now, logger: logging.OrDiscard(nil)}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Init makes the first key when there is none. It is safe to call from
@@ -103,7 +121,7 @@ func (r *Keyring) Active(ctx context.Context) (*Key, error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.active != nil && now.Sub(r.loadedAt) < r.cfg.CacheTTL && !r.nextDue(r.active, r.activeUntil, now) &&
+	if r.active != nil && now.Sub(r.loadedAt) < r.cfg.CacheTTL && (!r.nextDue(r.active, r.activeUntil, now) || now.Before(r.publishAt)) &&
 		(r.activeUntil.IsZero() || now.Before(r.activeUntil)) {
 		return r.active, nil
 	}
@@ -121,11 +139,17 @@ func (r *Keyring) Active(ctx context.Context) (*Key, error) {
 		// verifiers to have seen it (this service was down), a full
 		// PublishAhead from now.
 		at := maxTime(activeKey(row).CreatedAt.Add(r.cfg.RotationInterval), now.Add(r.cfg.PublishAhead))
-		if row, err = r.rotate(ctx, "scheduled", at, func(cur *ent.SigningKey) bool {
+		next, err := r.rotate(ctx, "scheduled", at, func(cur *ent.SigningKey) bool {
 			return cur == nil || r.nextDue(activeKey(cur), until(cur), now)
-		}); err != nil {
-			return nil, err
+		})
+		if err != nil {
+			// The current key signs on meanwhile (it stays valid and
+			// published); the next call past CacheTTL tries again.
+			r.logger.ErrorContext(ctx, "cannot publish the next signing key; signing on with the current one", "kid", row.ID, "err", err)
+			r.publishAt = now.Add(r.cfg.CacheTTL)
+			break
 		}
+		row = next
 	}
 	k, err := r.open(row)
 	if err != nil {

@@ -72,3 +72,32 @@ func TestScheduledRotationPublishesAhead(t *testing.T) {
 	assert.Equal(t, []string{now.ID}, kids())
 	assert.Equal(t, now.ID, active(a), "the retired next key took over")
 }
+
+// TestNextKeyNotPublishedSignsOn: publishing the next key ahead can fail
+// (the database refuses a write); the current key, still good for the
+// hour, signs on, and publishing is tried again.
+func TestNextKeyNotPublishedSignsOn(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	ctx := t.Context()
+	cfg := keys.Config{Alg: keys.AlgEdDSA, RotationInterval: 10 * time.Hour, PublishAhead: time.Hour, Retention: 20 * time.Minute}
+	r := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now)
+	first, err := r.Active(ctx)
+	require.NoError(t, err)
+
+	_, err = e.DB.Ent.ExecContext(ctx, `ALTER TABLE outbox_events RENAME TO outbox_events_away`)
+	require.NoError(t, err)
+	e.Clock.Advance(9 * time.Hour)
+	k, err := r.Active(ctx)
+	require.NoError(t, err, "logins fail an hour before they must")
+	assert.Equal(t, first.ID, k.ID)
+
+	_, err = e.DB.Ent.ExecContext(ctx, `ALTER TABLE outbox_events_away RENAME TO outbox_events`)
+	require.NoError(t, err)
+	e.Clock.Advance(keys.DefaultCacheTTL)
+	_, err = r.Active(ctx)
+	require.NoError(t, err)
+	set, err := r.JWKS(ctx)
+	require.NoError(t, err)
+	assert.Len(t, set, 2, "the next key was not published when the database took writes again")
+}
