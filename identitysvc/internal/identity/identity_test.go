@@ -519,10 +519,15 @@ func TestPasswordReset(t *testing.T) {
 	require.ErrorAs(t, f.svc.ResetPassword(ctx, fresh, "short"), &invalid)
 	require.NoError(t, f.svc.ResetPassword(ctx, fresh, "yet another password"))
 
-	// A disabled user gets no reset mail; the answer is the same.
+	// A disabled user gets no reset mail; the answer is the same. A link
+	// mailed before the disable no longer works: it would set the password
+	// the account has once enabled again.
 	f.clock.Advance(2 * time.Minute)
+	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
+	beforeDisable := f.lastToken(t, "frank@example.com", "Reset")
 	_, err = f.svc.SetStatus(ctx, u.ID, identity.StatusDisabled, "")
 	require.NoError(t, err)
+	assert.ErrorIs(t, f.svc.ResetPassword(ctx, beforeDisable, "a password set while disabled"), identity.ErrInvalidToken)
 	before = f.mails(t)
 	require.NoError(t, f.svc.RequestPasswordReset(ctx, "frank@example.com"))
 	assert.Equal(t, before, f.mails(t))

@@ -441,7 +441,8 @@ func checkReason(reason string) error {
 
 // SetStatus disables or enables a user; setting the status it has already
 // succeeds without an event. Disabling ends the user's sessions (see
-// endSessions), even when the user was disabled already.
+// endSessions), even when the user was disabled already, and the reset
+// links mailed to them.
 func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, reason string) (User, error) {
 	if err := checkReason(reason); err != nil {
 		return User{}, err
@@ -457,6 +458,11 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 		}
 		if status == StatusDisabled {
 			if end, err = s.queueSessionEnd(ctx, tx, id, ReasonUserDisabled, ""); err != nil {
+				return err
+			}
+			// A reset link mailed before would otherwise set the password
+			// the account has once it is enabled again.
+			if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
 				return err
 			}
 		}
