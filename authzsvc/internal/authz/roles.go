@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"slices"
 	"time"
 
@@ -257,11 +258,33 @@ func (s *Service) DeleteRole(ctx context.Context, id string, cascade bool) (remo
 			return failedPrecondition("role %q is still bound to %d user(s); unassign it first or delete with cascade", name, bound)
 		}
 		if bound > 0 {
-			res, err := tx.ExecContext(ctx, `DELETE FROM bindings WHERE role_id = $1`, rid)
+			// Each binding removed is recorded as UnassignRole records it:
+			// the log says who lost access, not only how many.
+			rows, err := tx.QueryContext(ctx, `DELETE FROM bindings WHERE role_id = $1 RETURNING user_id, resource`, rid)
 			if err != nil {
 				return err
 			}
-			removed = int(affected(res))
+			var unbound [][2]string // user, resource
+			for rows.Next() {
+				var b [2]string
+				if err := rows.Scan(&b[0], &b[1]); err != nil {
+					return errors.Join(err, rows.Close())
+				}
+				unbound = append(unbound, b)
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return err
+			}
+			removed = len(unbound)
+			for _, b := range unbound {
+				meta := map[string]string{"role_id": rid.String(), "role_name": name, "reason": "role_deleted"}
+				if b[1] != "" {
+					meta["resource"] = b[1]
+				}
+				if err := s.audit.Record(ctx, tx, AuditEvent{Action: ActionRoleUnassigned, Target: "user:" + b[0], Metadata: meta}); err != nil {
+					return err
+				}
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM roles WHERE id = $1`, rid); err != nil {
 			if pqCode(err) == foreignKeyViolation {

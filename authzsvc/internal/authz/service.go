@@ -114,22 +114,26 @@ func (s *Service) Bootstrap(ctx context.Context) error {
 			if !builtIn {
 				return fmt.Errorf("a custom role is named %q, which is reserved for a built-in role; rename it", b.name)
 			}
-			if created {
-				if err := s.audit.Record(ctx, tx, AuditEvent{Action: ActionRoleCreated, Target: "role:" + id.String(),
-					Metadata: map[string]string{"name": b.name, "built_in": "true"}}); err != nil {
-					return err
-				}
+			// Granted again on every start, so that a built-in role
+			// tampered with in the database is repaired, and the repair
+			// recorded.
+			granted, err := s.grantReturning(ctx, tx, id, b.permissions, now)
+			if err != nil {
+				return err
 			}
-			if len(b.permissions) > 0 {
-				// Re-granted on every start, so that a built-in role
-				// tampered with in the database is repaired.
-				res, err := tx.ExecContext(ctx, `INSERT INTO permissions (role_id, name, created_at)
-					SELECT $1, unnest($2::text[]), $3 ON CONFLICT (role_id, name) DO NOTHING`, id, pq.Array(b.permissions), now)
-				if err != nil {
+			if len(granted) > 0 {
+				ch.roles = append(ch.roles, id)
+			}
+			switch {
+			case created:
+				if err := s.audit.Record(ctx, tx, AuditEvent{Action: ActionRoleCreated, Target: "role:" + id.String(),
+					Metadata: withPermissions(map[string]string{"name": b.name, "built_in": "true"}, granted)}); err != nil {
 					return err
 				}
-				if affected(res) > 0 {
-					ch.roles = append(ch.roles, id)
+			case len(granted) > 0:
+				if err := s.audit.Record(ctx, tx, AuditEvent{Action: ActionPermissionsGranted, Target: "role:" + id.String(),
+					Metadata: withPermissions(map[string]string{"name": b.name, "built_in": "true", "reason": "restored"}, granted)}); err != nil {
+					return err
 				}
 			}
 			if b.name == AdminRole {

@@ -98,6 +98,11 @@ func TestDeleteBoundRole(t *testing.T) {
 	removed, err := r.DeleteRole(t.Context(), ops.ID.String(), true)
 	require.NoError(t, err)
 	assert.Equal(t, 2, removed)
+	// Who lost access is in the audit log, one event for each binding.
+	var unassigned int
+	require.NoError(t, r.db.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM outbox_events
+		WHERE position(convert_to('authz.role.unassigned', 'UTF8') in payload) > 0`).Scan(&unassigned))
+	assert.Equal(t, 2, unassigned)
 	assert.False(t, r.check(t, "u1", "infra.hosts.reboot", ""))
 	assert.False(t, r.check(t, "u2", "infra.hosts.reboot", "org:acme"))
 	_, err = r.GetRole(t.Context(), ops.ID.String())
@@ -165,6 +170,20 @@ func TestBootstrapIsIdempotentAcrossReplicas(t *testing.T) {
 	assert.Equal(t, authz.AdminRole, bindings[0].RoleName)
 	assert.True(t, replicas[2].check(t, "first-admin", "authz.roles.write", ""))
 	require.NoError(t, replicas[2].Bootstrap(t.Context()))
+
+	// The admin role's grant, tampered with in the database, is restored
+	// at the next start, and the repair is in the audit log.
+	restored := func() (n int) {
+		require.NoError(t, replicas[0].db.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM outbox_events
+			WHERE position(convert_to('restored', 'UTF8') in payload) > 0`).Scan(&n))
+		return n
+	}
+	require.Zero(t, restored())
+	_, err = replicas[0].db.DB.ExecContext(t.Context(), `DELETE FROM permissions WHERE role_id = $1`, roles[0].ID)
+	require.NoError(t, err)
+	require.NoError(t, replicas[2].Bootstrap(t.Context()))
+	assert.Equal(t, []string{"*"}, replicas[0].roleByName(t, authz.AdminRole).Permissions)
+	assert.Equal(t, 1, restored())
 }
 
 func TestAdminCallsAreIdempotent(t *testing.T) {
