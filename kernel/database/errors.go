@@ -6,14 +6,11 @@ import (
 	"github.com/lib/pq"
 )
 
-// ErrConflict is what to tell a caller whose call [IsConflict] ended: it
-// says nothing of the service's internals.
-var ErrConflict = errors.New("the change met a concurrent one; retry")
-
 // IsConflict reports whether err is PostgreSQL giving up a transaction
 // because of a concurrent one: a deadlock (40P01) or a serialization
 // failure (40001). Nothing is wrong with the request, and the same call
-// made again can succeed: answer it Aborted, not Internal.
+// made again can succeed: rpc.TransientError answers it Aborted, not
+// Internal.
 func IsConflict(err error) bool {
 	var pqErr *pq.Error
 	if !errors.As(err, &pqErr) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"connectrpc.com/connect"
+
+	"portcullis.dev/kernel/database"
 )
 
 // ContextError returns the Connect error for a call that failed because
@@ -23,6 +25,21 @@ func ContextError(ctx context.Context, err error) (*connect.Error, bool) {
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled")), true
 	case err != nil && ctx.Err() != nil:
 		return ContextError(ctx, ctx.Err())
+	}
+	return nil, false
+}
+
+// TransientError returns the Connect error for a call that failed through
+// no fault of the service, and false for any other error: its context
+// ended ([ContextError]), or PostgreSQL gave its transaction up for a
+// concurrent one ([database.IsConflict]), which Aborted tells the caller
+// to make again. Every service asks it before answering Internal.
+func TransientError(ctx context.Context, err error) (*connect.Error, bool) {
+	if cerr, ok := ContextError(ctx, err); ok {
+		return cerr, true
+	}
+	if database.IsConflict(err) {
+		return connect.NewError(connect.CodeAborted, errors.New("the change met a concurrent one; retry")), true
 	}
 	return nil, false
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 
 	"portcullis.dev/kernel/rpc"
@@ -41,6 +42,32 @@ func TestContextError(t *testing.T) {
 		if ok {
 			assert.Equal(t, tt.code, got.Code())
 			assert.NotContains(t, got.Message(), "schema", "the wrapped text leaks")
+		}
+	}
+}
+
+func TestTransientError(t *testing.T) {
+	t.Parallel()
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		err  error
+		code connect.Code
+		ok   bool
+	}{
+		{"deadlock", t.Context(), fmt.Errorf("use token: %w", &pq.Error{Code: "40P01"}), connect.CodeAborted, true},
+		{"serialization failure", t.Context(), &pq.Error{Code: "40001"}, connect.CodeAborted, true},
+		{"the call ended", canceled, &pq.Error{Code: "57014"}, connect.CodeCanceled, true},
+		{"a unique violation", t.Context(), &pq.Error{Code: "23505"}, 0, false},
+		{"anything else", t.Context(), errors.New("disk full"), 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := rpc.TransientError(tt.ctx, tt.err)
+		assert.Equal(t, tt.ok, ok, tt.name)
+		if ok {
+			assert.Equal(t, tt.code, got.Code(), tt.name)
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 
 	"portcullis.dev/auditsvc/internal/audit"
-	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
@@ -133,11 +132,8 @@ func (h *Handler) connectError(ctx context.Context, err error) error {
 	case errors.As(err, &ce):
 		return ce // from the stream: the client went away
 	}
-	if cerr, ok := rpc.ContextError(ctx, err); ok {
+	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
-	}
-	if database.IsConflict(err) {
-		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	h.logger.ErrorContext(ctx, "audit request failed", "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))

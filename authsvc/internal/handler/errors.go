@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect"
 
 	"portcullis.dev/authsvc/internal/auth"
-	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/rpc"
 	authv1 "portcullis.dev/proto/auth/v1"
 )
@@ -40,13 +39,11 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 	if errors.As(err, &inv) {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New(inv.Error()))
 	}
-	if ctx.Err() != nil {
-		// The call ended (the caller left, or its deadline passed) while a
-		// dependency worked for it: that is what failed, not the
-		// dependency.
-		if cerr, ok := rpc.ContextError(ctx, err); ok {
-			return cerr
-		}
+	// First: a call that ended (the caller left, or its deadline passed)
+	// while a dependency worked for it failed for that, not for the
+	// dependency.
+	if cerr, ok := rpc.TransientError(ctx, err); ok {
+		return cerr
 	}
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
@@ -63,12 +60,6 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			}
 			return cerr
 		}
-	}
-	if cerr, ok := rpc.ContextError(ctx, err); ok {
-		return cerr
-	}
-	if database.IsConflict(err) {
-		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	h.logger.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("error", err.Error()))
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))

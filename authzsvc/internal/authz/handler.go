@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"portcullis.dev/kernel/authn"
-	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/rpc"
 	authzv1 "portcullis.dev/proto/authz/v1"
@@ -51,11 +50,8 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return connect.NewError(code, errors.New(de.Msg))
 		}
 	}
-	if cerr, ok := rpc.ContextError(ctx, err); ok {
+	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
-	}
-	if database.IsConflict(err) {
-		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	h.logger.ErrorContext(ctx, "authz request failed", "procedure", logging.Procedure(ctx), "err", err)
 	return connect.NewError(connect.CodeUnavailable, errors.New("the request could not be completed; retry later"))

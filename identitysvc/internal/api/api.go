@@ -14,7 +14,6 @@ import (
 
 	"portcullis.dev/identitysvc/internal/identity"
 	"portcullis.dev/kernel/authn"
-	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/rpc"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
@@ -294,11 +293,8 @@ func toConnect(ctx context.Context, err error) error {
 		// account.
 		return connect.NewError(connect.CodeUnavailable, identity.ErrBusy)
 	}
-	if cerr, ok := rpc.ContextError(ctx, err); ok {
+	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
-	}
-	if database.IsConflict(err) {
-		return connect.NewError(connect.CodeAborted, database.ErrConflict)
 	}
 	return connect.NewError(connect.CodeInternal, errInternal{err})
 }
