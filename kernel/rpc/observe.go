@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"time"
 
@@ -16,14 +15,10 @@ import (
 type observer struct {
 	logger  *slog.Logger
 	metrics *metrics
-	// recover answers a panic; connect.WithRecover's covers only the
-	// handler, not the interceptors between it and the observer (the
-	// enforcer, an Authenticator, an Authorizer, the server's own).
-	recover func(ctx context.Context, spec connect.Spec, header http.Header, p any) error
 }
 
 func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (resp connect.AnyResponse, err error) {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
@@ -32,17 +27,10 @@ func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		gauge := o.metrics.inFlight.WithLabelValues(procedure)
 		gauge.Inc()
 		start := time.Now()
-		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
-					panic(p) // net/http's way to abort a response: not a failure to answer
-				}
-				resp, err = nil, o.recover(ctx, req.Spec(), req.Header(), p)
-			}
-			gauge.Dec()
-			o.done(ctx, procedure, req.Peer().Addr, err, time.Since(start))
-		}()
-		return next(ctx, req)
+		resp, err := next(ctx, req)
+		gauge.Dec()
+		o.done(ctx, procedure, req.Peer().Addr, err, time.Since(start))
+		return resp, err
 	}
 }
 
@@ -51,23 +39,16 @@ func (o *observer) WrapStreamingClient(next connect.StreamingClientFunc) connect
 }
 
 func (o *observer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) (err error) {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		procedure := conn.Spec().Procedure
 		ctx = logging.WithProcedure(ctx, procedure)
 		gauge := o.metrics.inFlight.WithLabelValues(procedure)
 		gauge.Inc()
 		start := time.Now()
-		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
-					panic(p) // net/http's way to abort a response: not a failure to answer
-				}
-				err = o.recover(ctx, conn.Spec(), conn.RequestHeader(), p)
-			}
-			gauge.Dec()
-			o.done(ctx, procedure, conn.Peer().Addr, err, time.Since(start))
-		}()
-		return next(ctx, conn)
+		err := next(ctx, conn)
+		gauge.Dec()
+		o.done(ctx, procedure, conn.Peer().Addr, err, time.Since(start))
+		return err
 	}
 }
 

@@ -177,14 +177,14 @@ func NewServer(name, version string, cfg Config, opts ...Option) *Server {
 // `identityv1connect.NewIdentityServiceHandler(svc, srv.HandlerOptions()...)`.
 func (s *Server) HandlerOptions() []connect.HandlerOption {
 	// The chain, outermost first: the access log and metrics see every
-	// outcome, including refusals; enforcement runs before any handler.
-	chain := append([]connect.Interceptor{
-		&observer{logger: s.logger, metrics: s.metrics, recover: s.recover},
-		&enforcer{policy: s.policy, logger: s.logger},
-	}, s.interceptors...)
+	// outcome, including refusals and panics; recovery covers everything
+	// inside them, the enforcer (an Authenticator, an Authorizer) and the
+	// server's own interceptors as well as the handler; enforcement runs
+	// before any handler.
 	return []connect.HandlerOption{
-		connect.WithInterceptors(chain...),
+		connect.WithInterceptors(&observer{logger: s.logger, metrics: s.metrics}),
 		connect.WithRecover(s.recover),
+		connect.WithInterceptors(append([]connect.Interceptor{&enforcer{policy: s.policy, logger: s.logger}}, s.interceptors...)...),
 		connect.WithReadMaxBytes(s.cfg.MaxRequestBytes),
 		connect.WithCompressMinBytes(s.cfg.CompressMinBytes),
 	}
