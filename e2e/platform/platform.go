@@ -69,10 +69,6 @@ type Options struct {
 	// a service not named runs one. The second instance of identitysvc is
 	// the process "identitysvc-2", and so on.
 	Replicas map[string]int
-
-	// freePorts chooses Consul's ports; nil means [freePorts]. Tests set it
-	// to hand out a port that is taken.
-	freePorts func(n int) ([]int, error)
 }
 
 // Platform is a running set of processes. Stop it with [Platform.Stop].
@@ -121,10 +117,7 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		envs:       map[string][]string{},
 		stopped:    map[*process]bool{},
 		replicas:   map[string]int{},
-		freePorts:  opts.freePorts,
-	}
-	if p.freePorts == nil {
-		p.freePorts = freePorts
+		freePorts:  freePorts,
 	}
 	names := []string{"consul"}
 	for _, name := range Services {

@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -184,9 +185,9 @@ func (c Config) Validate() error {
 			errs = append(errs, &kconfig.KeyError{Key: "ratelimit.credential_procedures", Err: fmt.Errorf("%q is not a procedure /package.Service/Method", p)})
 		}
 	}
-	// A rate under one a day is a typo, and a small enough one overflows
-	// the bucket's interval; zero turns the bucket off. (A million a
-	// second, the tags' maximum, is the finest interval Redis keeps.)
+	// A rate under one a day is a typo; zero turns the bucket off. (A
+	// million a second, the tags' maximum, is the finest interval Redis
+	// keeps.)
 	rl := c.RateLimit
 	for _, r := range []struct {
 		key   string
@@ -196,7 +197,7 @@ func (c Config) Validate() error {
 		switch {
 		case r.rate == 0:
 		case r.rate < minRate:
-			errs = append(errs, &kconfig.KeyError{Key: r.key, Err: fmt.Errorf("must be 0 (off) or at least 0.0000116 (one a day), got %g", r.rate)})
+			errs = append(errs, &kconfig.KeyError{Key: r.key, Err: fmt.Errorf("must be 0 (off) or at least %.7f (one a day), got %g", math.Ceil(minRate*1e7)/1e7, r.rate)})
 		case float64(r.burst)/r.rate > maxWindow.Seconds():
 			// The bucket's window, burst/rate, is kept in nanoseconds (and
 			// in microseconds in Redis, as a Lua number).

@@ -393,9 +393,10 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 		}
 		x.respStarted = true
 		x.status, _ = strconv.Atoi(status)
-		for _, f := range f.RegularFields() {
-			if f.Name == "content-type" {
-				x.body.Reset(f.Value)
+		for _, hf := range f.RegularFields() {
+			if hf.Name == "content-type" {
+				x.body.Reset(hf.Value)
+				break
 			}
 		}
 		h.recvEnd = f.StreamEnded()

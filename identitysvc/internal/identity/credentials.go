@@ -129,10 +129,13 @@ func (s *Service) authenticate(ctx context.Context, u *ent.User, password string
 		if n > 0 {
 			return stored, nil
 		}
-		// Locked or changed since the read: judged again on the row as it
-		// is now.
+		// Locked or changed since the read: locked is the answer, changed
+		// is judged again.
 		if cur, err = s.lockoutState(ctx, u.ID); err != nil {
 			return "", err
+		}
+		if lockedAt(cur, now) {
+			return "", ErrLocked
 		}
 		hash = cur.PasswordHash
 	}

@@ -1,16 +1,19 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"net/url"
+	"time"
 
 	"github.com/google/uuid"
 
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/ent/onetimetoken"
+	"portcullis.dev/identitysvc/ent/predicate"
 	"portcullis.dev/identitysvc/ent/user"
 )
 
@@ -173,16 +176,12 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 	// A token that cannot be used is refused before a hash is spent on
 	// it: anyone may send one, and the hashing slots are what every login
 	// waits for. useToken checks it again, under its lock.
-	if token == "" || len(token) > maxTokenLen {
+	usable, ok := liveToken(token, onetimetoken.PurposeResetPassword, s.now())
+	if !ok {
 		return ErrInvalidToken
 	}
-	live, err := s.db.OneTimeToken.Query().Where(onetimetoken.TokenHash(hashToken(token)),
-		onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword), onetimetoken.UsedAtIsNil(), onetimetoken.ExpiresAtGT(s.now())).Exist(ctx)
-	if err != nil {
-		return err
-	}
-	if !live {
-		return ErrInvalidToken
+	if live, err := s.db.OneTimeToken.Query().Where(usable).Exist(ctx); err != nil || !live {
+		return cmp.Or(err, ErrInvalidToken)
 	}
 	hash, err := s.hasher.hash(ctx, password)
 	if err != nil {
@@ -223,24 +222,33 @@ func (s *Service) ResetPassword(ctx context.Context, token, password string) err
 // success. The used row stays until the next token replaces it, so reuse
 // is refused the same way as an unknown token.
 func (s *Service) useToken(ctx context.Context, tx *ent.Tx, token string, purpose onetimetoken.Purpose) (*ent.OneTimeToken, error) {
-	if token == "" || len(token) > maxTokenLen {
+	now := s.now()
+	usable, ok := liveToken(token, purpose, now)
+	if !ok {
 		return nil, ErrInvalidToken
 	}
-	now := s.now()
-	t, err := tx.OneTimeToken.Query().Where(onetimetoken.TokenHash(hashToken(token)), onetimetoken.PurposeEQ(purpose)).ForUpdate().Only(ctx)
+	// A concurrent use waits for the lock, then no longer matches.
+	t, err := tx.OneTimeToken.Query().Where(usable).ForUpdate().Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil, ErrInvalidToken
 	}
 	if err != nil {
 		return nil, err
 	}
-	if t.UsedAt != nil || !now.Before(t.ExpiresAt) {
-		return nil, ErrInvalidToken
-	}
 	if err := tx.OneTimeToken.UpdateOne(t).SetUsedAt(now).Exec(ctx); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// liveToken selects the unused, unexpired token of purpose whose text is
+// token, or reports false for text that cannot be a token.
+func liveToken(token string, purpose onetimetoken.Purpose, now time.Time) (predicate.OneTimeToken, bool) {
+	if token == "" || len(token) > maxTokenLen {
+		return nil, false
+	}
+	return onetimetoken.And(onetimetoken.TokenHash(hashToken(token)), onetimetoken.PurposeEQ(purpose),
+		onetimetoken.UsedAtIsNil(), onetimetoken.ExpiresAtGT(now)), true
 }
 
 func (s *Service) link(token string) string {
