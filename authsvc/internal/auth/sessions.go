@@ -195,14 +195,15 @@ func validReason(reason string) bool {
 	return true
 }
 
-// revokeAll ends every active session of userID but keep (if not empty)
-// for reason, audits it as one auth.sessions.revoked_all event, and
-// returns how many it ended. With cutoff, it also sets the user's session
-// cutoff (see EndUserSessions).
 // maxClockSkew is how far behind another replica's clock may be: a
 // session ended by this one's clock no longer ago still ends everywhere.
 const maxClockSkew = 5 * time.Minute
 
+// revokeAll ends every active session of userID but keep (if not empty)
+// for reason, and those that ended within maxClockSkew, audits it as one
+// auth.sessions.revoked_all event, and returns how many active ones it
+// ended. With cutoff, it also sets the user's session
+// cutoff (see EndUserSessions).
 func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cutoff bool) (int, error) {
 	var n int
 	err := s.withTx(ctx, func(tx *ent.Tx) error {

@@ -121,7 +121,7 @@ func (r *Keyring) Active(ctx context.Context) (*Key, error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.active != nil && now.Sub(r.loadedAt) < r.cfg.CacheTTL && (!r.nextDue(r.active, r.activeUntil, now) || now.Before(r.publishAt)) &&
+	if r.active != nil && now.Sub(r.loadedAt) < r.cfg.CacheTTL && (!r.nextDue(r.active.CreatedAt, r.activeUntil, now) || now.Before(r.publishAt)) &&
 		(r.activeUntil.IsZero() || now.Before(r.activeUntil)) {
 		return r.active, nil
 	}
@@ -134,13 +134,13 @@ func (r *Keyring) Active(ctx context.Context) (*Key, error) {
 		if row, err = r.rotate(ctx, "first_key", now, func(cur *ent.SigningKey) bool { return cur == nil }); err != nil {
 			return nil, err
 		}
-	case r.nextDue(activeKey(row), until(row), now):
+	case r.nextDue(activation(row), until(row), now):
 		// Activated when the interval is up, or, if that is too soon for
 		// verifiers to have seen it (this service was down), a full
 		// PublishAhead from now.
-		at := maxTime(activeKey(row).CreatedAt.Add(r.cfg.RotationInterval), now.Add(r.cfg.PublishAhead))
+		at := maxTime(activation(row).Add(r.cfg.RotationInterval), now.Add(r.cfg.PublishAhead))
 		next, err := r.rotate(ctx, "scheduled", at, func(cur *ent.SigningKey) bool {
-			return cur == nil || r.nextDue(activeKey(cur), until(cur), now)
+			return cur == nil || r.nextDue(activation(cur), until(cur), now)
 		})
 		if err != nil {
 			// The current key signs on meanwhile (it stays valid and
@@ -159,18 +159,15 @@ func (r *Keyring) Active(ctx context.Context) (*Key, error) {
 	return k, nil
 }
 
-// nextDue reports whether the next key must be published now: k signs,
-// none follows it yet, and its interval ends within PublishAhead.
-func (r *Keyring) nextDue(k *Key, retires time.Time, now time.Time) bool {
+// nextDue reports whether the next key must be published now: the key
+// that began to sign at since has no successor yet (retires is zero), and
+// its interval ends within PublishAhead.
+func (r *Keyring) nextDue(since, retires, now time.Time) bool {
 	return r.cfg.RotationInterval > 0 && retires.IsZero() &&
-		!now.Before(k.CreatedAt.Add(r.cfg.RotationInterval-r.cfg.PublishAhead))
+		!now.Before(since.Add(r.cfg.RotationInterval-r.cfg.PublishAhead))
 }
 
-// activeKey is row as far as nextDue needs it: when it began to sign.
-func activeKey(row *ent.SigningKey) *Key {
-	return &Key{CreatedAt: activation(row)}
-}
-
+// activation is when row began, or begins, to sign.
 func activation(row *ent.SigningKey) time.Time {
 	if row.ActivatesAt != nil {
 		return *row.ActivatesAt

@@ -86,8 +86,6 @@ func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 	})
 }
 
-// TestCovers: a user covers another when they hold everything the other
-// holds, everywhere and on each of the other's resources.
 // TestBindingWaitsForAGrantToItsRole: a binding made while the role is
 // being granted more is judged on what the role has once the grant
 // commits, not on what it had before.
@@ -112,13 +110,22 @@ func TestBindingWaitsForAGrantToItsRole(t *testing.T) {
 		_, err := r.AssignRole(authn.NewContext(t.Context(), authn.Principal{Kind: authn.KindUser, Subject: "binder"}), "bob", readers.ID.String(), "")
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // AssignRole waits for the grant
+	// AssignRole waits for the grant's lock (on the role, or in its
+	// binding's foreign key) before the grant commits.
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := r.db.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+			AND (query LIKE '%roles WHERE id = $1 FOR SHARE%' OR query LIKE 'INSERT INTO bindings%')`).Scan(&waiting)
+		return err == nil && waiting > 0
+	}, 5*time.Second, time.Millisecond)
 	require.NoError(t, grant.Commit())
 	err = <-done
 	require.Error(t, err, "bound to a role that gives what the binder does not hold")
 	assert.Equal(t, authz.KindPermissionDenied, authz.KindOf(err))
 }
 
+// TestCovers: a user covers another when they hold everything the other
+// holds, everywhere and on each of the other's resources.
 func TestCovers(t *testing.T) {
 	t.Parallel()
 	r := newReplica(t)

@@ -512,11 +512,14 @@ func TestABurstOfChangesDoesNotStopTheListener(t *testing.T) {
 		_, err := admin.ExecContext(t.Context(), `SELECT pg_notify('authz_changes_`+schema+`', 'user:someone-' || i) FROM generate_series(1, 2000) i`)
 		require.NoError(t, err)
 	}
-	b.prime(t, "carol", "infra.hosts.reboot", true)
+	b.prime(t, "carol", "infra.hosts.reboot", true) // cached: b listens
 	_, err := a.RevokePermissions(t.Context(), role.ID.String(), []string{"infra.hosts.reboot"})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return !b.check(t, "carol", "infra.hosts.reboot", "") }, 5*time.Second, time.Millisecond,
+	// Through the notification, well before an unanswered ping (1s) would
+	// turn caching off and the database answer instead.
+	require.Eventually(t, func() bool { return !b.check(t, "carol", "infra.hosts.reboot", "") }, 500*time.Millisecond, time.Millisecond,
 		"the revocation never reached the replica")
+	assert.True(t, b.Live(), "caching turned off: the listener stopped answering")
 }
 
 func TestConcurrentChecksAndChanges(t *testing.T) {
