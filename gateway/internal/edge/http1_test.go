@@ -178,10 +178,13 @@ func TestEarlyHintsKeepTheAnswer(t *testing.T) {
 		srv.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Link", "</app.css>; rel=preload")
 			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Set("Vary", "Accept") // the answer's own, beside the gateway's
 			h.ServeHTTP(w, r)
 		}))
 	})
-	gw := e.startGateway(t, generousLimits(e.config(t)))
+	cfg := generousLimits(e.config(t))
+	cfg.CORS.AllowedOrigins = []string{"http://app.example"} // the gateway sets Vary: Origin
+	gw := e.startGateway(t, cfg)
 	token := e.auth.Issue()
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		var hints []string
@@ -203,10 +206,21 @@ func TestEarlyHintsKeepTheAnswer(t *testing.T) {
 		assert.Equal(ct, []string{"103 </app.css>; rel=preload"}, hints)
 		assert.NotEmpty(ct, res.Header.Get("Ratelimit-Limit"), "the gateway's fields were wiped")
 		assert.NotEmpty(ct, res.Header.Get("X-Request-Id"), "the gateway's fields were wiped")
+		assert.Subset(ct, varies(res.Header), []string{"Origin", "Accept"}, "the gateway's Vary and the service's are not both kept")
 	}, 15*time.Second, 50*time.Millisecond)
 	for series := range scrape(t, gw.url) {
 		assert.NotContains(t, series, `code="103"`, "the service's 103 was taken for the answer")
 	}
+}
+
+// varies lists the names a response's Vary fields give.
+func varies(h http.Header) (names []string) {
+	for _, v := range h.Values("Vary") {
+		for n := range strings.SplitSeq(v, ",") {
+			names = append(names, strings.TrimSpace(n))
+		}
+	}
+	return names
 }
 
 // generousLimits turns rate limiting on with limits no test reaches, so

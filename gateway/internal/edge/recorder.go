@@ -2,6 +2,7 @@ package edge
 
 import (
 	"net/http"
+	"slices"
 	"time"
 
 	"portcullis.dev/gateway/internal/envelope"
@@ -50,10 +51,19 @@ func (r *recorder) WriteHeader(code int) {
 		r.body.Reset(r.ResponseWriter.Header().Get("Content-Type"))
 		if r.kept != nil {
 			// What the 1xx carried comes back too: Early Hints' Link,
-			// which final answers repeat anyway.
+			// which final answers repeat anyway. Vary is the one field the
+			// gateway and the service both set (keepOwnHeaders keeps the
+			// service's): its values add up.
 			h := r.ResponseWriter.Header()
 			for k, v := range r.kept {
-				if _, ok := h[k]; !ok && !hopByHop(k) {
+				switch _, ok := h[k]; {
+				case k == "Vary":
+					for _, vary := range v {
+						if !slices.Contains(h[k], vary) {
+							h[k] = append(h[k], vary)
+						}
+					}
+				case !ok && !hopByHop(k):
 					h[k] = v
 				}
 			}
