@@ -3,8 +3,13 @@ package registry_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"portcullis.dev/kernel/kerneltest"
 	"portcullis.dev/kernel/registry"
 )
 
@@ -272,4 +278,51 @@ func TestKeepRegisteredComesBackCriticalWhenNotReady(t *testing.T) {
 		require.Empty(t, entries, "an instance that is not ready came back passing")
 		time.Sleep(checkInterval / 10)
 	}
+}
+
+// TestFlakyConsulStillDropsLeavers: a Consul that fails queries now and
+// then, more often than the settling time, must not keep an instance that
+// left. Each failure settles the watcher for a while (WithSettle); settling
+// again and again carried the leaver forward for ever.
+func TestFlakyConsulStillDropsLeavers(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	target, err := url.Parse("http://" + consul.Addr())
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every blocking health query fails after 200ms, as behind a
+		// proxy that cuts long polls short: the watcher learns each
+		// change only from the query after a failure.
+		if strings.HasPrefix(r.URL.Path, "/v1/health/") && r.URL.Query().Get("index") != "" {
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+			http.Error(w, "upstream timed out", http.StatusGatewayTimeout)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(flaky.Close)
+	var logs logBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("resolver's log:\n%s", logs.String())
+		}
+	})
+	reg, err := registry.New(registry.Config{Addr: flaky.Listener.Addr().String(), CheckInterval: checkInterval},
+		registry.WithLogger(logs.logger()))
+	require.NoError(t, err)
+	a, b := newBackend(t), newBackend(t)
+	register(t, reg, a.instance("flaky"))
+	register(t, reg, b.instance("flaky"))
+	const settleFor = time.Second
+	res := reg.Resolver("flaky", registry.WithBackoff(20*time.Millisecond, 50*time.Millisecond), registry.WithSettle(settleFor))
+	t.Cleanup(res.Close)
+	waitForInstances(t, res, settle, a.hostPort(), b.hostPort())
+
+	b.setReady(false)
+	// Consul's check interval, then at most the settling under way.
+	waitForInstances(t, res, 2*checkInterval+settleFor+time.Second, a.hostPort())
 }

@@ -66,8 +66,10 @@ func WithBackoff(initial, max time.Duration) WatchOption {
 // outage, or restarted (its index went backwards), keeps what it knew
 // before alongside what Consul now says. A restarted agent that lost its
 // state knows no instance until each registers again and passes a check;
-// without this, every route would vanish for those seconds. Zero means
-// three check intervals plus two seconds; negative turns it off.
+// without this, every route would vanish for those seconds. Another
+// settling starts no sooner than d after one ends, so that a Consul failing
+// often cannot keep an instance that left. Zero means three check intervals
+// plus two seconds; negative turns it off.
 func WithSettle(d time.Duration) WatchOption {
 	return func(o *watchOptions) { o.settle = d }
 }
@@ -240,7 +242,12 @@ func (w *watch[T]) run(ctx context.Context) {
 		}
 		w.setErr(nil)
 		restarted := meta.LastIndex < index
-		if (failures > 0 || restarted) && hadAnswer && w.opts.settle > 0 {
+		// A settling starts only once the last one has been over for as
+		// long as it lasted: a Consul that fails more often than that would
+		// otherwise keep every instance that ever left. An agent that
+		// restarts meanwhile is caught below, by its new ID.
+		settledLately := time.Since(settleUntil) < w.opts.settle
+		if (failures > 0 || restarted) && hadAnswer && w.opts.settle > 0 && !settledLately {
 			settleUntil = time.Now().Add(w.opts.settle)
 			// This settling covers an agent that restarted meanwhile: the
 			// agent answering now is the one to compare later answers with,
