@@ -120,11 +120,22 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			out.Body = body
 		}
+		var body *callerBody
+		if out.Body != nil && out.Body != http.NoBody {
+			body = &callerBody{ReadCloser: out.Body}
+			out.Body = body
+		}
 		ep.inFlight.Add(1)
 		sent = true
 		r, err := b.base.RoundTrip(out)
 		if err != nil {
 			ep.inFlight.Add(-1)
+			if body != nil && body.failed.Load() {
+				// The caller's body failed (a client that left
+				// mid-upload, a body over the gateway's cap): nothing
+				// to hold against the instance, nor to try elsewhere.
+				return true, false, err
+			}
 			return false, replayable && neverSent(err), err
 		}
 		// The call goes on until its body is read or closed.
@@ -294,6 +305,21 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
+}
+
+// callerBody is a request body that remembers whether reading it failed.
+// The transport reads it in a goroutine of its own, hence the atomic.
+type callerBody struct {
+	io.ReadCloser
+	failed atomic.Bool
+}
+
+func (c *callerBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		c.failed.Store(true)
+	}
+	return n, err
 }
 
 // trackedBody calls done once, when the response body is closed or read to

@@ -192,3 +192,50 @@ func TestSilentInstanceFailsItsCalls(t *testing.T) {
 	require.Error(t, err)
 	assert.NoError(t, ctx.Err(), "the call failed on the missing PING answer, before its deadline: %v", err)
 }
+
+// failingBody sends some bytes, then fails as a client that left
+// mid-upload does.
+type failingBody struct{ sent bool }
+
+func (f *failingBody) Read(p []byte) (int, error) {
+	if f.sent {
+		return 0, io.ErrUnexpectedEOF
+	}
+	f.sent = true
+	return copy(p, "partial"), nil
+}
+
+func (f *failingBody) Close() error { return nil }
+
+// TestBodyErrorsCountForNobody: a call that fails because its caller's
+// body could not be read (a client that left mid-upload, a body over the
+// gateway's cap) says nothing of the instance, which stays in rotation.
+func TestBodyErrorsCountForNobody(t *testing.T) {
+	t.Parallel()
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }),
+		Protocols: new(http.Protocols),
+	}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	instances := []registry.Instance{{Address: "127.0.0.1", Port: port}}
+	tr := h2cTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	b := newBalancer(tr, func(context.Context, string) ([]registry.Instance, error) { return instances, nil })
+	for range 5 {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://svc/upload", &failingBody{})
+		require.NoError(t, err)
+		res, err := b.RoundTrip(req)
+		if err == nil {
+			_ = res.Body.Close()
+		}
+		require.Error(t, err, "the body failed")
+	}
+	ep := b.endpoint(instances[0])
+	assert.Zero(t, ep.failures.Load(), "failures counted")
+	assert.Zero(t, ep.ejectedUntil.Load(), "ejected")
+}
