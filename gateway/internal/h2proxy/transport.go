@@ -36,8 +36,18 @@ type Transport struct {
 
 	mu      sync.Mutex
 	conns   map[string][]*conn
-	dialing map[string]chan struct{}
+	dialing map[string]*dialCall
 	closed  bool
+}
+
+// dialCall is a dial under way, which other streams to the same address
+// wait on rather than dialling too.
+type dialCall struct {
+	done chan struct{}
+	// err, set before done closes, is why the dial failed, unless its
+	// caller left: an instance that does not answer fails every stream
+	// that waited on it at once, each free to go to another instance.
+	err error
 }
 
 // The windows an upstream may fill: per stream, what one slow client makes
@@ -70,28 +80,34 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
 				return c, nil
 			}
 		}
-		if wait, ok := t.dialing[addr]; ok {
+		if d, ok := t.dialing[addr]; ok {
 			t.mu.Unlock()
 			select {
-			case <-wait:
+			case <-d.done:
+				if d.err != nil {
+					return nil, &NotSentError{d.err}
+				}
 				continue
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 		}
 		if t.dialing == nil {
-			t.dialing = make(map[string]chan struct{})
+			t.dialing = make(map[string]*dialCall)
 			t.conns = make(map[string][]*conn)
 		}
-		done := make(chan struct{})
-		t.dialing[addr] = done
+		d := &dialCall{done: make(chan struct{})}
+		t.dialing[addr] = d
 		t.mu.Unlock()
 
 		c, err := t.dial(ctx, addr)
 
 		t.mu.Lock()
 		delete(t.dialing, addr)
-		close(done)
+		if err != nil && ctx.Err() == nil {
+			d.err = err
+		}
+		close(d.done)
 		if err == nil {
 			select {
 			case <-c.closed: // closed already, and forgotten before it was added
