@@ -335,7 +335,8 @@ func (x *exchange) resetDown(code http2.ErrCode, b *batch) {
 	x.dropPending(down, b)
 	x.dropPending(x.up, b)
 	down.c.remove(down)
-	x.stream.cancel()
+	// The stream's context stays: the exchange finishes now, and its
+	// caller tells an instance that failed from a client that left by it.
 }
 
 // abort ends the exchange after a stream error on h.

@@ -299,6 +299,34 @@ func TestUpstreamDyingMidResponse(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestUpstreamFailureIsNotTheClientLeaving: a response the upstream cut
+// short leaves the stream's context alive when Forward returns, so the
+// caller can tell a failing instance from a client that left, and count it.
+func TestUpstreamFailureIsNotTheClientLeaving(t *testing.T) {
+	addr := upstream(t)
+	tr := &h2proxy.Transport{}
+	t.Cleanup(tr.Close)
+	type outcome struct {
+		res         h2proxy.Result
+		err, ctxErr error
+	}
+	got := make(chan outcome, 1)
+	srv := &h2proxy.Server{Handler: func(st *h2proxy.Stream) {
+		res, err := st.Forward(st.Context(), tr, addr, st.Header.Clone(), nil)
+		got <- outcome{res, err, st.Context().Err()}
+	}}
+	base := "http://" + h2proxy.ServeForTest(t, srv)
+	res, err := h2cClient().Get(base + "/die")
+	if err == nil {
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+	}
+	o := <-got
+	require.Error(t, o.err)
+	assert.True(t, o.res.Started, "the response had started")
+	assert.NoError(t, o.ctxErr, "the client did not leave")
+}
+
 func TestShutdownDrainsStreamsInFlight(t *testing.T) {
 	srv := &h2proxy.Server{}
 	base := proxy(t, upstream(t), srv)
