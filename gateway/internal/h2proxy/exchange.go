@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -67,6 +68,13 @@ type exchange struct {
 	finished bool
 	err      error
 	retry    bool // finished as never sent: Forward may try again
+
+	// A response held back by the client's window waits at most the
+	// server's WriteTimeout without the client taking any of it (see
+	// watchStall).
+	stall      *time.Timer
+	stallArmed bool
+	progressAt time.Time
 }
 
 // bodyMalformed reports whether the request body so far, ended or not,
@@ -213,6 +221,57 @@ func (x *exchange) pump(h *half, b *batch) {
 		h.pendEnd, h.pendTrailers = false, nil
 		x.sentEnd(h, b)
 	}
+	if h == &x.down {
+		x.watchStall(n > 0)
+	}
+}
+
+// watchStall times the client's stream while its response waits for the
+// client's window, from the last time the client took some of it: a
+// client that opens no window would otherwise hold the stream, its
+// connection and any drain for ever. The socket's own write deadline
+// cannot see this, since nothing is written.
+func (x *exchange) watchStall(progressed bool) {
+	down := &x.down
+	d := down.c.out.timeout
+	if d <= 0 {
+		return
+	}
+	waiting := !down.reset && !down.sentEnd && (len(down.pend) > 0 || down.pendEnd)
+	switch {
+	case !waiting:
+		if x.stallArmed {
+			x.stall.Stop()
+			x.stallArmed = false
+		}
+	case !x.stallArmed || progressed:
+		x.progressAt = time.Now()
+		x.stallArmed = true
+		if x.stall == nil {
+			x.stall = time.AfterFunc(d, x.stalled)
+		} else {
+			x.stall.Reset(d)
+		}
+	}
+}
+
+// stalled resets the client's stream if its response has waited a whole
+// WriteTimeout for the client's window.
+func (x *exchange) stalled() {
+	var b batch
+	x.mu.Lock()
+	down := &x.down
+	waiting := !down.reset && !down.sentEnd && (len(down.pend) > 0 || down.pendEnd)
+	if x.stallArmed && waiting {
+		if left := down.c.out.timeout - time.Since(x.progressAt); left > 0 {
+			x.stall.Reset(left) // the client took some meanwhile
+		} else {
+			x.stallArmed = false
+			x.abort(down, http2.ErrCodeCancel, &b)
+		}
+	}
+	x.mu.Unlock()
+	b.flush()
 }
 
 // sentEnd follows this side ending its stream on h.

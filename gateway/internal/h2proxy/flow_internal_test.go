@@ -127,6 +127,36 @@ func TestOpenStreamsAreBounded(t *testing.T) {
 	}
 }
 
+// TestStalledClientIsCut: a client that opens no window for an answer
+// has its stream reset after WriteTimeout, as a client that does not read
+// its socket has its connection closed; else it could hold streams, and
+// the connection, for ever, and a drain would wait on them.
+func TestStalledClientIsCut(t *testing.T) {
+	srv := &Server{
+		Handler:      func(st *Stream) { _, _ = st.ResponseWriter().Write(make([]byte, 100_000)) },
+		WriteTimeout: 200 * time.Millisecond,
+	}
+	nc, fr := rawClient(t, ServeForTest(t, srv), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	reset := make(chan http2.ErrCode, 1)
+	readFrames(nc, func(f http2.Frame) {
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			reset <- r.ErrCode
+		}
+	})
+	writeGet(t, fr, 1, "/x")
+	select {
+	case code := <-reset:
+		assert.Equal(t, http2.ErrCodeCancel, code)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream still waits on a client that opens no window")
+	}
+	for _, c := range srv.connsForTest() {
+		c.mu.Lock()
+		assert.Empty(t, c.streams, "the stream is forgotten")
+		c.mu.Unlock()
+	}
+}
+
 // TestDataHeldForRoomGoesOn: data held back for want of room in a
 // connection's buffer goes on once the buffer empties, also when a single
 // write emptied it (large socket buffers make that the common case).

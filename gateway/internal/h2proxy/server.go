@@ -34,7 +34,9 @@ type Server struct {
 	MaxBodyBytes int64
 	// ReadHeaderTimeout bounds the wait for the client's preface and
 	// settings; IdleTimeout closes a connection without streams;
-	// WriteTimeout bounds a write the client does not take.
+	// WriteTimeout bounds a write the client does not take, and how long
+	// a response waits on a client that opens no flow-control window for
+	// it (then its stream is reset).
 	ReadHeaderTimeout, IdleTimeout, WriteTimeout time.Duration
 	// BaseContext is the parent of every stream's context.
 	BaseContext context.Context
