@@ -227,6 +227,13 @@ func (s *Server) onHeaders(c *conn, f *http2.MetaHeadersFrame, b *batch) error {
 	st := newStream(x, f, c.remote, s.BaseContext)
 	x.stream = st
 	c.mu.Lock()
+	if c.goingAway {
+		// It went idle and began to close since the check above (the
+		// lock was let go meanwhile): the stream was not processed.
+		c.mu.Unlock()
+		c.writeReset(id, http2.ErrCodeRefusedStream, b)
+		return nil
+	}
 	c.add(&x.down)
 	c.handlers++
 	c.mu.Unlock()
