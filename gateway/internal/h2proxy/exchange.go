@@ -446,10 +446,21 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 	if !x.respStarted {
 		status := f.PseudoValue("status")
 		if len(status) == 3 && status[0] == '1' {
-			if f.StreamEnded() {
+			if f.StreamEnded() || status == "101" { // 101 has no place in HTTP/2 (RFC 9113, 8.6)
 				return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
 			}
-			return nil // informational: nothing the client needs from here
+			// Informational: a 100 is what a client that sent Expect:
+			// 100-continue waits for before its body, and 103's hints
+			// are for the client too.
+			if !down.reset {
+				var ignored string
+				o := down.c.out
+				o.mu.Lock()
+				o.writeHeaders(down.id, forwardFields(nil, f.Fields, nil, &ignored), false)
+				o.mu.Unlock()
+				b.touch(o)
+			}
+			return nil
 		}
 		x.respStarted = true
 		x.status, _ = strconv.Atoi(status)

@@ -299,6 +299,27 @@ func TestUpstreamDyingMidResponse(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestExpectContinuePassesThrough: a client that sends Expect:
+// 100-continue waits for the 100 before its body; the upstream's 100 goes
+// to it, instead of leaving it to its own timeout.
+func TestExpectContinuePassesThrough(t *testing.T) {
+	base := proxy(t, upstream(t), &h2proxy.Server{})
+	tr := &http.Transport{Protocols: new(http.Protocols), ExpectContinueTimeout: 5 * time.Second}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	req, err := http.NewRequest(http.MethodPost, base+"/echo", strings.NewReader("body"))
+	require.NoError(t, err)
+	req.Header.Set("Expect", "100-continue")
+	start := time.Now()
+	res, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, "body", string(body))
+	assert.Less(t, time.Since(start), 2*time.Second, "the client waited out its continue timeout")
+}
+
 // TestUpstreamFailureIsNotTheClientLeaving: a response the upstream cut
 // short leaves the stream's context alive when Forward returns, so the
 // caller can tell a failing instance from a client that left, and count it.
