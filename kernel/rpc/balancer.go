@@ -160,8 +160,9 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // ended, nothing is counted and nothing retried: a caller that left, or
 // whose deadline passed, says nothing of the instance, and the deadline is
 // the caller's to choose (a client of the gateway sends a grpc-timeout of
-// 1 ms, say). first is true on the first try. call returns attempt's last
-// error, or why no instance could be picked.
+// 1 ms, say), unless it is one set for the instance's answer
+// ([WithInstanceTimeout]). first is true on the first try. call returns
+// attempt's last error, or why no instance could be picked.
 func (b *balancer) call(ctx context.Context, service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
 	var (
 		tried   []*endpoint // at most maxAttempts: a slice beats a map
@@ -175,7 +176,7 @@ func (b *balancer) call(ctx context.Context, service string, instances []registr
 		tried = append(tried, ep)
 		healthy, retry, err := attempt(ep.addr, ep, len(tried) == 1)
 		ended := ctx.Err() != nil
-		if !ended {
+		if !ended || InstanceTimedOut(ctx) {
 			b.record(ep, healthy)
 		}
 		if err == nil {
@@ -305,6 +306,33 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
+}
+
+// errCallTimeout is the cause of a [WithInstanceTimeout] deadline. Transports
+// return a context's cause: it is a [context.DeadlineExceeded] to errors.Is,
+// so that a call that hits it maps as any deadline does.
+var errCallTimeout error = callTimeoutError{}
+
+type callTimeoutError struct{}
+
+func (callTimeoutError) Error() string        { return "the instance did not answer in time" }
+func (callTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+func (callTimeoutError) Timeout() bool        { return true }
+
+// WithInstanceTimeout returns ctx with a deadline d away, set for an instance's
+// answer rather than by the caller's own patience: a call that reaches it
+// unanswered counts against the instance, so one that hangs (a deadlocked
+// handler behind a passing readiness check) is ejected like one that
+// refuses. A deadline of ctx's own, or its cancellation, still counts for
+// nobody.
+func WithInstanceTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, errCallTimeout)
+}
+
+// InstanceTimedOut reports whether ctx ended at a deadline set by
+// [WithInstanceTimeout].
+func InstanceTimedOut(ctx context.Context) bool {
+	return ctx.Err() != nil && context.Cause(ctx) == errCallTimeout
 }
 
 // callerBody is a request body that remembers whether reading it failed.

@@ -239,3 +239,26 @@ func TestBodyErrorsCountForNobody(t *testing.T) {
 	assert.Zero(t, ep.failures.Load(), "failures counted")
 	assert.Zero(t, ep.ejectedUntil.Load(), "ejected")
 }
+
+// TestUnansweredCallsCountAgainstTheInstance: an instance that takes calls
+// and never answers them (a deadlocked handler, its readiness check still
+// passing) is ejected once calls reach the deadline set for its answer,
+// which still reads as a deadline to the caller.
+func TestUnansweredCallsCountAgainstTheInstance(t *testing.T) {
+	t.Parallel()
+	instances := []registry.Instance{{Address: "10.0.0.1", Port: 1}}
+	hung := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		<-r.Context().Done()
+		return nil, context.Cause(r.Context())
+	})
+	b := newBalancer(hung, func(context.Context, string) ([]registry.Instance, error) { return instances, nil })
+	for range 3 {
+		ctx, cancel := WithInstanceTimeout(t.Context(), time.Millisecond)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc/x", nil)
+		require.NoError(t, err)
+		_, err = b.RoundTrip(req)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	assert.NotZero(t, b.endpoint(instances[0]).ejectedUntil.Load(), "the instance is ejected")
+}

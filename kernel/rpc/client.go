@@ -146,7 +146,7 @@ func (c *clientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 		}
 		if _, ok := ctx.Deadline(); !ok && c.f.timeout > 0 {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, c.f.timeout)
+			ctx, cancel = WithInstanceTimeout(ctx, c.f.timeout)
 			defer cancel()
 		}
 		return next(ctx, req)

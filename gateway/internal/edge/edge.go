@@ -473,7 +473,7 @@ func (g *Gateway) serveJWKS(w http.ResponseWriter, r *http.Request, st *state) {
 		return
 	}
 	st.upstream = g.cfg.Gateway.JWKSService
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Routes.UnaryTimeout)
+	ctx, cancel := rpc.WithInstanceTimeout(r.Context(), g.cfg.Routes.UnaryTimeout)
 	defer cancel()
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -549,7 +549,7 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), rt.timeout)
+	ctx, cancel := rpc.WithInstanceTimeout(r.Context(), rt.timeout)
 	defer cancel()
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -558,7 +558,7 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 // instance of st.upstream, which the kernel picks and replaces when the
 // call could not reach it, as for its own clients.
 func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *state, rt *route) {
-	ctx, cancel := context.WithTimeout(r.Context(), rt.timeout)
+	ctx, cancel := rpc.WithInstanceTimeout(r.Context(), rt.timeout)
 	defer cancel()
 	h := r.Header
 	for _, k := range [...]string{"Host", "Forwarded", "X-Forwarded-Host", "X-Forwarded-Proto"} {
@@ -569,7 +569,8 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 	err := g.clients.Call(ctx, st.upstream, func(addr string) (healthy, retry bool, err error) {
 		res, err = st.stream.Forward(ctx, g.h2, addr, h, w.Header())
 		_, retry = errors.AsType[*h2proxy.NotSentError](err)
-		return !retry && !isReset(err) && res.Status != http.StatusServiceUnavailable, retry, err
+		unanswered := err != nil && !res.Started && rpc.InstanceTimedOut(ctx)
+		return !retry && !unanswered && !isReset(err) && res.Status != http.StatusServiceUnavailable, retry, err
 	})
 	switch {
 	case err == nil:

@@ -225,9 +225,14 @@ type identityServer struct {
 	identityv1connect.UnimplementedIdentityServiceHandler
 	name   string
 	report bool
+	hang   bool // CreateUser never answers, as a deadlocked handler
 }
 
-func (s *identityServer) CreateUser(_ context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
+func (s *identityServer) CreateUser(ctx context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
+	if s.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	res := connect.NewResponse(&identityv1.CreateUserResponse{User: &identityv1.User{
 		Id: s.name, Email: req.Msg.GetEmail(), DisplayName: req.Msg.GetDisplayName(),
 	}})
