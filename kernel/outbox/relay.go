@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync/atomic"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"portcullis.dev/kernel/database"
+	"portcullis.dev/kernel/internal/backoff"
 	"portcullis.dev/kernel/logging"
 	auditv1 "portcullis.dev/proto/audit/v1"
 )
@@ -175,7 +175,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			if failures == 1 {
 				r.logger.WarnContext(ctx, "cannot deliver audit events; they wait in the outbox", "backlog", r.backlog.Load(), "err", err)
 			}
-			wait = backoff(failures, r.cfg.MaxBackoff)
+			wait = backoff.Wait(failures, 200*time.Millisecond, r.cfg.MaxBackoff)
 		case failures > 0:
 			r.logger.InfoContext(ctx, "delivering audit events again", "after_failures", failures)
 			failures = 0
@@ -440,12 +440,4 @@ func signal(c chan struct{}) {
 	case c <- struct{}{}:
 	default:
 	}
-}
-
-// backoff grows from 200ms to max, with jitter so replicas do not retry in
-// step.
-func backoff(failures int, max time.Duration) time.Duration {
-	d := 200 * time.Millisecond << min(failures-1, 10)
-	d = min(d, max)
-	return d/2 + rand.N(d/2+1)
 }

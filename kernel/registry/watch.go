@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"portcullis.dev/kernel/internal/backoff"
 )
 
 // Timings of the blocking-query loop.
@@ -235,7 +237,7 @@ func (w *watch[T]) run(ctx context.Context) {
 			} else {
 				w.logger.Debug("Consul query failed again", slog.Int("failures", failures), slog.Any("error", err))
 			}
-			if !sleep(ctx, backoff(failures, w.opts.backoffMin, w.opts.backoffMax)) {
+			if !sleep(ctx, backoff.Wait(failures, w.opts.backoffMin, w.opts.backoffMax)) {
 				return
 			}
 			continue
@@ -322,18 +324,6 @@ func nextIndex(prev, got uint64) uint64 {
 	default:
 		return got
 	}
-}
-
-// backoff returns the wait after the given number of consecutive failures:
-// initial doubled failures-1 times, at most maxWait, less a random amount of
-// up to half ("equal jitter").
-func backoff(failures int, initial, maxWait time.Duration) time.Duration {
-	d := initial
-	for i := 1; i < failures && d < maxWait; i++ {
-		d *= 2
-	}
-	d = min(d, maxWait)
-	return d/2 + rand.N(d/2+1)
 }
 
 // jitter returns d changed at random by up to ±frac of it.
