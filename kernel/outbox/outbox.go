@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/lib/pq"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -26,25 +27,44 @@ type Execer interface {
 // channelPrefix + schema is the NOTIFY channel that wakes a schema's relay.
 const channelPrefix = "portcullis_outbox_"
 
-// Enqueue writes ev to the outbox in tx, to be delivered once tx commits.
-// An empty idempotency key is filled in. The relay is notified at commit.
-func Enqueue(ctx context.Context, tx Execer, ev *auditv1.NewEvent) error {
-	if ev.GetAction() == "" {
-		return errors.New("outbox: event has no action")
+// Enqueue writes evs to the outbox in tx, to be delivered once tx commits,
+// in one statement however many there are. An empty idempotency key is
+// filled in. The relay is notified at commit.
+func Enqueue(ctx context.Context, tx Execer, evs ...*auditv1.NewEvent) error {
+	if len(evs) == 0 {
+		return nil
 	}
-	if ev.IdempotencyKey == "" {
-		ev.IdempotencyKey = newKey()
+	keys := make([]string, len(evs))
+	payloads := make([][]byte, len(evs))
+	for i, ev := range evs {
+		if ev.GetAction() == "" {
+			return errors.New("outbox: event has no action")
+		}
+		if ev.IdempotencyKey == "" {
+			ev.IdempotencyKey = newKey()
+		}
+		if ev.Time == nil {
+			ev.Time = timestamppb.Now()
+		}
+		payload, err := proto.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("outbox: encode %s event: %w", ev.GetAction(), err)
+		}
+		keys[i], payloads[i] = ev.IdempotencyKey, payload
 	}
-	if ev.Time == nil {
-		ev.Time = timestamppb.Now()
+	var err error
+	if len(evs) == 1 {
+		_, err = tx.ExecContext(ctx, `INSERT INTO `+Table+` (idempotency_key, payload, created_at) VALUES ($1, $2, $3)`,
+			keys[0], payloads[0], time.Now())
+	} else {
+		// WITH ORDINALITY keeps the events' order in the ids the relay
+		// delivers by.
+		_, err = tx.ExecContext(ctx, `INSERT INTO `+Table+` (idempotency_key, payload, created_at)
+			SELECT k, p, $3 FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS e(k, p, n) ORDER BY n`,
+			pq.Array(keys), pq.Array(payloads), time.Now())
 	}
-	payload, err := proto.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("outbox: encode %s event: %w", ev.GetAction(), err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+Table+` (idempotency_key, payload, created_at) VALUES ($1, $2, $3)`,
-		ev.IdempotencyKey, payload, time.Now()); err != nil {
-		return fmt.Errorf("outbox: enqueue %s event: %w", ev.GetAction(), err)
+		return fmt.Errorf("outbox: enqueue %d %s event(s): %w", len(evs), evs[0].GetAction(), err)
 	}
 	// NOTIFY is transactional: the relay hears it only if tx commits.
 	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1 || current_schema(), '')`, channelPrefix); err != nil {

@@ -174,6 +174,38 @@ func TestANotificationWakesTheRelay(t *testing.T) {
 	assert.Equal(t, []string{"test.item.created"}, log.actions)
 }
 
+// TestEnqueueManyInOrder: events enqueued together arrive in the order
+// given, each once, after one statement rather than one per event (a
+// cascading delete records an event per row it removed).
+func TestEnqueueManyInOrder(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	log := &auditLog{seen: map[string]int{}}
+	serveAudit(t, log, ln)
+	client := auditv1connect.NewAuditServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
+	runRelay(t, outbox.NewRelay(db.DB, cfg, client, outbox.Config{PollInterval: time.Hour}, nil))
+
+	const n = 500
+	evs := make([]*auditv1.NewEvent, n)
+	want := make([]string, n)
+	for i := range evs {
+		evs[i] = outbox.NewEvent(t.Context(), "test.item.deleted", "item:"+strconv.Itoa(i), auditv1.Outcome_OUTCOME_SUCCESS, nil)
+		want[i] = evs[i].GetIdempotencyKey()
+	}
+	tx, err := db.DB.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	require.NoError(t, outbox.Enqueue(t.Context(), tx, evs...))
+	require.NoError(t, outbox.Enqueue(t.Context(), tx)) // nothing to enqueue: no error, no row
+	require.NoError(t, tx.Commit())
+
+	require.Eventually(t, func() bool { return log.count() == n }, 10*time.Second, 10*time.Millisecond, "%d of %d arrived", log.count(), n)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	assert.Equal(t, want, log.keys, "in the order given")
+}
+
 func TestNewEventNamesTheCaller(t *testing.T) {
 	t.Parallel()
 	ctx := authn.NewContext(context.Background(), authn.Principal{Kind: authn.KindUser, Subject: "u1"})

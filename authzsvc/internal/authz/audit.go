@@ -79,7 +79,7 @@ type AuditEvent struct {
 // AuditRecorder records audit events in the transaction of the change they
 // describe, so that either both commit or neither does.
 type AuditRecorder interface {
-	Record(ctx context.Context, tx Execer, e AuditEvent) error
+	Record(ctx context.Context, tx Execer, events ...AuditEvent) error
 }
 
 // OutboxRecorder writes audit events to the service's outbox (kernel/outbox),
@@ -88,8 +88,12 @@ type AuditRecorder interface {
 type OutboxRecorder struct{}
 
 // Record implements [AuditRecorder].
-func (OutboxRecorder) Record(ctx context.Context, tx Execer, e AuditEvent) error {
-	return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, e.Action, e.Target, auditv1.Outcome_OUTCOME_SUCCESS, e.Metadata))
+func (OutboxRecorder) Record(ctx context.Context, tx Execer, events ...AuditEvent) error {
+	evs := make([]*auditv1.NewEvent, len(events))
+	for i, e := range events {
+		evs[i] = outbox.NewEvent(ctx, e.Action, e.Target, auditv1.Outcome_OUTCOME_SUCCESS, e.Metadata)
+	}
+	return outbox.Enqueue(ctx, tx, evs...)
 }
 
 // LogRecorder logs audit events instead of storing them, for tools and
@@ -99,7 +103,9 @@ type LogRecorder struct {
 }
 
 // Record implements [AuditRecorder].
-func (r LogRecorder) Record(ctx context.Context, _ Execer, e AuditEvent) error {
-	logging.OrDiscard(r.Logger).InfoContext(ctx, "audit", "action", e.Action, "target", e.Target, "metadata", e.Metadata)
+func (r LogRecorder) Record(ctx context.Context, _ Execer, events ...AuditEvent) error {
+	for _, e := range events {
+		logging.OrDiscard(r.Logger).InfoContext(ctx, "audit", "action", e.Action, "target", e.Target, "metadata", e.Metadata)
+	}
 	return nil
 }

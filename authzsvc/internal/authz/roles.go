@@ -276,14 +276,16 @@ func (s *Service) DeleteRole(ctx context.Context, id string, cascade bool) (remo
 				return err
 			}
 			removed = len(unbound)
-			for _, b := range unbound {
+			events := make([]AuditEvent, len(unbound))
+			for i, b := range unbound {
 				meta := map[string]string{"role_id": rid.String(), "role_name": name, "reason": "role_deleted"}
 				if b[1] != "" {
 					meta["resource"] = b[1]
 				}
-				if err := s.audit.Record(ctx, tx, AuditEvent{Action: ActionRoleUnassigned, Target: "user:" + b[0], Metadata: meta}); err != nil {
-					return err
-				}
+				events[i] = AuditEvent{Action: ActionRoleUnassigned, Target: "user:" + b[0], Metadata: meta}
+			}
+			if err := s.audit.Record(ctx, tx, events...); err != nil {
+				return err
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM roles WHERE id = $1`, rid); err != nil {
