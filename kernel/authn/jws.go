@@ -218,7 +218,9 @@ func decodeClaims(payload []byte) (jwt.Token, error) {
 			continue
 		}
 		f, err := strconv.ParseFloat(string(raw), 64) // refuses "123", quoted
-		if err != nil || f < 0 || f > maxNumericDate {
+		// Under a second is refused with the negatives: jwx reads a time
+		// of 0 as no time at all, so an exp of 0 would never expire.
+		if err != nil || f < 1 || f > maxNumericDate {
 			errs = append(errs, fmt.Errorf("%s is not a number of seconds between 1970 and 9999", name))
 			continue
 		}

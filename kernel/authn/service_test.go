@@ -155,6 +155,13 @@ func TestServiceVerifierRejects(t *testing.T) {
 			wantErr: authn.ErrTokenInvalid,
 		},
 		{
+			name: "exp and iat 0, a lifetime of nothing that never ends",
+			token: func(t *testing.T, src *authn.ServiceTokenSource, clock *authntest.Clock, cfg authn.ServiceConfig) string {
+				return signService(t, cfg, nil, map[string]any{"iss": "identitysvc", "sub": "identitysvc", "aud": "auditsvc", "iat": 0, "exp": 0})
+			},
+			wantErr: authn.ErrTokenMalformed,
+		},
+		{
 			name: "lifetime over an hour",
 			token: func(t *testing.T, src *authn.ServiceTokenSource, clock *authntest.Clock, cfg authn.ServiceConfig) string {
 				return signService(t, cfg, nil, map[string]any{"iss": "identitysvc", "sub": "identitysvc", "aud": "auditsvc", "iat": clock.Now().Unix(), "exp": clock.Now().Add(24 * time.Hour).Unix()})

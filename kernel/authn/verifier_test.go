@@ -111,6 +111,17 @@ func TestVerify(t *testing.T) {
 			wantErr: authn.ErrTokenMalformed,
 		},
 		{
+			// jwx reads a time of 0 as no time at all: never expires.
+			name:    "exp 0",
+			token:   issue(authntest.WithClaim("exp", 0)),
+			wantErr: authn.ErrTokenMalformed,
+		},
+		{
+			name:    "exp under a second",
+			token:   issue(authntest.WithClaim("exp", 0.5)),
+			wantErr: authn.ErrTokenMalformed,
+		},
+		{
 			name:    "wrong audience",
 			token:   issue(authntest.WithAudience("billing")),
 			wantErr: authn.ErrTokenInvalid,
