@@ -524,6 +524,14 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 	if !g.allow(w, r, st, g.buckets(client, rt, user)) {
 		return
 	}
+	if rt.rule.Level == optionsv1.Access_ACCESS_AUTHENTICATED && errors.Is(authErr, authn.ErrKeysUnavailable) {
+		// The token could not be checked, which says nothing of it: the
+		// client retries, as the services would have it, rather than
+		// logging its user in again.
+		g.logger.WarnContext(r.Context(), "access token not checked: signing keys unavailable", "route", rt.procedure, "err", authErr)
+		g.writeError(w, r, connect.CodeUnavailable, "token verification unavailable; retry later")
+		return
+	}
 	if rt.rule.Level == optionsv1.Access_ACCESS_AUTHENTICATED && authErr != nil {
 		// The reason stays in the log; the client learns only that its token
 		// did not do, as from the services.

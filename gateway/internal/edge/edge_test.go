@@ -456,3 +456,26 @@ func TestCutShortStreamsAreLogged(t *testing.T) {
 		})
 	}
 }
+
+// TestKeysUnavailableIsUnavailable: while the gateway cannot fetch the
+// signing keys (the Auth service down as it starts), a token it cannot
+// check is Unavailable, to retry, as the services answer: Unauthenticated
+// would send clients to log their users in again.
+func TestKeysUnavailableIsUnavailable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	inst := e.startIdentity(t, "keys")
+	cfg := e.config(t)
+	cfg.Tokens.JWKSURL = "http://nosuchsvc" + authntest.JWKSPath
+	gw := e.startGateway(t, cfg)
+	token := e.auth.Issue()
+	for _, client := range bothPaths() {
+		c := identityv1connect.NewIdentityServiceClient(client.c, gw.url)
+		require.EventuallyWithT(t, func(col *assert.CollectT) {
+			_, err := c.GetMe(t.Context(), withToken(connect.NewRequest(&identityv1.GetMeRequest{}), token))
+			assert.Equal(col, connect.CodeUnavailable, connect.CodeOf(err), "%s: %v", client.name, err)
+		}, 10*time.Second, 20*time.Millisecond)
+	}
+	_, reached := inst.bearers.Load("Bearer " + token)
+	assert.False(t, reached, "refused before reaching the service")
+}
