@@ -195,6 +195,53 @@ func TestTamperedMigrationsStopStartUp(t *testing.T) {
 	}
 }
 
+// TestMigrationWaitingForALockGivesWay: a migration that must wait for a
+// table another transaction uses (an older replica's, in a rolling
+// deploy) gives up after its lock timeout and tries again, instead of
+// waiting while every query on the table queues behind it.
+func TestMigrationWaitingForALockGivesWay(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	openClient(t, cfg) // the table exists
+	db, err := database.Open(t.Context(), cfg)
+	require.NoError(t, err)
+	defer db.Close()
+
+	holder, err := db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback() }()
+	_, err = holder.ExecContext(t.Context(), `SELECT count(*) FROM items`)
+	require.NoError(t, err)
+
+	files := readAll(t)
+	files["99991231000000_note.sql"] = &fstest.MapFile{Data: []byte("ALTER TABLE \"items\" ADD COLUMN \"note\" text;\n")}
+	files["atlas.sum"] = &fstest.MapFile{Data: rehash(t, files)}
+	migrated := make(chan error, 1)
+	go func() {
+		applied, err := database.Migrate(t.Context(), db, cfg.Schema, files, database.WithLockTimeout(100*time.Millisecond))
+		if err == nil && !assert.Equal(t, []string{"99991231000000"}, applied) {
+			err = fmt.Errorf("applied %v", applied)
+		}
+		migrated <- err
+	}()
+
+	time.Sleep(300 * time.Millisecond) // the migration's first try waits, and gives up
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	var n int
+	assert.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM items`).Scan(&n), "a query waited behind the migration")
+	assert.Less(t, time.Since(start), 500*time.Millisecond, "a query waited behind the migration")
+
+	require.NoError(t, holder.Commit())
+	select {
+	case err := <-migrated:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the migration never ran")
+	}
+}
+
 func TestPoolSettingsAreApplied(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)

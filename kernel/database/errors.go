@@ -22,3 +22,10 @@ func IsConflict(err error) bool {
 	}
 	return false
 }
+
+// isLockTimeout reports whether err is a statement that waited its
+// lock_timeout for a lock (55P03).
+func isLockTimeout(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "55P03"
+}

@@ -14,6 +14,8 @@ import (
 	"ariga.io/atlas/sql/migrate"
 	"ariga.io/atlas/sql/postgres"
 	"github.com/lib/pq"
+
+	"portcullis.dev/kernel/internal/backoff"
 )
 
 // ErrMigrationsTampered is returned by [Migrate] when the migration files do
@@ -35,10 +37,16 @@ const revisionsTable = "atlas_schema_revisions"
 // it was. (Statements that cannot run in a transaction, such as CREATE INDEX
 // CONCURRENTLY, are therefore not supported in migration files.)
 //
+// A migration that must wait for a lock on a table (ALTER TABLE while
+// another replica's transaction reads it) waits at most the lock timeout
+// ([WithLockTimeout], 5s), then gives up and tries again later, up to ten
+// times in about a minute and a half: every query on that table, from every
+// replica, queues behind a waiting ALTER, so it must not wait long.
+//
 // Migrate refuses, with [ErrMigrationsTampered], to apply anything when a
 // file does not match atlas.sum or when a migration the database already ran
 // has a different hash now.
-func Migrate(ctx context.Context, db *sql.DB, schema string, migrations fs.FS, opts ...Option) (applied []string, err error) {
+func Migrate(ctx context.Context, db *sql.DB, schema string, migrations fs.FS, opts ...Option) ([]string, error) {
 	o := newOptions(opts)
 	if !schemaName.MatchString(schema) {
 		return nil, fmt.Errorf("migrate schema %q: not a lower-case identifier", schema)
@@ -53,7 +61,29 @@ func Migrate(ctx context.Context, db *sql.DB, schema string, migrations fs.FS, o
 		}
 		return nil, fmt.Errorf("migrate schema %q: %w", schema, err)
 	}
+	for attempt := 1; ; attempt++ {
+		applied, err := migrateOnce(ctx, db, schema, dir, o)
+		if !isLockTimeout(err) || attempt == migrateAttempts {
+			return applied, err
+		}
+		wait := backoff.Wait(attempt, time.Second, 10*time.Second)
+		o.logger.WarnContext(ctx, "a migration waits for a table another transaction uses; trying again",
+			"schema", schema, "attempt", attempt, "retry_in", wait.String(), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("migrate schema %q: %w", schema, errors.Join(err, ctx.Err()))
+		case <-t.C:
+		}
+	}
+}
 
+// migrateAttempts bounds the tries of a migration that waits for locks.
+const migrateAttempts = 10
+
+// migrateOnce is one try of [Migrate].
+func migrateOnce(ctx context.Context, db *sql.DB, schema string, dir *migrate.MemDir, o options) (applied []string, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("migrate schema %q: begin: %w", schema, err)
@@ -70,6 +100,11 @@ func Migrate(ctx context.Context, db *sql.DB, schema string, migrations fs.FS, o
 	}
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(schema)); err != nil {
 		return nil, fmt.Errorf("migrate schema %q: take the migration lock: %w", schema, err)
+	}
+	// Set after the migration lock, for which replicas starting together
+	// wait as long as the first one's migrations take.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", o.lockTimeout.Milliseconds())); err != nil {
+		return nil, fmt.Errorf("migrate schema %q: set lock_timeout: %w", schema, err)
 	}
 	rrw := &revisions{tx: tx, schema: schema}
 	if err := rrw.init(ctx); err != nil {

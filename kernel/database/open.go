@@ -17,7 +17,8 @@ import (
 type Option func(*options)
 
 type options struct {
-	logger *slog.Logger
+	logger      *slog.Logger
+	lockTimeout time.Duration
 }
 
 // WithLogger logs connection retries and applied migrations. A nil logger,
@@ -26,13 +27,22 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
+// WithLockTimeout bounds how long one try of a migration waits for a lock
+// on a table another transaction uses; zero means 5s. See [Migrate].
+func WithLockTimeout(d time.Duration) Option {
+	return func(o *options) { o.lockTimeout = d }
+}
+
 func newOptions(opts []Option) options {
-	o := options{}
+	o := options{lockTimeout: 5 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.lockTimeout <= 0 {
+		o.lockTimeout = 5 * time.Second
 	}
 	return o
 }
