@@ -332,6 +332,25 @@ func TestRelayPurgesOldDeliveriesOnly(t *testing.T) {
 	assert.Equal(t, keys[1:], left, "not the old delivery alone was purged")
 }
 
+// TestRelayPurgeCatchesUp: more delivered events than one purge takes
+// (after an outage, or a service writing faster than a purge a minute)
+// are all purged within seconds, not a purge's worth a minute.
+func TestRelayPurgeCatchesUp(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	const old = 150_000 // one and a half purges
+	_, err := db.DB.ExecContext(t.Context(), `INSERT INTO outbox_events (idempotency_key, payload, created_at, delivered_at)
+		SELECT 'old-' || i, '\x00', now() - interval '3 days', now() - interval '2 days' FROM generate_series(1, $1) AS i`, old)
+	require.NoError(t, err)
+	log := &auditLog{seen: map[string]int{}}
+	relay := outbox.NewRelay(db.DB, cfg, serveHandler(t, log), outbox.Config{PollInterval: 50 * time.Millisecond, Retention: 24 * time.Hour}, nil)
+	runRelay(t, relay)
+	require.Eventually(t, func() bool {
+		var n int
+		return db.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM outbox_events`).Scan(&n) == nil && n == 0
+	}, 20*time.Second, 50*time.Millisecond, "old deliveries left")
+}
+
 // TestRelayDeliversWhenThePurgeFails: a purge that fails (a statement
 // timeout after a long outage, say) must not undo the batch's marks, or
 // the same batch would be sent again at every poll.
