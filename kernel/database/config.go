@@ -20,8 +20,9 @@ type Config struct {
 	Schema string `koanf:"schema" validate:"required"`
 	// MaxOpenConns caps the pool. Zero means 10.
 	MaxOpenConns int `koanf:"max_open_conns" validate:"min=0,max=10000"`
-	// MaxIdleConns is how many idle connections the pool keeps. Zero means
-	// MaxOpenConns.
+	// MaxIdleConns is how many idle connections the pool keeps, at most
+	// MaxOpenConns: an operator who lowers only max_open_conns (a small
+	// server, PgBouncer) lowers both. Zero means MaxOpenConns.
 	MaxIdleConns int `koanf:"max_idle_conns" validate:"min=0,max=10000"`
 	// ConnMaxLifetime recycles connections after this long, so a failover
 	// or a new role password takes effect. Zero means 30m.
@@ -73,9 +74,6 @@ func (c Config) Validate() error {
 	}
 	if c.Schema == "public" || c.Schema == "pg_catalog" || c.Schema == "information_schema" {
 		errs = append(errs, fmt.Errorf("database.schema: %q is shared; give the service a schema of its own", c.Schema))
-	}
-	if c.MaxOpenConns > 0 && c.MaxIdleConns > c.MaxOpenConns {
-		errs = append(errs, fmt.Errorf("database.max_idle_conns: %d is more than max_open_conns %d", c.MaxIdleConns, c.MaxOpenConns))
 	}
 	return errors.Join(errs...)
 }

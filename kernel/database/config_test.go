@@ -47,5 +47,11 @@ database:
 	require.NoError(t, err)
 	assert.Equal(t, 20, cfg.Database.MaxOpenConns)
 	assert.Equal(t, "identity", cfg.Database.Schema)
+
+	// Fewer connections than the default idle ones: the idle ones follow.
+	env["PORTCULLIS_DATABASE_MAX_OPEN_CONNS"] = "3"
+	cfg, err = config.Load[serviceConfig](defaults, config.WithArgs(nil), config.WithLookupEnv(lookup))
+	require.NoError(t, err, "max_open_conns under the default max_idle_conns")
+	assert.Equal(t, 3, cfg.Database.MaxOpenConns)
 	assert.NotContains(t, cfg.Database.DSN.String(), "pw@")
 }

@@ -365,7 +365,6 @@ func TestInvalidConfigIsRefused(t *testing.T) {
 		{"no schema", database.Config{DSN: "postgres://x@127.0.0.1/db"}, "database.schema"},
 		{"schema with a quote", database.Config{DSN: "postgres://x@127.0.0.1/db", Schema: `a"; DROP`}, "database.schema"},
 		{"shared schema", database.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "public"}, "database.schema"},
-		{"idle over open", database.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "s", MaxOpenConns: 2, MaxIdleConns: 5}, "database.max_idle_conns"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
