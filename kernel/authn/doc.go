@@ -19,28 +19,27 @@
 //
 // # Configuration
 //
-// A service squashes [Config] and [ServiceConfig] into one section of its
-// configuration:
+// A service keeps [Config] and [ServiceConfig] in two sections of its
+// configuration, as kernel/service's Config does:
 //
 //	type Config struct {
-//		Authn struct {
-//			authn.Config
-//			authn.ServiceConfig
-//		} `koanf:"authn"`
+//		Tokens      authn.Config        `koanf:"tokens"`
+//		ServiceAuth authn.ServiceConfig `koanf:"service_auth"`
 //	}
 //
 // and lists the keys in its config/default.yaml:
 //
-//	authn:
+//	tokens:
 //	  jwks_url: http://authsvc/.well-known/jwks.json
-//	  issuer: https://auth.portcullis.dev   # the Auth service's iss
+//	  issuer: portcullis       # the Auth service's iss
 //	  audience: portcullis
 //	  algorithms: [EdDSA, ES256]
 //	  leeway: 30s
 //	  refresh_interval: 5s     # least time between fetches for an unknown kid
 //	  cache_ttl: 5m            # key set refreshed after this (or a shorter max-age)
 //	  token_cache_size: 10000
-//	  service_key:             # secret: set PORTCULLIS_AUTHN_SERVICE_KEY
+//	service_auth:
+//	  service_key: ""          # secret: set PORTCULLIS_SERVICE_AUTH_SERVICE_KEY
 //	  service_previous_keys: []
 //	  service_token_ttl: 60s
 //	  service_leeway: 30s
