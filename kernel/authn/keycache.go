@@ -99,6 +99,14 @@ func (c *keyCache) key(ctx context.Context, kid string) (*publicKey, error) {
 	return nil, errorf(ErrKeyUnknown, "kid %s not in the key set", quote(kid))
 }
 
+// refreshIfDue starts a fetch in the background once the set is older
+// than its time to live.
+func (c *keyCache) refreshIfDue(ctx context.Context, now time.Time) {
+	if set := c.set.Load(); set != nil && !now.Before(set.refreshAt) {
+		c.startFetch(ctx, now)
+	}
+}
+
 // startFetch starts a fetch unless one runs already or the last started
 // less than the interval ago, and returns the channel that is closed when
 // the running fetch ends, or nil if none runs.

@@ -71,6 +71,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) 
 	}
 	now := v.now()
 	if p, ok := v.tokens.get(token, now); ok {
+		// A cached token looks up no key: the key set is refreshed when
+		// due all the same, or a key withdrawn after a compromise would
+		// go on vouching for its cached tokens until they expire.
+		v.keys.refreshIfDue(ctx, now)
 		return p, nil
 	}
 	epoch := v.tokens.currentEpoch()

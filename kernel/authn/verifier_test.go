@@ -429,6 +429,27 @@ func TestVerifyCachesVerifiedTokens(t *testing.T) {
 	require.ErrorIs(t, err, authn.ErrTokenExpired)
 }
 
+// TestCachedTokensGoWithTheirKey: a key withdrawn from the set (revoked
+// after a compromise) takes its cached tokens with it once the set is due
+// again, even when only cached tokens are used, which look up no key.
+func TestCachedTokensGoWithTheirKey(t *testing.T) {
+	t.Parallel()
+	srv, clock := newServer(t)
+	v := srv.NewVerifier()
+	old := srv.KeyID()
+	token := srv.Issue(authntest.WithExpiry(epoch.Add(time.Hour)))
+	_, err := v.Verify(t.Context(), token)
+	require.NoError(t, err)
+
+	srv.Rotate()
+	srv.RemoveKey(old)
+	clock.Advance(authn.DefaultCacheTTL + time.Second)
+	require.Eventually(t, func() bool {
+		_, err := v.Verify(t.Context(), token)
+		return err != nil
+	}, 5*time.Second, 10*time.Millisecond, "a token of a withdrawn key is still served from the cache")
+}
+
 // TestVerifyCacheIsBounded fills the token cache past its size.
 func TestVerifyCacheIsBounded(t *testing.T) {
 	t.Parallel()
