@@ -170,8 +170,12 @@ func (h *Handler) EndUserSessions(ctx context.Context, req *connect.Request[auth
 }
 
 // RotateSigningKey implements authv1connect.AuthServiceHandler.
-func (h *Handler) RotateSigningKey(ctx context.Context, _ *connect.Request[authv1.RotateSigningKeyRequest]) (*connect.Response[authv1.RotateSigningKeyResponse], error) {
-	k, err := h.svc.Keyring().Rotate(ctx)
+func (h *Handler) RotateSigningKey(ctx context.Context, req *connect.Request[authv1.RotateSigningKeyRequest]) (*connect.Response[authv1.RotateSigningKeyResponse], error) {
+	rotate := h.svc.Keyring().Rotate
+	if req.Msg.GetRevokePrevious() {
+		rotate = h.svc.Keyring().Revoke
+	}
+	k, err := rotate(ctx)
 	if err != nil {
 		return nil, h.toConnect(ctx, err)
 	}

@@ -154,6 +154,46 @@ func TestAccessTokensVerifyAndRotatedKeysExpire(t *testing.T) {
 	}
 }
 
+// TestRevokedKeyTokensStopVerifying: RotateSigningKey with
+// revoke_previous, after a compromise, drops the previous key from the
+// JWKS at once, and the verifier refuses its tokens once it fetches the
+// set again, long before they expire.
+func TestRevokedKeyTokensStopVerifying(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	srv := httptest.NewServer(handler.NewJWKSHandler(e.Keyring, nil))
+	t.Cleanup(srv.Close)
+	url := srv.URL + handler.JWKSPath
+	verifier, err := authn.NewVerifier(authn.Config{JWKSURL: url, Issuer: "portcullis", Audience: "portcullis", CacheTTL: time.Minute},
+		authn.WithClock(e.Clock.Now), authn.WithHTTPClient(srv.Client()))
+	require.NoError(t, err)
+	p, err := e.Service.Login(t.Context(), loginInput())
+	require.NoError(t, err)
+	_, err = verifier.Verify(t.Context(), p.AccessToken)
+	require.NoError(t, err)
+
+	res, err := handler.New(e.Service, nil).RotateSigningKey(t.Context(),
+		connect.NewRequest(&authv1.RotateSigningKeyRequest{RevokePrevious: true}))
+	require.NoError(t, err)
+	set, _ := fetchJWKS(t, url)
+	require.Len(t, set, 1, "the compromised key is still published")
+	_, err = verifyJWT(set, p.AccessToken, e.Clock.Now(), false)
+	require.Error(t, err)
+
+	// The verifier's key set is due: the cached token's next use fetches
+	// it again, in the background, and the token goes with its key.
+	e.Clock.Advance(time.Minute + time.Second)
+	require.Eventually(t, func() bool {
+		_, err := verifier.Verify(t.Context(), p.AccessToken)
+		return err != nil
+	}, 5*time.Second, 10*time.Millisecond, "a token of the revoked key still verifies")
+	fresh, err := e.Service.Login(t.Context(), loginInput())
+	require.NoError(t, err)
+	_, err = verifier.Verify(t.Context(), fresh.AccessToken)
+	require.NoError(t, err)
+	assert.Contains(t, set, res.Msg.GetKey().GetKid(), "the set holds the new key")
+}
+
 func TestKeysSealedAndSharedByReplicas(t *testing.T) {
 	t.Parallel()
 	e := authtest.New(t, authtest.Options{})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,10 +195,26 @@ func maxTime(a, b time.Time) time.Time {
 // next key published ahead, if any), which stay published for
 // [Config.Retention].
 func (r *Keyring) Rotate(ctx context.Context) (*Key, error) {
+	return r.rotateNow(ctx, "requested")
+}
+
+// Revoke makes a new key active now and deletes every other one, private
+// halves and all, after a compromise: the JWKS drops them at once, and the
+// tokens they signed stop verifying as soon as verifiers fetch it again.
+// Other replicas sign with the revoked key until they reload the active
+// one, [Config.CacheTTL] at most; those tokens fail the same way.
+func (r *Keyring) Revoke(ctx context.Context) (*Key, error) {
+	return r.rotateNow(ctx, reasonCompromised)
+}
+
+// reasonCompromised is the reason of a rotation by [Keyring.Revoke].
+const reasonCompromised = "compromised"
+
+func (r *Keyring) rotateNow(ctx context.Context, reason string) (*Key, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	row, err := r.rotate(ctx, "requested", now, func(*ent.SigningKey) bool { return true })
+	row, err := r.rotate(ctx, reason, now, func(*ent.SigningKey) bool { return true })
 	if err != nil {
 		return nil, err
 	}
@@ -278,6 +295,18 @@ func (r *Keyring) rotate(ctx context.Context, reason string, at time.Time, need 
 		at = now // nothing signs meanwhile
 	}
 	at = maxTime(at, now)
+	meta := map[string]string{"kid": k.ID, "alg": k.Alg, "reason": reason}
+	if reason == reasonCompromised {
+		// Every other key goes, its tokens with it.
+		revoked, err := tx.SigningKey.Query().IDs(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("keys: revoke: %w", err)
+		}
+		if _, err = tx.SigningKey.Delete().Exec(ctx); err != nil {
+			return nil, fmt.Errorf("keys: revoke: %w", err)
+		}
+		meta["revoked_kids"] = strings.Join(revoked, ",")
+	}
 	// The keys that sign, or would, at at retire then: the current one,
 	// and, rotated by hand, a next key published ahead.
 	if _, err = tx.SigningKey.Update().Where(signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(at))).
@@ -290,7 +319,6 @@ func (r *Keyring) rotate(ctx context.Context, reason string, at time.Time, need 
 		return nil, fmt.Errorf("keys: prune: %w", err)
 	}
 	create := tx.SigningKey.Create().SetID(k.ID).SetAlg(k.Alg).SetPublicJwk(jwk).SetPrivateKeySealed(sealed).SetCreatedAt(now)
-	meta := map[string]string{"kid": k.ID, "alg": k.Alg, "reason": reason}
 	if at.After(now) {
 		create.SetActivatesAt(at)
 		meta["activates_at"] = at.UTC().Format(time.RFC3339)

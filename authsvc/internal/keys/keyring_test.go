@@ -101,3 +101,43 @@ func TestNextKeyNotPublishedSignsOn(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, set, 2, "the next key was not published when the database took writes again")
 }
+
+// TestRevokeDropsEveryOtherKey: after a compromise, the new key signs at
+// once and every other key, retired or published ahead, leaves the JWKS
+// (and the database) at once, instead of staying while its tokens live.
+func TestRevokeDropsEveryOtherKey(t *testing.T) {
+	t.Parallel()
+	e := authtest.New(t, authtest.Options{})
+	ctx := t.Context()
+	cfg := keys.Config{Alg: keys.AlgEdDSA, RotationInterval: 10 * time.Hour, PublishAhead: time.Hour, Retention: 10 * time.Hour}
+	a := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now)
+	b := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now) // another replica
+	kids := func() (out []string) {
+		set, err := a.JWKS(ctx)
+		require.NoError(t, err)
+		for _, k := range set {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	first, err := b.Active(ctx)
+	require.NoError(t, err)
+	_, err = a.Rotate(ctx) // the first key retired, still published
+	require.NoError(t, err)
+	e.Clock.Advance(9 * time.Hour) // and the next key published ahead
+	_, err = a.Active(ctx)
+	require.NoError(t, err)
+	require.Len(t, kids(), 3)
+
+	fresh, err := a.Revoke(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{fresh.ID}, kids(), "a compromised key is still published")
+	k, err := a.Active(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, fresh.ID, k.ID)
+	e.Clock.Advance(keys.DefaultCacheTTL + time.Second)
+	k, err = b.Active(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, fresh.ID, k.ID, "another replica still signs with a revoked key")
+	assert.NotEqual(t, first.ID, k.ID)
+}

@@ -987,9 +987,15 @@ func (x *EndUserSessionsResponse) GetEnded() int32 {
 
 // RotateSigningKeyRequest is the request of AuthService.RotateSigningKey.
 type RotateSigningKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revoke_previous, after a key was compromised, deletes every other signing key, private
+	// halves and all, and drops it from the JWKS at once. The access tokens they signed stop
+	// verifying once verifiers fetch the key set again (the JWKS answer may be cached for a
+	// minute); their holders refresh. Tokens another replica signs in the seconds it takes to
+	// learn of the new key fail the same way.
+	RevokePrevious bool `protobuf:"varint,1,opt,name=revoke_previous,json=revokePrevious,proto3" json:"revoke_previous,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RotateSigningKeyRequest) Reset() {
@@ -1020,6 +1026,13 @@ func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
 	return file_portcullis_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RotateSigningKeyRequest) GetRevokePrevious() bool {
+	if x != nil {
+		return x.RevokePrevious
+	}
+	return false
 }
 
 // RotateSigningKeyResponse is the response of AuthService.RotateSigningKey.
@@ -1622,8 +1635,9 @@ const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
 	"\x11except_session_id\x18\x03 \x01(\tR\x0fexceptSessionId\"/\n" +
 	"\x17EndUserSessionsResponse\x12\x14\n" +
-	"\x05ended\x18\x01 \x01(\x05R\x05ended\"\x19\n" +
-	"\x17RotateSigningKeyRequest\"E\n" +
+	"\x05ended\x18\x01 \x01(\x05R\x05ended\"B\n" +
+	"\x17RotateSigningKeyRequest\x12'\n" +
+	"\x0frevoke_previous\x18\x01 \x01(\bR\x0erevokePrevious\"E\n" +
 	"\x18RotateSigningKeyResponse\x12)\n" +
 	"\x03key\x18\x01 \x01(\v2\x17.portcullis.auth.v1.JwkR\x03key\">\n" +
 	"\x11EnrollTOTPRequest\x12)\n" +

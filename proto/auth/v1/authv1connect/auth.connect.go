@@ -109,7 +109,7 @@ type AuthServiceClient interface {
 	EndUserSessions(context.Context, *connect.Request[v1.EndUserSessionsRequest]) (*connect.Response[v1.EndUserSessionsResponse], error)
 	// RotateSigningKey creates a new signing key and signs new access tokens with it from now
 	// on. The previous keys stay in the JWKS until every token they signed has expired, so
-	// rotation never invalidates a valid token.
+	// rotation never invalidates a valid token, unless revoke_previous says they are compromised.
 	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 	// EnrollTOTP starts enrolling the caller in TOTP (RFC 6238): it returns a new secret, which
 	// takes effect only once ConfirmTOTP proves the authenticator app has it. Enrolling again
@@ -345,7 +345,7 @@ type AuthServiceHandler interface {
 	EndUserSessions(context.Context, *connect.Request[v1.EndUserSessionsRequest]) (*connect.Response[v1.EndUserSessionsResponse], error)
 	// RotateSigningKey creates a new signing key and signs new access tokens with it from now
 	// on. The previous keys stay in the JWKS until every token they signed has expired, so
-	// rotation never invalidates a valid token.
+	// rotation never invalidates a valid token, unless revoke_previous says they are compromised.
 	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 	// EnrollTOTP starts enrolling the caller in TOTP (RFC 6238): it returns a new secret, which
 	// takes effect only once ConfirmTOTP proves the authenticator app has it. Enrolling again
