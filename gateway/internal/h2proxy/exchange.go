@@ -173,6 +173,7 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 // send passes data (and the end of the stream) to dst, at once if nothing
 // waits before it and the windows allow, else after what waits.
 func (x *exchange) send(dst *half, data []byte, end bool, b *batch) {
+	progressed := false
 	if dst.c != nil && len(dst.pend) == 0 && !dst.pendEnd {
 		o := dst.c.out
 		o.mu.Lock()
@@ -187,9 +188,13 @@ func (x *exchange) send(dst *half, data []byte, end bool, b *batch) {
 			return
 		}
 		data = data[n:]
+		progressed = n > 0
 	}
 	dst.pend = append(dst.pend, data...)
 	dst.pendEnd = dst.pendEnd || end
+	if dst == &x.down {
+		x.watchStall(progressed)
+	}
 }
 
 // pump sends what waits on h as far as the windows allow.

@@ -132,28 +132,46 @@ func TestOpenStreamsAreBounded(t *testing.T) {
 // its socket has its connection closed; else it could hold streams, and
 // the connection, for ever, and a drain would wait on them.
 func TestStalledClientIsCut(t *testing.T) {
-	srv := &Server{
-		Handler:      func(st *Stream) { _, _ = st.ResponseWriter().Write(make([]byte, 100_000)) },
-		WriteTimeout: 200 * time.Millisecond,
-	}
-	nc, fr := rawClient(t, ServeForTest(t, srv), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	reset := make(chan http2.ErrCode, 1)
-	readFrames(nc, func(f http2.Frame) {
-		if r, ok := f.(*http2.RSTStreamFrame); ok {
-			reset <- r.ErrCode
-		}
-	})
-	writeGet(t, fr, 1, "/x")
-	select {
-	case code := <-reset:
-		assert.Equal(t, http2.ErrCodeCancel, code)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stream still waits on a client that opens no window")
-	}
-	for _, c := range srv.connsForTest() {
-		c.mu.Lock()
-		assert.Empty(t, c.streams, "the stream is forgotten")
-		c.mu.Unlock()
+	up := ServeH2CForTest(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(make([]byte, 100_000))
+	}))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	for _, tc := range []struct {
+		name    string
+		handler func(*Stream)
+	}{
+		{"the proxy's own answer", func(st *Stream) { _, _ = st.ResponseWriter().Write(make([]byte, 100_000)) }},
+		{"a forwarded answer", func(st *Stream) { _, _ = st.Forward(st.Context(), tr, up, st.Header.Clone(), nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &Server{Handler: tc.handler, WriteTimeout: 200 * time.Millisecond}
+			nc, fr := rawClient(t, ServeForTest(t, srv), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+			reset := make(chan http2.ErrCode, 1)
+			readFrames(nc, func(f http2.Frame) {
+				if r, ok := f.(*http2.RSTStreamFrame); ok {
+					reset <- r.ErrCode
+				}
+			})
+			writeGet(t, fr, 1, "/x")
+			select {
+			case code := <-reset:
+				assert.Equal(t, http2.ErrCodeCancel, code)
+			case <-time.After(5 * time.Second):
+				t.Fatal("the stream still waits on a client that opens no window")
+			}
+			assert.Eventually(t, func() bool {
+				for _, c := range srv.connsForTest() {
+					c.mu.Lock()
+					n := len(c.streams)
+					c.mu.Unlock()
+					if n > 0 {
+						return false
+					}
+				}
+				return true
+			}, time.Second, 10*time.Millisecond, "the stream is forgotten")
+		})
 	}
 }
 
