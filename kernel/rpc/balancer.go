@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ type balancer struct {
 	ejectAfter  int32
 	ejectFor    time.Duration
 	maxAttempts int
+	logger      *slog.Logger // says when an instance is ejected
 
 	endpoints sync.Map // endpointKey → *endpoint
 	// nextSweep is when endpoints is next swept of instances no longer
@@ -68,6 +70,7 @@ func newBalancer(base http.RoundTripper, instances func(context.Context, string)
 		ejectAfter:  3,
 		ejectFor:    10 * time.Second,
 		maxAttempts: 3,
+		logger:      slog.New(slog.DiscardHandler),
 	}
 	b.nextSweep.Store(time.Now().Add(time.Minute).UnixNano())
 	return b
@@ -130,11 +133,16 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		r, err := b.base.RoundTrip(out)
 		if err != nil {
 			ep.inFlight.Add(-1)
-			if body != nil && body.failed.Load() {
+			switch {
+			case body != nil && body.failed.Load():
 				// The caller's body failed (a client that left
 				// mid-upload, a body over the gateway's cap): nothing
 				// to hold against the instance, nor to try elsewhere.
-				return true, false, err
+				return false, false, NotTheInstance(err)
+			case body != nil && !body.ended.Load() && InstanceTimedOut(req.Context()):
+				// The caller was still sending when the time ran out (a
+				// slow upload): the instance was never asked for all.
+				return false, false, NotTheInstance(err)
 			}
 			return false, replayable && neverSent(err), err
 		}
@@ -161,7 +169,8 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // whose deadline passed, says nothing of the instance, and the deadline is
 // the caller's to choose (a client of the gateway sends a grpc-timeout of
 // 1 ms, say), unless it is one set for the instance's answer
-// ([WithInstanceTimeout]). first is true on the first try. call returns
+// ([WithInstanceTimeout]). An attempt whose error is [NotTheInstance]
+// counts for nobody either. first is true on the first try. call returns
 // attempt's last error, or why no instance could be picked.
 func (b *balancer) call(ctx context.Context, service string, instances []registry.Instance, attempt func(addr string, ep *endpoint, first bool) (healthy, retry bool, err error)) error {
 	var (
@@ -176,8 +185,8 @@ func (b *balancer) call(ctx context.Context, service string, instances []registr
 		tried = append(tried, ep)
 		healthy, retry, err := attempt(ep.addr, ep, len(tried) == 1)
 		ended := ctx.Err() != nil
-		if !ended || InstanceTimedOut(ctx) {
-			b.record(ep, healthy)
+		if (!ended || InstanceTimedOut(ctx)) && !errors.As(err, new(notTheInstance)) {
+			b.record(service, ep, healthy)
 		}
 		if err == nil {
 			return nil
@@ -281,7 +290,7 @@ func (b *balancer) sweep(now int64) {
 	})
 }
 
-func (b *balancer) record(ep *endpoint, ok bool) {
+func (b *balancer) record(service string, ep *endpoint, ok bool) {
 	if ok {
 		ep.failures.Store(0)
 		return
@@ -289,6 +298,8 @@ func (b *balancer) record(ep *endpoint, ok bool) {
 	if ep.failures.Add(1) >= b.ejectAfter {
 		ep.ejectedUntil.Store(time.Now().Add(b.ejectFor).UnixNano())
 		ep.failures.Store(0)
+		b.logger.Warn("instance ejected: it failed calls in a row", "service", service, "instance", ep.addr,
+			"failures", b.ejectAfter, "for", b.ejectFor.String())
 	}
 }
 
@@ -335,19 +346,40 @@ func InstanceTimedOut(ctx context.Context) bool {
 	return ctx.Err() != nil && context.Cause(ctx) == errCallTimeout
 }
 
-// callerBody is a request body that remembers whether reading it failed.
-// The transport reads it in a goroutine of its own, hence the atomic.
+// NotTheInstance marks err, an attempt's error, as saying nothing of the
+// instance: the caller's doing (a request body that failed, or was still
+// being sent when the time ran out), or a failure another attempt counted
+// already. The balancer counts such an attempt for nobody.
+func NotTheInstance(err error) error { return notTheInstance{err} }
+
+type notTheInstance struct{ error }
+
+func (e notTheInstance) Unwrap() error { return e.error }
+
+// callerBody is a request body that remembers whether reading it failed,
+// and whether it was read to its end. The transport reads it in a
+// goroutine of its own, hence the atomics.
 type callerBody struct {
 	io.ReadCloser
-	failed atomic.Bool
+	failed, ended, closed atomic.Bool
 }
 
 func (c *callerBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		c.ended.Store(true)
+	case err != nil && !c.closed.Load():
+		// Reads after the transport closed the body (the instance reset
+		// the stream mid-upload) fail for the instance's doing.
 		c.failed.Store(true)
 	}
 	return n, err
+}
+
+func (c *callerBody) Close() error {
+	c.closed.Store(true)
+	return c.ReadCloser.Close()
 }
 
 // trackedBody calls done once, when the response body is closed or read to

@@ -53,7 +53,7 @@ func TestPickSpreadsLoad(t *testing.T) {
 	_, ok = b.pick(instances, []*endpoint{ep(0), ep(1), ep(2)})
 	assert.False(t, ok)
 	for range 3 {
-		b.record(ep(2), false)
+		b.record("svc", ep(2), false)
 	}
 	picked, ok = b.pick(instances, []*endpoint{ep(0)})
 	assert.True(t, ok)
@@ -261,4 +261,74 @@ func TestUnansweredCallsCountAgainstTheInstance(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 	}
 	assert.NotZero(t, b.endpoint(instances[0]).ejectedUntil.Load(), "the instance is ejected")
+}
+
+// endlessUpload is a request body that never ends: a slow client, for as
+// long as it is read. The transport closes it when the call ends.
+func endlessUpload(t *testing.T) io.ReadCloser {
+	r, w := io.Pipe()
+	go func() {
+		chunk := make([]byte, 1024)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// h2cInstance serves handler over h2c and returns it as an instance.
+func h2cInstance(t *testing.T, handler http.HandlerFunc) registry.Instance {
+	srv := &http.Server{Handler: handler, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return registry.Instance{Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
+}
+
+// TestUploadsThatFailAreCountedRight: an instance that resets every
+// upload midway is counted failing (the transport's closing the body is
+// not the caller's failure), and one that would answer a slow upload in
+// time, were it ever finished, is not.
+func TestUploadsThatFailAreCountedRight(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		timeout time.Duration
+		ejected bool
+	}{
+		{"instance resets mid-upload", func(_ http.ResponseWriter, r *http.Request) {
+			_, _ = io.CopyN(io.Discard, r.Body, 4096)
+			panic(http.ErrAbortHandler)
+		}, 10 * time.Second, true},
+		{"caller too slow to finish", func(_ http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+		}, 100 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			instances := []registry.Instance{h2cInstance(t, tc.handler)}
+			tr := h2cTransport()
+			t.Cleanup(tr.CloseIdleConnections)
+			b := newBalancer(tr, func(context.Context, string) ([]registry.Instance, error) { return instances, nil })
+			for range 3 {
+				ctx, cancel := WithInstanceTimeout(t.Context(), tc.timeout)
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://svc/upload", endlessUpload(t))
+				require.NoError(t, err)
+				res, err := b.RoundTrip(req)
+				if err == nil {
+					_ = res.Body.Close()
+				}
+				cancel()
+				require.Error(t, err)
+			}
+			assert.Equal(t, tc.ejected, b.endpoint(instances[0]).ejectedUntil.Load() != 0)
+		})
+	}
 }

@@ -79,6 +79,7 @@ func NewClientFactory(reg *registry.Registry, opts ...ClientOption) *ClientFacto
 		opt(f)
 	}
 	f.logger = logging.OrDiscard(f.logger)
+	f.balancer.logger = f.logger
 	// Services never redirect one another: a redirect is answered as it
 	// is, not followed to a host that would get a resolver of its own, kept
 	// for as long as the process runs.

@@ -576,9 +576,20 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 	var res h2proxy.Result
 	err := g.clients.Call(ctx, st.upstream, func(addr string) (healthy, retry bool, err error) {
 		res, err = st.stream.Forward(ctx, g.h2, addr, h, w.Header())
-		_, retry = errors.AsType[*h2proxy.NotSentError](err)
-		unanswered := err != nil && !res.Started && rpc.InstanceTimedOut(ctx)
-		return !retry && !unanswered && !isReset(err) && res.Status != http.StatusServiceUnavailable, retry, err
+		notSent, retry := errors.AsType[*h2proxy.NotSentError](err)
+		switch {
+		case retry && notSent.Shared:
+			// Another stream's dial, counted with that stream.
+			return false, true, rpc.NotTheInstance(err)
+		case err != nil && !res.Started && rpc.InstanceTimedOut(ctx):
+			if !res.Sent {
+				// The client was still sending: the instance was
+				// never asked for all of it.
+				return false, false, rpc.NotTheInstance(err)
+			}
+			return false, false, err // unanswered
+		}
+		return !retry && !isReset(err) && res.Status != http.StatusServiceUnavailable, retry, err
 	})
 	switch {
 	case err == nil:

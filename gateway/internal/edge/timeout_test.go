@@ -2,6 +2,8 @@ package edge_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -45,4 +47,39 @@ func TestHungInstanceIsEjected(t *testing.T) {
 	}
 	assert.LessOrEqual(t, timedOut, 3, "the hung instance is ejected after three calls it left unanswered")
 	assert.Equal(t, 20, timedOut+answered)
+	assert.Contains(t, e.logs.String(), "instance ejected", "the ejection is logged")
+}
+
+// TestSlowUploadsEjectNobody: a client that sends its request too slowly
+// to finish within the route's timeout costs the instance nothing: it was
+// never asked for the whole request. Else a few such clients would take
+// every instance out of rotation.
+func TestSlowUploadsEjectNobody(t *testing.T) {
+	e := newEnv(t)
+	e.startIdentity(t, "slow")
+	cfg := e.config(t)
+	cfg.Routes.Timeouts = []string{"/portcullis.identity.v1.IdentityService/=300ms"}
+	gw := e.startGateway(t, cfg)
+	c := identityv1connect.NewIdentityServiceClient(h2cClient(), gw.url)
+	require.EventuallyWithT(t, func(col *assert.CollectT) {
+		_, err := c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "s@example.com"}))
+		assert.NoError(col, err)
+	}, 15*time.Second, 20*time.Millisecond, "routed")
+
+	for range 4 {
+		body, w := io.Pipe()
+		go func() {
+			_, _ = w.Write([]byte{0, 0, 0, 0, 100}) // an envelope promising 100 bytes, never sent
+		}()
+		req, err := http.NewRequest(http.MethodPost, gw.url+identityv1connect.IdentityServiceCreateUserProcedure, body)
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/grpc")
+		res, err := h2cClient().Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+		assert.Equal(t, "4", res.Header.Get("Grpc-Status"), "the route's timeout ends it")
+		_ = w.Close()
+	}
+	assert.NotContains(t, e.logs.String(), "instance ejected", "an instance was ejected for a client's slowness")
 }

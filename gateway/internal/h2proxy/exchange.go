@@ -367,7 +367,7 @@ func (x *exchange) peerReset(h *half, code http2.ErrCode, b *batch) {
 		// the copy sent again owes the client nothing.
 		x.up = &half{x: x, pend: slices.Clone(x.replay), pendEnd: true, credited: true}
 		x.forwarded, x.retry = false, true
-		x.finish(&NotSentError{errors.New("upstream refused the stream")})
+		x.finish(&NotSentError{Err: errors.New("upstream refused the stream")})
 		return
 	}
 	h.reset = true

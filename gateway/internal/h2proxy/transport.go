@@ -60,7 +60,12 @@ const (
 
 // NotSentError is Forward's error when the request never reached the
 // upstream: it may be sent to another instance.
-type NotSentError struct{ Err error }
+type NotSentError struct {
+	Err error
+	// Shared: the error of a dial another stream made and waited on too,
+	// which that stream's caller counts against the instance already.
+	Shared bool
+}
 
 func (e *NotSentError) Error() string { return "request not sent: " + e.Err.Error() }
 func (e *NotSentError) Unwrap() error { return e.Err }
@@ -72,7 +77,7 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
-			return nil, &NotSentError{net.ErrClosed}
+			return nil, &NotSentError{Err: net.ErrClosed}
 		}
 		for _, c := range t.conns[addr] {
 			if c.usable() {
@@ -85,7 +90,7 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
 			select {
 			case <-d.done:
 				if d.err != nil {
-					return nil, &NotSentError{d.err}
+					return nil, &NotSentError{Err: d.err, Shared: true}
 				}
 				continue
 			case <-ctx.Done():
@@ -118,7 +123,7 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
 		}
 		t.mu.Unlock()
 		if err != nil {
-			return nil, &NotSentError{err}
+			return nil, &NotSentError{Err: err}
 		}
 		return c, nil
 	}
@@ -211,6 +216,7 @@ type Result struct {
 	// with, as [envelope.Reader.Code] says it; "" if none.
 	BodyCode string
 	Started  bool // the response reached the client: the handler must not answer
+	Sent     bool // the whole request, to its end, reached the upstream
 }
 
 // Forward sends the stream to the upstream at addr with header (which
@@ -260,7 +266,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 			c.goingAway = true
 			c.mu.Unlock()
 			if attempt >= 3 {
-				return Result{}, &NotSentError{errors.New("upstream closed its connections")}
+				return Result{}, &NotSentError{Err: errors.New("upstream closed its connections")}
 			}
 			continue
 		}
@@ -287,7 +293,7 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 		o.mu.Unlock()
 		x.mu.Unlock()
 		if attempt >= 3 {
-			return Result{}, &NotSentError{errors.New("connections closing or full")}
+			return Result{}, &NotSentError{Err: errors.New("connections closing or full")}
 		}
 		// The connection filled up or started going away since get chose
 		// it: get finds or dials another.
@@ -328,5 +334,5 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return Result{Status: x.status, GRPCStatus: x.grpcStatus, BodyCode: x.body.Code(), Started: x.respStarted}, x.err
+	return Result{Status: x.status, GRPCStatus: x.grpcStatus, BodyCode: x.body.Code(), Started: x.respStarted, Sent: x.up.sentEnd}, x.err
 }

@@ -37,12 +37,18 @@ func TestWaitersShareAFailedDial(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	shared := 0
 	for i := range streams {
 		require.Error(t, errs[i])
-		_, notSent := errors.AsType[*NotSentError](errs[i])
-		assert.True(t, notSent, "stream %d may go elsewhere: %v", i, errs[i])
+		notSent, ok := errors.AsType[*NotSentError](errs[i])
+		require.True(t, ok, "stream %d may go elsewhere: %v", i, errs[i])
 		assert.Less(t, took[i], 2*dialTimeout, "stream %d waited on dials after the first", i)
+		if notSent.Shared {
+			shared++
+		}
 	}
+	// One dial failed: its caller counts it, and only it.
+	assert.Equal(t, streams-1, shared)
 }
 
 // TestWaitersDialAgainAfterAnAbandonedDial: a dial that failed because its
