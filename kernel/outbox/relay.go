@@ -150,17 +150,21 @@ func (r *Relay) Run(ctx context.Context) error {
 	}()
 
 	failures := 0
+	var counted time.Time // when the backlog was last counted
 	for {
 		n, err := r.deliverBatch(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil && n == r.cfg.BatchSize {
+		if err == nil && n == r.cfg.BatchSize && time.Since(counted) < backlogRecount {
 			// More wait: counting them all after every batch would make
 			// catching up with a large backlog quadratic. The count goes
-			// down by the batch, and is taken again once a batch is short.
+			// down by the batch, and is taken again once a batch is short,
+			// or backlogRecount on, so that a relay falling behind, whose
+			// batches are always full, still shows it.
 			r.backlog.Store(max(r.backlog.Load()-int64(n), 0))
 		} else {
+			counted = time.Now()
 			// Every replica counts the backlog each time it looks, whether
 			// it holds the lock or not, so each one's gauge and /readyz
 			// detail stay current.
@@ -283,6 +287,10 @@ func (r *Relay) purge(ctx context.Context) (behind bool) {
 	}
 	return true
 }
+
+// backlogRecount is how long the relay goes on full batches without
+// counting its backlog again.
+const backlogRecount = 10 * time.Second
 
 // errStandby is deliverBatch's answer when another replica holds the
 // relay lock.
