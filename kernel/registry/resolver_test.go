@@ -326,3 +326,58 @@ func TestFlakyConsulStillDropsLeavers(t *testing.T) {
 	// Consul's check interval, then at most the settling under way.
 	waitForInstances(t, res, 2*checkInterval+settleFor+time.Second, a.hostPort())
 }
+
+// TestSecondRestartWithinTheCooldownLosesNoInstance: an agent that
+// restarts again soon after a settling ended (within its cooldown, when a
+// failure starts no new settling) is still told apart by its new ID, and
+// the resolver keeps the instance while the new agent relearns it.
+func TestSecondRestartWithinTheCooldownLosesNoInstance(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("resolver's log:\n%s", logs.String())
+		}
+	})
+	reg, consul := newRegistry(t, registry.WithLogger(logs.logger()))
+	a := newBackend(t)
+	inst := a.instance("again")
+	id := register(t, reg, inst)
+	keepRegistered(t, reg, id, inst, nil)
+	const settleFor = 5 * time.Second
+	res := reg.Resolver("again", registry.WithBackoff(20*time.Millisecond, 100*time.Millisecond), registry.WithSettle(settleFor))
+	t.Cleanup(res.Close)
+	waitForInstances(t, res, settle, a.hostPort())
+
+	consul.Restart() // the first restart: a settling
+	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "Consul answers again") == 1 },
+		10*time.Second, 10*time.Millisecond)
+	settled := time.Now()
+	require.Eventually(t, func() bool {
+		entries, _, err := reg.Client().Health().Service("again", "", true, nil)
+		return err == nil && len(entries) == 1
+	}, 3*checkInterval+settle, 20*time.Millisecond, "the instance registers again and passes")
+	time.Sleep(time.Until(settled.Add(settleFor + 500*time.Millisecond))) // the settling is over: its cooldown
+
+	var emptied atomic.Bool
+	sampling, stopSampling := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for sampling.Err() == nil {
+			if len(res.Instances()) == 0 {
+				emptied.Store(true)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	consul.Restart() // the second, within the cooldown
+	require.Eventually(t, func() bool {
+		entries, _, err := reg.Client().Health().Service("again", "", true, nil)
+		return err == nil && len(entries) == 1
+	}, 3*checkInterval+settle, 20*time.Millisecond, "the instance registers again and passes")
+	time.Sleep(time.Second)
+	stopSampling()
+	<-sampled
+	assert.False(t, emptied.Load(), "the resolver went empty while the restarted agent relearned the instance")
+}

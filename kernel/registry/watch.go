@@ -254,8 +254,15 @@ func (w *watch[T]) run(ctx context.Context) {
 			// This settling covers an agent that restarted meanwhile: the
 			// agent answering now is the one to compare later answers with,
 			// not the one from before, or its first answer that loses
-			// something would start a second settling.
+			// something would start a second settling. Known, not left
+			// blank: an agent that restarts again, in the cooldown after
+			// this settling, must still be told apart.
 			agentID = ""
+			if w.agent != nil {
+				if id, err := w.agent(ctx); err == nil {
+					agentID = id
+				}
+			}
 		}
 		// An answer that loses something, from an agent other than the one
 		// that answered before, is an agent that restarted and has not yet
