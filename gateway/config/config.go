@@ -58,8 +58,9 @@ type Gateway struct {
 	DrainDelay time.Duration `koanf:"drain_delay" validate:"min=0s,max=10m"`
 	// ShutdownTimeout bounds the drain of in-flight requests on shutdown.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" validate:"min=0s,max=10m"`
-	// EjectAfter consecutive failures (transport errors or 503s) eject an
-	// upstream instance for EjectFor.
+	// EjectAfter consecutive failures (transport errors, 503s, responses
+	// cut short, no answer within the route's timeout) eject an upstream
+	// instance for EjectFor.
 	EjectAfter int           `koanf:"eject_after" validate:"min=1,max=1000"`
 	EjectFor   time.Duration `koanf:"eject_for" validate:"min=1s,max=10m"`
 	// MetricsPath is where Prometheus metrics are served; empty serves none.

@@ -61,6 +61,8 @@
 // ([ErrTokenMissing], [ErrTokenMalformed], [ErrTokenInvalid],
 // [ErrTokenExpired], [ErrTokenNotYetValid], [ErrKeyUnknown],
 // [ErrKeysUnavailable]) with detail meant for the logs. Callers answer all
-// of them with one fixed Unauthenticated error: the detail helps an
-// operator, and would help an attacker probe the checks.
+// of them with one fixed Unauthenticated error, the detail helps an
+// operator and would help an attacker probe the checks, except
+// [ErrKeysUnavailable], which says nothing of the token: it is Unavailable,
+// to retry.
 package authn

@@ -58,7 +58,8 @@ func WithCallTimeout(d time.Duration) ClientOption {
 }
 
 // WithEjection ejects an instance for d after n consecutive failures
-// (transport errors or 503s). Zero values mean 3 and 10s.
+// (transport errors, 503s, calls left unanswered past a
+// [WithInstanceTimeout] deadline). Zero values mean 3 and 10s.
 func WithEjection(n int, d time.Duration) ClientOption {
 	return func(f *ClientFactory) {
 		if n > 0 {
@@ -187,8 +188,9 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 // (host:port), and on up to two others while it reports retry — the call
 // never reached the instance. It reports too whether the instance is to be
 // counted healthy (false after a transport failure or a 503), which ejects
-// one that keeps failing; once ctx has ended, nothing is counted or
-// retried. The instance counts the call as in flight while attempt runs.
+// one that keeps failing; once ctx has ended, nothing is counted (unless at
+// a [WithInstanceTimeout] deadline) or retried, and an error marked
+// [NotTheInstance] counts for nobody. The instance counts the call as in flight while attempt runs.
 // Call returns attempt's last error, or why no instance could be picked.
 func (f *ClientFactory) Call(ctx context.Context, service string, attempt func(addr string) (healthy, retry bool, err error)) error {
 	instances, err := f.instances(ctx, service)
