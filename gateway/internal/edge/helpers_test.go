@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,6 +242,9 @@ func (s *identityServer) CreateUser(ctx context.Context, req *connect.Request[id
 	}
 	for _, h := range []string{rpc.ServiceTokenHeader, rpc.RequestIDHeader, "X-Forwarded-For", "Traceparent", "Tracestate", "Authorization", "X-Real-Ip"} {
 		res.Header().Set("X-Seen-"+h, req.Header().Get(h))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		res.Header().Set("X-Seen-Deadline-Ms", strconv.FormatInt(time.Until(dl).Milliseconds(), 10))
 	}
 	res.Trailer().Set("X-Test-Trailer", "from-"+s.name)
 	return res, nil

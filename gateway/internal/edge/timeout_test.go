@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -82,4 +83,38 @@ func TestSlowUploadsEjectNobody(t *testing.T) {
 		_ = w.Close()
 	}
 	assert.NotContains(t, e.logs.String(), "instance ejected", "an instance was ejected for a client's slowness")
+}
+
+// TestServicesLearnTheRouteDeadline: the service is told a deadline a
+// little short of the gateway's own for the route, in each protocol's
+// header, so that it answers before the gateway stops waiting; a client's
+// shorter deadline stays.
+func TestServicesLearnTheRouteDeadline(t *testing.T) {
+	e := newEnv(t)
+	e.startIdentity(t, "deadline")
+	cfg := e.config(t)
+	cfg.Routes.Timeouts = []string{"/portcullis.identity.v1.IdentityService/=5s"}
+	gw := e.startGateway(t, cfg)
+	for _, p := range protocols() {
+		t.Run(p.name, func(t *testing.T) {
+			c := identityv1connect.NewIdentityServiceClient(p.client, gw.url, p.opts...)
+			var res *connect.Response[identityv1.CreateUserResponse]
+			require.EventuallyWithT(t, func(col *assert.CollectT) {
+				var err error
+				res, err = c.CreateUser(context.Background(), connect.NewRequest(&identityv1.CreateUserRequest{Email: "d@example.com"}))
+				assert.NoError(col, err)
+			}, 15*time.Second, 20*time.Millisecond)
+			left, err := strconv.Atoi(res.Header().Get("X-Seen-Deadline-Ms"))
+			require.NoError(t, err, "the service had no deadline")
+			assert.InDelta(t, 4500, left, 300, "the route's 5s less a tenth")
+
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			res, err = c.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{Email: "d@example.com"}))
+			require.NoError(t, err)
+			left, err = strconv.Atoi(res.Header().Get("X-Seen-Deadline-Ms"))
+			require.NoError(t, err)
+			assert.LessOrEqual(t, left, 1000, "the client's shorter deadline stays")
+		})
+	}
 }
