@@ -226,13 +226,15 @@ type identityServer struct {
 	identityv1connect.UnimplementedIdentityServiceHandler
 	name   string
 	report bool
-	hang   bool // CreateUser never answers, as a deadlocked handler
+	// hang, when set, holds CreateUser until it is closed, whatever the
+	// call's deadline: a deadlocked handler.
+	hang chan struct{}
 }
 
 func (s *identityServer) CreateUser(ctx context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
-	if s.hang {
-		<-ctx.Done()
-		return nil, ctx.Err()
+	if s.hang != nil {
+		<-s.hang
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("released"))
 	}
 	res := connect.NewResponse(&identityv1.CreateUserResponse{User: &identityv1.User{
 		Id: s.name, Email: req.Msg.GetEmail(), DisplayName: req.Msg.GetDisplayName(),

@@ -17,12 +17,15 @@ import (
 )
 
 // TestHungInstanceIsEjected: an instance that takes calls and never
-// answers them, its readiness check passing, costs its clients a route
+// answers them, even at their deadlines (deadlocked), its readiness check
+// passing, costs its clients a route
 // timeout each (DeadlineExceeded) only until it is ejected; then its
 // calls go to the instance that answers.
 func TestHungInstanceIsEjected(t *testing.T) {
 	e := newEnv(t)
-	e.startIdentityServer(t, &identityServer{name: "hung", hang: true})
+	hang := make(chan struct{})
+	e.startIdentityServer(t, &identityServer{name: "hung", hang: hang})
+	t.Cleanup(func() { close(hang) }) // before the server stops, which waits for its handlers
 	e.startIdentityServer(t, &identityServer{name: "fine"})
 	require.Eventually(t, func() bool {
 		entries, _, err := e.reg.Client().Health().Service("identitysvc", "", true, nil)
