@@ -185,7 +185,7 @@ func (b *balancer) call(ctx context.Context, service string, instances []registr
 		tried = append(tried, ep)
 		healthy, retry, err := attempt(ep.addr, ep, len(tried) == 1)
 		ended := ctx.Err() != nil
-		if (!ended || InstanceTimedOut(ctx)) && !errors.As(err, new(notTheInstance)) {
+		if (!ended || InstanceTimedOut(ctx)) && (err == nil || !errors.As(err, new(notTheInstance))) {
 			b.record(service, ep, healthy)
 		}
 		if err == nil {

@@ -7,24 +7,40 @@ import (
 	"time"
 )
 
-// capTimeout sets the timeout a request tells its service (grpc-timeout
-// for gRPC and gRPC-Web, connect-timeout-ms for Connect) to at most a
-// little less than routeTimeout, the gateway's own deadline for it, and
-// leaves a shorter one of the client's as it is. The service, and its own
-// calls onward, then give up and answer before the gateway stops waiting:
-// a service waiting on a hung dependency answers DeadlineExceeded, and is
-// not taken for hung itself.
-func capTimeout(h http.Header, routeTimeout time.Duration) {
+// deadlineCap is the deadline a route's requests tell their service: a
+// little less than the gateway's own for the route, so that the service,
+// and its own calls onward, give up and answer before the gateway stops
+// waiting. A service waiting on a hung dependency then answers
+// DeadlineExceeded, and is not taken for hung itself.
+type deadlineCap struct {
+	limit time.Duration
+	// The header values of limit, built once: full slices, so that an
+	// append to a request's header copies rather than writes into them.
+	grpc, connect []string
+}
+
+func newDeadlineCap(routeTimeout time.Duration) *deadlineCap {
 	limit := max(routeTimeout-min(routeTimeout/10, time.Second), time.Millisecond)
+	ms := strconv.FormatInt(limit.Milliseconds(), 10)
+	return &deadlineCap{limit: limit, grpc: []string{ms + "m"}[:1:1], connect: []string{ms}[:1:1]}
+}
+
+// apply sets the timeout a request tells its service (grpc-timeout for
+// gRPC and gRPC-Web, connect-timeout-ms for Connect) to the cap, unless
+// the client's own is shorter.
+func (c *deadlineCap) apply(h http.Header) {
 	if strings.HasPrefix(h.Get("Content-Type"), "application/grpc") {
-		if d, ok := parseGRPCTimeout(h.Get("Grpc-Timeout")); !ok || d > limit {
-			h.Set("Grpc-Timeout", strconv.FormatInt(limit.Milliseconds(), 10)+"m")
+		if d, ok := parseGRPCTimeout(h.Get("Grpc-Timeout")); !ok || d > c.limit {
+			h["Grpc-Timeout"] = c.grpc
 		}
 		return
 	}
-	if ms, err := strconv.ParseInt(h.Get("Connect-Timeout-Ms"), 10, 64); err != nil || ms <= 0 || time.Duration(ms)*time.Millisecond > limit {
-		h.Set("Connect-Timeout-Ms", strconv.FormatInt(limit.Milliseconds(), 10))
+	if v := h.Get("Connect-Timeout-Ms"); v != "" {
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 && time.Duration(ms)*time.Millisecond <= c.limit {
+			return
+		}
 	}
+	h["Connect-Timeout-Ms"] = c.connect
 }
 
 // parseGRPCTimeout reads a grpc-timeout value: at most 8 digits and a

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-func TestCapTimeout(t *testing.T) {
+func TestDeadlineCap(t *testing.T) {
 	tests := []struct {
 		name                string
 		contentType, header string
@@ -31,11 +31,11 @@ func TestCapTimeout(t *testing.T) {
 			if tt.value != "" {
 				h.Set(tt.header, tt.value)
 			}
-			capTimeout(h, 15*time.Second)
+			newDeadlineCap(15 * time.Second).apply(h)
 			assert.Equal(t, tt.want, h.Get(tt.header))
 		})
 	}
 	h := http.Header{"Content-Type": {"application/json"}}
-	capTimeout(h, 500*time.Millisecond)
+	newDeadlineCap(500 * time.Millisecond).apply(h)
 	assert.Equal(t, "450", h.Get("Connect-Timeout-Ms"), "a tenth of a short route's timeout is left over")
 }

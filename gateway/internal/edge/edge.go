@@ -218,10 +218,10 @@ func (g *Gateway) Close() {
 // state is what one request carries from the handler to the proxy's
 // callbacks and back to the access log.
 type state struct {
-	route     string        // metric label
-	timeout   time.Duration // the route's
-	upstream  string        // Consul service
-	forwarded string        // X-Forwarded-For to send
+	route     string       // metric label
+	deadline  *deadlineCap // the route's; nil for the JWKS
+	upstream  string       // Consul service
+	forwarded string       // X-Forwarded-For to send
 	principal string
 	// stream is the client's HTTP/2 stream when h2proxy serves it; the
 	// call is then forwarded with it rather than through ReverseProxy.
@@ -487,7 +487,7 @@ func (g *Gateway) serveProcedure(w http.ResponseWriter, r *http.Request, st *sta
 		g.writeError(w, r, connect.CodeUnimplemented, "procedure not found")
 		return
 	}
-	st.route, st.timeout = rt.procedure, rt.timeout
+	st.route, st.deadline = rt.procedure, rt.deadline
 	upstream, ok := g.catalog.Routes()[rt.service]
 	if !ok {
 		g.writeError(w, r, connect.CodeUnavailable, "service unavailable")
@@ -574,7 +574,7 @@ func (g *Gateway) forwardStream(w http.ResponseWriter, r *http.Request, st *stat
 		delete(h, k)
 	}
 	setForwarded(h, st, r.Host, false)
-	capTimeout(h, rt.timeout)
+	rt.deadline.apply(h)
 	var res h2proxy.Result
 	err := g.clients.Call(ctx, st.upstream, func(addr string) (healthy, retry bool, err error) {
 		res, err = st.stream.Forward(ctx, g.h2, addr, h, w.Header())
@@ -764,8 +764,8 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	// CORS fields the gateway set would be lost.
 	pr.Out.Header.Del("Expect")
 	setForwarded(pr.Out.Header, st, pr.In.Host, pr.In.TLS != nil)
-	if st.timeout > 0 { // a procedure's, not the JWKS
-		capTimeout(pr.Out.Header, st.timeout)
+	if st.deadline != nil {
+		st.deadline.apply(pr.Out.Header)
 	}
 	if pr.Out.Trailer != nil && pr.Out.Body != nil {
 		pr.Out.Body = &trailerStripper{ReadCloser: pr.Out.Body, trailer: pr.Out.Trailer}

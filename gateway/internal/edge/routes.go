@@ -20,6 +20,8 @@ type route struct {
 	service string
 	rule    access.Rule
 	timeout time.Duration
+	// deadline is what the service is told of timeout.
+	deadline *deadlineCap
 	// clientStream means the request body is a stream, which is never
 	// buffered for a retry.
 	clientStream bool
@@ -65,6 +67,7 @@ func buildRoutes(cfg config.Config) (map[string]*route, error) {
 		if d, ok := overrides[p.Name]; ok {
 			r.timeout = d
 		}
+		r.deadline = newDeadlineCap(r.timeout)
 		routes[p.Name] = r
 	}
 	return routes, nil
