@@ -22,14 +22,7 @@ func TestScheduledRotationPublishesAhead(t *testing.T) {
 	cfg := keys.Config{Alg: keys.AlgEdDSA, RotationInterval: 10 * time.Hour, PublishAhead: time.Hour, Retention: 20 * time.Minute}
 	a := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now)
 	b := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now) // another replica
-	kids := func() (out []string) {
-		set, err := a.JWKS(ctx)
-		require.NoError(t, err)
-		for _, k := range set {
-			out = append(out, k.Kid)
-		}
-		return out
-	}
+	kids := func() []string { return publishedKids(t, a) }
 	active := func(r *keys.Keyring) string {
 		k, err := r.Active(ctx)
 		require.NoError(t, err)
@@ -112,14 +105,7 @@ func TestRevokeDropsEveryOtherKey(t *testing.T) {
 	cfg := keys.Config{Alg: keys.AlgEdDSA, RotationInterval: 10 * time.Hour, PublishAhead: time.Hour, Retention: 10 * time.Hour}
 	a := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now)
 	b := keys.NewKeyring(e.DB.Ent, e.Sealer, cfg, e.Clock.Now) // another replica
-	kids := func() (out []string) {
-		set, err := a.JWKS(ctx)
-		require.NoError(t, err)
-		for _, k := range set {
-			out = append(out, k.Kid)
-		}
-		return out
-	}
+	kids := func() []string { return publishedKids(t, a) }
 	first, err := b.Active(ctx)
 	require.NoError(t, err)
 	_, err = a.Rotate(ctx) // the first key retired, still published
@@ -140,4 +126,15 @@ func TestRevokeDropsEveryOtherKey(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, fresh.ID, k.ID, "another replica still signs with a revoked key")
 	assert.NotEqual(t, first.ID, k.ID)
+}
+
+// publishedKids returns the kids r's JWKS lists, newest first.
+func publishedKids(t *testing.T, r *keys.Keyring) (out []string) {
+	t.Helper()
+	set, err := r.JWKS(t.Context())
+	require.NoError(t, err)
+	for _, k := range set {
+		out = append(out, k.Kid)
+	}
+	return out
 }

@@ -22,6 +22,7 @@ import (
 // timeout each (DeadlineExceeded) only until it is ejected; then its
 // calls go to the instance that answers.
 func TestHungInstanceIsEjected(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	hang := make(chan struct{})
 	e.startIdentityServer(t, &identityServer{name: "hung", hang: hang})
@@ -59,6 +60,7 @@ func TestHungInstanceIsEjected(t *testing.T) {
 // never asked for the whole request. Else a few such clients would take
 // every instance out of rotation.
 func TestSlowUploadsEjectNobody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startIdentity(t, "slow")
 	cfg := e.config(t)
@@ -93,6 +95,7 @@ func TestSlowUploadsEjectNobody(t *testing.T) {
 // header, so that it answers before the gateway stops waiting; a client's
 // shorter deadline stays.
 func TestServicesLearnTheRouteDeadline(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startIdentity(t, "deadline")
 	cfg := e.config(t)
