@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"portcullis.dev/kernel/database"
 )
 
@@ -16,8 +18,11 @@ const (
 	maxDescription        = 500
 	maxPermission         = 200
 	maxSegment            = 63
-	maxUserID             = 255
-	maxResource           = 255
+	// maxUserID keeps "user:<id>", the target of the user's audit
+	// events, within the 256 bytes the Audit service takes: an event it
+	// refused would leave the change unaudited.
+	maxUserID   = 256 - len("user:")
+	maxResource = 255
 )
 
 // Superuser is the permission that grants every permission.
@@ -113,11 +118,20 @@ func ValidResource(r string) bool {
 	return printable(id)
 }
 
-// ValidUserID reports whether id can be a user ID: 1 to 255 bytes of
-// printable ASCII without spaces. User IDs are the Identity service's; this
-// only keeps junk out of the tables and the logs.
+// ValidUserID reports whether id can be a user ID: 1 to 251 bytes of
+// printable ASCII without spaces and, if it is a UUID, in its canonical
+// form (lower case, hyphenated), the one tokens carry in sub: a binding
+// to another spelling would never match, and unbinding one would succeed
+// and change nothing. User IDs are the Identity service's; this only keeps
+// junk out of the tables and the logs.
 func ValidUserID(id string) bool {
-	return id != "" && len(id) <= maxUserID && printable(id)
+	if id == "" || len(id) > maxUserID || !printable(id) {
+		return false
+	}
+	if u, err := uuid.Parse(id); err == nil && u.String() != id {
+		return false
+	}
+	return true
 }
 
 func printable(s string) bool {
@@ -153,7 +167,7 @@ func checkGrants(perms []string, allowEmpty bool) ([]string, error) {
 
 func checkUserID(id string) error {
 	if !ValidUserID(id) {
-		return invalid("user_id is required: 1 to %d printable characters without spaces", maxUserID)
+		return invalid("user_id is required: 1 to %d printable characters without spaces, a UUID in its canonical lower-case form", maxUserID)
 	}
 	return nil
 }

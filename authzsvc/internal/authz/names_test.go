@@ -60,6 +60,15 @@ func TestNames(t *testing.T) {
 		{"user empty", authz.ValidUserID, "", false},
 		{"user control", authz.ValidUserID, "u\n1", false},
 		{"user long", authz.ValidUserID, strings.Repeat("u", 256), false},
+		// "user:" and the ID are an audit event's target, at most 256 bytes.
+		{"user longest", authz.ValidUserID, strings.Repeat("u", 251), true},
+		{"user too long for an audit target", authz.ValidUserID, strings.Repeat("u", 252), false},
+		{"user opaque", authz.ValidUserID, "admin-1", true},
+		// Another spelling of a UUID would never match a token's sub.
+		{"user UUID in upper case", authz.ValidUserID, "0195F1D2-7B1C-7CC0-9D52-1F2A3B4C5D6E", false},
+		{"user UUID in braces", authz.ValidUserID, "{0195f1d2-7b1c-7cc0-9d52-1f2a3b4c5d6e}", false},
+		{"user UUID as a URN", authz.ValidUserID, "urn:uuid:0195f1d2-7b1c-7cc0-9d52-1f2a3b4c5d6e", false},
+		{"user UUID without hyphens", authz.ValidUserID, "0195f1d27b1c7cc09d521f2a3b4c5d6e", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
