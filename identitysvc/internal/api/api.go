@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -114,6 +115,9 @@ func (h *Handler) ListUsers(ctx context.Context, req *connect.Request[identityv1
 		q.Status = identity.StatusActive
 	case identityv1.UserStatus_USER_STATUS_DISABLED:
 		q.Status = identity.StatusDisabled
+	case identityv1.UserStatus_USER_STATUS_UNSPECIFIED:
+	default:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("status: %d is not a known status", req.Msg.GetStatus()))
 	}
 	users, next, err := h.svc.ListUsers(ctx, q)
 	if err != nil {

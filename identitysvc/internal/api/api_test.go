@@ -372,6 +372,8 @@ func TestAPI(t *testing.T) {
 		}
 		_, err = s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{NameContains: strings.Repeat("n", 201)}))
 		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+		_, err = s.client.ListUsers(ctx, call(adminToken, &identityv1.ListUsersRequest{Status: identityv1.UserStatus(7)}))
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "an unknown status is no filter")
 
 		dis, err := s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: bo.GetId(), Reason: "test"}))
 		require.NoError(t, err)

@@ -622,6 +622,12 @@ func TestChangePassword(t *testing.T) {
 	_, err := f.svc.VerifyCredentials(ctx, "ivan@example.com", "a new good password")
 	require.NoError(t, err)
 
+	// No current password is a malformed request, not a wrong guess.
+	for range 5 {
+		require.ErrorAs(t, f.svc.ChangePassword(ctx, u.ID, "", "another good password", ""), &invalid)
+	}
+	require.NoError(t, f.svc.ChangePassword(ctx, u.ID, "a new good password", "a new good password", ""), "empty ones locked the account")
+
 	// Wrong current passwords count towards the lockout.
 	for range 3 {
 		assert.ErrorIs(t, f.svc.ChangePassword(ctx, u.ID, "not my password", "another good password", ""), identity.ErrWrongPassword)

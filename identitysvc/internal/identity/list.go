@@ -185,7 +185,9 @@ func decodeCursor(s string, filters uint32) (time.Time, uuid.UUID, error) {
 	}
 	// The filter sum is no seal (anyone can recompute it): a forged time
 	// PostgreSQL cannot hold must be refused here, not fail the query.
-	t := time.UnixMicro(int64(binary.BigEndian.Uint64(b[:8])))
+	// In UTC: lib/pq writes a local time's offset, which PostgreSQL's
+	// oldest dates cannot take in every zone.
+	t := time.UnixMicro(int64(binary.BigEndian.Uint64(b[:8]))).UTC()
 	if !database.ValidTime(t) {
 		return time.Time{}, uuid.UUID{}, errBadCursor
 	}

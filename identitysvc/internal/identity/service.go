@@ -495,6 +495,10 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 // endSessions): whoever knew the old password, or holds a refresh token
 // from before, is logged out everywhere else.
 func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, next, keepSession string) error {
+	if current == "" {
+		// Refused before the check, which would count it as a wrong guess.
+		return &ValidationError{Field: "current_password", Reason: "is required"}
+	}
 	if err := checkPasswordRules(next, s.cfg.MinPasswordLength); err != nil {
 		return err
 	}
