@@ -32,8 +32,10 @@ type Config struct {
 	// listener's host, and it is required when that is a wildcard
 	// (0.0.0.0, ::), which says nothing of where callers reach it.
 	AdvertiseAddr string `koanf:"advertise_addr"`
-	// ShutdownTimeout bounds the drain of in-flight calls on shutdown.
-	// Zero means 20s.
+	// ShutdownTimeout bounds shutdown once the instance has left Consul:
+	// the drain of in-flight calls, the end of the background tasks and
+	// the closers, together, so that an orchestrator's grace period can
+	// be set from it. Zero means 20s.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" validate:"min=0"`
 	// DeregisterDelay is how long the instance keeps serving after leaving
 	// Consul, so clients' resolvers drop it before it stops. Zero means
@@ -215,7 +217,8 @@ func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
 // Run listens, registers in Consul, and serves until ctx ends (main passes
 // a context that SIGINT and SIGTERM end). Then it shuts down gracefully:
 // /readyz and gRPC health turn NOT_SERVING, the instance leaves Consul,
-// in-flight calls get up to ShutdownTimeout to finish, and the closers run.
+// in-flight calls finish, the background tasks end and the closers run,
+// all within ShutdownTimeout.
 // It returns nil after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
@@ -255,7 +258,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	stopKeeping := s.keepRegistered(instanceID, ln.Addr())
 	defer stopKeeping()
 	stopBackground := s.startBackground()
-	defer stopBackground()
+	defer func() {
+		// Every return below has stopped them already, within the
+		// shutdown's deadline; this only makes sure they are told to.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = stopBackground(ctx)
+	}()
 	s.ready.Store(true)
 	s.logger.InfoContext(ctx, "serving", "addr", ln.Addr().String(), "services", s.services, "version", s.version)
 
@@ -263,8 +272,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	case err := <-serveErr:
 		s.ready.Store(false)
 		stopKeeping()
-		stopBackground()
-		return errors.Join(fmt.Errorf("serve %s: %w", ln.Addr(), err), s.deregister(instanceID), s.close())
+		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		return errors.Join(fmt.Errorf("serve %s: %w", ln.Addr(), err), stopBackground(stopCtx), s.deregister(instanceID), s.close(stopCtx))
 	case <-ctx.Done():
 	}
 	stopKeeping() // before deregistering, or it would register the instance again
@@ -290,8 +300,8 @@ func (s *Server) keepRegistered(id string, addr net.Addr) func() {
 }
 
 // startBackground starts the background tasks and returns the function
-// that stops them and waits; calling it again does nothing.
-func (s *Server) startBackground() func() {
+// that stops them and waits for them, until its ctx ends.
+func (s *Server) startBackground() func(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, task := range s.background {
@@ -304,16 +314,31 @@ func (s *Server) startBackground() func() {
 		}()
 	}
 	var once sync.Once
-	return func() {
+	done := make(chan struct{})
+	return func(ctx context.Context) error {
 		once.Do(func() {
 			cancel()
-			wg.Wait()
+			go func() {
+				wg.Wait()
+				close(done)
+			}()
 		})
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return errors.New("background tasks still running at the shutdown timeout")
+		}
 	}
 }
 
-func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, instanceID string, serveErr chan error, stopBackground func()) error {
-	s.logger.Info("shutting down", "drain_timeout", s.cfg.ShutdownTimeout)
+func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, instanceID string, serveErr chan error, stopBackground func(context.Context) error) error {
+	s.logger.Info("shutting down", "shutdown_timeout", s.cfg.ShutdownTimeout)
 	s.ready.Store(false)
 	for _, svc := range s.services {
 		health.SetStatus(svc, grpchealth.StatusNotServing)
@@ -326,17 +351,17 @@ func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, in
 		// calls already routed here are not refused.
 		time.Sleep(s.cfg.DeregisterDelay)
 	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	// One deadline for the drain, the background tasks and the closers.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
+	if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("drain in-flight calls: %w", err))
 		_ = srv.Close()
 	}
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
-	stopBackground()
-	errs = append(errs, s.close())
+	errs = append(errs, stopBackground(ctx), s.close(ctx))
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -412,9 +437,7 @@ func (s *Server) deregister(id string) error {
 	return nil // the registry logs it
 }
 
-func (s *Server) close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
+func (s *Server) close(ctx context.Context) error {
 	var errs []error
 	for _, c := range s.closers {
 		errs = append(errs, c(ctx))

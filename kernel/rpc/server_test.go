@@ -390,3 +390,50 @@ func TestServesBeforeConsulAnswers(t *testing.T) {
 		return err == nil && len(entries) == 1
 	}, 10*time.Second, 20*time.Millisecond, "registered and passing once the agent answers; logs:\n%s", logs.String())
 }
+
+// TestShutdownTakesOneTimeout: the drain of a call that never ends, a
+// background task slow to stop and a closer that waits share one
+// ShutdownTimeout, so that an orchestrator's grace period can be set from
+// it; each had a timeout of its own, or none, before.
+func TestShutdownTakesOneTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	release := make(chan struct{})
+	defer close(release)
+	srv := rpc.NewServer("slowstop", "test", rpc.Config{ShutdownTimeout: timeout}, rpc.WithAccessPolicy(&rpc.AccessPolicy{}),
+		rpc.WithBackground("slow to stop", func(ctx context.Context) error {
+			<-ctx.Done()
+			select { // a task that takes its time to finish
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+			return nil
+		}),
+		rpc.WithCloser(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }))
+	started := make(chan struct{})
+	srv.HandleHTTP("GET /hang", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		close(started)
+		<-release // ignores its request's end
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	go func() {
+		if resp, err := http.Get("http://" + ln.Addr().String() + "/hang"); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	<-started
+
+	stopping := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		assert.Error(t, err, "what did not stop in time is reported")
+		assert.Less(t, time.Since(stopping), 2*timeout, "shutdown took more than its timeout")
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown never ended")
+	}
+}
