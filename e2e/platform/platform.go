@@ -136,6 +136,17 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		return nil, err
 	}
 
+	// A fixed port someone holds, most often a platform left running,
+	// would be answered by that one's processes: checked first.
+	if err := portFree(gatewayAddr, "PORTCULLIS_GATEWAY_ADDR"); err != nil {
+		return nil, &StartError{Name: "gateway", Err: err}
+	}
+	if opts.ConsulAddr == "" && opts.ConsulHTTPPort >= 0 {
+		consulAddr := "127.0.0.1:" + strconv.Itoa(cmp.Or(opts.ConsulHTTPPort, 8500))
+		if err := portFree(consulAddr, "PORTCULLIS_CONSUL_HTTP_PORT (or PORTCULLIS_CONSUL_ADDR to use that agent)"); err != nil {
+			return nil, &StartError{Name: "consul", Err: err}
+		}
+	}
 	if err := EnsureDatabase(ctx, dbURL); err != nil {
 		return nil, &StartError{Name: "postgres", Err: err}
 	}
@@ -372,6 +383,7 @@ func (p *Platform) spawnConsul(bin string, httpPort int, log *prefixLog) (string
 		"-http-port=" + strconv.Itoa(httpPort),
 		"-grpc-port=" + strconv.Itoa(ports[1]),
 		"-dns-port=-1",
+		"-grpc-tls-port=-1", // else 8503, which a second platform (or the bench) would find taken
 		"-serf-lan-port=" + strconv.Itoa(ports[2]),
 		"-serf-wan-port=" + strconv.Itoa(ports[3]),
 		"-server-port=" + strconv.Itoa(ports[4]),
@@ -607,4 +619,14 @@ func (p *Platform) Instances(ctx context.Context, service string) ([]string, err
 		addrs = append(addrs, net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)))
 	}
 	return addrs, nil
+}
+
+// portFree reports, as an error that says what to do, whether addr is
+// taken. setting names what chooses another address.
+func portFree(addr, setting string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s is in use (a platform still running? `go tool task stop` stops one started in the background; or choose another with %s): %w", addr, setting, err)
+	}
+	return ln.Close()
 }

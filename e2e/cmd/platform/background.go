@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,8 +35,17 @@ func writeReadyFile(path, welcome string) error {
 // start runs `platform up` detached, with its output in <runDir>/platform.log,
 // and returns once it reports ready, or fails with the log's tail if it exits.
 func start(runDir string) error {
-	if pid, err := readPid(runDir); err == nil && isPlatform(pid) {
-		return fmt.Errorf("already running (pid %d); run stop first", pid)
+	if pid, err := readPid(runDir); err == nil {
+		if isPlatform(pid) {
+			return fmt.Errorf("already running (pid %d); run stop first", pid)
+		}
+		// A platform that ended abruptly may have left its processes, in
+		// its session: overwriting its pid file would lose them to stop.
+		if !alive(pid) {
+			if left, err := sessionProcesses(pid); err == nil && len(left) > 0 {
+				return fmt.Errorf("a platform (pid %d) that ended abruptly left processes %v running; `go tool task stop` stops them", pid, left)
+			}
+		}
 	}
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
@@ -69,10 +79,18 @@ func start(runDir string) error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// The platform runs in a session of its own, which a Ctrl-C here does
+	// not reach: stopped here rather than left starting unseen.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(interrupted)
 
 	deadline := time.After(90 * time.Second)
 	for {
 		select {
+		case <-interrupted:
+			fmt.Println("interrupted: stopping the platform that was starting")
+			return errors.Join(errors.New("interrupted while starting"), stop(runDir))
 		case err := <-exited:
 			// The platform's own error is its last line, under the lines
 			// Consul and the services log as they stop.

@@ -105,7 +105,9 @@ func up() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal would otherwise kill the launcher and
+	// leave its children, each in a process group of its own, running.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	p, err := platform.Start(ctx, opts)
 	if err != nil {
