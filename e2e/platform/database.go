@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/lib/pq"
@@ -143,4 +144,32 @@ func serviceDSNs(ctx context.Context, dbURL string, secret map[string]string) (m
 		dsns[service] = su.String()
 	}
 	return dsns, nil
+}
+
+// keysNeedTheirKEK refuses to start on a database whose Auth schema holds
+// signing keys when stateDir keeps no secrets (secrets.env lost, or another
+// PORTCULLIS_RUN_DIR) and none is passed in: a KEK made up now would not
+// open them, and Auth would stop with an error that names no cause. A
+// database the platform's role cannot read is left to the services.
+func keysNeedTheirKEK(ctx context.Context, dbURL, stateDir string) error {
+	path := secretsFile(stateDir)
+	if path == "" || os.Getenv("PORTCULLIS_KEYS_KEK") != "" {
+		return nil
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return nil
+	}
+	defer db.Close()
+	var keys bool
+	err = db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+pq.QuoteIdentifier(schemas["authsvc"])+`.signing_keys)`).Scan(&keys)
+	if err != nil || !keys {
+		return nil
+	}
+	u, _ := url.Parse(dbURL)
+	return fmt.Errorf("the database holds signing keys sealed with a key-encryption key that %s does not have (lost, or another run directory): "+
+		"restore that file, pass the key as PORTCULLIS_KEYS_KEK, or start over with `dropdb %s`", path, strings.TrimPrefix(u.Path, "/"))
 }

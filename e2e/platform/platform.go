@@ -163,6 +163,9 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		return fail(err)
 	}
 
+	if err := keysNeedTheirKEK(ctx, dbURL, opts.StateDir); err != nil {
+		return fail(&StartError{Name: "postgres", Err: err})
+	}
 	secret, fresh, err := secrets(opts.StateDir)
 	if err != nil {
 		return fail(fmt.Errorf("platform secrets: %w", err))
