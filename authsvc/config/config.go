@@ -3,6 +3,7 @@
 package config
 
 import (
+	"cmp"
 	_ "embed"
 	"encoding/base64"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"portcullis.dev/authsvc/internal/keys"
+	"portcullis.dev/kernel/authn"
 	kconfig "portcullis.dev/kernel/config"
 	"portcullis.dev/kernel/service"
 )
@@ -25,6 +27,15 @@ type Config struct {
 	Auth Auth `koanf:"auth"`
 	// Keys holds the key-encryption key: the `keys:` section.
 	Keys Keys `koanf:"keys"`
+}
+
+// Validate checks what spans sections: the access tokens the service
+// issues must be ones verifiers accept.
+func (c Config) Validate() error {
+	if limit := cmp.Or(c.Tokens.MaxLifetime, authn.DefaultMaxLifetime); c.Auth.AccessTTL > limit {
+		return fmt.Errorf("auth.access_ttl %s is more than tokens.max_lifetime %s: every access token would be refused", c.Auth.AccessTTL, limit)
+	}
+	return nil
 }
 
 // Auth is the `auth:` section: what the tokens the service issues carry

@@ -26,3 +26,14 @@ func TestRotationInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessTTLWithinTheVerifiersMaxLifetime(t *testing.T) {
+	t.Parallel()
+	var c config.Config
+	c.Auth.AccessTTL = 24 * time.Hour
+	assert.NoError(t, c.Validate(), "the default max_lifetime")
+	c.Tokens.MaxLifetime = time.Hour
+	assert.ErrorContains(t, c.Validate(), "tokens.max_lifetime")
+	c.Auth.AccessTTL = 15 * time.Minute
+	assert.NoError(t, c.Validate())
+}

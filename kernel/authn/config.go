@@ -41,6 +41,11 @@ type Config struct {
 	// TokenCacheSize is how many verified tokens are remembered, until they
 	// expire, so each one's signature is checked once. Zero means 10000.
 	TokenCacheSize int `koanf:"token_cache_size" validate:"min=0,max=10000000"`
+	// MaxLifetime is the longest an access token may live, from `iat` to
+	// `exp`, which a token must both carry: a signing key stolen and
+	// revoked cannot have minted tokens that outlive it by years. Zero
+	// means 24h, the longest auth.access_ttl.
+	MaxLifetime time.Duration `koanf:"max_lifetime" validate:"min=0,max=720h"`
 }
 
 // The signature algorithms (RFC 7518 section 3.1, RFC 8037 section 3.1) the
@@ -59,6 +64,7 @@ const (
 	DefaultRefreshInterval = 5 * time.Second
 	DefaultCacheTTL        = 5 * time.Minute
 	DefaultTokenCacheSize  = 10000
+	DefaultMaxLifetime     = 24 * time.Hour
 	DefaultServiceTokenTTL = 60 * time.Second
 )
 
@@ -71,6 +77,7 @@ func (c Config) withDefaults() Config {
 	c.RefreshInterval = cmp.Or(c.RefreshInterval, DefaultRefreshInterval)
 	c.CacheTTL = cmp.Or(c.CacheTTL, DefaultCacheTTL)
 	c.TokenCacheSize = cmp.Or(c.TokenCacheSize, DefaultTokenCacheSize)
+	c.MaxLifetime = cmp.Or(c.MaxLifetime, DefaultMaxLifetime)
 	return c
 }
 

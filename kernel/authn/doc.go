@@ -38,6 +38,7 @@
 //	  refresh_interval: 5s     # least time between fetches for an unknown kid
 //	  cache_ttl: 5m            # key set refreshed after this (or a shorter max-age)
 //	  token_cache_size: 10000
+//	  max_lifetime: 24h        # longest iat-to-exp accepted
 //	service_auth:
 //	  service_key: ""          # secret: set PORTCULLIS_SERVICE_AUTH_SERVICE_KEY
 //	  service_previous_keys: []

@@ -57,8 +57,9 @@ func NewVerifier(cfg Config, opts ...Option) (*Verifier, error) {
 //     the set again, at most once per [Config.RefreshInterval];
 //   - a valid signature;
 //   - `iss` equal to [Config.Issuer], `aud` containing [Config.Audience],
-//     a non-empty `sub`, `exp` present and not past, and `nbf` and `iat`
-//     not in the future, all with [Config.Leeway].
+//     a non-empty `sub`, `exp` present and not past, `iat` present and
+//     `nbf` and `iat` not in the future, all with [Config.Leeway], and at
+//     most [Config.MaxLifetime] from `iat` to `exp`.
 //
 // A token that passed is remembered until it expires, so Verify checks each
 // signature once. Errors wrap [ErrTokenMissing], [ErrTokenMalformed],
@@ -94,9 +95,13 @@ func (v *Verifier) Authenticate(ctx context.Context, token string) (Principal, e
 // verify checks token without the cache.
 func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (Principal, error) {
 	t, err := verifyJWT(ctx, token, v.accessKey, now, v.cfg.Leeway,
-		jwt.WithIssuer(v.cfg.Issuer), jwt.WithAudience(v.cfg.Audience))
+		jwt.WithIssuer(v.cfg.Issuer), jwt.WithAudience(v.cfg.Audience),
+		jwt.WithRequiredClaim(jwt.IssuedAtKey))
 	if err != nil {
 		return Principal{}, err
+	}
+	if life := t.Expiration().Sub(t.IssuedAt()); life > v.cfg.MaxLifetime {
+		return Principal{}, errorf(ErrTokenInvalid, "lifetime %s exceeds %s", life, v.cfg.MaxLifetime)
 	}
 	if t.Subject() == "" {
 		return Principal{}, errorf(ErrTokenInvalid, "sub claim missing")

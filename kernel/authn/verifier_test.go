@@ -77,8 +77,20 @@ func TestVerify(t *testing.T) {
 			token: issue(authntest.WithNotBefore(epoch.Add(leeway - time.Second))),
 		},
 		{
-			name:  "no iat",
-			token: issue(authntest.WithIssuedAt(time.Time{})),
+			// The Auth service always sets it; without it the lifetime,
+			// and so what a stolen key could mint, has no bound.
+			name:    "no iat",
+			token:   issue(authntest.WithIssuedAt(time.Time{})),
+			wantErr: authn.ErrTokenInvalid,
+		},
+		{
+			name:    "lifetime over max_lifetime",
+			token:   issue(authntest.WithIssuedAt(epoch), authntest.WithExpiry(epoch.Add(authn.DefaultMaxLifetime+time.Second))),
+			wantErr: authn.ErrTokenInvalid,
+		},
+		{
+			name:  "lifetime of max_lifetime",
+			token: issue(authntest.WithIssuedAt(epoch), authntest.WithExpiry(epoch.Add(authn.DefaultMaxLifetime))),
 		},
 		{
 			name:    "expired",
