@@ -355,6 +355,24 @@ func TestUnreachableDatabaseIsRetriedThenFails(t *testing.T) {
 	assert.NotContains(t, fmt.Sprintf("%+v", cfg), password)
 }
 
+// TestStoppedWhileConnectingSaysSo: a service stopped (SIGTERM) while it
+// waits for its database says it was stopped, not that it gave up after
+// its connect timeout.
+func TestStoppedWhileConnectingSaysSo(t *testing.T) {
+	t.Parallel()
+	cfg := database.Config{
+		DSN:            config.DSN("postgres://svc@" + kerneltest.RefusingAddr(t) + "/portcullis?sslmode=disable"),
+		Schema:         "identity",
+		ConnectTimeout: time.Minute,
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err := database.Open(ctx, cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "stopped after")
+	assert.NotContains(t, err.Error(), "gave up")
+}
+
 func TestInvalidConfigIsRefused(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

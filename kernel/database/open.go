@@ -87,8 +87,8 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*sql.DB, error) {
 
 // waitReachable pings until the database answers, backing off from 100ms to
 // 2s, for at most cfg.ConnectTimeout.
-func waitReachable(ctx context.Context, db *sql.DB, cfg Config, logger *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+func waitReachable(parent context.Context, db *sql.DB, cfg Config, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(parent, cfg.ConnectTimeout)
 	defer cancel()
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -105,6 +105,9 @@ func waitReachable(ctx context.Context, db *sql.DB, cfg Config, logger *slog.Log
 		logger.WarnContext(ctx, "database not reachable yet; retrying", "schema", cfg.Schema, "attempt", attempt, "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil { // stopped, not timed out
+				return fmt.Errorf("connect for schema %q: stopped after %d attempts: %w", cfg.Schema, attempt, errors.Join(err, context.Cause(parent)))
+			}
 			return fmt.Errorf("connect for schema %q: gave up after %s and %d attempts: %w", cfg.Schema, cfg.ConnectTimeout, attempt, err)
 		case <-time.After(backoff):
 		}
