@@ -43,3 +43,18 @@ func TransientError(ctx context.Context, err error) (*connect.Error, bool) {
 	}
 	return nil, false
 }
+
+// Internal returns the Internal error a handler answers for err, a failure
+// the caller can do nothing about. The caller learns only "internal
+// error": err may name internals. The server's observer logs err at ERROR,
+// in the call's log line, with its request ID and procedure.
+func Internal(err error) *connect.Error {
+	return connect.NewError(connect.CodeInternal, internalCause{err})
+}
+
+// internalCause keeps an Internal error's cause for the log, out of the
+// answer.
+type internalCause struct{ err error }
+
+func (e internalCause) Error() string { return "internal error" }
+func (e internalCause) Unwrap() error { return e.err }

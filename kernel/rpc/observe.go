@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -66,7 +67,13 @@ func (o *observer) done(ctx context.Context, procedure, peer string, err error, 
 		connect.CodeAborted: // a lock-order bug shows as these
 		level = slog.LevelWarn
 	}
-	o.logger.LogAttrs(ctx, level, "rpc", append(attrs, slog.String("code", code.String()), slog.String("err", err.Error()))...)
+	attrs = append(attrs, slog.String("code", code.String()), slog.String("err", err.Error()))
+	if cause, ok := errors.AsType[internalCause](err); ok && cause.err != nil {
+		// A bug or an outage of ours, whose cause the answer hides.
+		level = slog.LevelError
+		attrs = append(attrs, slog.String("cause", cause.err.Error()))
+	}
+	o.logger.LogAttrs(ctx, level, "rpc", attrs...)
 }
 
 func stack() string { return string(debug.Stack()) }

@@ -437,3 +437,28 @@ func TestShutdownTakesOneTimeout(t *testing.T) {
 		t.Fatal("shutdown never ended")
 	}
 }
+
+// TestInternalErrorsAreLoggedWithTheirCause: a handler's rpc.Internal
+// answers only "internal error", and its cause is logged at ERROR in the
+// call's line, with the request ID, for whoever is paged.
+func TestInternalErrorsAreLoggedWithTheirCause(t *testing.T) {
+	t.Parallel()
+	a := newAccess(t)
+	var logs syncBuffer
+	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithAccessPolicy(a.policy()), rpc.WithLogger(jsonLogger(&logs)))
+	client := identityv1connect.NewIdentityServiceClient(http.DefaultClient, startServer(t, srv, &identityStub{}))
+	req := connect.NewRequest(&identityv1.CreateUserRequest{Email: "internal@example.com"})
+	req.Header().Set(rpc.RequestIDHeader, "req-internal")
+	_, err := client.CreateUser(t.Context(), req)
+	require.Error(t, err)
+	assert.Equal(t, connect.CodeInternal, connect.CodeOf(err))
+	assert.NotContains(t, err.Error(), "10.0.0.5", "the cause reached the caller")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "10.0.0.5") }, time.Second, 10*time.Millisecond)
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "10.0.0.5") {
+			assert.Contains(t, line, `"level":"ERROR"`)
+			assert.Contains(t, line, `"request_id":"req-internal"`)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,8 @@ func (s *identityStub) CreateUser(ctx context.Context, req *connect.Request[iden
 	switch req.Msg.GetEmail() {
 	case "panic@example.com":
 		panic("secret internals")
+	case "internal@example.com":
+		return nil, rpc.Internal(errors.New("pq: connection to 10.0.0.5 refused"))
 	case "slow@example.com":
 		time.Sleep(time.Second) // deliberately deaf to ctx: a drain must wait for it
 	}

@@ -135,6 +135,5 @@ func (h *Handler) connectError(ctx context.Context, err error) error {
 	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
 	}
-	h.logger.ErrorContext(ctx, "audit request failed", "err", err)
-	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	return rpc.Internal(err)
 }

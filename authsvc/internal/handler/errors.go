@@ -61,6 +61,5 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 			return cerr
 		}
 	}
-	h.logger.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("error", err.Error()))
-	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	return rpc.Internal(err)
 }

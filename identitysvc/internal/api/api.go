@@ -300,15 +300,8 @@ func toConnect(ctx context.Context, err error) error {
 	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
 	}
-	return connect.NewError(connect.CodeInternal, errInternal{err})
+	return rpc.Internal(err)
 }
-
-// errInternal hides an unexpected error's text from the caller while
-// keeping it for the log.
-type errInternal struct{ err error }
-
-func (e errInternal) Error() string { return "internal error" }
-func (e errInternal) Unwrap() error { return e.err }
 
 func toProto(u identity.User) *identityv1.User {
 	p := &identityv1.User{
