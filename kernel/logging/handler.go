@@ -67,6 +67,11 @@ func (h *contextHandler) handle(ctx context.Context, r slog.Record) error {
 		return h.next.Handle(ctx, r)
 	}
 	if len(h.ops) == 0 {
+		// Without a group, the record's attributes sit beside the
+		// context's, where a key may repeat.
+		if repeatsKey(&r, attrs) {
+			r = withoutKeys(&r, attrs)
+		}
 		r.AddAttrs(attrs...)
 		return h.next.Handle(ctx, r)
 	}
@@ -111,4 +116,30 @@ func (h *contextHandler) WithGroup(name string) slog.Handler {
 		ops:    append(slices.Clip(h.ops), handlerOp{group: name}),
 		buffer: h.buffer,
 	}
+}
+
+// repeatsKey reports whether r has an attribute whose key attrs, the
+// context's, have too: a line that names its request ID or procedure
+// itself would carry the key twice, which log stores refuse or resolve
+// each their own way.
+func repeatsKey(r *slog.Record, attrs []slog.Attr) bool {
+	repeats := false
+	r.Attrs(func(a slog.Attr) bool {
+		repeats = hasKey(attrs, a.Key)
+		return !repeats
+	})
+	return repeats
+}
+
+// withoutKeys returns a copy of r without the attributes whose keys attrs
+// have.
+func withoutKeys(r *slog.Record, attrs []slog.Attr) slog.Record {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if !hasKey(attrs, a.Key) {
+			out.AddAttrs(a)
+		}
+		return true
+	})
+	return out
 }

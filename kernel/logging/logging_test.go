@@ -60,6 +60,22 @@ func TestJSONCarriesContextAttrs(t *testing.T) {
 	assert.Equal(t, "identitysvc", got[1][logging.ServiceKey])
 }
 
+// TestNoKeyTwice: a line that names a key its context carries too (the
+// request ID, the procedure) carries it once: JSON with a repeated key is
+// refused by some log stores and read differently by others.
+func TestNoKeyTwice(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	logger := logging.New(logging.Config{Format: logging.FormatJSON}, logging.WithOutput(&buf))
+	logger.InfoContext(requestContext(), "request", logging.RequestIDKey, "req-1", "status", 200)
+	raw := buf.String()
+	assert.Equal(t, 1, strings.Count(raw, `"`+logging.RequestIDKey+`"`), raw)
+	got := lines(t, &buf)
+	require.Len(t, got, 1)
+	assert.Equal(t, "req-1", got[0][logging.RequestIDKey])
+	assert.InDelta(t, 200, got[0]["status"], 0)
+}
+
 func TestLevelFiltering(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
