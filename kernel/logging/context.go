@@ -15,6 +15,9 @@ const (
 	// PrincipalKey holds a group with the kind and id of the caller, as set
 	// by [WithPrincipal].
 	PrincipalKey = "principal"
+	// TraceIDKey holds the W3C trace ID of the request, the same on every
+	// hop of it.
+	TraceIDKey = "trace_id"
 )
 
 // attrsKey is the context key of the request-scoped attributes.

@@ -171,6 +171,7 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 	if id := logging.RequestID(ctx); id != "" {
 		h.Set(RequestIDHeader, id)
 	}
+	setTrace(ctx, h)
 	if c.f.tokens == nil || access.ForSpec(spec).Level != optionsv1.Access_ACCESS_INTERNAL {
 		return nil
 	}

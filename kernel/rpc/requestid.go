@@ -15,7 +15,8 @@ const RequestIDHeader = "X-Request-Id"
 
 // withRequestID accepts the caller's X-Request-Id when it is sane and makes
 // one up otherwise, returns it in the response, and puts it in the context
-// so every log line of the request carries it.
+// so every log line of the request carries it; the same for the trace ID
+// of a valid traceparent, which the calls the request makes carry on.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
@@ -24,7 +25,8 @@ func withRequestID(next http.Handler) http.Handler {
 			r.Header.Set(RequestIDHeader, id)
 		}
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(logging.WithRequestID(r.Context(), id)))
+		ctx := withTrace(logging.WithRequestID(r.Context(), id), r.Header)
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -322,7 +322,7 @@ func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *r
 	if g.logger.Enabled(ctx, slog.LevelInfo) {
 		g.logger.LogAttrs(ctx, slog.LevelInfo, "request",
 			slog.String("request_id", id),
-			slog.String("trace_id", traceID),
+			slog.String(logging.TraceIDKey, traceID),
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.String("route", st.route),

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"portcullis.dev/kernel/rpc"
 )
 
 // Headers that a client must not be able to set, because the services (or
@@ -51,42 +53,14 @@ func randomHex(n int) string {
 // otherwise a new trace starts and any tracestate, which belonged to the
 // invalid parent, is dropped. It returns the trace ID.
 func propagateTrace(h http.Header) string {
-	traceID, flags, ok := parseTraceparent(h.Get(traceparent))
+	traceID, flags, ok := rpc.ParseTraceparent(h.Get(traceparent))
 	if !ok {
 		traceID, flags = randomHex(16), "00"
 		h.Del(tracestate)
 	}
-	h.Set(traceparent, "00-"+traceID+"-"+randomHex(8)+"-"+flags)
+	h.Set(traceparent, rpc.Traceparent(traceID, flags))
 	return traceID
 }
-
-// parseTraceparent parses version-format-version 00 of traceparent, and the
-// first four fields of a later version as the spec requires.
-func parseTraceparent(v string) (traceID, flags string, ok bool) {
-	if len(v) < 55 || (len(v) > 55 && (v[:2] == "00" || v[55] != '-')) {
-		return "", "", false
-	}
-	if v[2] != '-' || v[35] != '-' || v[52] != '-' || v[:2] == "ff" {
-		return "", "", false
-	}
-	version, traceID, parent, flags := v[:2], v[3:35], v[36:52], v[53:55]
-	if !lowerHex(version) || !lowerHex(traceID) || !lowerHex(parent) || !lowerHex(flags) ||
-		allZero(traceID) || allZero(parent) {
-		return "", "", false
-	}
-	return traceID, flags, true
-}
-
-func lowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func allZero(s string) bool { return strings.Trim(s, "0") == "" }
 
 // clientAddr returns the client's IP address and the X-Forwarded-For value
 // to send upstream. The TCP peer is the client unless it is a trusted proxy;

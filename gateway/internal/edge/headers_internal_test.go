@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"portcullis.dev/gateway/internal/ratelimit"
+	"portcullis.dev/kernel/rpc"
 )
 
 func TestTrusted(t *testing.T) {
@@ -64,9 +65,9 @@ func FuzzClientHeaders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, parent, forwardedFor string) {
 		h := http.Header{}
 		h.Set(traceparent, parent)
-		traceID, _, valid := parseTraceparent(parent)
+		traceID, _, valid := rpc.ParseTraceparent(parent)
 		got := propagateTrace(h)
-		again, _, ok := parseTraceparent(h.Get(traceparent))
+		again, _, ok := rpc.ParseTraceparent(h.Get(traceparent))
 		if !ok || again != got || (valid && got != traceID) {
 			t.Fatalf("traceparent %q became %q (trace %q)", parent, h.Get(traceparent), got)
 		}
