@@ -319,8 +319,12 @@ func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *r
 	}
 	g.metrics.requests.WithLabelValues(st.route, code).Inc()
 	g.metrics.duration.WithLabelValues(st.route).Observe(elapsed.Seconds())
-	if g.logger.Enabled(ctx, slog.LevelInfo) {
-		g.logger.LogAttrs(ctx, slog.LevelInfo, "request",
+	level := slog.LevelInfo
+	if st.route == routeHealth || st.route == routeMetrics {
+		level = slog.LevelDebug
+	}
+	if g.logger.Enabled(ctx, level) {
+		g.logger.LogAttrs(ctx, level, "request",
 			slog.String("request_id", id),
 			slog.String(logging.TraceIDKey, traceID),
 			slog.String("method", r.Method),
@@ -370,10 +374,13 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	st := r.Context().Value(stateKey{}).(*state)
 	switch path := r.URL.Path; {
 	case path == "/healthz":
+		st.route = routeHealth
 		serveHealth(w, r)
 	case path == "/readyz":
+		st.route = routeHealth
 		g.serveReady(w, r)
 	case g.cfg.Gateway.AdminAddr == "" && g.cfg.Gateway.MetricsPath != "" && path == g.cfg.Gateway.MetricsPath:
+		st.route = routeMetrics
 		g.serveMetrics(w, r)
 	case path == routeJWKS:
 		st.route = routeJWKS

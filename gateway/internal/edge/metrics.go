@@ -10,6 +10,11 @@ import (
 const (
 	routeUnknown = "unknown"
 	routeJWKS    = "/.well-known/jwks.json"
+	// The gateway's own endpoints, which probes and scrapers call every few
+	// seconds: counted apart from "unknown", the paths nobody serves, and
+	// logged at debug level.
+	routeHealth  = "health"
+	routeMetrics = "metrics"
 )
 
 // metrics are the gateway's Prometheus metrics, in a registry of its own so

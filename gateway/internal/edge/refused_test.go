@@ -173,3 +173,25 @@ func scrape(t *testing.T, base string) map[string]float64 {
 	}
 	return samples
 }
+
+// TestProbesAreCountedApart: probes and scrapes of the gateway's own
+// endpoints count under routes of their own and stay out of the access log
+// at info level, so that "unknown" means paths nobody serves.
+func TestProbesAreCountedApart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gw := e.startGateway(t, e.config(t))
+	for _, path := range []string{"/healthz", "/readyz", "/nope"} {
+		res, err := http.Get(gw.url + path)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+	}
+	samples := scrape(t, gw.url) // itself counted after it is written
+	assert.Equal(t, 2.0, samples[`portcullis_gateway_requests_total{code="200",route="health"}`])
+	assert.Equal(t, 1.0, samples[`portcullis_gateway_requests_total{code="404",route="unknown"}`])
+	for line := range strings.Lines(e.logs.String()) {
+		if strings.Contains(line, `"path":"/healthz"`) || strings.Contains(line, `"path":"/readyz"`) {
+			assert.Contains(t, line, `"level":"DEBUG"`)
+		}
+	}
+}
