@@ -89,7 +89,7 @@ func (r *Relay) Collectors() []prometheus.Collector {
 	labels := prometheus.Labels{"schema": r.dbcfg.Schema}
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "portcullis_outbox_backlog", Help: "Audit events waiting for delivery.", ConstLabels: labels,
+			Name: "portcullis_outbox_backlog", Help: "Audit events waiting for delivery, in the service's whole outbox: every replica reports the same count, so aggregate with max(), not sum().", ConstLabels: labels,
 		}, func() float64 { return float64(r.backlog.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "portcullis_outbox_delivered_total", Help: "Audit events delivered to the Audit service.", ConstLabels: labels,

@@ -83,7 +83,7 @@ func newSessionEndFailures() *prometheus.CounterVec {
 func newSessionEndsPending() prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "portcullis_identity_session_ends_pending",
-		Help: "Users whose sessions are still to be ended in the Auth service, as of the last retry round: non-zero for long means they can still refresh tokens.",
+		Help: "Users whose sessions are still to be ended in the Auth service, as of the last retry round: non-zero for long means they can still refresh tokens. Every replica counts them all: aggregate with max().",
 	})
 }
 
