@@ -24,8 +24,9 @@ type Handler struct {
 
 var _ auditv1connect.AuditServiceHandler = (*Handler)(nil)
 
-// New returns a handler for svc. A nil logger discards; it logs the
-// internal errors that callers only see as "internal error".
+// New returns a handler for svc. A nil logger discards; it logs a chain
+// that VerifyChain finds broken. (Internal errors are logged, with their
+// cause, by the kernel's observer: see rpc.Internal.)
 func New(svc *audit.Service, logger *slog.Logger) *Handler {
 	return &Handler{svc: svc, logger: logging.OrDiscard(logger)}
 }
