@@ -27,6 +27,9 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
+// defaultLockTimeout is [WithLockTimeout]'s zero value.
+const defaultLockTimeout = 5 * time.Second
+
 // WithLockTimeout bounds how long one try of a migration waits for a lock
 // on a table another transaction uses; zero means 5s. See [Migrate].
 func WithLockTimeout(d time.Duration) Option {
@@ -34,7 +37,7 @@ func WithLockTimeout(d time.Duration) Option {
 }
 
 func newOptions(opts []Option) options {
-	o := options{lockTimeout: 5 * time.Second}
+	o := options{}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -42,7 +45,7 @@ func newOptions(opts []Option) options {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
 	if o.lockTimeout <= 0 {
-		o.lockTimeout = 5 * time.Second
+		o.lockTimeout = defaultLockTimeout
 	}
 	return o
 }

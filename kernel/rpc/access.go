@@ -113,12 +113,12 @@ func (e *enforcer) authorize(ctx context.Context, spec connect.Spec, header http
 	case optionsv1.Access_ACCESS_INTERNAL:
 		token := header.Get(ServiceTokenHeader)
 		if token == "" || p.Services == nil {
-			e.refuse(ctx, spec, "no service token")
+			e.refuse(ctx, "no service token")
 			return ctx, errServiceRequired
 		}
 		principal, err := p.Services.Authenticate(ctx, token)
 		if err != nil {
-			e.refuse(ctx, spec, "service token rejected", "err", err)
+			e.refuse(ctx, "service token rejected", "err", err)
 			return ctx, errServiceRequired
 		}
 		return withPrincipal(ctx, principal), nil
@@ -126,18 +126,18 @@ func (e *enforcer) authorize(ctx context.Context, spec connect.Spec, header http
 	case optionsv1.Access_ACCESS_AUTHENTICATED:
 		token, ok := bearer(header)
 		if !ok || p.Users == nil {
-			e.refuse(ctx, spec, "no access token")
+			e.refuse(ctx, "no access token")
 			return ctx, errUnauthenticated
 		}
 		principal, err := p.Users.Authenticate(ctx, token)
 		if errors.Is(err, authn.ErrKeysUnavailable) {
 			// Not the caller's fault: the Auth service's keys could not be
 			// fetched at all. Retrying later can succeed.
-			e.logger.WarnContext(ctx, "cannot verify access tokens", "procedure", spec.Procedure, "err", err)
+			e.logger.WarnContext(ctx, "cannot verify access tokens", "err", err)
 			return ctx, errKeysUnavailable
 		}
 		if err != nil {
-			e.refuse(ctx, spec, "access token rejected", "err", err)
+			e.refuse(ctx, "access token rejected", "err", err)
 			return ctx, errUnauthenticated
 		}
 		ctx = withPrincipal(ctx, principal)
@@ -149,7 +149,7 @@ func (e *enforcer) authorize(ctx context.Context, spec connect.Spec, header http
 			return ctx, nil
 		}
 		if p.Authorizer == nil {
-			e.refuse(ctx, spec, "no authorizer configured", "permission", rule.Permission)
+			e.refuse(ctx, "no authorizer configured", "permission", rule.Permission)
 			return ctx, errPermissionDenied
 		}
 		allowed, err := p.Authorizer.Check(ctx, principal.Subject, rule.Permission)
@@ -159,21 +159,23 @@ func (e *enforcer) authorize(ctx context.Context, spec connect.Spec, header http
 			}
 		}
 		if err != nil {
-			e.logger.WarnContext(ctx, "permission check failed", "procedure", spec.Procedure, "permission", rule.Permission, "err", err)
+			e.logger.WarnContext(ctx, "permission check failed", "permission", rule.Permission, "err", err)
 			return ctx, errAuthzUnavailable
 		}
 		if !allowed {
-			e.refuse(ctx, spec, "permission not held", "permission", rule.Permission)
+			e.refuse(ctx, "permission not held", "permission", rule.Permission)
 			return ctx, errPermissionDenied
 		}
 		return ctx, nil
 	}
-	e.refuse(ctx, spec, "no access rule", "rule", rule.String())
+	e.refuse(ctx, "no access rule", "rule", rule.String())
 	return ctx, errNoRule
 }
 
-func (e *enforcer) refuse(ctx context.Context, spec connect.Spec, reason string, attrs ...any) {
-	e.logger.InfoContext(ctx, "access refused", append([]any{"procedure", spec.Procedure, "reason", reason}, attrs...)...)
+// refuse logs a refusal; the observer, outside the enforcer, has put the
+// procedure in ctx's log attributes already.
+func (e *enforcer) refuse(ctx context.Context, reason string, attrs ...any) {
+	e.logger.InfoContext(ctx, "access refused", append([]any{"reason", reason}, attrs...)...)
 }
 
 func withPrincipal(ctx context.Context, p authn.Principal) context.Context {

@@ -191,8 +191,9 @@ func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h h
 // counted healthy (false after a transport failure or a 503), which ejects
 // one that keeps failing; once ctx has ended, nothing is counted (unless at
 // a [WithInstanceTimeout] deadline) or retried, and an error marked
-// [NotTheInstance] counts for nobody. The instance counts the call as in flight while attempt runs.
-// Call returns attempt's last error, or why no instance could be picked.
+// [NotTheInstance] counts for nobody. The instance counts the call as in
+// flight while attempt runs. Call returns attempt's last error, or why no
+// instance could be picked.
 func (f *ClientFactory) Call(ctx context.Context, service string, attempt func(addr string) (healthy, retry bool, err error)) error {
 	instances, err := f.instances(ctx, service)
 	if err != nil {

@@ -545,7 +545,8 @@ func protocols() *http.Protocols {
 	return p
 }
 
-func (s *Server) recover(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
-	s.logger.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", fmt.Sprint(p), "stack", stack())
+func (s *Server) recover(ctx context.Context, _ connect.Spec, _ http.Header, p any) error {
+	// The observer, outside the recovery, has put the procedure in ctx.
+	s.logger.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", stack())
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
 }

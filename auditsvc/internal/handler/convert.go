@@ -16,7 +16,11 @@ import (
 )
 
 func newEventFromProto(i int, e *auditv1.NewEvent) (audit.NewEvent, error) {
-	t, err := timeFromProto(fmt.Sprintf("events[%d].time", i), e.GetTime())
+	t, ok := timeFromProto(e.GetTime())
+	var err error
+	if !ok { // named only then: Record converts thousands of events
+		err = badTime(fmt.Sprintf("events[%d].time", i))
+	}
 	return audit.NewEvent{
 		IdempotencyKey: e.GetIdempotencyKey(),
 		Time:           t,
@@ -33,8 +37,15 @@ func newEventFromProto(i int, e *auditv1.NewEvent) (audit.NewEvent, error) {
 }
 
 func filterFromProto(f *auditv1.EventFilter) (audit.Filter, error) {
-	start, serr := timeFromProto("filter.start_time", f.GetStartTime())
-	end, eerr := timeFromProto("filter.end_time", f.GetEndTime())
+	var serr, eerr error
+	start, ok := timeFromProto(f.GetStartTime())
+	if !ok {
+		serr = badTime("filter.start_time")
+	}
+	end, ok := timeFromProto(f.GetEndTime())
+	if !ok {
+		eerr = badTime("filter.end_time")
+	}
 	return audit.Filter{
 		ActorType: narrow[audit.ActorType](f.GetActorType()),
 		ActorID:   f.GetActorId(),
@@ -62,14 +73,19 @@ func narrow[D ~int16, P ~int32](p P) D {
 // reads as "not given". One whose nanos are out of range is refused:
 // AsTime would carry them into the seconds, and another time than the one
 // sent would be recorded, or compared.
-func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+func timeFromProto(ts *timestamppb.Timestamp) (time.Time, bool) {
 	if ts == nil {
-		return time.Time{}, nil
+		return time.Time{}, true
 	}
 	if n := ts.GetNanos(); n < 0 || n >= 1e9 {
-		return time.Time{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: nanos must be from 0 to 999999999", field))
+		return time.Time{}, false
 	}
-	return ts.AsTime(), nil
+	return ts.AsTime(), true
+}
+
+// badTime is the error of a timestamp field that timeFromProto refused.
+func badTime(field string) error {
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: nanos must be from 0 to 999999999", field))
 }
 
 func eventToProto(e *audit.Event) *auditv1.Event {

@@ -297,26 +297,25 @@ func (r *Keyring) rotate(ctx context.Context, reason string, at time.Time, need 
 	at = maxTime(at, now)
 	meta := map[string]string{"kid": k.ID, "alg": k.Alg, "reason": reason}
 	if reason == reasonCompromised {
-		// Every other key goes, its tokens with it.
-		revoked, err := tx.SigningKey.Query().IDs(ctx)
+		// Every other key goes, private halves and all, its tokens with it:
+		// nothing is left to retire or prune.
+		revoked, err := deleteAllKeys(ctx, tx)
 		if err != nil {
 			return nil, fmt.Errorf("keys: revoke: %w", err)
 		}
-		if _, err = tx.SigningKey.Delete().Exec(ctx); err != nil {
-			return nil, fmt.Errorf("keys: revoke: %w", err)
-		}
 		meta["revoked_kids"] = strings.Join(revoked, ",")
-	}
-	// The keys that sign, or would, at at retire then: the current one,
-	// and, rotated by hand, a next key published ahead.
-	if _, err = tx.SigningKey.Update().Where(signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(at))).
-		SetRetiredAt(at).Save(ctx); err != nil {
-		return nil, fmt.Errorf("keys: retire: %w", err)
-	}
-	// Keys retired so long ago that every token they signed has expired
-	// are dropped, private halves and all.
-	if _, err = tx.SigningKey.Delete().Where(signingkey.RetiredAtLT(now.Add(-r.published()))).Exec(ctx); err != nil {
-		return nil, fmt.Errorf("keys: prune: %w", err)
+	} else {
+		// The keys that sign, or would, at at retire then: the current one,
+		// and, rotated by hand, a next key published ahead.
+		if _, err = tx.SigningKey.Update().Where(signingkey.Or(signingkey.RetiredAtIsNil(), signingkey.RetiredAtGT(at))).
+			SetRetiredAt(at).Save(ctx); err != nil {
+			return nil, fmt.Errorf("keys: retire: %w", err)
+		}
+		// Keys retired so long ago that every token they signed has
+		// expired are dropped, private halves and all.
+		if _, err = tx.SigningKey.Delete().Where(signingkey.RetiredAtLT(now.Add(-r.published()))).Exec(ctx); err != nil {
+			return nil, fmt.Errorf("keys: prune: %w", err)
+		}
 	}
 	create := tx.SigningKey.Create().SetID(k.ID).SetAlg(k.Alg).SetPublicJwk(jwk).SetPrivateKeySealed(sealed).SetCreatedAt(now)
 	if at.After(now) {
@@ -341,6 +340,25 @@ func (r *Keyring) rotate(ctx context.Context, reason string, at time.Time, need 
 		return cur, nil
 	}
 	return row, nil
+}
+
+// deleteAllKeys deletes every signing key in one statement and returns
+// their IDs.
+func deleteAllKeys(ctx context.Context, tx *ent.Tx) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `DELETE FROM signing_keys RETURNING id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // published is how long a retired key stays in the JWKS: Retention after

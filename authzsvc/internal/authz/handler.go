@@ -53,7 +53,7 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
 	}
-	h.logger.ErrorContext(ctx, "authz request failed", "procedure", logging.Procedure(ctx), "err", err)
+	h.logger.ErrorContext(ctx, "authz request failed", "err", err)
 	return connect.NewError(connect.CodeUnavailable, errors.New("the request could not be completed; retry later"))
 }
 

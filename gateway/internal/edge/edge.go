@@ -180,7 +180,7 @@ func (g *Gateway) withCORS(next http.Handler) http.Handler {
 	return cors.New(cors.Options{
 		AllowedOrigins: g.cfg.CORS.AllowedOrigins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", rpc.RequestIDHeader, traceparent, tracestate),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", rpc.RequestIDHeader, rpc.TraceparentHeader, rpc.TracestateHeader),
 		ExposedHeaders: append(connectcors.ExposedHeaders(), rpc.RequestIDHeader,
 			"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"),
 		MaxAge: int(g.cfg.CORS.MaxAge / time.Second),
@@ -303,7 +303,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 				g.cutShort(r, st)
 			}
 		}
-		g.record(ctx, r, st, rec, id, traceID, time.Since(start))
+		g.record(r, st, rec, id, traceID, time.Since(start))
 		if aborted != nil {
 			panic(aborted)
 		}
@@ -312,7 +312,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 }
 
 // record writes a call's access log line and its metrics.
-func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *recorder, id, traceID string, elapsed time.Duration) {
+func (g *Gateway) record(r *http.Request, st *state, rec *recorder, id, traceID string, elapsed time.Duration) {
 	code, status := rec.code(), rec.status
 	if st.result != nil {
 		code, status = resultCode(st.result), st.result.Status
@@ -323,9 +323,13 @@ func (g *Gateway) record(ctx context.Context, r *http.Request, st *state, rec *r
 	if st.route == routeHealth || st.route == routeMetrics {
 		level = slog.LevelDebug
 	}
+	// The access line names its request itself, with the request's own
+	// context rather than the one that carries its ID for other lines: the
+	// ID is there with any logger, and once.
+	ctx := r.Context()
 	if g.logger.Enabled(ctx, level) {
 		g.logger.LogAttrs(ctx, level, "request",
-			slog.String("request_id", id),
+			slog.String(logging.RequestIDKey, id),
 			slog.String(logging.TraceIDKey, traceID),
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),

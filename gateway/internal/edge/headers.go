@@ -15,11 +15,7 @@ import (
 // anything behind the gateway) would believe them. The X-Forwarded-* family
 // and Forwarded are removed by httputil.ReverseProxy's Rewrite mode and set
 // again by the gateway.
-const (
-	trustedPrefix = "X-Portcullis-" // rpc.ServiceTokenHeader and any future one
-	traceparent   = "Traceparent"
-	tracestate    = "Tracestate"
-)
+const trustedPrefix = "X-Portcullis-" // rpc.ServiceTokenHeader and any future one
 
 // stripTrusted removes every header the services trust from the gateway or
 // from each other.
@@ -53,12 +49,12 @@ func randomHex(n int) string {
 // otherwise a new trace starts and any tracestate, which belonged to the
 // invalid parent, is dropped. It returns the trace ID.
 func propagateTrace(h http.Header) string {
-	traceID, flags, ok := rpc.ParseTraceparent(h.Get(traceparent))
+	traceID, flags, ok := rpc.ParseTraceparent(h.Get(rpc.TraceparentHeader))
 	if !ok {
 		traceID, flags = randomHex(16), "00"
-		h.Del(tracestate)
+		h.Del(rpc.TracestateHeader)
 	}
-	h.Set(traceparent, rpc.Traceparent(traceID, flags))
+	h.Set(rpc.TraceparentHeader, rpc.Traceparent(traceID, flags))
 	return traceID
 }
 

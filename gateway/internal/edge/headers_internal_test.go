@@ -64,12 +64,12 @@ func FuzzClientHeaders(f *testing.F) {
 	trustedProxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	f.Fuzz(func(t *testing.T, parent, forwardedFor string) {
 		h := http.Header{}
-		h.Set(traceparent, parent)
+		h.Set(rpc.TraceparentHeader, parent)
 		traceID, _, valid := rpc.ParseTraceparent(parent)
 		got := propagateTrace(h)
-		again, _, ok := rpc.ParseTraceparent(h.Get(traceparent))
+		again, _, ok := rpc.ParseTraceparent(h.Get(rpc.TraceparentHeader))
 		if !ok || again != got || (valid && got != traceID) {
-			t.Fatalf("traceparent %q became %q (trace %q)", parent, h.Get(traceparent), got)
+			t.Fatalf("traceparent %q became %q (trace %q)", parent, h.Get(rpc.TraceparentHeader), got)
 		}
 
 		r := &http.Request{RemoteAddr: "10.0.0.1:443", Header: http.Header{"X-Forwarded-For": {forwardedFor}}}

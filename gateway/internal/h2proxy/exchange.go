@@ -237,14 +237,12 @@ func (x *exchange) pump(h *half, b *batch) {
 // connection and any drain for ever. The socket's own write deadline
 // cannot see this, since nothing is written.
 func (x *exchange) watchStall(progressed bool) {
-	down := &x.down
-	d := down.c.out.timeout
+	d := x.down.c.out.timeout
 	if d <= 0 {
 		return
 	}
-	waiting := !down.reset && !down.sentEnd && (len(down.pend) > 0 || down.pendEnd)
 	switch {
-	case !waiting:
+	case !x.answerWaits():
 		if x.stallArmed {
 			x.stall.Stop()
 			x.stallArmed = false
@@ -260,14 +258,20 @@ func (x *exchange) watchStall(progressed bool) {
 	}
 }
 
+// answerWaits reports whether some of the client's answer waits to be
+// sent on its stream.
+func (x *exchange) answerWaits() bool {
+	down := &x.down
+	return !down.reset && !down.sentEnd && (len(down.pend) > 0 || down.pendEnd)
+}
+
 // stalled resets the client's stream if its response has waited a whole
 // WriteTimeout for the client's window.
 func (x *exchange) stalled() {
 	var b batch
 	x.mu.Lock()
 	down := &x.down
-	waiting := !down.reset && !down.sentEnd && (len(down.pend) > 0 || down.pendEnd)
-	if x.stallArmed && waiting {
+	if x.stallArmed && x.answerWaits() {
 		if left := down.c.out.timeout - time.Since(x.progressAt); left > 0 {
 			x.stall.Reset(left) // the client took some meanwhile
 		} else {

@@ -374,7 +374,7 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, displayName, ema
 			// link must not verify the new address, and a reset link belongs
 			// to whoever reads the old mailbox. issueToken drops the
 			// verification links; the reset links go here.
-			if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
+			if err := dropTokens(ctx, tx, id, onetimetoken.PurposeResetPassword); err != nil {
 				return err
 			}
 			if token, err = s.issueToken(ctx, tx, id, onetimetoken.PurposeVerifyEmail); err != nil {
@@ -462,7 +462,7 @@ func (s *Service) SetStatus(ctx context.Context, id uuid.UUID, status Status, re
 			}
 			// A reset link mailed before would otherwise set the password
 			// the account has once it is enabled again.
-			if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
+			if err := dropTokens(ctx, tx, id, onetimetoken.PurposeResetPassword); err != nil {
 				return err
 			}
 		}
@@ -530,7 +530,7 @@ func (s *Service) ChangePassword(ctx context.Context, id uuid.UUID, current, nex
 			}
 			return ErrWrongPassword // changed meanwhile: current is no longer the password
 		}
-		if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(id), onetimetoken.PurposeEQ(onetimetoken.PurposeResetPassword)).Exec(ctx); err != nil {
+		if err := dropTokens(ctx, tx, id, onetimetoken.PurposeResetPassword); err != nil {
 			return err
 		}
 		if end, err = s.queueSessionEnd(ctx, tx, id, ReasonPasswordChanged, keepSession); err != nil {

@@ -36,11 +36,17 @@ func hashToken(token string) []byte {
 	return h[:]
 }
 
+// dropTokens ends the user's links of purpose already mailed.
+func dropTokens(ctx context.Context, tx *ent.Tx, userID uuid.UUID, purpose onetimetoken.Purpose) error {
+	_, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(userID), onetimetoken.PurposeEQ(purpose)).Exec(ctx)
+	return err
+}
+
 // issueToken replaces the user's tokens of purpose with a new one, in tx,
 // and returns its text. Earlier tokens stop working: only the newest mail
 // counts.
 func (s *Service) issueToken(ctx context.Context, tx *ent.Tx, userID uuid.UUID, purpose onetimetoken.Purpose) (string, error) {
-	if _, err := tx.OneTimeToken.Delete().Where(onetimetoken.UserID(userID), onetimetoken.PurposeEQ(purpose)).Exec(ctx); err != nil {
+	if err := dropTokens(ctx, tx, userID, purpose); err != nil {
 		return "", err
 	}
 	ttl := s.cfg.VerificationTTL
