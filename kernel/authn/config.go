@@ -32,7 +32,8 @@ type Config struct {
 	Leeway time.Duration `koanf:"leeway" validate:"min=0,max=5m"`
 	// RefreshInterval is the least time between two fetches of the key set
 	// for an unknown `kid`, so a flood of tokens with made-up key IDs cannot
-	// hammer the Auth service. Zero means 5s.
+	// hammer the Auth service. Before a first key set, fetches start 250ms
+	// apart and back off to it. Zero means 5s.
 	RefreshInterval time.Duration `koanf:"refresh_interval" validate:"min=0,max=1h"`
 	// CacheTTL is how long a fetched key set is used before it is fetched
 	// again, in the background; a shorter Cache-Control max-age from the

@@ -39,7 +39,10 @@ type keySet struct {
 //   - An unknown kid (or no set yet) fetches the set and waits for it, but
 //     at most once per interval: a flood of tokens with made-up kids costs
 //     the Auth service one request per interval, whatever its size.
-//     Concurrent lookups share one fetch.
+//     Concurrent lookups share one fetch. Until a first set is fetched the
+//     interval starts at firstSetRetry and doubles with each failure:
+//     nothing can be verified meanwhile (a gateway started before the
+//     Auth service is ready, say).
 //   - A failed fetch keeps the keys known before: an Auth service outage
 //     must not log everybody out.
 type keyCache struct {
@@ -56,7 +59,21 @@ type keyCache struct {
 	mu        sync.Mutex
 	lastFetch time.Time     // when the last fetch started; zero before the first
 	lastErr   error         // the last fetch's error, nil if it succeeded
+	failures  int           // fetches failed in a row
 	inflight  chan struct{} // closed when the running fetch ends; nil when none runs
+}
+
+// firstSetRetry is the wait between fetches while no key set has been
+// fetched yet, after one failure; it doubles with each further failure,
+// up to the interval, so that a JWKS URL that never works (wrong, or an
+// algorithm the set has no key for) costs the Auth service what it did.
+const firstSetRetry = 250 * time.Millisecond
+
+// firstSetInterval is the wait between fetches while there is no key set.
+// The caller holds c.mu.
+func (c *keyCache) firstSetInterval() time.Duration {
+	wait := firstSetRetry << min(max(c.failures-1, 0), 10)
+	return min(wait, c.interval)
 }
 
 // key returns the key named kid.
@@ -116,7 +133,11 @@ func (c *keyCache) startFetch(ctx context.Context, now time.Time) <-chan struct{
 	if c.inflight != nil {
 		return c.inflight
 	}
-	if !c.lastFetch.IsZero() && now.Sub(c.lastFetch) < c.interval {
+	interval := c.interval
+	if c.set.Load() == nil {
+		interval = c.firstSetInterval()
+	}
+	if !c.lastFetch.IsZero() && now.Sub(c.lastFetch) < interval {
 		return nil
 	}
 	done := make(chan struct{})
@@ -155,6 +176,11 @@ func (c *keyCache) fetch(ctx context.Context, done chan struct{}) {
 	}
 	c.mu.Lock()
 	c.lastErr, c.inflight = err, nil
+	c.failures++
+	if err == nil {
+		c.failures = 0
+	}
+	failures := c.failures
 	c.mu.Unlock()
 	close(done)
 
@@ -163,7 +189,13 @@ func (c *keyCache) fetch(ctx context.Context, done chan struct{}) {
 		c.logger.WarnContext(ctx, "fetching the JWKS failed; keeping the keys known before",
 			"url", c.url, "kids", slices.Sorted(maps.Keys(old.keys)), "err", err)
 	case err != nil:
-		c.logger.WarnContext(ctx, "fetching the JWKS failed", "url", c.url, "err", err, "skipped", skipped)
+		// Before a first set, fetches come often: the first failure of a
+		// streak warns, the rest are debug lines.
+		level := slog.LevelWarn
+		if failures > 1 {
+			level = slog.LevelDebug
+		}
+		c.logger.Log(ctx, level, "fetching the JWKS failed", "url", c.url, "err", err, "skipped", skipped, "failures", failures)
 	case old == nil || !sameKeys(old.keys, keys):
 		c.logger.InfoContext(ctx, "JWKS changed", "url", c.url, "kids", slices.Sorted(maps.Keys(keys)))
 		if len(skipped) > 0 {

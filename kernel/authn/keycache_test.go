@@ -147,12 +147,24 @@ func TestFirstFetchFails(t *testing.T) {
 	require.ErrorIs(t, err, authn.ErrKeysUnavailable)
 	_, err = v.Verify(t.Context(), srv.Issue())
 	require.ErrorIs(t, err, authn.ErrKeysUnavailable)
-	assert.Equal(t, 1, srv.Fetches(), "retried at most once per refresh_interval")
+	assert.Equal(t, 1, srv.Fetches(), "retried at once")
+
+	// Without any key set nothing verifies: the next try comes within a
+	// quarter of a second, not refresh_interval, and the wait doubles with
+	// each failure after that.
+	clock.Advance(250 * time.Millisecond)
+	_, err = v.Verify(t.Context(), srv.Issue())
+	require.ErrorIs(t, err, authn.ErrKeysUnavailable)
+	assert.Equal(t, 2, srv.Fetches(), "not tried again after 250ms")
+	clock.Advance(250 * time.Millisecond)
+	_, err = v.Verify(t.Context(), srv.Issue())
+	require.ErrorIs(t, err, authn.ErrKeysUnavailable)
+	assert.Equal(t, 2, srv.Fetches(), "tried again 250ms after a second failure")
 
 	srv.SetFailing(false)
-	clock.Advance(authn.DefaultRefreshInterval)
+	clock.Advance(250 * time.Millisecond)
 	verifyOK(t, v, srv)
-	assert.Equal(t, 2, srv.Fetches())
+	assert.Equal(t, 3, srv.Fetches())
 }
 
 func TestStaleKeySetRefreshedInBackground(t *testing.T) {

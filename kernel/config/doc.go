@@ -17,7 +17,8 @@
 // Because sections and keys themselves contain underscores, environment
 // names are not split on underscores: each key of the target struct has
 // exactly one name, and only those names are read. Other PORTCULLIS_*
-// variables (PORTCULLIS_TEST_DATABASE_URL, ...) are left to their owners.
+// variables (PORTCULLIS_TEST_DATABASE_URL, ...) are left to their owners;
+// [UnknownEnv] lists those that look like misspelled keys, for a warning.
 // A list of strings is set from the environment as a comma-separated value.
 //
 // A YAML null ("key:" with nothing after it) means "not set here": the key

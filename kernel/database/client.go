@@ -3,6 +3,7 @@ package database
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -55,7 +56,17 @@ func NewEntClient[E any](ctx context.Context, cfg Config, migrations fs.FS, newE
 func (c *Client[E]) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.PingTimeout)
 	defer cancel()
-	if err := c.DB.PingContext(ctx); err != nil {
+	// A ping that finds a pooled connection dead (the server restarted, or
+	// ended its sessions) drops it and fails, and database/sql tries no
+	// other: each probe would fail on the next dead one, and a healthy
+	// database look down for as many probes as the pool kept idle.
+	var err error
+	for range c.cfg.MaxIdleConns + 1 {
+		if err = c.DB.PingContext(ctx); !errors.Is(err, driver.ErrBadConn) {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("ping schema %q: %w", c.Schema, redact(err, c.cfg.DSN.Value()))
 	}
 	return nil

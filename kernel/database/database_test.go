@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -415,4 +416,90 @@ func TestReadyReportsADownDatabase(t *testing.T) {
 	err = c.Ready(t.Context())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), c.Schema, "the error does not name the schema")
+}
+
+// TestReadyAfterTheServerEndedThePoolsSessions: once PostgreSQL has ended
+// every session of the pool (a restart, pg_terminate_backend), the next
+// readiness check finds the database up, however many dead connections the
+// pool kept.
+func TestReadyAfterTheServerEndedThePoolsSessions(t *testing.T) {
+	t.Parallel()
+	_, admin := kerneltest.Postgres(t)
+	cfg := testConfig(t)
+	cfg.DSN = config.DSN(kerneltest.WithApplicationName(t, cfg.DSN.Value(), cfg.Schema))
+	cfg.MaxOpenConns, cfg.MaxIdleConns = 4, 4
+	c, err := database.NewEntClient(t.Context(), cfg, testent.Migrations(), newEnt)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	ctx := t.Context()
+	// Four connections at once, so the pool keeps four.
+	conns := make([]*sql.Conn, 4)
+	for i := range conns {
+		conns[i], err = c.DB.Conn(ctx)
+		require.NoError(t, err)
+	}
+	for _, conn := range conns {
+		require.NoError(t, conn.Close())
+	}
+	require.Equal(t, 4, c.DB.Stats().Idle)
+	var ended int
+	require.NoError(t, admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, cfg.Schema).Scan(&ended))
+	require.Equal(t, 4, ended)
+	assert.NoError(t, c.Ready(ctx), "a healthy database looked down")
+}
+
+// TestOpenGivesUpOnASilentServer: a server that accepts connections and
+// says nothing (one that hangs, a proxy in front of a dead one) does not
+// hold Open, or a query, for ever.
+func TestOpenGivesUpOnASilentServer(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := database.Open(context.Background(), database.Config{
+			DSN:            config.DSN("postgres://postgres@" + ln.Addr().String() + "/postgres?sslmode=disable"),
+			Schema:         "silent",
+			ConnectTimeout: time.Second,
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		assert.Error(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Open still waits on a server that says nothing")
+	}
+}
+
+// TestMigrationStoppedWhileItWaitsSaysSo: a replica stopped while it waits
+// for another's migrations says that it was stopped, for its exit code,
+// not only the server's "canceling statement".
+func TestMigrationStoppedWhileItWaitsSaysSo(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	db, err := database.Open(t.Context(), cfg)
+	require.NoError(t, err)
+	defer db.Close()
+	holder, err := db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback() }()
+	_, err = holder.ExecContext(t.Context(), `SELECT pg_advisory_xact_lock($1)`, database.MigrationLockKey(cfg.Schema))
+	require.NoError(t, err)
+
+	ctx, stop := context.WithCancel(t.Context())
+	time.AfterFunc(200*time.Millisecond, stop)
+	_, err = database.Migrate(ctx, db, cfg.Schema, readAll(t))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.Canceled)
 }

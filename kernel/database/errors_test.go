@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"testing"
@@ -58,4 +59,41 @@ func TestIsConflict(t *testing.T) {
 
 	assert.False(t, database.IsConflict(&pq.Error{Code: "23505"}), "a unique violation")
 	assert.False(t, database.IsConflict(errors.New("deadlock detected")))
+}
+
+// TestIsUnavailable: a database that refuses connections, or whose
+// connection broke under a query, is unavailable; a query the database
+// refuses for what it asks is not.
+func TestIsUnavailable(t *testing.T) {
+	t.Parallel()
+	_, admin := kerneltest.Postgres(t)
+	ctx := t.Context()
+
+	// Nothing listens on port 1.
+	refused, err := sql.Open("postgres", "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = refused.Close() })
+	_, err = refused.ExecContext(ctx, `SELECT 1`)
+	require.Error(t, err)
+	assert.True(t, database.IsUnavailable(fmt.Errorf("get user: %w", err)), "refused: %v", err)
+
+	// A connection the server ends under its session (pg_terminate_backend,
+	// a restart).
+	conn, err := admin.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	var pid int
+	require.NoError(t, conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = admin.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid)
+	require.NoError(t, err)
+	_, err = conn.ExecContext(ctx, `SELECT 1`)
+	require.Error(t, err)
+	assert.True(t, database.IsUnavailable(err), "terminated: %v", err)
+
+	_, err = admin.ExecContext(ctx, `SELECT 1/0`)
+	require.Error(t, err)
+	assert.False(t, database.IsUnavailable(err), "a division by zero: %v", err)
+	assert.False(t, database.IsUnavailable(&pq.Error{Code: "23505"}), "a unique violation")
+	assert.False(t, database.IsUnavailable(errors.New("disk full")))
+	assert.False(t, database.IsUnavailable(nil))
 }

@@ -63,6 +63,11 @@ func Migrate(ctx context.Context, db *sql.DB, schema string, migrations fs.FS, o
 	}
 	for attempt := 1; ; attempt++ {
 		applied, err := migrateOnce(ctx, db, schema, dir, o)
+		if err != nil && ctx.Err() != nil {
+			// lib/pq answers a query its context ended with the server's
+			// "canceling statement" (57014): say why it was cancelled.
+			return applied, errors.Join(err, context.Cause(ctx))
+		}
 		if !isLockTimeout(err) || attempt == migrateAttempts {
 			return applied, err
 		}

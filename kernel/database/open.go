@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -67,7 +68,7 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open schema %q: %w", cfg.Schema, redact(err, cfg.DSN.Value()))
 	}
-	connector, err := pq.NewConnector(dsn)
+	connector, err := newConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open schema %q: %w", cfg.Schema, redact(err, cfg.DSN.Value()))
 	}
@@ -88,6 +89,55 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*sql.DB, error) {
 	return db, nil
 }
 
+// handshakeTimeout bounds the opening of a connection, TCP and PostgreSQL's
+// start-up, when the DSN sets no connect_timeout: lib/pq otherwise waits
+// without end on a server that accepts and says nothing (one that hangs,
+// or a proxy in front of a dead one), whatever the context.
+const handshakeTimeout = 10 * time.Second
+
+// newConnector returns lib/pq's connector for dsn, with handshakeTimeout
+// and a dialer that notices a vanished server.
+func newConnector(dsn string) (*pq.Connector, error) {
+	cfg, err := pq.NewConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = handshakeTimeout
+	}
+	c, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.Dialer(&keepAliveDialer{net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+		Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3,
+	}}})
+	return c, nil
+}
+
+// lib/pq dials with the caller's context only through a DialerContext:
+// net.Dialer's DialContext has a pointer receiver, so only a
+// *keepAliveDialer is one.
+var _ pq.DialerContext = (*keepAliveDialer)(nil)
+
+// keepAliveDialer probes an idle connection after 5s, and gives it up
+// after three unanswered probes 5s apart. lib/pq waits on a query's socket
+// until the server answers, even once the query's context has ended (it
+// only asks the server to cancel): across a network partition, or with a
+// server host that died, Go's default probes would hold the query, and its
+// pool connection, for over two minutes.
+type keepAliveDialer struct{ net.Dialer }
+
+func (d keepAliveDialer) Dial(network, address string) (net.Conn, error) {
+	return d.Dialer.Dial(network, address)
+}
+
+func (d keepAliveDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, network, address)
+}
+
 // waitReachable pings until the database answers, backing off from 100ms to
 // 2s, for at most cfg.ConnectTimeout.
 func waitReachable(parent context.Context, db *sql.DB, cfg Config, logger *slog.Logger) error {
@@ -105,7 +155,7 @@ func waitReachable(parent context.Context, db *sql.DB, cfg Config, logger *slog.
 		if !retryable(err) {
 			return fmt.Errorf("connect for schema %q: %w", cfg.Schema, err)
 		}
-		logger.WarnContext(ctx, "database not reachable yet; retrying", "schema", cfg.Schema, "attempt", attempt, "retry_in", backoff, "err", err)
+		logger.WarnContext(ctx, "database not reachable yet; retrying", "schema", cfg.Schema, "attempt", attempt, "retry_in", backoff.String(), "err", err)
 		select {
 		case <-ctx.Done():
 			if parent.Err() != nil { // stopped, not timed out

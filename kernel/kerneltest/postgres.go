@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -55,4 +56,19 @@ func RoleName(t testing.TB) string {
 		_, _ = admin.Exec("DROP ROLE IF EXISTS " + pq.QuoteIdentifier(name))
 	})
 	return name
+}
+
+// WithApplicationName returns dsn, a postgres:// URL, with its sessions
+// named name in pg_stat_activity, so that a test can find them, and end
+// them, without touching another test's.
+func WithApplicationName(t testing.TB, dsn, name string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("parse DSN: %v", err)
+	}
+	q := u.Query()
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String()
 }

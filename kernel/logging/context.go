@@ -18,6 +18,9 @@ const (
 	// TraceIDKey holds the W3C trace ID of the request, the same on every
 	// hop of it.
 	TraceIDKey = "trace_id"
+	// ClientIPKey holds the IP address of the client that made the
+	// request, as the gateway saw it.
+	ClientIPKey = "client_ip"
 )
 
 // attrsKey is the context key of the request-scoped attributes.
@@ -65,6 +68,15 @@ func hasKey(attrs []slog.Attr, key string) bool {
 	return false
 }
 
+// stringAttr returns the string ctx carries under key, or "".
+func stringAttr(ctx context.Context, key string) string {
+	v, _ := lookup(ctx, key)
+	if v.Kind() != slog.KindString {
+		return ""
+	}
+	return v.String()
+}
+
 func lookup(ctx context.Context, key string) (slog.Value, bool) {
 	for _, a := range contextAttrs(ctx) {
 		if a.Key == key {
@@ -81,13 +93,11 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 }
 
 // RequestID returns the request ID set by [WithRequestID], or "".
-func RequestID(ctx context.Context) string {
-	v, _ := lookup(ctx, RequestIDKey)
-	if v.Kind() != slog.KindString {
-		return ""
-	}
-	return v.String()
-}
+func RequestID(ctx context.Context) string { return stringAttr(ctx, RequestIDKey) }
+
+// ClientIP returns the client address the context carries under
+// [ClientIPKey], or "".
+func ClientIP(ctx context.Context) string { return stringAttr(ctx, ClientIPKey) }
 
 // WithProcedure returns a copy of ctx whose log lines carry the procedure
 // being served under [ProcedureKey].
@@ -96,13 +106,7 @@ func WithProcedure(ctx context.Context, procedure string) context.Context {
 }
 
 // Procedure returns the procedure set by [WithProcedure], or "".
-func Procedure(ctx context.Context) string {
-	v, _ := lookup(ctx, ProcedureKey)
-	if v.Kind() != slog.KindString {
-		return ""
-	}
-	return v.String()
-}
+func Procedure(ctx context.Context) string { return stringAttr(ctx, ProcedureKey) }
 
 // WithPrincipal returns a copy of ctx whose log lines carry the caller
 // under [PrincipalKey], as a group {"kind": kind, "id": id}. The kind says

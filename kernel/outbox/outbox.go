@@ -15,6 +15,7 @@ import (
 
 	"portcullis.dev/kernel/authn"
 	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
 )
 
@@ -74,7 +75,8 @@ func Enqueue(ctx context.Context, tx Execer, evs ...*auditv1.NewEvent) error {
 }
 
 // NewEvent returns an event for action on target by the caller of ctx (its
-// principal, or anonymous), with the request ID of ctx and the time now.
+// principal, or anonymous), with the request ID and the original client's
+// address and User-Agent of ctx, and the time now.
 // metadata is copied; it must hold no secrets.
 func NewEvent(ctx context.Context, action, target string, outcome auditv1.Outcome, metadata map[string]string) *auditv1.NewEvent {
 	ev := &auditv1.NewEvent{
@@ -85,6 +87,8 @@ func NewEvent(ctx context.Context, action, target string, outcome auditv1.Outcom
 		Target:         target,
 		Outcome:        outcome,
 		RequestId:      logging.RequestID(ctx),
+		SourceIp:       rpc.ClientIP(ctx),
+		UserAgent:      rpc.ClientUserAgent(ctx),
 	}
 	if p, ok := authn.FromContext(ctx); ok {
 		ev.Actor = &auditv1.Actor{Type: actorType(p.Kind), Id: p.Subject}

@@ -19,7 +19,9 @@ import (
 	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/internal/testent"
 	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/outbox"
+	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
 )
@@ -209,13 +211,44 @@ func TestEnqueueManyInOrder(t *testing.T) {
 func TestNewEventNamesTheCaller(t *testing.T) {
 	t.Parallel()
 	ctx := authn.NewContext(context.Background(), authn.Principal{Kind: authn.KindUser, Subject: "u1"})
+	ctx = logging.WithRequestID(ctx, "req-1")
 	ev := outbox.NewEvent(ctx, "identity.user.updated", "user:u2", auditv1.Outcome_OUTCOME_SUCCESS, map[string]string{"field": "email"})
 	assert.Equal(t, auditv1.ActorType_ACTOR_TYPE_USER, ev.GetActor().GetType())
 	assert.Equal(t, "u1", ev.GetActor().GetId())
+	assert.Equal(t, "req-1", ev.GetRequestId())
+
 	assert.NotEmpty(t, ev.GetIdempotencyKey())
 	assert.NotNil(t, ev.GetTime())
 
 	anon := outbox.NewEvent(context.Background(), "identity.user.created", "user:u3", auditv1.Outcome_OUTCOME_SUCCESS, nil)
 	assert.Equal(t, auditv1.ActorType_ACTOR_TYPE_ANONYMOUS, anon.GetActor().GetType())
 	assert.NotEqual(t, ev.GetIdempotencyKey(), anon.GetIdempotencyKey())
+}
+
+// TestNewEventNamesTheClient: an event written while a service serves a
+// request the gateway passed on carries the client's address and
+// User-Agent, as the server took them from the request.
+func TestNewEventNamesTheClient(t *testing.T) {
+	t.Parallel()
+	srv := rpc.NewServer("outboxtest", "test", rpc.Config{}, rpc.WithAccessPolicy(&rpc.AccessPolicy{}))
+	events := make(chan *auditv1.NewEvent, 1)
+	srv.HandleHTTP("POST /x", http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		events <- outbox.NewEvent(r.Context(), "auth.login.succeeded", "user:u1", auditv1.Outcome_OUTCOME_SUCCESS, nil)
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	serving, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(serving, ln) }()
+	t.Cleanup(func() { stop(); <-done })
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+ln.Addr().String()+"/x", nil)
+	require.NoError(t, err)
+	req.Header.Set(rpc.ClientIPHeader, "203.0.113.7")
+	req.Header.Set("User-Agent", "curl/8.5")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	fromGateway := <-events
+	assert.Equal(t, "curl/8.5", fromGateway.GetUserAgent())
+	assert.Equal(t, "203.0.113.7", fromGateway.GetSourceIp())
 }

@@ -66,13 +66,15 @@ type Relay struct {
 	delivered atomic.Int64
 	rejected  atomic.Int64
 	nextPurge time.Time
+
+	firstBackoff time.Duration // the wait after a first failure; doubles after each
 }
 
 // NewRelay returns a relay for the outbox in dbcfg.Schema, reading through
 // db (the service's pool) and listening for notifications on a connection
 // of its own to dbcfg.DSN. A nil logger discards.
 func NewRelay(db *sql.DB, dbcfg database.Config, audit Recorder, cfg Config, logger *slog.Logger) *Relay {
-	return &Relay{db: db, dbcfg: dbcfg, audit: audit, cfg: cfg.withDefaults(), logger: logging.OrDiscard(logger)}
+	return &Relay{db: db, dbcfg: dbcfg, audit: audit, cfg: cfg.withDefaults(), logger: logging.OrDiscard(logger), firstBackoff: 200 * time.Millisecond}
 }
 
 // Backlog is the number of events waiting for delivery, as of the last
@@ -116,9 +118,13 @@ func (r *Relay) Collectors() []prometheus.Collector {
 // delivered_at back to NULL sends it again.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
+	// reconnected says the database is back after the listener lost it: a
+	// backoff for a database that was down need not run its course.
+	reconnected := make(chan struct{}, 1)
 	listener := pq.NewListener(r.dbcfg.DSN.Value(), 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if ev == pq.ListenerEventReconnected {
 			signal(wake) // notifications may have been missed meanwhile
+			signal(reconnected)
 		}
 	})
 	defer listener.Close()
@@ -190,7 +196,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			if failures == 1 {
 				r.logger.WarnContext(ctx, "cannot deliver audit events; they wait in the outbox", "backlog", r.backlog.Load(), "err", err)
 			}
-			wait = backoff.Wait(failures, 200*time.Millisecond, r.cfg.MaxBackoff)
+			wait = backoff.Wait(failures, r.firstBackoff, r.cfg.MaxBackoff)
 		case failures > 0:
 			r.logger.InfoContext(ctx, "delivering audit events again", "after_failures", failures)
 			failures = 0
@@ -203,6 +209,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-reconnected:
 		case <-wake:
 			if err != nil {
 				// A notification does not end a backoff early: it would
@@ -210,6 +217,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				select {
 				case <-ctx.Done():
 					return nil
+				case <-reconnected:
 				case <-time.After(wait):
 				}
 			}
@@ -298,7 +306,7 @@ var errStandby = errors.New("another replica is relaying")
 
 // deliverBatch sends the oldest pending events, at most BatchSize, and
 // marks them delivered, or rejected (see [Relay.Run]). Only one replica of a
-// service sends at a time (an advisory lock), so events leave in order. It
+// service sends at a time (an advisory lock), so events leave in id order. It
 // returns how many events it dealt with; with an error, those dealt with
 // before it are marked all the same. A standby gets errStandby.
 func (r *Relay) deliverBatch(ctx context.Context) (int, error) {

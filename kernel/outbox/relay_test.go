@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,4 +375,48 @@ func TestRelayDeliversWhenThePurgeFails(t *testing.T) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	assert.Equal(t, 1, log.requests, "the batch was sent again")
+}
+
+// flakyLog is an Audit service that refuses every call while down is set.
+type flakyLog struct {
+	*auditLog
+	down  atomic.Bool
+	tries atomic.Int64
+}
+
+func (a *flakyLog) Record(ctx context.Context, req *connect.Request[auditv1.RecordRequest]) (*connect.Response[auditv1.RecordResponse], error) {
+	a.tries.Add(1)
+	if a.down.Load() {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("down"))
+	}
+	return a.auditLog.Record(ctx, req)
+}
+
+// TestRelayTriesAgainWhenTheDatabaseIsBack: the relay's listener losing
+// its connection and getting it back says the database is back, and a
+// backoff for a database that was down does not run its course.
+func TestRelayTriesAgainWhenTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	db, cfg := openDB(t)
+	// The listener's session by name, so that it alone is ended.
+	listenerCfg := cfg
+	listenerCfg.DSN = config.DSN(kerneltest.WithApplicationName(t, cfg.DSN.Value(), cfg.Schema))
+
+	log := &flakyLog{auditLog: &auditLog{seen: map[string]int{}}}
+	log.down.Store(true)
+	relay := outbox.NewRelay(db.DB, listenerCfg, serveHandler(t, log), outbox.Config{PollInterval: time.Hour, MaxBackoff: time.Hour}, nil)
+	relay.SetFirstBackoff(time.Hour)
+	runRelay(t, relay)
+	var listening int
+	require.Eventually(t, func() bool {
+		return db.DB.QueryRowContext(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, cfg.Schema).Scan(&listening) == nil && listening == 1
+	}, 10*time.Second, 10*time.Millisecond, "the listener never connected")
+	change(t, db, "item", true)
+	require.Eventually(t, func() bool { return log.tries.Load() > 0 }, 10*time.Second, 10*time.Millisecond)
+
+	log.down.Store(false)
+	_, err := db.DB.ExecContext(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, cfg.Schema)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return log.count() == 1 }, 10*time.Second, 10*time.Millisecond,
+		"the relay waited out its backoff after the listener reconnected")
 }

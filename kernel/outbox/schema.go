@@ -23,7 +23,11 @@ type Schema struct {
 // Fields of the outbox table.
 func (Schema) Fields() []ent.Field {
 	return []ent.Field{
-		// id orders delivery: events go out in the order they were written.
+		// id orders delivery: a transaction's events go out in the order
+		// it wrote them. Across transactions it is the order they took
+		// their ids, not always the order they committed: events committed
+		// after a later id's are delivered after those. Audit's chain
+		// records the order it received them in.
 		field.Int64("id").Immutable(),
 		field.String("idempotency_key").NotEmpty().Unique().Immutable(),
 		// payload is the protobuf encoding of an audit.v1.NewEvent.

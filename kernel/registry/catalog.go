@@ -134,7 +134,7 @@ func (c *CatalogWatcher) Updates() <-chan struct{} { return c.w.updates }
 // ctx ends first it returns ctx's error, joined with Consul's last error if
 // there was one; if the watcher is closed first, [ErrClosed].
 func (c *CatalogWatcher) Wait(ctx context.Context) error {
-	if err := c.w.wait(ctx); err != nil {
+	if err := c.w.wait(ctx, false); err != nil {
 		return fmt.Errorf("watch catalog: %w", err)
 	}
 	return nil

@@ -57,7 +57,7 @@ func (r *Registry) KeepRegistered(ctx context.Context, id string, inst Instance,
 			}
 			continue
 		}
-		r.logger.WarnContext(ctx, "Consul did not know this instance (its agent restarted, or did not answer when the instance started); registered it",
+		r.logger.WarnContext(ctx, "Consul did not know this instance (its agent restarted, it was critical for longer than registry.deregister_critical_after, or the agent did not answer when it started); registered it",
 			slog.String("id", id))
 	}
 }

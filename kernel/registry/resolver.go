@@ -71,11 +71,14 @@ func (r *Resolver) Instances() []Instance { return r.w.load() }
 func (r *Resolver) Updates() <-chan struct{} { return r.w.updates }
 
 // Wait blocks until Consul has answered the resolver's first query —
-// possibly with no instances — and returns nil. If ctx ends first it
-// returns ctx's error, joined with Consul's last error if there was one; if
-// the resolver is closed first, [ErrClosed].
+// possibly with no instances — and returns nil. If that query failed, it
+// returns Consul's error at once, as it does for as long as no query has
+// been answered: a call to a service no one has resolved yet fails fast
+// while Consul is unreachable, rather than wait out its deadline. If ctx
+// ends first it returns ctx's error, joined with Consul's last error if
+// there was one; if the resolver is closed first, [ErrClosed].
 func (r *Resolver) Wait(ctx context.Context) error {
-	if err := r.w.wait(ctx); err != nil {
+	if err := r.w.wait(ctx, true); err != nil {
 		return fmt.Errorf("resolve %q: %w", r.service, err)
 	}
 	return nil

@@ -126,6 +126,7 @@ type watch[T any] struct {
 	state   atomic.Pointer[T]
 	updates chan struct{}
 	ready   chan struct{} // closed on the first answer
+	failed  chan struct{} // closed when a query failed before the first answer
 	done    chan struct{} // closed when the loop has returned
 	cancel  context.CancelFunc
 
@@ -144,6 +145,7 @@ func (w *watch[T]) start() {
 	w.state.Store(&zero)
 	w.updates = make(chan struct{}, 1)
 	w.ready = make(chan struct{})
+	w.failed = make(chan struct{})
 	w.done = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
@@ -157,30 +159,60 @@ func (w *watch[T]) close() {
 	<-w.done
 }
 
-func (w *watch[T]) wait(ctx context.Context) error {
+// wait blocks until the first answer (nil), the watch's end (ErrClosed) or
+// ctx's (its error, with Consul's last one). With failFast it also returns
+// as soon as a query has failed while no answer has come, with Consul's
+// error, and at once for as long as that lasts.
+func (w *watch[T]) wait(ctx context.Context, failFast bool) error {
 	select {
 	case <-w.ready:
 		return nil
 	default:
 	}
-	select {
-	case <-w.ready:
-		return nil
-	case <-w.done:
+	var failed <-chan struct{} // nil, which never fires, unless failFast
+	if failFast {
+		failed = w.failed
+	}
+	for {
 		select {
 		case <-w.ready:
 			return nil
-		default:
-			return ErrClosed
+		case <-failed:
+			select {
+			case <-w.ready:
+				return nil
+			default:
+			}
+			select {
+			case <-w.done:
+				return ErrClosed
+			default:
+			}
+			w.mu.Lock()
+			last := w.lastErr
+			w.mu.Unlock()
+			if last != nil {
+				return fmt.Errorf("Consul has not answered: %w", last)
+			}
+			// Consul has answered, and ready closes in a moment.
+			failed = nil
+			continue
+		case <-w.done:
+			select {
+			case <-w.ready:
+				return nil
+			default:
+				return ErrClosed
+			}
+		case <-ctx.Done():
+			w.mu.Lock()
+			last := w.lastErr
+			w.mu.Unlock()
+			if last != nil {
+				return fmt.Errorf("%w; last Consul error: %w", ctx.Err(), last)
+			}
+			return ctx.Err()
 		}
-	case <-ctx.Done():
-		w.mu.Lock()
-		last := w.lastErr
-		w.mu.Unlock()
-		if last != nil {
-			return fmt.Errorf("%w; last Consul error: %w", ctx.Err(), last)
-		}
-		return ctx.Err()
 	}
 }
 
@@ -224,6 +256,13 @@ func (w *watch[T]) run(ctx context.Context) {
 		}
 		if err != nil {
 			w.setErr(err)
+			if !hadAnswer {
+				select {
+				case <-w.failed:
+				default:
+					close(w.failed)
+				}
+			}
 			// Consul may have restarted. A restarted Consul whose index has
 			// not yet caught up with ours would hold the next query for the
 			// whole wait time before its lower index showed; starting over
@@ -237,7 +276,14 @@ func (w *watch[T]) run(ctx context.Context) {
 			} else {
 				w.logger.Debug("Consul query failed again", slog.Int("failures", failures), slog.Any("error", err))
 			}
-			if !sleep(ctx, backoff.Wait(failures, w.opts.backoffMin, w.opts.backoffMax)) {
+			// Until a first answer, calls to the service fail at once (see
+			// wait): ask again soon, so that they work again soon after
+			// Consul does.
+			most := w.opts.backoffMax
+			if !hadAnswer {
+				most = min(most, time.Second)
+			}
+			if !sleep(ctx, backoff.Wait(failures, w.opts.backoffMin, most)) {
 				return
 			}
 			continue

@@ -57,6 +57,7 @@ type endpoint struct {
 	inFlight     atomic.Int64
 	failures     atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds
+	ejections    atomic.Int32 // in a row, without a call that went well
 	// listed is when a pick last saw the instance among the healthy ones
 	// (unix nanoseconds), kept to the second: a store on every pick would
 	// make the instances' cores fight over the line.
@@ -293,13 +294,22 @@ func (b *balancer) sweep(now int64) {
 func (b *balancer) record(service string, ep *endpoint, ok bool) {
 	if ok {
 		ep.failures.Store(0)
+		ep.ejections.Store(0)
 		return
 	}
 	if ep.failures.Add(1) >= b.ejectAfter {
 		ep.ejectedUntil.Store(time.Now().Add(b.ejectFor).UnixNano())
 		ep.failures.Store(0)
-		b.logger.Warn("instance ejected: it failed calls in a row", "service", service, "instance", ep.addr,
-			"failures", b.ejectAfter, "for", b.ejectFor.String())
+		// An instance that is gone for good (dead while Consul cannot say
+		// so) is tried and ejected again every ejectFor: the first time
+		// is news, the others are not.
+		level := slog.LevelWarn
+		n := ep.ejections.Add(1)
+		if n > 1 {
+			level = slog.LevelDebug
+		}
+		b.logger.Log(context.Background(), level, "instance ejected: it failed calls in a row", "service", service, "instance", ep.addr,
+			"failures", b.ejectAfter, "for", b.ejectFor.String(), "times", n)
 	}
 }
 

@@ -3,8 +3,10 @@ package rpc
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -331,4 +333,29 @@ func TestUploadsThatFailAreCountedRight(t *testing.T) {
 			assert.Equal(t, tc.ejected, b.endpoint(instances[0]).ejectedUntil.Load() != 0)
 		})
 	}
+}
+
+// TestEjectedAgainIsNotNews: an instance ejected again without a call
+// going well in between (one dead while Consul cannot say so) is logged at
+// debug level; a new streak of failures after a call that went well warns
+// again.
+func TestEjectedAgainIsNotNews(t *testing.T) {
+	t.Parallel()
+	var logs kerneltest.Buffer
+	b := newBalancer(nil, nil)
+	b.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ep := b.endpoint(registry.Instance{Address: "10.0.0.1", Port: 1})
+	eject := func() {
+		for range b.ejectAfter {
+			b.record("svc", ep, false)
+		}
+	}
+	eject()
+	eject()
+	eject()
+	assert.Equal(t, 1, strings.Count(logs.String(), "level=WARN"), logs.String())
+	assert.Equal(t, 2, strings.Count(logs.String(), "level=DEBUG"), logs.String())
+	b.record("svc", ep, true)
+	eject()
+	assert.Equal(t, 2, strings.Count(logs.String(), "level=WARN"), "a new streak is news")
 }

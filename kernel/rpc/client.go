@@ -116,7 +116,8 @@ func (f *ClientFactory) Close() {
 }
 
 // instances returns service's healthy instances, starting a resolver and
-// waiting for its first answer on the first call.
+// waiting for its first answer on the first call; while Consul has not
+// answered and has failed, it fails at once (see [registry.Resolver.Wait]).
 func (f *ClientFactory) instances(ctx context.Context, service string) ([]registry.Instance, error) {
 	f.mu.Lock()
 	if f.closed {
@@ -170,6 +171,12 @@ func (c *clientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 func (c *clientInterceptor) decorate(ctx context.Context, spec connect.Spec, h http.Header) error {
 	if id := logging.RequestID(ctx); id != "" {
 		h.Set(RequestIDHeader, id)
+	}
+	if ip := logging.ClientIP(ctx); ip != "" {
+		h.Set(ClientIPHeader, ip)
+	}
+	if ua := ClientUserAgent(ctx); ua != "" {
+		h.Set(UserAgentHeader, ua)
 	}
 	setTrace(ctx, h)
 	if c.f.tokens == nil || access.ForSpec(spec).Level != optionsv1.Access_ACCESS_INTERNAL {

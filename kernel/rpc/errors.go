@@ -31,15 +31,23 @@ func ContextError(ctx context.Context, err error) (*connect.Error, bool) {
 
 // TransientError returns the Connect error for a call that failed through
 // no fault of the service, and false for any other error: its context
-// ended ([ContextError]), or PostgreSQL gave its transaction up for a
+// ended ([ContextError]); PostgreSQL gave its transaction up for a
 // concurrent one ([database.IsConflict]), which Aborted tells the caller
-// to make again. Every service asks it before answering Internal.
+// to make again; or the database is out of reach for now
+// ([database.IsUnavailable]), which Unavailable tells the caller to try
+// again later. Every service asks it before answering Internal. The
+// server's observer logs the database's own error with the call.
 func TransientError(ctx context.Context, err error) (*connect.Error, bool) {
 	if cerr, ok := ContextError(ctx, err); ok {
 		return cerr, true
 	}
 	if database.IsConflict(err) {
 		return connect.NewError(connect.CodeAborted, errors.New("the change met a concurrent one; retry")), true
+	}
+	// A call to another service failed with a code of its own, which a
+	// broken connection to it would also look like.
+	if _, fromCall := errors.AsType[*connect.Error](err); database.IsUnavailable(err) && !fromCall {
+		return connect.NewError(connect.CodeUnavailable, hiddenCause{msg: "the database is unavailable; retry later", err: err}), true
 	}
 	return nil, false
 }
@@ -49,12 +57,15 @@ func TransientError(ctx context.Context, err error) (*connect.Error, bool) {
 // error": err may name internals. The server's observer logs err at ERROR,
 // in the call's log line, with its request ID and procedure.
 func Internal(err error) *connect.Error {
-	return connect.NewError(connect.CodeInternal, internalCause{err})
+	return connect.NewError(connect.CodeInternal, hiddenCause{msg: "internal error", err: err})
 }
 
-// internalCause keeps an Internal error's cause for the log, out of the
-// answer.
-type internalCause struct{ err error }
+// hiddenCause keeps an error's cause for the log, out of the answer, which
+// says only msg.
+type hiddenCause struct {
+	msg string
+	err error
+}
 
-func (e internalCause) Error() string { return "internal error" }
-func (e internalCause) Unwrap() error { return e.err }
+func (e hiddenCause) Error() string { return e.msg }
+func (e hiddenCause) Unwrap() error { return e.err }

@@ -2,8 +2,10 @@ package rpc_test
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -62,12 +64,18 @@ func TestTransientError(t *testing.T) {
 		{"the call ended", canceled, &pq.Error{Code: "57014"}, connect.CodeCanceled, true},
 		{"a unique violation", t.Context(), &pq.Error{Code: "23505"}, 0, false},
 		{"anything else", t.Context(), errors.New("disk full"), 0, false},
+		{"the database shutting down", t.Context(), fmt.Errorf("get user: %w", &pq.Error{Code: "57P03"}), connect.CodeUnavailable, true},
+		{"out of connection slots", t.Context(), fmt.Errorf("begin: %w", &pq.Error{Code: "53300"}), connect.CodeUnavailable, true},
+		{"a broken connection", t.Context(), fmt.Errorf("commit: %w", driver.ErrBadConn), connect.CodeUnavailable, true},
+		// Its caller says what is unavailable, and how to answer it.
+		{"another service out of reach", t.Context(), fmt.Errorf("verify credentials: %w", connect.NewError(connect.CodeUnavailable, &net.OpError{Op: "dial", Err: errors.New("connection refused")})), 0, false},
 	}
 	for _, tt := range tests {
 		got, ok := rpc.TransientError(tt.ctx, tt.err)
 		assert.Equal(t, tt.ok, ok, tt.name)
 		if ok {
 			assert.Equal(t, tt.code, got.Code(), tt.name)
+			assert.NotContains(t, got.Message(), "pq", "the database's own words stay in the log")
 		}
 	}
 }

@@ -68,9 +68,11 @@ func (o *observer) done(ctx context.Context, procedure, peer string, err error, 
 		level = slog.LevelWarn
 	}
 	attrs = append(attrs, slog.String("code", code.String()), slog.String("err", err.Error()))
-	if cause, ok := errors.AsType[internalCause](err); ok && cause.err != nil {
-		// A bug or an outage of ours, whose cause the answer hides.
-		level = slog.LevelError
+	if cause, ok := errors.AsType[hiddenCause](err); ok && cause.err != nil {
+		// What the answer hides: a bug of ours, or the database's error.
+		if code == connect.CodeInternal {
+			level = slog.LevelError
+		}
 		attrs = append(attrs, slog.String("cause", cause.err.Error()))
 	}
 	o.logger.LogAttrs(ctx, level, "rpc", attrs...)

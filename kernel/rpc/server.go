@@ -175,7 +175,8 @@ func NewServer(name, version string, cfg Config, opts ...Option) *Server {
 }
 
 // HandlerOptions are the options every Connect handler of this server must
-// be built with: the interceptor chain, recovery and limits. Use them as
+// be built with: the interceptor chain, recovery, limits and the JSON codec
+// (see jsonCodec). Use them as
 // `identityv1connect.NewIdentityServiceHandler(svc, srv.HandlerOptions()...)`.
 func (s *Server) HandlerOptions() []connect.HandlerOption {
 	// The chain, outermost first: the access log and metrics see every
@@ -183,13 +184,13 @@ func (s *Server) HandlerOptions() []connect.HandlerOption {
 	// inside them, the enforcer (an Authenticator, an Authorizer) and the
 	// server's own interceptors as well as the handler; enforcement runs
 	// before any handler.
-	return []connect.HandlerOption{
+	return append([]connect.HandlerOption{
 		connect.WithInterceptors(&observer{logger: s.logger, metrics: s.metrics}),
 		connect.WithRecover(s.recover),
 		connect.WithInterceptors(append([]connect.Interceptor{&enforcer{policy: s.policy, logger: s.logger}}, s.interceptors...)...),
 		connect.WithReadMaxBytes(s.cfg.MaxRequestBytes),
 		connect.WithCompressMinBytes(s.cfg.CompressMinBytes),
-	}
+	}, jsonCodecs()...)
 }
 
 // Handle mounts a Connect handler at path, as returned by a generated
@@ -274,7 +275,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		stopKeeping()
 		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		defer cancel()
-		return errors.Join(fmt.Errorf("serve %s: %w", ln.Addr(), err), stopBackground(stopCtx), s.deregister(instanceID), s.close(stopCtx))
+		s.deregister(instanceID)
+		return errors.Join(fmt.Errorf("serve %s: %w", ln.Addr(), err), stopBackground(stopCtx), s.close(stopCtx))
 	case <-ctx.Done():
 	}
 	stopKeeping() // before deregistering, or it would register the instance again
@@ -338,7 +340,7 @@ func (s *Server) startBackground() func(ctx context.Context) error {
 }
 
 func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, instanceID string, serveErr chan error, stopBackground func(context.Context) error) error {
-	s.logger.Info("shutting down", "shutdown_timeout", s.cfg.ShutdownTimeout)
+	s.logger.Info("shutting down", "shutdown_timeout", s.cfg.ShutdownTimeout.String())
 	s.ready.Store(false)
 	for _, svc := range s.services {
 		health.SetStatus(svc, grpchealth.StatusNotServing)
@@ -346,7 +348,7 @@ func (s *Server) shutdown(srv *http.Server, health *grpchealth.StaticChecker, in
 	health.SetStatus("", grpchealth.StatusNotServing)
 	var errs []error
 	if instanceID != "" {
-		errs = append(errs, s.deregister(instanceID))
+		s.deregister(instanceID)
 		// Keep serving while resolvers learn the instance is gone, so
 		// calls already routed here are not refused.
 		time.Sleep(s.cfg.DeregisterDelay)
@@ -425,16 +427,22 @@ func (s *Server) register(ctx context.Context, addr net.Addr) (string, error) {
 	return id, nil
 }
 
-func (s *Server) deregister(id string) error {
+// deregister removes the instance from Consul. A failure is no failure of
+// the shutdown, which goes on and ends well: the agent's check of the
+// instance fails once it stops serving, callers stop picking it then, and
+// Consul removes it after registry.deregister_critical_after. Waiting long
+// for an agent that does not answer would only delay the drain.
+func (s *Server) deregister(id string) {
 	if s.registry == nil || id == "" {
-		return nil
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.registry.Deregister(ctx, id); err != nil {
-		return fmt.Errorf("deregister %s: %w", id, err)
+		s.logger.Warn("could not deregister from Consul; its check fails once this instance stops, and Consul removes it after registry.deregister_critical_after",
+			"id", id, "err", err)
 	}
-	return nil // the registry logs it
+	// The registry logs a deregistration that worked.
 }
 
 func (s *Server) close(ctx context.Context) error {

@@ -462,3 +462,37 @@ func TestInternalErrorsAreLoggedWithTheirCause(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWithoutConsulEndsWell: a server stopped while its Consul
+// agent does not answer drains, says it could not deregister, and stops
+// without error: the agent's check removes the instance in time.
+func TestShutdownWithoutConsulEndsWell(t *testing.T) {
+	t.Parallel()
+	consul := kerneltest.StartConsul(t)
+	var logs kerneltest.Buffer
+	reg, err := registry.New(registry.Config{Addr: consul.Addr(), CheckInterval: time.Second})
+	require.NoError(t, err)
+	srv := rpc.NewServer("leavingsvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
+		rpc.WithRegistry(reg), rpc.WithLogger(jsonLogger(&logs)), rpc.WithAccessPolicy(&rpc.AccessPolicy{}))
+	srv.Handle(identityv1connect.NewIdentityServiceHandler(&identityStub{}, srv.HandlerOptions()...))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	require.Eventually(t, func() bool {
+		entries, _, err := reg.Client().Health().Service("leavingsvc", "", true, nil)
+		return err == nil && len(entries) == 1
+	}, 10*time.Second, 20*time.Millisecond, "never registered")
+
+	consul.Stop()
+	cancel()
+	select {
+	case err := <-done:
+		assert.NoError(t, err, "a drain that went well is reported failed")
+	case <-time.After(30 * time.Second):
+		t.Fatal("shutdown never ended")
+	}
+	assert.Contains(t, logs.String(), "could not deregister from Consul")
+	assert.Contains(t, logs.String(), `"msg":"stopped"`)
+}

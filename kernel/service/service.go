@@ -72,6 +72,9 @@ type Kit struct {
 	// Policy enforces the contract's access options. A service may replace
 	// its Authorizer (the Authz service answers its own checks).
 	Policy *rpc.AccessPolicy
+	// Authz asks the Authz service, uncached: Policy's Authorizer caches
+	// its checks.
+	Authz *rpc.AuthzChecker
 
 	cfg Config
 }
@@ -109,7 +112,8 @@ func New(name, version string, cfg Config, logger *slog.Logger) (*Kit, error) {
 			Services:   services,
 			Authorizer: rpc.NewCachedAuthorizer(authz, cfg.Authz.DecisionTTL, cfg.Authz.MaxDecisions),
 		},
-		cfg: cfg,
+		Authz: authz,
+		cfg:   cfg,
 	}, nil
 }
 

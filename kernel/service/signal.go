@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,4 +20,16 @@ func SignalContext(parent context.Context) (ctx context.Context, stop context.Ca
 		stop()
 	}()
 	return ctx, stop
+}
+
+// ExitCode is the status a service exits with when its run returned err,
+// non-nil, under ctx, the [SignalContext]: 0 when the stop was asked for and
+// err is only what stopping cut short (waiting for the database, say), so
+// that a unit stopped while it starts is not marked failed; 1 for any other
+// failure, a drain that failed included.
+func ExitCode(ctx context.Context, err error) int {
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return 0
+	}
+	return 1
 }

@@ -3,6 +3,7 @@ package service_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -56,4 +57,27 @@ func TestSignalContextSecondSignalEnds(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second)
 	status := exit.Sys().(syscall.WaitStatus)
 	assert.True(t, status.Signaled() && status.Signal() == syscall.SIGTERM, "ended by %v", status)
+}
+
+func TestExitCode(t *testing.T) {
+	t.Parallel()
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	running := context.Background()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want int
+	}{
+		{"stopped while waiting for the database", stopped, fmt.Errorf("connect: stopped after 3 attempts: %w", errors.Join(errors.New("connection refused"), context.Canceled)), 0},
+		{"a failed drain after the stop", stopped, errors.New("shutdown: 2 requests still in flight"), 1},
+		{"a failure with no stop asked for", running, fmt.Errorf("open: %w", context.Canceled), 1},
+		{"a bad configuration", running, errors.New("config: database.dsn: a value is required"), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, service.ExitCode(tt.ctx, tt.err))
+		})
+	}
 }
