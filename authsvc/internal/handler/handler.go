@@ -19,6 +19,7 @@ import (
 	"portcullis.dev/authsvc/internal/keys"
 	"portcullis.dev/kernel/authn"
 	"portcullis.dev/kernel/logging"
+	"portcullis.dev/kernel/rpc"
 	authv1 "portcullis.dev/proto/auth/v1"
 	"portcullis.dev/proto/auth/v1/authv1connect"
 )
@@ -59,14 +60,17 @@ func pairFields(p *auth.TokenPair) (access, refresh, typ string, exp, rexp int64
 	return p.AccessToken, p.RefreshToken, "Bearer", int64(p.ExpiresIn / time.Second), int64(p.RefreshExpiresIn / time.Second), p.SessionID
 }
 
-// peerIP is the client's address as the server sees it. Behind the
-// gateway this becomes the gateway's; trusting X-Forwarded-For from it is
-// for when the gateway sets it.
-func peerIP(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
+// clientIP is the address of the client that logs in: the one the gateway
+// says ([rpc.ClientIP]), or, on a call that did not come through it, the
+// peer's.
+func clientIP(ctx context.Context, peer string) string {
+	if ip := rpc.ClientIP(ctx); ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(peer); err == nil {
 		return host
 	}
-	return addr
+	return peer
 }
 
 // Login implements authv1connect.AuthServiceHandler.
@@ -74,7 +78,7 @@ func (h *Handler) Login(ctx context.Context, req *connect.Request[authv1.LoginRe
 	m := req.Msg
 	pair, err := h.svc.Login(ctx, auth.LoginInput{
 		Email: m.GetEmail(), Password: m.GetPassword(), TOTPCode: strings.TrimSpace(m.GetTotpCode()),
-		SourceIP: peerIP(req.Peer().Addr), UserAgent: req.Header().Get("User-Agent"),
+		SourceIP: clientIP(ctx, req.Peer().Addr), UserAgent: req.Header().Get("User-Agent"),
 	})
 	if err != nil {
 		return nil, h.toConnect(ctx, err)

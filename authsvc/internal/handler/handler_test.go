@@ -313,14 +313,21 @@ func TestOverConsul(t *testing.T) {
 	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
 
 	// Self-service with the access token, through the access policy.
-	second, err := client.Login(ctx, connect.NewRequest(&authv1.LoginRequest{Email: authtest.ActiveEmail, Password: authtest.Password}))
+	// The second login comes through the gateway, which says who the client is.
+	viaGateway := connect.NewRequest(&authv1.LoginRequest{Email: authtest.ActiveEmail, Password: authtest.Password})
+	viaGateway.Header().Set(rpc.ClientIPHeader, "203.0.113.7")
+	second, err := client.Login(ctx, viaGateway)
 	require.NoError(t, err)
 	list, err := client.ListSessions(ctx, bearer(&authv1.ListSessionsRequest{}, login.GetAccessToken()))
 	require.NoError(t, err)
 	require.Len(t, list.Msg.GetSessions(), 2)
 	for _, s := range list.Msg.GetSessions() {
 		assert.Equal(t, s.GetId() == login.GetSessionId(), s.GetCurrent())
-		assert.Equal(t, "127.0.0.1", s.GetSourceIp())
+		if s.GetId() == second.Msg.GetSessionId() {
+			assert.Equal(t, "203.0.113.7", s.GetSourceIp(), "the client the gateway named, not the gateway")
+		} else {
+			assert.Equal(t, "127.0.0.1", s.GetSourceIp(), "the peer, for a call not through the gateway")
+		}
 		assert.Contains(t, s.GetUserAgent(), "connect-go")
 	}
 	_, err = client.ListSessions(ctx, connect.NewRequest(&authv1.ListSessionsRequest{}))

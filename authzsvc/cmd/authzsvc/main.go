@@ -33,7 +33,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
+		os.Exit(service.ExitCode(ctx, err))
 	}
 }
 
@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
 	defer logging.Flush(logger)
+	kconfig.WarnUnknownEnv[config.Config](ctx, logger, os.Environ())
 	kit, err := service.New(name, service.BuildVersion(), cfg.Config, logger)
 	if err != nil {
 		return err
@@ -77,6 +78,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		rpc.WithBackground("authz change listener", svc.Run),
 		rpc.WithReadiness("database", db.Ready),
 		rpc.WithCloser(db.Close))...)
-	srv.Handle(authzv1connect.NewAuthzServiceHandler(authz.NewHandler(svc, logger), srv.HandlerOptions()...))
+	srv.Handle(authzv1connect.NewAuthzServiceHandler(authz.NewHandler(svc), srv.HandlerOptions()...))
 	return srv.Run(ctx)
 }

@@ -3,13 +3,11 @@ package authz
 import (
 	"context"
 	"errors"
-	"log/slog"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"portcullis.dev/kernel/authn"
-	"portcullis.dev/kernel/logging"
 	"portcullis.dev/kernel/rpc"
 	authzv1 "portcullis.dev/proto/authz/v1"
 	"portcullis.dev/proto/authz/v1/authzv1connect"
@@ -19,15 +17,14 @@ import (
 // translates messages and errors and nothing else. Who may call what is
 // the kernel's access policy, read from the contract.
 type Handler struct {
-	svc    *Service
-	logger *slog.Logger
+	svc *Service
 }
 
 var _ authzv1connect.AuthzServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the handler over svc. A nil logger discards.
-func NewHandler(svc *Service, logger *slog.Logger) *Handler {
-	return &Handler{svc: svc, logger: logging.OrDiscard(logger)}
+// NewHandler returns the handler over svc.
+func NewHandler(svc *Service) *Handler {
+	return &Handler{svc: svc}
 }
 
 // codes maps each domain error kind to its Connect code: the one place
@@ -41,9 +38,12 @@ var codes = map[Kind]connect.Code{
 }
 
 // toConnect turns a domain error into a Connect error with its message;
-// any other error is logged and becomes a bare Internal (or the context's
-// own code), so no internal detail reaches the caller.
-func (h *Handler) toConnect(ctx context.Context, err error) error {
+// any other error becomes a bare Internal (or the context's own code), so
+// no internal detail reaches the caller, and the server's observer logs
+// its cause. Not Unavailable, which tells clients to retry what would fail
+// the same way again: a database out of reach is the one transient fault,
+// and rpc.TransientError answers it so.
+func toConnect(ctx context.Context, err error) error {
 	var de *Error
 	if errors.As(err, &de) {
 		if code, ok := codes[de.Kind]; ok {
@@ -53,8 +53,7 @@ func (h *Handler) toConnect(ctx context.Context, err error) error {
 	if cerr, ok := rpc.TransientError(ctx, err); ok {
 		return cerr
 	}
-	h.logger.ErrorContext(ctx, "authz request failed", "err", err)
-	return connect.NewError(connect.CodeUnavailable, errors.New("the request could not be completed; retry later"))
+	return rpc.Internal(err)
 }
 
 // CreateRole implements [authzv1connect.AuthzServiceHandler].
@@ -62,7 +61,7 @@ func (h *Handler) CreateRole(ctx context.Context, req *connect.Request[authzv1.C
 	m := req.Msg
 	r, err := h.svc.CreateRole(ctx, NewRole{Name: m.GetName(), Description: m.GetDescription(), Permissions: m.GetPermissions()})
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.CreateRoleResponse{Role: roleProto(r)}), nil
 }
@@ -71,7 +70,7 @@ func (h *Handler) CreateRole(ctx context.Context, req *connect.Request[authzv1.C
 func (h *Handler) GetRole(ctx context.Context, req *connect.Request[authzv1.GetRoleRequest]) (*connect.Response[authzv1.GetRoleResponse], error) {
 	r, err := h.svc.GetRole(ctx, req.Msg.GetRoleId())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.GetRoleResponse{Role: roleProto(r)}), nil
 }
@@ -80,7 +79,7 @@ func (h *Handler) GetRole(ctx context.Context, req *connect.Request[authzv1.GetR
 func (h *Handler) ListRoles(ctx context.Context, req *connect.Request[authzv1.ListRolesRequest]) (*connect.Response[authzv1.ListRolesResponse], error) {
 	roles, next, err := h.svc.ListRoles(ctx, Page{Size: int(req.Msg.GetPageSize()), Token: req.Msg.GetPageToken()})
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	out := &authzv1.ListRolesResponse{NextPageToken: next, Roles: make([]*authzv1.Role, 0, len(roles))}
 	for _, r := range roles {
@@ -93,7 +92,7 @@ func (h *Handler) ListRoles(ctx context.Context, req *connect.Request[authzv1.Li
 func (h *Handler) UpdateRole(ctx context.Context, req *connect.Request[authzv1.UpdateRoleRequest]) (*connect.Response[authzv1.UpdateRoleResponse], error) {
 	r, err := h.svc.UpdateRole(ctx, req.Msg.GetRoleId(), RoleChange{Name: req.Msg.Name, Description: req.Msg.Description})
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.UpdateRoleResponse{Role: roleProto(r)}), nil
 }
@@ -102,7 +101,7 @@ func (h *Handler) UpdateRole(ctx context.Context, req *connect.Request[authzv1.U
 func (h *Handler) DeleteRole(ctx context.Context, req *connect.Request[authzv1.DeleteRoleRequest]) (*connect.Response[authzv1.DeleteRoleResponse], error) {
 	n, err := h.svc.DeleteRole(ctx, req.Msg.GetRoleId(), req.Msg.GetCascade())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.DeleteRoleResponse{RemovedBindingCount: int32(n)}), nil
 }
@@ -111,7 +110,7 @@ func (h *Handler) DeleteRole(ctx context.Context, req *connect.Request[authzv1.D
 func (h *Handler) GrantPermissions(ctx context.Context, req *connect.Request[authzv1.GrantPermissionsRequest]) (*connect.Response[authzv1.GrantPermissionsResponse], error) {
 	r, err := h.svc.GrantPermissions(ctx, req.Msg.GetRoleId(), req.Msg.GetPermissions())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.GrantPermissionsResponse{Role: roleProto(r)}), nil
 }
@@ -120,7 +119,7 @@ func (h *Handler) GrantPermissions(ctx context.Context, req *connect.Request[aut
 func (h *Handler) RevokePermissions(ctx context.Context, req *connect.Request[authzv1.RevokePermissionsRequest]) (*connect.Response[authzv1.RevokePermissionsResponse], error) {
 	r, err := h.svc.RevokePermissions(ctx, req.Msg.GetRoleId(), req.Msg.GetPermissions())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.RevokePermissionsResponse{Role: roleProto(r)}), nil
 }
@@ -129,7 +128,7 @@ func (h *Handler) RevokePermissions(ctx context.Context, req *connect.Request[au
 func (h *Handler) AssignRole(ctx context.Context, req *connect.Request[authzv1.AssignRoleRequest]) (*connect.Response[authzv1.AssignRoleResponse], error) {
 	b, err := h.svc.AssignRole(ctx, req.Msg.GetUserId(), req.Msg.GetRoleId(), req.Msg.GetResource())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.AssignRoleResponse{Binding: bindingProto(b)}), nil
 }
@@ -137,7 +136,7 @@ func (h *Handler) AssignRole(ctx context.Context, req *connect.Request[authzv1.A
 // UnassignRole implements [authzv1connect.AuthzServiceHandler].
 func (h *Handler) UnassignRole(ctx context.Context, req *connect.Request[authzv1.UnassignRoleRequest]) (*connect.Response[authzv1.UnassignRoleResponse], error) {
 	if err := h.svc.UnassignRole(ctx, req.Msg.GetUserId(), req.Msg.GetRoleId(), req.Msg.GetResource()); err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.UnassignRoleResponse{}), nil
 }
@@ -147,7 +146,7 @@ func (h *Handler) ListUserRoles(ctx context.Context, req *connect.Request[authzv
 	bs, next, err := h.svc.ListUserRoles(ctx, subjectOrCaller(ctx, req.Msg.GetUserId()),
 		Page{Size: int(req.Msg.GetPageSize()), Token: req.Msg.GetPageToken()})
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	out := &authzv1.ListUserRolesResponse{NextPageToken: next, Bindings: make([]*authzv1.RoleBinding, 0, len(bs))}
 	for _, b := range bs {
@@ -160,7 +159,7 @@ func (h *Handler) ListUserRoles(ctx context.Context, req *connect.Request[authzv
 func (h *Handler) ListUserPermissions(ctx context.Context, req *connect.Request[authzv1.ListUserPermissionsRequest]) (*connect.Response[authzv1.ListUserPermissionsResponse], error) {
 	perms, err := h.svc.ListUserPermissions(ctx, subjectOrCaller(ctx, req.Msg.GetUserId()), req.Msg.GetResource())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.ListUserPermissionsResponse{Permissions: perms}), nil
 }
@@ -170,7 +169,7 @@ func (h *Handler) Check(ctx context.Context, req *connect.Request[authzv1.CheckR
 	m := req.Msg
 	ok, err := h.svc.Check(ctx, Question{Subject: m.GetSubject(), Permission: m.GetPermission(), Resource: m.GetResource()})
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.CheckResponse{Allowed: ok}), nil
 }
@@ -179,7 +178,7 @@ func (h *Handler) Check(ctx context.Context, req *connect.Request[authzv1.CheckR
 func (h *Handler) Covers(ctx context.Context, req *connect.Request[authzv1.CoversRequest]) (*connect.Response[authzv1.CoversResponse], error) {
 	ok, err := h.svc.Covers(ctx, req.Msg.GetSubject(), req.Msg.GetTarget())
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	return connect.NewResponse(&authzv1.CoversResponse{Covers: ok}), nil
 }
@@ -192,7 +191,7 @@ func (h *Handler) CheckBatch(ctx context.Context, req *connect.Request[authzv1.C
 	}
 	answers, err := h.svc.CheckBatch(ctx, qs)
 	if err != nil {
-		return nil, h.toConnect(ctx, err)
+		return nil, toConnect(ctx, err)
 	}
 	out := &authzv1.CheckBatchResponse{Results: make([]*authzv1.CheckResult, len(answers))}
 	for i, a := range answers {

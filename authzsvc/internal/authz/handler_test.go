@@ -109,7 +109,7 @@ func TestHandlerOverConnect(t *testing.T) {
 			return err
 		}, connect.CodeInvalidArgument},
 		// Input PostgreSQL cannot take must be refused before it reaches a
-		// query, or it would come back as Unavailable: "retry later".
+		// query, or it would come back as Internal.
 		{"description with NUL", func() error {
 			_, err := root.CreateRole(ctx, connect.NewRequest(&authzv1.CreateRoleRequest{Name: "nul", Description: "a\x00b"}))
 			return err

@@ -167,7 +167,7 @@ func checkGrants(perms []string, allowEmpty bool) ([]string, error) {
 
 func checkUserID(id string) error {
 	if !ValidUserID(id) {
-		return invalid("user_id is required: 1 to %d printable characters without spaces, a UUID in its canonical lower-case form", maxUserID)
+		return invalid("user_id must be 1 to %d printable characters without spaces, and a UUID must be in canonical form (lower case, with hyphens)", maxUserID)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func startServer(tb testing.TB, r *replica, reg *registry.Registry) *testServer 
 		opts = append(opts, rpc.WithRegistry(reg))
 	}
 	srv := rpc.NewServer("authzsvc", "test", rpc.Config{DeregisterDelay: time.Millisecond}, opts...)
-	srv.Handle(authzv1connect.NewAuthzServiceHandler(authz.NewHandler(r.Service, nil), srv.HandlerOptions()...))
+	srv.Handle(authzv1connect.NewAuthzServiceHandler(authz.NewHandler(r.Service), srv.HandlerOptions()...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()

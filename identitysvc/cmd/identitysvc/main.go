@@ -20,14 +20,12 @@ import (
 	"portcullis.dev/kernel/rpc"
 	"portcullis.dev/kernel/service"
 	"portcullis.dev/proto/auth/v1/authv1connect"
-	"portcullis.dev/proto/authz/v1/authzv1connect"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
 
 	"portcullis.dev/identitysvc/config"
 	"portcullis.dev/identitysvc/ent"
 	"portcullis.dev/identitysvc/internal/api"
 	"portcullis.dev/identitysvc/internal/authclient"
-	"portcullis.dev/identitysvc/internal/authzclient"
 	"portcullis.dev/identitysvc/internal/identity"
 )
 
@@ -38,7 +36,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
+		os.Exit(service.ExitCode(ctx, err))
 	}
 }
 
@@ -53,6 +51,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
 	defer logging.Flush(logger)
+	kconfig.WarnUnknownEnv[config.Config](ctx, logger, os.Environ())
 	db, err := database.NewEntClient(ctx, cfg.Database, ent.Migrations(), newEnt, database.WithLogger(logger))
 	if err != nil {
 		return err
@@ -68,7 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer kit.Close()
 	users, err := identity.NewService(db.Ent, cfg.Identity, mailer, identity.WithLogger(logger),
 		identity.WithSessionEnder(authclient.NewSessions(rpc.NewClient(kit.Clients, "authsvc", authv1connect.NewAuthServiceClient))),
-		identity.WithAuthority(authzclient.NewAuthority(rpc.NewClient(kit.Clients, service.AuthzService, authzv1connect.NewAuthzServiceClient))))
+		identity.WithAuthority(kit.Authz))
 	if err != nil {
 		return err
 	}

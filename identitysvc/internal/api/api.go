@@ -75,8 +75,8 @@ func (h *Handler) UpdateUser(ctx context.Context, req *connect.Request[identityv
 		var err error
 		if isCaller(ctx, id) {
 			err = h.svc.ConfirmOwnEmailChange(ctx, id, req.Msg.GetEmail(), req.Msg.GetCurrentPassword())
-		} else if p, ok := authn.FromContext(ctx); ok && p.Kind == authn.KindUser {
-			err = h.svc.ConfirmEmailChangeBy(ctx, p.Subject, id, req.Msg.GetEmail())
+		} else if caller, ok := otherUser(ctx, id); ok {
+			err = h.svc.ConfirmEmailChangeBy(ctx, caller, id, req.Msg.GetEmail())
 		}
 		if err != nil {
 			return nil, toConnect(ctx, err)
@@ -93,6 +93,9 @@ func (h *Handler) UpdateUser(ctx context.Context, req *connect.Request[identityv
 func (h *Handler) DeleteUser(ctx context.Context, req *connect.Request[identityv1.DeleteUserRequest]) (*connect.Response[identityv1.DeleteUserResponse], error) {
 	id, err := parseID(req.Msg.GetUserId())
 	if err != nil {
+		return nil, err
+	}
+	if err := h.confirmOutranks(ctx, id, "delete"); err != nil {
 		return nil, err
 	}
 	if err := h.svc.DeleteUser(ctx, id); err != nil {
@@ -204,11 +207,42 @@ func (h *Handler) setStatus(ctx context.Context, rawID string, status identity.S
 	if err != nil {
 		return identity.User{}, err
 	}
+	action := "disable"
+	if status == identity.StatusActive {
+		action = "enable"
+	}
+	if err := h.confirmOutranks(ctx, id, action); err != nil {
+		return identity.User{}, err
+	}
 	u, err := h.svc.SetStatus(ctx, id, status, reason)
 	if err != nil {
 		return identity.User{}, toConnect(ctx, err)
 	}
 	return u, nil
+}
+
+// confirmOutranks checks, when the caller is a user acting on someone
+// else's account, that the caller holds every permission id holds (see
+// [identity.Service.ConfirmOutranks]).
+func (h *Handler) confirmOutranks(ctx context.Context, id uuid.UUID, action string) error {
+	caller, ok := otherUser(ctx, id)
+	if !ok {
+		return nil
+	}
+	if err := h.svc.ConfirmOutranks(ctx, caller, id, action); err != nil {
+		return toConnect(ctx, err)
+	}
+	return nil
+}
+
+// otherUser returns the calling user's ID when the caller is a user other
+// than id; services and the user themselves are not asked to outrank.
+func otherUser(ctx context.Context, id uuid.UUID) (string, bool) {
+	p, ok := authn.FromContext(ctx)
+	if !ok || p.Kind != authn.KindUser || p.Subject == id.String() {
+		return "", false
+	}
+	return p.Subject, true
 }
 
 // VerifyCredentials implements IdentityServiceHandler.
@@ -255,10 +289,14 @@ func isCaller(ctx context.Context, id uuid.UUID) bool {
 	return ok && p.Kind == authn.KindUser && p.Subject == id.String()
 }
 
+// parseID reads a user ID, in the one spelling IDs have everywhere: the
+// canonical form, as tokens carry it in sub and the other services store
+// it. Another spelling of one's own ID would not be recognised as the
+// caller's by the access policy, which compares the text.
 func parseID(raw string) (uuid.UUID, error) {
 	id, err := uuid.Parse(raw)
-	if err != nil {
-		return uuid.UUID{}, connect.NewError(connect.CodeInvalidArgument, errors.New("user_id must be a UUID"))
+	if err != nil || id.String() != raw {
+		return uuid.UUID{}, connect.NewError(connect.CodeInvalidArgument, errors.New("user_id must be a UUID in canonical form (lower case, with hyphens)"))
 	}
 	return id, nil
 }

@@ -162,12 +162,25 @@ func TestAPI(t *testing.T) {
 			{"short password", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "short"}))), connect.CodeInvalidArgument},
 			{"password over 1024 bytes", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: strings.Repeat("x", 1025)}))), connect.CodeInvalidArgument},
 			{"malformed email", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			// Each would make an account that looks like ann's.
+			{"email with a zero-width space", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ann@example.com\u200b", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"email with a direction mark", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ann\u200e@example.com", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"email with a combining grapheme joiner", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "a\u034fnn@example.com", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"email with a Hangul filler", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ann\u3164@example.com", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"email with a variation selector", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ann\ufe0f@example.com", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"email with a blank braille pattern", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ann\u2800@example.com", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
+			{"email with a no-break space", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "ann\u00a0@example.com", Password: "correct horse battery"}))), connect.CodeInvalidArgument},
 			{"1 MiB display name", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "correct horse battery", DisplayName: huge}))), connect.CodeInvalidArgument},
 			{"display name with NUL", second(s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "c@example.com", Password: "correct horse battery", DisplayName: "a\x00b"}))), connect.CodeInvalidArgument},
 			{"GetMe without token", second(s.client.GetMe(ctx, call("", &identityv1.GetMeRequest{}))), connect.CodeUnauthenticated},
 			{"GetMe with a forged token", second(s.client.GetMe(ctx, call("not.a.jwt", &identityv1.GetMeRequest{}))), connect.CodeUnauthenticated},
 			{"someone else's user without permission", second(s.client.GetUser(ctx, call(annToken, &identityv1.GetUserRequest{UserId: bo.GetId()}))), connect.CodePermissionDenied},
 			{"user id not a UUID", second(s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: "nope"}))), connect.CodeInvalidArgument},
+			// One spelling of an ID everywhere: the access policy compares
+			// the text with the token's sub.
+			{"user id in upper case", second(s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: strings.ToUpper(ann.GetId())}))), connect.CodeInvalidArgument},
+			{"user id as a URN", second(s.client.DisableUser(ctx, call(adminToken, &identityv1.DisableUserRequest{UserId: "urn:uuid:" + ann.GetId()}))), connect.CodeInvalidArgument},
+			{"user id in braces", second(s.client.DeleteUser(ctx, call(adminToken, &identityv1.DeleteUserRequest{UserId: "{" + ann.GetId() + "}"}))), connect.CodeInvalidArgument},
 			{"unknown user", second(s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: unknown}))), connect.CodeNotFound},
 			{"update someone else without permission", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{UserId: bo.GetId(), DisplayName: &huge}))), connect.CodePermissionDenied},
 			{"update to 1 MiB display name", second(s.client.UpdateUser(ctx, call(annToken, &identityv1.UpdateUserRequest{DisplayName: &huge}))), connect.CodeInvalidArgument},
@@ -458,20 +471,29 @@ func (c *covering) Covers(_ context.Context, subject, target string) (bool, erro
 	return c.covers[[2]string{subject, target}], c.err
 }
 
+// startOutranking starts a server whose Authz answers Covers from a table:
+// root is a user whom superadmin covers and helpdesk does not, both
+// holding identity.users.write.
+func startOutranking(t *testing.T) (s *server, authority *covering, root string) {
+	t.Helper()
+	authority = &covering{covers: map[[2]string]bool{}}
+	s = startServer(t, identity.WithAuthority(authority))
+	res, err := s.client.CreateUser(t.Context(), call("", &identityv1.CreateUserRequest{Email: "root@example.com", Password: "correct horse battery"}))
+	require.NoError(t, err)
+	root = res.Msg.GetUser().GetId()
+	s.admins["helpdesk"], s.admins["superadmin"] = true, true
+	authority.covers[[2]string{"superadmin", root}] = true
+	return s, authority, root
+}
+
 // TestAdminEmailChangeNeedsEverythingTheUserHolds: an administrator may
 // move another user's email, where the password resets go, only if they
 // hold every permission that user does; else a helpdesk administrator
 // could become any administrator.
 func TestAdminEmailChangeNeedsEverythingTheUserHolds(t *testing.T) {
 	t.Parallel()
-	authority := &covering{covers: map[[2]string]bool{}}
-	s := startServer(t, identity.WithAuthority(authority))
+	s, authority, root := startOutranking(t)
 	ctx := t.Context()
-	res, err := s.client.CreateUser(ctx, call("", &identityv1.CreateUserRequest{Email: "root@example.com", Password: "correct horse battery"}))
-	require.NoError(t, err)
-	root := res.Msg.GetUser().GetId()
-	s.admins["helpdesk"], s.admins["superadmin"] = true, true
-	authority.covers[[2]string{"superadmin", root}] = true
 	update := func(caller, email string) error {
 		_, err := s.client.UpdateUser(ctx, call(s.issuer.Issue(authntest.WithSubject(caller)), &identityv1.UpdateUserRequest{UserId: root, Email: &email}))
 		return err
@@ -489,4 +511,47 @@ func TestAdminEmailChangeNeedsEverythingTheUserHolds(t *testing.T) {
 	got, err := s.client.GetUser(ctx, call(s.issuer.Issue(authntest.WithSubject("superadmin")), &identityv1.GetUserRequest{UserId: root}))
 	require.NoError(t, err)
 	assert.Equal(t, "new-root@example.com", got.Msg.GetUser().GetEmail())
+}
+
+// TestStatusChangeAndDeletionNeedEverythingTheUserHolds: disabling,
+// enabling or deleting another user's account asks the same as moving
+// their email, or a helpdesk administrator could lock every administrator
+// out for good.
+func TestStatusChangeAndDeletionNeedEverythingTheUserHolds(t *testing.T) {
+	t.Parallel()
+	s, authority, root := startOutranking(t)
+	ctx := t.Context()
+	as := func(caller string) string { return s.issuer.Issue(authntest.WithSubject(caller)) }
+	actions := []struct {
+		name string
+		do   func(token string) error
+	}{
+		{"disable", func(token string) error {
+			_, err := s.client.DisableUser(ctx, call(token, &identityv1.DisableUserRequest{UserId: root}))
+			return err
+		}},
+		{"enable", func(token string) error {
+			_, err := s.client.EnableUser(ctx, call(token, &identityv1.EnableUserRequest{UserId: root}))
+			return err
+		}},
+		{"delete", func(token string) error {
+			_, err := s.client.DeleteUser(ctx, call(token, &identityv1.DeleteUserRequest{UserId: root}))
+			return err
+		}},
+	}
+	for _, a := range actions {
+		t.Run(a.name, func(t *testing.T) {
+			assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(a.do(as("helpdesk"))), "outranked")
+			var refused int
+			require.NoError(t, s.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox_events WHERE position(convert_to($1, 'UTF8') in payload) > 0`,
+				"identity.user."+a.name+"_refused").Scan(&refused))
+			assert.Equal(t, 1, refused, "the attempt on a higher account is not in the audit log")
+			authority.err = errors.New("authzsvc down")
+			assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(a.do(as("superadmin"))))
+			authority.err = nil
+			assert.NoError(t, a.do(as("superadmin")))
+		})
+	}
+	_, err := s.client.GetUser(ctx, call(as("superadmin"), &identityv1.GetUserRequest{UserId: root}))
+	assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err), "the deletion did not happen")
 }

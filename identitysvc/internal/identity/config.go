@@ -25,8 +25,9 @@ type Config struct {
 	VerificationTTL time.Duration `koanf:"verification_ttl" validate:"min=1m,max=720h"`
 	// ResetTTL is how long a password-reset link works.
 	ResetTTL time.Duration `koanf:"reset_ttl" validate:"min=1m,max=24h"`
-	// PublicURL is where users open the links in emails; the token is
-	// appended as ?token=.
+	// PublicURL is where users open the links in emails; the token and
+	// what it is for are appended as ?token=...&purpose=verify_email (or
+	// reset_password).
 	PublicURL string `koanf:"public_url" validate:"required"`
 	// SessionEndRetry is how often the ends of users' sessions that the
 	// Auth service did not take at once are tried again; each waits twice

@@ -29,10 +29,10 @@ var (
 	// deadline. Nothing was checked or counted, so a retry is safe; it is
 	// about the service, never about an account.
 	ErrBusy = errors.New("busy: too many password checks in progress; retry later")
-	// ErrOutranked: an administrator changing the email of a user who
-	// holds permissions the administrator does not (see
-	// [Service.ConfirmEmailChangeBy]).
-	ErrOutranked = errors.New("the user holds permissions you do not: only someone who holds all of them may change their email")
+	// ErrOutranked: an administrator changing the email or status of, or
+	// deleting, a user who holds permissions the administrator does not
+	// (see [Service.ConfirmOutranks]).
+	ErrOutranked = errors.New("the user holds permissions you do not: only someone who holds all of them may change their email or status, or delete them")
 	// ErrAuthorityUnavailable: the Authz service could not say whether a
 	// change is allowed; nothing was changed.
 	ErrAuthorityUnavailable = errors.New("the permission service is unavailable; try again")

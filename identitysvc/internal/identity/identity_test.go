@@ -111,8 +111,10 @@ func (f *fixture) lastToken(t *testing.T, addr, subject string) string {
 		b, err := os.ReadFile(filepath.Join(f.mail, e.Name()))
 		require.NoError(t, err)
 		if strings.Contains(string(b), "To: "+addr+"\r\n") && strings.Contains(string(b), "Subject: "+subject) {
-			if m := regexp.MustCompile(`token=([A-Za-z0-9_-]+)`).FindStringSubmatch(string(b)); m != nil {
+			if m := regexp.MustCompile(`token=([A-Za-z0-9_-]+)&purpose=(\w+)`).FindStringSubmatch(string(b)); m != nil {
 				token = m[1]
+				want := map[string]string{"Verify": "verify_email", "Reset": "reset_password"}[subject]
+				assert.Equal(t, want, m[2], "the link does not say what it is for")
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -120,7 +121,9 @@ func NewService(db *ent.Client, cfg Config, mailer Mailer, opts ...Option) (*Ser
 }
 
 // NormalizeEmail checks an address and returns the form it is stored and
-// looked up in: trimmed and lower-case.
+// looked up in: trimmed and lower-case. An address with a character that
+// shows as nothing or as a blank ([blank]) is refused: it would make a
+// second account that looks like the first.
 func NormalizeEmail(email string) (string, error) {
 	email = strings.ToLower(strings.TrimSpace(email))
 	if email == "" {
@@ -129,11 +132,23 @@ func NormalizeEmail(email string) (string, error) {
 	if len(email) > 254 {
 		return "", &ValidationError{Field: "email", Reason: "must be at most 254 bytes"}
 	}
+	if strings.ContainsFunc(email, blank) {
+		return "", &ValidationError{Field: "email", Reason: "must not contain invisible, control or space characters"}
+	}
 	addr, err := mail.ParseAddress(email)
 	if err != nil || addr.Address != email || !strings.Contains(email[strings.LastIndex(email, "@")+1:], ".") {
 		return "", &ValidationError{Field: "email", Reason: "is not a valid address"}
 	}
 	return email, nil
+}
+
+// blank reports whether r shows as nothing, or as a blank: a control or
+// format character (a zero-width space, a direction mark), a space, one
+// that Unicode says to ignore in display (a combining grapheme joiner, a
+// Hangul filler), a variation selector, or the blank braille pattern.
+func blank(r rune) bool {
+	return !unicode.IsGraphic(r) || unicode.IsSpace(r) || r == '\u2800' ||
+		unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }
 
 func checkDisplayName(name string) (string, error) {
@@ -274,7 +289,7 @@ func (s *Service) VerifyPassword(ctx context.Context, id uuid.UUID, password str
 }
 
 // Authority says whether subject holds every permission target holds: the
-// Authz service's Covers. internal/authzclient adapts its client to it.
+// Authz service's Covers, which the kernel's rpc.AuthzChecker asks.
 type Authority interface {
 	Covers(ctx context.Context, subject, target string) (bool, error)
 }
@@ -303,15 +318,28 @@ func (s *Service) ConfirmEmailChangeBy(ctx context.Context, caller string, id uu
 	if err != nil || email == u.Email {
 		return err
 	}
+	return s.ConfirmOutranks(ctx, caller, id, "email_change")
+}
+
+// ConfirmOutranks checks that caller, a user, holds every permission user
+// id, someone else, holds ([ErrOutranked] if not), before caller does to
+// id's account what action names: "email_change", "disable", "enable" or
+// "delete". Otherwise anyone with identity.users.write could lock every
+// administrator out, for good once their access tokens expire. A refusal
+// is recorded in the audit log as identity.user.<action>_refused: an
+// attempt on an account that holds more than the caller is what a
+// takeover begins with.
+func (s *Service) ConfirmOutranks(ctx context.Context, caller string, id uuid.UUID, action string) error {
+	if s.authority == nil {
+		return nil
+	}
 	covers, err := s.authority.Covers(ctx, caller, id.String())
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %v", ErrAuthorityUnavailable, err)
 	case !covers:
-		// An attempt on an account that holds more than the caller is
-		// what a takeover begins with: it is recorded.
 		if err := s.inTx(ctx, func(tx *ent.Tx) error {
-			return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "identity.user.email_change_refused", "user:"+id.String(), auditv1.Outcome_OUTCOME_DENIED,
+			return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "identity.user."+action+"_refused", "user:"+id.String(), auditv1.Outcome_OUTCOME_DENIED,
 				map[string]string{"reason": "outranked", "by": caller}))
 		}); err != nil {
 			return err

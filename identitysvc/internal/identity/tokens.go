@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -164,7 +165,7 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string) error 
 		s.send(ctx, Message{
 			To:      email,
 			Subject: "Reset your password",
-			Body: "Open this link to choose a new password:\n\n" + s.link(token) +
+			Body: "Open this link to choose a new password:\n\n" + s.link(token, onetimetoken.PurposeResetPassword) +
 				"\n\nIt works once, for " + s.cfg.ResetTTL.String() + ". If you did not ask for it, ignore this message.\n",
 		})
 	}
@@ -257,15 +258,22 @@ func liveToken(token string, purpose onetimetoken.Purpose, now time.Time) (predi
 		onetimetoken.UsedAtIsNil(), onetimetoken.ExpiresAtGT(now)), true
 }
 
-func (s *Service) link(token string) string {
-	return s.cfg.PublicURL + "?token=" + url.QueryEscape(token)
+// link is the page a mail sends its user to, with the token and what it is
+// for (purpose=verify_email or purpose=reset_password): one page can serve
+// both, and tell VerifyEmail's tokens from ResetPassword's.
+func (s *Service) link(token string, purpose onetimetoken.Purpose) string {
+	sep := "?"
+	if strings.Contains(s.cfg.PublicURL, "?") {
+		sep = "&"
+	}
+	return s.cfg.PublicURL + sep + "token=" + url.QueryEscape(token) + "&purpose=" + url.QueryEscape(purpose.String())
 }
 
 func (s *Service) verificationMail(to, token string) Message {
 	return Message{
 		To:      to,
 		Subject: "Verify your email address",
-		Body: "Open this link to verify your email address:\n\n" + s.link(token) +
+		Body: "Open this link to verify your email address:\n\n" + s.link(token, onetimetoken.PurposeVerifyEmail) +
 			"\n\nIt works once, for " + s.cfg.VerificationTTL.String() + ".\n",
 	}
 }

@@ -86,8 +86,10 @@ type User struct {
 	// id is the user's immutable, server-assigned ID (a UUID in canonical text form). It is the
 	// `sub` claim of the user's access tokens.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// email is the user's login and contact address, unique among users, compared
-	// case-insensitively and stored as given.
+	// email is the user's login and contact address, unique among users: stored trimmed and in
+	// lower case, and compared so. An address with a character that shows as nothing or as a
+	// blank (a control, a space, a zero-width or other default-ignorable character) is refused:
+	// a second account must not pass for another by one of them.
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	// display_name is how the user is shown to people; not unique.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`

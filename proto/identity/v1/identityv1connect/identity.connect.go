@@ -109,7 +109,9 @@ type IdentityServiceClient interface {
 	// reason "user_deleted"), so no refresh token outlives the account. That happens after the
 	// answer and does not decide it: when the Auth service cannot be reached the deletion still
 	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
-	// again.
+	// again. Deleting another user needs holding every permission that user holds (the Authz
+	// service's Covers), as for changing their email: PERMISSION_DENIED otherwise, and
+	// UNAVAILABLE when the Authz service cannot say.
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// ListUsers pages through users, oldest first.
 	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
@@ -148,10 +150,14 @@ type IdentityServiceClient interface {
 	// happens after the answer and does not decide it: when the Auth service cannot be reached
 	// the user is still disabled, and the failure is logged and counted. Disabling a disabled
 	// user succeeds and changes nothing, except that it ends the user's sessions again: that is
-	// how to retry after such a failure.
+	// how to retry after such a failure. Disabling another user needs holding every permission
+	// that user holds (the Authz service's Covers), or anyone with identity.users.write could
+	// lock every administrator out: PERMISSION_DENIED otherwise, and UNAVAILABLE when the Authz
+	// service cannot say.
 	DisableUser(context.Context, *connect.Request[v1.DisableUserRequest]) (*connect.Response[v1.DisableUserResponse], error)
 	// EnableUser lets a disabled user log in again. Enabling an active user succeeds and
-	// changes nothing.
+	// changes nothing. Enabling another user needs holding every permission that user holds, as
+	// DisableUser does.
 	EnableUser(context.Context, *connect.Request[v1.EnableUserRequest]) (*connect.Response[v1.EnableUserResponse], error)
 	// VerifyCredentials checks an email and password for the Auth service's login. It fails
 	// with UNAUTHENTICATED, with the same message and after similar work (one password hash),
@@ -409,7 +415,9 @@ type IdentityServiceHandler interface {
 	// reason "user_deleted"), so no refresh token outlives the account. That happens after the
 	// answer and does not decide it: when the Auth service cannot be reached the deletion still
 	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
-	// again.
+	// again. Deleting another user needs holding every permission that user holds (the Authz
+	// service's Covers), as for changing their email: PERMISSION_DENIED otherwise, and
+	// UNAVAILABLE when the Authz service cannot say.
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// ListUsers pages through users, oldest first.
 	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
@@ -448,10 +456,14 @@ type IdentityServiceHandler interface {
 	// happens after the answer and does not decide it: when the Auth service cannot be reached
 	// the user is still disabled, and the failure is logged and counted. Disabling a disabled
 	// user succeeds and changes nothing, except that it ends the user's sessions again: that is
-	// how to retry after such a failure.
+	// how to retry after such a failure. Disabling another user needs holding every permission
+	// that user holds (the Authz service's Covers), or anyone with identity.users.write could
+	// lock every administrator out: PERMISSION_DENIED otherwise, and UNAVAILABLE when the Authz
+	// service cannot say.
 	DisableUser(context.Context, *connect.Request[v1.DisableUserRequest]) (*connect.Response[v1.DisableUserResponse], error)
 	// EnableUser lets a disabled user log in again. Enabling an active user succeeds and
-	// changes nothing.
+	// changes nothing. Enabling another user needs holding every permission that user holds, as
+	// DisableUser does.
 	EnableUser(context.Context, *connect.Request[v1.EnableUserRequest]) (*connect.Response[v1.EnableUserResponse], error)
 	// VerifyCredentials checks an email and password for the Auth service's login. It fails
 	// with UNAUTHENTICATED, with the same message and after similar work (one password hash),
