@@ -35,7 +35,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
+		os.Exit(service.ExitCode(ctx, err))
 	}
 }
 
@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	logger := logging.New(cfg.Logging, logging.WithService(name, service.BuildVersion()))
 	defer logging.Flush(logger)
+	kconfig.WarnUnknownEnv[config.Config](ctx, logger, os.Environ())
 	defer heapfloor.Set(cfg.Gateway.HeapFloorBytes)()
 	reg, err := registry.New(cfg.Registry, registry.WithLogger(logger))
 	if err != nil {

@@ -58,6 +58,13 @@ func TestAdminListener(t *testing.T) {
 	assert.Equal(t, http.StatusOK, status(public+"/readyz"), "health stays on the public listener")
 	assert.Equal(t, http.StatusOK, status(admin+"/metrics"))
 	assert.Equal(t, http.StatusNotFound, status(public+"/metrics"))
+	for _, url := range []string{public + "/healthz", public + "/readyz", admin + "/healthz", admin + "/metrics"} {
+		resp, err := http.Post(url, "text/plain", nil)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "POST %s", url)
+		assert.Equal(t, "GET, HEAD", resp.Header.Get("Allow"))
+	}
 	assert.Equal(t, http.StatusNotFound, status(admin+"/metrics/x"), "paths match exactly")
 
 	// A stream in flight: the first event arrives, the second waits for

@@ -158,11 +158,14 @@ func (g *Gateway) setupLimiter(override ratelimit.Limiter) error {
 	case rl.RedisURL == "":
 		g.limiter = ratelimit.NewMemory(nil)
 	default:
-		client, err := ratelimit.NewRedisClient(rl.RedisURL.Value(), rl.RedisTimeout)
+		client, err := ratelimit.NewRedisClient(rl.RedisURL.Value(), rl.RedisTimeout, g.logger)
 		if err != nil {
 			return fmt.Errorf("ratelimit.redis_url: %w", err)
 		}
 		g.redis = client
+		// Nothing asks Redis until the first request: say where limits
+		// are kept, so that a wrong address is not silent until then.
+		g.logger.Info("rate limits shared through Redis", "addr", client.Options().Addr, "db", client.Options().DB)
 		g.limiter = ratelimit.NewFallback(
 			ratelimit.NewRedis(client, rl.KeyPrefix, rl.RedisTimeout),
 			ratelimit.NewMemory(nil), rl.RedisRetry, g.logger, g.metrics.fallback.Inc)
@@ -379,19 +382,37 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	switch path := r.URL.Path; {
 	case path == "/healthz":
 		st.route = routeHealth
-		serveHealth(w, r)
+		if readOnly(w, r) {
+			serveHealth(w, r)
+		}
 	case path == "/readyz":
 		st.route = routeHealth
-		g.serveReady(w, r)
+		if readOnly(w, r) {
+			g.serveReady(w, r)
+		}
 	case g.cfg.Gateway.AdminAddr == "" && g.cfg.Gateway.MetricsPath != "" && path == g.cfg.Gateway.MetricsPath:
 		st.route = routeMetrics
-		g.serveMetrics(w, r)
+		if readOnly(w, r) {
+			g.serveMetrics(w, r)
+		}
 	case path == routeJWKS:
 		st.route = routeJWKS
 		g.serveJWKS(w, r, st)
 	default:
 		g.serveProcedure(w, r, st)
 	}
+}
+
+// readOnly answers 405 to a request that is not GET or HEAD, and reports
+// whether the request may go on: the gateway's own pages, and the JWKS,
+// are read and nothing else.
+func readOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
 }
 
 func serveHealth(w http.ResponseWriter, _ *http.Request) {
@@ -418,9 +439,7 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
 // as on the public listener.
 func (g *Gateway) AdminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		if !readOnly(w, r) {
 			return
 		}
 		switch path := r.URL.Path; {
@@ -472,9 +491,7 @@ func (g *Gateway) ServeAdmin(ctx context.Context, ln net.Listener) error {
 // serveJWKS passes the Auth service's key set through, for clients and
 // resource servers outside the platform that verify tokens themselves.
 func (g *Gateway) serveJWKS(w http.ResponseWriter, r *http.Request, st *state) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	if !readOnly(w, r) {
 		return
 	}
 	stripTrusted(r.Header)
@@ -799,9 +816,17 @@ func (b *trailerStripper) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// setForwarded sets the X-Forwarded-* headers the services read.
+// setForwarded sets the X-Forwarded-* headers and X-Real-Ip, which the
+// services read.
 func setForwarded(h http.Header, st *state, host string, tls bool) {
 	h.Set("X-Forwarded-For", st.forwarded)
+	// The client the gateway decided on, so that the services need not
+	// know its trusted proxies: a forwarded chain of one address is it.
+	client := st.forwarded
+	if strings.IndexByte(client, ',') >= 0 {
+		client = st.client.String()
+	}
+	h.Set(rpc.ClientIPHeader, client)
 	h.Set("X-Forwarded-Host", host)
 	if tls {
 		h.Set("X-Forwarded-Proto", "https")
@@ -924,10 +949,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	g.draining.Store(true)
 	if d := g.cfg.Gateway.DrainDelay; d > 0 {
-		g.logger.Info("not ready; serving for gateway.drain_delay before draining", "drain_delay", d)
+		g.logger.Info("not ready; serving for gateway.drain_delay before draining", "drain_delay", d.String())
 		time.Sleep(d)
 	}
-	g.logger.Info("draining", "timeout", g.cfg.Gateway.ShutdownTimeout)
+	g.logger.Info("draining", "timeout", g.cfg.Gateway.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Gateway.ShutdownTimeout)
 	defer cancel()
 	h2done := make(chan error, 1)

@@ -199,7 +199,7 @@ func TestEdge(t *testing.T) {
 					require.NoError(t, err)
 					seen := func(h string) string { return res.Header().Get("X-Seen-" + h) }
 					assert.Empty(t, seen(rpc.ServiceTokenHeader), "service token stripped")
-					assert.Empty(t, seen("X-Real-Ip"))
+					assert.Equal(t, "127.0.0.1", seen(rpc.ClientIPHeader), "the client, as the gateway decided, not as it said")
 					assert.Equal(t, "127.0.0.1", seen("X-Forwarded-For"), "the client's XFF is not believed")
 					id := seen(rpc.RequestIDHeader)
 					assert.Equal(t, []string{id}, res.Header().Values(rpc.RequestIDHeader), "the client gets the ID back, once")
@@ -478,4 +478,27 @@ func TestKeysUnavailableIsUnavailable(t *testing.T) {
 	}
 	_, reached := inst.bearers.Load("Bearer " + token)
 	assert.False(t, reached, "refused before reaching the service")
+}
+
+// TestNewUpstreamWhileConsulIsDown: a service the gateway knows from its
+// catalog but has not called yet, while Consul is away, is answered
+// Unavailable at once, not after the route's timeout.
+func TestNewUpstreamWhileConsulIsDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startIdentity(t, "id-a")
+	identity := e.reg.Resolver("identitysvc")
+	t.Cleanup(identity.Close)
+	require.Eventually(t, func() bool { return len(identity.Instances()) > 0 }, 15*time.Second, 10*time.Millisecond)
+	cfg := e.config(t)
+	cfg.Routes.UnaryTimeout = 5 * time.Second
+	gw := e.startGateway(t, cfg) // its first catalog has Identity
+
+	e.consul.Stop()
+	c := identityv1connect.NewIdentityServiceClient(h2cClient(), gw.url)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, err := c.CreateUser(ctx, connect.NewRequest(&identityv1.CreateUserRequest{}))
+	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(err), "%v", err)
+	assert.Contains(t, e.logs.String(), "Consul has not answered", "the gateway's log does not say why")
 }

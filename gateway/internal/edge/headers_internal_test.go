@@ -45,8 +45,11 @@ func TestClientAddrBehindTrustedProxies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &http.Request{RemoteAddr: "10.0.0.1:443", Header: http.Header{"X-Forwarded-For": {tt.forwardedFor}}}
-			client, _ := clientAddr(r, trustedProxies)
+			client, forwarded := clientAddr(r, trustedProxies)
 			assert.Equal(t, netip.MustParseAddr(tt.client), client)
+			h := http.Header{}
+			setForwarded(h, &state{client: client, forwarded: forwarded}, "gateway.example.com", false)
+			assert.Equal(t, tt.client, h.Get(rpc.ClientIPHeader), "the services are told the client")
 		})
 	}
 }

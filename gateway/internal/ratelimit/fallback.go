@@ -14,7 +14,8 @@ import (
 // before trying the shared limiter again, so an outage costs one timeout per
 // period rather than one per request. Outages are logged when they start
 // and end, and counted with the onFallback hook. It is safe for concurrent
-// use.
+// use. The shared limiter's failures are taken for its own: it must not
+// fail for the caller's context ending ([Redis] does not).
 type Fallback struct {
 	shared, local Limiter
 	retry         time.Duration
@@ -55,14 +56,9 @@ func (f *Fallback) Allow(ctx context.Context, buckets ...Bucket) (Decision, erro
 			f.logger.InfoContext(ctx, "shared rate limits are back; local limits no longer used")
 		}
 		return d, nil
-	case ctx.Err() != nil: // the client went away: not Redis's fault
-		if down != 0 {
-			f.downUntil.CompareAndSwap(claimed, down) // the next request asks again
-		}
-		return f.local.Allow(ctx, buckets...)
 	case down == 0:
 		if f.downUntil.Swap(time.Now().Add(f.retry).UnixNano()) == 0 {
-			f.logger.ErrorContext(ctx, "shared rate limits unavailable; using this gateway's local limits", "err", err, "retry", f.retry)
+			f.logger.ErrorContext(ctx, "shared rate limits unavailable; using this gateway's local limits", "err", err, "retry", f.retry.String())
 		}
 	}
 	f.onFallback()

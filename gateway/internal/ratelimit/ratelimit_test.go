@@ -26,7 +26,7 @@ func implementations(t *testing.T) map[string]func(t *testing.T) ratelimit.Limit
 		"memory": func(*testing.T) ratelimit.Limiter { return ratelimit.NewMemory(nil) },
 		"redis": func(t *testing.T) ratelimit.Limiter {
 			url, prefix := ratelimittest.Redis(t)
-			client, err := ratelimit.NewRedisClient(url, time.Second)
+			client, err := ratelimit.NewRedisClient(url, time.Second, nil)
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = client.Close() })
 			return ratelimit.NewRedis(client, prefix, time.Second)
@@ -112,7 +112,7 @@ func TestRedisSharedAcrossGateways(t *testing.T) {
 	url, prefix := ratelimittest.Redis(t)
 	var limiters []ratelimit.Limiter
 	for range 2 {
-		c, err := ratelimit.NewRedisClient(url, time.Second)
+		c, err := ratelimit.NewRedisClient(url, time.Second, nil)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		limiters = append(limiters, ratelimit.NewRedis(c, prefix, time.Second))
@@ -135,7 +135,7 @@ func TestRedisSharedAcrossGateways(t *testing.T) {
 // locally — still limiting — and the outage is logged once.
 func TestFallbackWhenRedisDown(t *testing.T) {
 	t.Parallel()
-	client, err := ratelimit.NewRedisClient("redis://127.0.0.1:1/0", 50*time.Millisecond)
+	client, err := ratelimit.NewRedisClient("redis://127.0.0.1:1/0", 50*time.Millisecond, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Close() })
 	var logs kerneltest.Buffer
@@ -154,6 +154,50 @@ func TestFallbackWhenRedisDown(t *testing.T) {
 	assert.Equal(t, 3, allowed, "local limits hold: neither fail open nor refuse all")
 	assert.Equal(t, int64(10), fallbacks.Load())
 	assert.Equal(t, 1, strings.Count(logs.String(), "shared rate limits unavailable"))
+	assert.Contains(t, logs.String(), "connection refused", "the log names the cause, not the timeout that dialling again ran into")
+}
+
+// TestFallbackNoticesAnOutageClientsDoNotWaitFor: a client that gives up
+// before Redis's timeout (a short grpc-timeout) does not hide a Redis that
+// no longer answers: the outage is noticed, and later decisions are local.
+func TestFallbackNoticesAnOutageClientsDoNotWaitFor(t *testing.T) {
+	t.Parallel()
+	addr := kerneltest.ServeTCP(t, func(net.Conn) { <-t.Context().Done() })
+	const timeout = 100 * time.Millisecond
+	client, err := ratelimit.NewRedisClient("redis://"+addr+"/0", timeout, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	var logs kerneltest.Buffer
+	f := ratelimit.NewFallback(ratelimit.NewRedis(client, "x:", timeout), ratelimit.NewMemory(nil),
+		time.Minute, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	b := ratelimit.Bucket{Name: "ip", Key: "k", Limit: ratelimit.Limit{Rate: 1000, Burst: 1000}}
+
+	impatient, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	_, err = f.Allow(impatient, b)
+	require.NoError(t, err)
+	assert.Equal(t, 1, strings.Count(logs.String(), "shared rate limits unavailable"), "the outage went unnoticed")
+}
+
+// TestRedisURLErrorsKeepThePassword: a URL that does not parse is refused
+// without being quoted, password and all.
+func TestRedisURLErrorsKeepThePassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"redis://:s3cr%zzet@127.0.0.1:6379/0",
+		"redis://:7/Kx9secret@10.0.0.5:6379/0",
+		"redis://default:7/Kx9secret@10.0.0.5:6379",
+		"redis://:12?Kx9secret@10.0.0.5:6379",
+		"redis://default:123#Kx9secret@10.0.0.5:6379/0",
+	} {
+		_, err := ratelimit.NewRedisClient(u, time.Second, nil)
+		if assert.Error(t, err, u) {
+			assert.NotContains(t, err.Error(), "s3cr", u)
+			assert.NotContains(t, err.Error(), "Kx9", u)
+		}
+	}
+	_, err := ratelimit.NewRedisClient("redis://:pass%2Fword@127.0.0.1:6379/0", time.Second, nil)
+	assert.NoError(t, err, "a percent-encoded password")
 }
 
 // TestFallbackAsksAgainOnce: once the retry period of an outage is over,
@@ -167,7 +211,7 @@ func TestFallbackAsksAgainOnce(t *testing.T) {
 	// The probe must end within the retry period, or the next period's
 	// probe would start while it waits.
 	const timeout, retry = 200 * time.Millisecond, 500 * time.Millisecond
-	client, err := ratelimit.NewRedisClient("redis://"+addr+"/0", timeout)
+	client, err := ratelimit.NewRedisClient("redis://"+addr+"/0", timeout, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Close() })
 	var logs kerneltest.Buffer

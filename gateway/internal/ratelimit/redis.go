@@ -2,11 +2,17 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"portcullis.dev/kernel/logging"
 )
 
 // gcra is the algorithm of [Memory.Allow] in Lua, so that a decision over
@@ -68,15 +74,34 @@ func NewRedis(client redis.UniversalClient, prefix string, timeout time.Duration
 
 // NewRedisClient opens a client for url (redis://...) tuned for a limiter:
 // short timeouts and no retries, since [Fallback] handles failure.
-func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
+// go-redis's own diagnostics (a failed dial, say) go to logger at debug
+// level: [Fallback] reports an outage, with its cause, once. go-redis has
+// one logger for the whole process, so the last client's wins.
+func NewRedisClient(rawURL string, timeout time.Duration, logger *slog.Logger) (*redis.Client, error) {
+	// A password with /, ? or # in it, not percent-encoded, makes a URL
+	// that go-redis refuses by quoting the part after it, or reads as
+	// another address: such an error may hold the password, and is not
+	// passed on.
+	errBadURL := errors.New("redis url: not a valid URL (a password with %, /, ?, # or @ in it must be percent-encoded)")
+	if u, err := url.Parse(rawURL); err != nil || u.Fragment != "" || strings.Contains(u.Path+u.RawQuery, "@") {
+		return nil, errBadURL
+	}
+	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
+		if strings.Contains(rawURL, "@") {
+			return nil, errBadURL
+		}
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
+	redis.SetLogger(redisLogger{logging.OrDiscard(logger)})
 	opts.DialTimeout = max(timeout*5, 500*time.Millisecond)
 	opts.ReadTimeout = timeout
 	opts.WriteTimeout = timeout
 	opts.MaxRetries = -1
+	// go-redis dials again after a refused dial, five times 100ms apart by
+	// default: a refused connection would cost the whole timeout, and the
+	// error say only that the time ran out.
+	opts.DialerRetries = 1
 	// The decision's context bounds the socket's reads and writes too, not
 	// only the wait for a connection: otherwise one decision could take
 	// the pool's wait and then ReadTimeout on top of it.
@@ -97,7 +122,10 @@ func (r *Redis) Allow(ctx context.Context, buckets ...Bucket) (Decision, error) 
 		t := b.Limit.interval().Microseconds()
 		args = append(args, strconv.FormatInt(t, 10), strconv.FormatInt(t*int64(b.Limit.burst()), 10))
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	// The client leaving does not cut the decision short: Redis is judged
+	// by its own answer, within its own timeout, and a client that gives
+	// up sooner does not hide an outage from [Fallback].
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 	defer cancel()
 	res, err := gcra.Run(ctx, r.client, keys, args...).Int64Slice()
 	if err != nil {
@@ -115,4 +143,11 @@ func (r *Redis) Allow(ctx context.Context, buckets ...Bucket) (Decision, error) 
 		RetryAfter: time.Duration(res[2]) * time.Microsecond,
 		Reset:      time.Duration(res[4]) * time.Microsecond,
 	}, nil
+}
+
+// redisLogger hands go-redis's diagnostics to slog.
+type redisLogger struct{ logger *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.logger.DebugContext(ctx, fmt.Sprintf(format, v...), "from", "go-redis")
 }
