@@ -120,7 +120,10 @@ func (j *journeys) userJourney(t *testing.T) {
 	ann := j.register(t, email, password, "Ann")
 
 	// The verification link from the mail verifies the address, once.
-	token := mailedToken(t, j.mailDir, email, "Verify your email address")
+	link := mailedLink(t, j.mailDir, email, "Verify your email address")
+	assert.Equal(t, j.gw, link.Scheme+"://"+link.Host, "the mail links to another gateway than this platform's")
+	assert.Equal(t, "verify_email", link.Query().Get("purpose"))
+	token := link.Query().Get("token")
 	_, err := j.identity.VerifyEmail(ctx, connect.NewRequest(&identityv1.VerifyEmailRequest{Token: token}))
 	require.NoError(t, err)
 	j.trail.expect(t, "anonymous", "identity.email.verified", "user:"+ann, auditv1.Outcome_OUTCOME_SUCCESS)

@@ -19,14 +19,14 @@ import (
 // break: a mail file caught half-written never yields a cut-off token.
 var mailLink = regexp.MustCompile(`(\S+\?token=\S+)\r?\n`)
 
-// mailedToken waits for the newest mail to the address to with the
+// mailedLink waits for the newest mail to the address to with the
 // subject in dir, where Identity's development mailer (mail.driver dir)
-// writes one .eml file per message, and returns the token of its link.
-func mailedToken(t *testing.T, dir, to, subject string) string {
+// writes one .eml file per message, and returns its link.
+func mailedLink(t *testing.T, dir, to, subject string) *url.URL {
 	t.Helper()
-	var token string
+	var found *url.URL
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		token = ""
+		found = nil
 		entries, err := os.ReadDir(dir) // sorted by name: the order written
 		require.NoError(c, err)
 		for _, e := range entries {
@@ -46,10 +46,12 @@ func mailedToken(t *testing.T, dir, to, subject string) string {
 			if m := mailLink.FindSubmatch(body); m != nil {
 				link, err := url.Parse(string(m[1]))
 				require.NoError(c, err)
-				token = link.Query().Get("token")
+				found = link
 			}
 		}
-		assert.NotEmpty(c, token, "no mail %q to %s in %s", subject, to, dir)
+		if assert.NotNil(c, found, "no mail %q to %s in %s", subject, to, dir) {
+			assert.NotEmpty(c, found.Query().Get("token"), "a link without a token")
+		}
 	}, 30*time.Second, 50*time.Millisecond)
-	return token
+	return found
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +35,7 @@ func writeReadyFile(path, welcome string) error {
 
 // start runs `platform up` detached, with its output in <runDir>/platform.log,
 // and returns once it reports ready, or fails with the log's tail if it exits.
+// The last run's log is kept as platform.log.1: it says why that run ended.
 func start(runDir string) error {
 	if pid, err := readPid(runDir); err == nil {
 		if isPlatform(pid) {
@@ -53,6 +55,9 @@ func start(runDir string) error {
 	logPath := filepath.Join(runDir, "platform.log")
 	readyPath := readyPath(runDir)
 	_ = os.Remove(readyPath)
+	if err := os.Rename(logPath, logPath+".1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("keep the last log: %w", err)
+	}
 	// The log gets the welcome too, and with it a newly generated password.
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

@@ -122,6 +122,9 @@ func TestStartThenStopLeavesNoProcessBehind(t *testing.T) {
 		out := run(t, "start")
 		// The second run keeps the first one's data and admin password.
 		assert.Contains(t, out, "password    (in "+filepath.Join(runDir, "secrets.env")+" as PORTCULLIS_ADMIN_PASSWORD)")
+		last, err := os.ReadFile(filepath.Join(runDir, "platform.log.1"))
+		require.NoError(t, err, "the first run's log is gone")
+		assert.Contains(t, string(last), "generated now and shown once", "platform.log.1 is not the first run's log")
 		pid := started(t)
 		// Its children, each in a process group of its own, outlive it.
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
