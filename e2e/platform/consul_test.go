@@ -45,7 +45,9 @@ func TestStartConsulTriesOtherPortsWhenOneIsTaken(t *testing.T) {
 	addr, err := p.startConsul(ctx, bin, -1, newPrefixLog(&kerneltest.Buffer{}, false, "consul"))
 	require.NoError(t, err)
 	require.NoError(t, consulLeader(ctx, addr))
-	assert.EqualValues(t, 2, calls.Load())
+	// Another test may take a port of the second pick too; the agent
+	// then tries a third time.
+	assert.GreaterOrEqual(t, calls.Load(), int32(2))
 	assert.Contains(t, progress.String(), "lost a port")
 	assert.Len(t, p.procs, 1, "the agent that lost is forgotten")
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -201,6 +202,11 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		}
 		if name == "authzsvc" {
 			env = append(env, "PORTCULLIS_RBAC_BOOTSTRAP_ADMINS="+p.Admin.UserID)
+		}
+		if _, set := os.LookupEnv("PORTCULLIS_IDENTITY_PUBLIC_URL"); name == "identitysvc" && !set {
+			// The mails' links point at this platform's gateway, wherever
+			// PORTCULLIS_GATEWAY_ADDR put it.
+			env = append(env, "PORTCULLIS_IDENTITY_PUBLIC_URL="+p.GatewayURL+"/verify")
 		}
 		env = append(env, opts.Env...)
 		for _, proc := range p.instanceNames(name) {
@@ -547,14 +553,32 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
-// FreeAddr returns a loopback address nothing listens on right now.
+// FreeAddr returns a loopback address nothing listens on right now, on a
+// port below the kernel's ephemeral range (see [freePorts]).
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freePorts(1)
 	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range: Linux's
+// ip_local_port_range, or its default.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil || low <= 20000 {
+		return 32768
+	}
+	return low
 }
 
 // H2CClient returns an HTTP client that speaks HTTP/2 without TLS (prior
@@ -565,9 +589,16 @@ func H2CClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// freePorts returns n distinct ports that were free a moment ago for both
-// TCP and UDP (Consul's serf ports use both).
+// freePorts returns n distinct loopback ports that were free a moment ago
+// for both TCP and UDP (Consul's serf ports use both), picked at random
+// below the kernel's ephemeral range. A port the kernel handed out for ":0"
+// is free again once checked, and the kernel may hand it out once more, to
+// another test's listener or to an outgoing connection, before the process
+// meant to take it starts: gateways and Consul agents lost their ports so.
+// Below the range only another such pick competes.
 func freePorts(n int) ([]int, error) {
+	const first = 20000
+	span := max(ephemeralLow()-first, 1)
 	var (
 		ports   []int
 		closers []io.Closer
@@ -578,21 +609,21 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	for attempt := 0; len(ports) < n && attempt < 100*n; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(first+rand.IntN(span)))
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
+			continue // taken, or held already for this call
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
 			_ = ln.Close()
 			continue
 		}
 		closers = append(closers, ln, pc)
-		ports = append(ports, port)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	if len(ports) < n {
-		return nil, fmt.Errorf("find %d free ports: only %d", n, len(ports))
+		return nil, fmt.Errorf("find %d free ports below the ephemeral range: only %d", n, len(ports))
 	}
 	return ports, nil
 }
