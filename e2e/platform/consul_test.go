@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/kerneltest/freeport"
 )
 
 // TestStartConsulTriesOtherPortsWhenOneIsTaken gives the agent, at first, a
@@ -31,7 +32,7 @@ func TestStartConsulTriesOtherPortsWhenOneIsTaken(t *testing.T) {
 		progress: &progress,
 		stopped:  map[*process]bool{},
 		freePorts: func(n int) ([]int, error) {
-			ports, err := freePorts(n)
+			ports, err := freeport.Pick(n)
 			if calls.Add(1) == 1 && err == nil {
 				ports[2] = taken.Addr().(*net.TCPAddr).Port // serf LAN
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"portcullis.dev/kernel/authn"
 	"portcullis.dev/kernel/config"
+	"portcullis.dev/kernel/kerneltest/freeport"
 )
 
 // Services are the platform's binaries in start order: the gateway last, so
@@ -118,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Platform, error) {
 		envs:       map[string][]string{},
 		stopped:    map[*process]bool{},
 		replicas:   map[string]int{},
-		freePorts:  freePorts,
+		freePorts:  freeport.Pick,
 	}
 	names := []string{"consul"}
 	for _, name := range Services {
@@ -553,33 +553,9 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
-// FreeAddr returns a loopback address nothing listens on right now, on a
-// port below the kernel's ephemeral range (see [freePorts]).
-func FreeAddr() (string, error) {
-	ports, err := freePorts(1)
-	if err != nil {
-		return "", err
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range: Linux's
-// ip_local_port_range, or its default.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	fields := strings.Fields(string(b))
-	if len(fields) == 0 {
-		return 32768
-	}
-	low, err := strconv.Atoi(fields[0])
-	if err != nil || low <= 20000 {
-		return 32768
-	}
-	return low
-}
+// FreeAddr returns a loopback address nothing listens on right now (see
+// [freeport.Pick]).
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 // H2CClient returns an HTTP client that speaks HTTP/2 without TLS (prior
 // knowledge), as gRPC clients and the services do.
@@ -587,45 +563,6 @@ func H2CClient() *http.Client {
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	return &http.Client{Transport: tr}
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago
-// for both TCP and UDP (Consul's serf ports use both), picked at random
-// below the kernel's ephemeral range. A port the kernel handed out for ":0"
-// is free again once checked, and the kernel may hand it out once more, to
-// another test's listener or to an outgoing connection, before the process
-// meant to take it starts: gateways and Consul agents lost their ports so.
-// Below the range only another such pick competes.
-func freePorts(n int) ([]int, error) {
-	const first = 20000
-	span := max(ephemeralLow()-first, 1)
-	var (
-		ports   []int
-		closers []io.Closer
-	)
-	defer func() {
-		for _, c := range closers {
-			_ = c.Close()
-		}
-	}()
-	for attempt := 0; len(ports) < n && attempt < 100*n; attempt++ {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(first+rand.IntN(span)))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken, or held already for this call
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			_ = ln.Close()
-			continue
-		}
-		closers = append(closers, ln, pc)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	if len(ports) < n {
-		return nil, fmt.Errorf("find %d free ports below the ephemeral range: only %d", n, len(ports))
-	}
-	return ports, nil
 }
 
 // Instances returns the host:port of every passing instance of service.

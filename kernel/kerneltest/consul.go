@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"portcullis.dev/kernel/kerneltest/freeport"
 )
 
 // consulStartTimeout bounds how long a dev agent may take to be ready. It
@@ -231,38 +233,11 @@ func getJSON(ctx context.Context, client *http.Client, url string, v any) error 
 	return nil
 }
 
-// freeConsulPorts finds ports free for TCP and, because Serf gossips over
-// both, for UDP. All are held until all are chosen, so they differ.
+// freeConsulPorts picks the agent's ports (see [freeport.Pick]).
 func freeConsulPorts() (consulPorts, error) {
-	var closers []func() error
-	defer func() {
-		for _, c := range closers {
-			_ = c()
-		}
-	}()
-	pick := func() (int, error) {
-		for range 20 {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				return 0, fmt.Errorf("find a free port: %w", err)
-			}
-			closers = append(closers, l.Close)
-			port := l.Addr().(*net.TCPAddr).Port
-			u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-			if err != nil {
-				continue // free for TCP only; try another
-			}
-			closers = append(closers, u.Close)
-			return port, nil
-		}
-		return 0, errors.New("find a free port: no port free for both TCP and UDP")
+	ports, err := freeport.Pick(5)
+	if err != nil {
+		return consulPorts{}, err
 	}
-	var p consulPorts
-	for _, port := range []*int{&p.http, &p.grpc, &p.serfLAN, &p.serfWAN, &p.server} {
-		var err error
-		if *port, err = pick(); err != nil {
-			return consulPorts{}, err
-		}
-	}
-	return p, nil
+	return consulPorts{http: ports[0], grpc: ports[1], serfLAN: ports[2], serfWAN: ports[3], server: ports[4]}, nil
 }
