@@ -80,7 +80,8 @@ func (s *Service) bind(ctx context.Context, tx *ent.Tx, ch *changes, user string
 	return b, true, s.audit.Record(ctx, tx, AuditEvent{Action: ActionRoleAssigned, Target: "user:" + user, Metadata: meta})
 }
 
-// UnassignRole removes a binding; one that does not exist is no error.
+// UnassignRole removes a binding; one that does not exist is no error. A
+// user may remove only a binding they could have made (see mayTake).
 func (s *Service) UnassignRole(ctx context.Context, user, roleID, resource string) error {
 	if err := checkUserID(user); err != nil {
 		return err
@@ -99,6 +100,15 @@ func (s *Service) UnassignRole(ctx context.Context, user, roleID, resource strin
 		}
 		if affected(res) == 0 {
 			return nil
+		}
+		// Judged once there is something to take away; a refusal rolls
+		// the delete back.
+		role, err := s.getRole(ctx, tx.Client(), rid)
+		if err != nil {
+			return err
+		}
+		if err := s.mayTake(ctx, role.Permissions, resource); err != nil {
+			return err
 		}
 		ch.users = append(ch.users, user)
 		meta := map[string]string{"role_id": rid.String()}

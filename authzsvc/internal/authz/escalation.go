@@ -23,6 +23,21 @@ import (
 // Services, and calls with no principal (the service's own, in process),
 // are not limited: the access policy has already vouched for them.
 func (s *Service) mayGive(ctx context.Context, perms []string, resource string) error {
+	return s.mayChange(ctx, "give", perms, resource)
+}
+
+// mayTake is mayGive's rule for taking access away (unbinding a role,
+// revoking a role's permissions, deleting a bound role): a user may take
+// away only what they could have given. Without it, authz.bindings.write
+// would let its holder unbind every administrator from admin, and
+// authz.roles.write would let its holder empty a role they could not
+// have made, as Identity's outrank check keeps a helpdesk from disabling
+// an administrator.
+func (s *Service) mayTake(ctx context.Context, perms []string, resource string) error {
+	return s.mayChange(ctx, "take away", perms, resource)
+}
+
+func (s *Service) mayChange(ctx context.Context, verb string, perms []string, resource string) error {
 	p, ok := authn.FromContext(ctx)
 	if !ok || p.Kind != authn.KindUser || len(perms) == 0 {
 		return nil
@@ -48,7 +63,7 @@ func (s *Service) mayGive(ctx context.Context, perms []string, resource string) 
 	if len(missing) > 5 {
 		list += fmt.Sprintf(" and %d more", len(missing)-5)
 	}
-	return permissionDenied("you can give only permissions you hold %s; you do not hold %s", where, list)
+	return permissionDenied("you can %s only permissions you hold %s; you do not hold %s", verb, where, list)
 }
 
 // holds reports whether d holds grant — a permission, a wildcard or `*` —

@@ -14,7 +14,9 @@ import (
 
 // TestNoOneGivesAwayWhatTheyDoNotHold: the holders of authz.roles.write
 // and authz.bindings.write may grant and bind only what they hold, so
-// that neither can make themselves, or anyone, more than they are.
+// that neither can make themselves, or anyone, more than they are, and
+// take away only what they could give, so that neither can lock the
+// administrators out.
 func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 	t.Parallel()
 	r := newReplica(t)
@@ -75,6 +77,43 @@ func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 		_, err = r.AssignRole(as("org-admin"), "eve", editors.ID.String(), "")
 		denied(t, err)
 		assert.False(t, r.check(t, "eve", "identity.users.write", "org:other"))
+	})
+
+	t.Run("take away", func(t *testing.T) {
+		r.mustAssign(t, "root", admin, "")
+		staff := r.mustRole(t, "staff", "identity.users.read", "identity.users.write")
+		r.mustAssign(t, "grace", staff, "")
+		r.mustAssign(t, "heidi", staff, "org:acme")
+
+		err := r.UnassignRole(as("manager"), "root", admin.ID.String(), "")
+		denied(t, err)
+		assert.ErrorContains(t, err, "you can take away only permissions you hold everywhere")
+		assert.True(t, r.check(t, "root", "authz.roles.write", ""), "the administrator keeps admin")
+
+		_, err = r.RevokePermissions(as("manager"), staff.ID.String(), []string{"identity.users.write", "identity.users.read"})
+		denied(t, err)
+		assert.ErrorContains(t, err, "you do not hold identity.users.write")
+		assert.True(t, r.check(t, "grace", "identity.users.read", ""), "a refusal revokes nothing")
+		_, err = r.RevokePermissions(as("manager"), staff.ID.String(), []string{"identity.users.delete"})
+		assert.NoError(t, err, "revoking what the role does not have takes nothing away")
+
+		_, err = r.DeleteRole(as("manager"), staff.ID.String(), true)
+		denied(t, err)
+		assert.True(t, r.check(t, "grace", "identity.users.write", ""), "a refusal deletes nothing")
+
+		// The org admin unbinds on their own organisation only.
+		err = r.UnassignRole(as("org-admin"), "grace", staff.ID.String(), "")
+		denied(t, err)
+		require.NoError(t, r.UnassignRole(as("org-admin"), "heidi", staff.ID.String(), "org:acme"))
+		assert.False(t, r.check(t, "heidi", "identity.users.write", "org:acme"))
+
+		_, err = r.RevokePermissions(as("manager"), staff.ID.String(), []string{"identity.users.read"})
+		assert.NoError(t, err, "what the caller holds")
+		// Everyone may give up what they hold.
+		require.NoError(t, r.UnassignRole(as("grace"), "grace", staff.ID.String(), ""))
+		removed, err := r.DeleteRole(as("manager"), staff.ID.String(), true)
+		require.NoError(t, err, "no bindings left: nothing is taken away")
+		assert.Zero(t, removed)
 	})
 
 	t.Run("services and the superuser are not limited", func(t *testing.T) {

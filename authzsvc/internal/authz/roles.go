@@ -237,7 +237,8 @@ func (s *Service) UpdateRole(ctx context.Context, id string, change RoleChange) 
 }
 
 // DeleteRole deletes a custom role. A role still bound is deleted only
-// with cascade, which deletes its bindings too; it returns how many.
+// with cascade, which deletes its bindings too, and only by a user who
+// could unassign each of them (see mayTake); it returns how many.
 func (s *Service) DeleteRole(ctx context.Context, id string, cascade bool) (removed int, err error) {
 	rid, err := ParseID(id)
 	if err != nil {
@@ -276,6 +277,21 @@ func (s *Service) DeleteRole(ctx context.Context, id string, cascade bool) (remo
 				return err
 			}
 			removed = len(unbound)
+			role, err := s.getRole(ctx, tx.Client(), rid)
+			if err != nil {
+				return err
+			}
+			resources := map[string]bool{}
+			for _, b := range unbound {
+				resources[b[1]] = true
+			}
+			for resource := range resources {
+				// As if each binding were unassigned; a refusal rolls the
+				// delete back.
+				if err := s.mayTake(ctx, role.Permissions, resource); err != nil {
+					return err
+				}
+			}
 			events := make([]AuditEvent, len(unbound))
 			for i, b := range unbound {
 				meta := map[string]string{"role_id": rid.String(), "role_name": name, "reason": "role_deleted"}
@@ -308,7 +324,8 @@ func (s *Service) GrantPermissions(ctx context.Context, id string, perms []strin
 }
 
 // RevokePermissions removes permissions from a custom role, compared as
-// exact strings; those it does not have are ignored.
+// exact strings; those it does not have are ignored. A user may revoke only
+// permissions they could grant (see mayTake).
 func (s *Service) RevokePermissions(ctx context.Context, id string, perms []string) (Role, error) {
 	return s.changeGrants(ctx, id, perms, false)
 }
@@ -346,6 +363,12 @@ func (s *Service) changeGrants(ctx context.Context, id string, perms []string, g
 		}
 		if len(changed) == 0 {
 			return nil // idempotent: nothing changed, nothing to announce
+		}
+		if !grant {
+			// Judged on what is taken away; a refusal rolls it back.
+			if err := s.mayTake(ctx, changed, ""); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE roles SET updated_at = $2 WHERE id = $1`, rid, now); err != nil {
 			return err

@@ -85,7 +85,8 @@ type AuthzServiceClient interface {
 	UpdateRole(context.Context, *connect.Request[v1.UpdateRoleRequest]) (*connect.Response[v1.UpdateRoleResponse], error)
 	// DeleteRole deletes a custom role. A role still bound to users is deleted only with
 	// cascade, which removes its bindings too; without it the call fails with
-	// FAILED_PRECONDITION. Built-in roles cannot be deleted.
+	// FAILED_PRECONDITION. Built-in roles cannot be deleted. Fails with PERMISSION_DENIED when
+	// it would unbind a role that grants what the caller does not hold.
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// GrantPermissions adds permissions to a role. Permissions the role already has are left
 	// as they are. Fails with FAILED_PRECONDITION for a built-in role, and with
@@ -93,13 +94,16 @@ type AuthzServiceClient interface {
 	GrantPermissions(context.Context, *connect.Request[v1.GrantPermissionsRequest]) (*connect.Response[v1.GrantPermissionsResponse], error)
 	// RevokePermissions removes permissions from a role, compared as exact strings (revoking
 	// `identity.users.read` does not narrow a granted `identity.users.*`). Permissions the role
-	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role.
+	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role, and with
+	// PERMISSION_DENIED when it would remove a permission the caller does not hold everywhere.
 	RevokePermissions(context.Context, *connect.Request[v1.RevokePermissionsRequest]) (*connect.Response[v1.RevokePermissionsResponse], error)
 	// AssignRole binds a role to a user, everywhere or on one resource. Assigning an existing
 	// binding succeeds and returns it unchanged. Fails with PERMISSION_DENIED unless the caller
 	// holds every permission of the role where the binding applies.
 	AssignRole(context.Context, *connect.Request[v1.AssignRoleRequest]) (*connect.Response[v1.AssignRoleResponse], error)
-	// UnassignRole removes a binding. Removing a binding that does not exist succeeds.
+	// UnassignRole removes a binding. Removing a binding that does not exist succeeds. Fails
+	// with PERMISSION_DENIED when the role grants what the caller does not hold where it is
+	// bound.
 	UnassignRole(context.Context, *connect.Request[v1.UnassignRoleRequest]) (*connect.Response[v1.UnassignRoleResponse], error)
 	// ListUserRoles pages through a user's bindings. Users may list their own; listing
 	// anyone else's needs authz.bindings.read.
@@ -340,7 +344,8 @@ type AuthzServiceHandler interface {
 	UpdateRole(context.Context, *connect.Request[v1.UpdateRoleRequest]) (*connect.Response[v1.UpdateRoleResponse], error)
 	// DeleteRole deletes a custom role. A role still bound to users is deleted only with
 	// cascade, which removes its bindings too; without it the call fails with
-	// FAILED_PRECONDITION. Built-in roles cannot be deleted.
+	// FAILED_PRECONDITION. Built-in roles cannot be deleted. Fails with PERMISSION_DENIED when
+	// it would unbind a role that grants what the caller does not hold.
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// GrantPermissions adds permissions to a role. Permissions the role already has are left
 	// as they are. Fails with FAILED_PRECONDITION for a built-in role, and with
@@ -348,13 +353,16 @@ type AuthzServiceHandler interface {
 	GrantPermissions(context.Context, *connect.Request[v1.GrantPermissionsRequest]) (*connect.Response[v1.GrantPermissionsResponse], error)
 	// RevokePermissions removes permissions from a role, compared as exact strings (revoking
 	// `identity.users.read` does not narrow a granted `identity.users.*`). Permissions the role
-	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role.
+	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role, and with
+	// PERMISSION_DENIED when it would remove a permission the caller does not hold everywhere.
 	RevokePermissions(context.Context, *connect.Request[v1.RevokePermissionsRequest]) (*connect.Response[v1.RevokePermissionsResponse], error)
 	// AssignRole binds a role to a user, everywhere or on one resource. Assigning an existing
 	// binding succeeds and returns it unchanged. Fails with PERMISSION_DENIED unless the caller
 	// holds every permission of the role where the binding applies.
 	AssignRole(context.Context, *connect.Request[v1.AssignRoleRequest]) (*connect.Response[v1.AssignRoleResponse], error)
-	// UnassignRole removes a binding. Removing a binding that does not exist succeeds.
+	// UnassignRole removes a binding. Removing a binding that does not exist succeeds. Fails
+	// with PERMISSION_DENIED when the role grants what the caller does not hold where it is
+	// bound.
 	UnassignRole(context.Context, *connect.Request[v1.UnassignRoleRequest]) (*connect.Response[v1.UnassignRoleResponse], error)
 	// ListUserRoles pages through a user's bindings. Users may list their own; listing
 	// anyone else's needs authz.bindings.read.
