@@ -20,7 +20,6 @@ import (
 	"portcullis.dev/kernel/rpc"
 	"portcullis.dev/kernel/service"
 	"portcullis.dev/proto/auth/v1/authv1connect"
-	"portcullis.dev/proto/identity/v1/identityv1connect"
 
 	"portcullis.dev/identitysvc/config"
 	"portcullis.dev/identitysvc/ent"
@@ -81,7 +80,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		rpc.WithCloser(users.Drain),
 		rpc.WithCloser(db.Close),
 	)...)
-	srv.Handle(identityv1connect.NewIdentityServiceHandler(api.NewHandler(users), srv.HandlerOptions()...))
+	srv.Handle(api.NewServiceHandler(users, srv.HandlerOptions()...))
 	return srv.Run(ctx)
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -27,8 +28,55 @@ type Handler struct {
 
 var _ identityv1connect.IdentityServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the API over svc.
-func NewHandler(svc *identity.Service) *Handler { return &Handler{svc: svc} }
+// NewServiceHandler returns the API over svc as a Connect handler and the
+// path to mount it at, built with opts (the server's), and refusing every
+// call of a user whose account is disabled or deleted (see
+// [identity.Service.ConfirmActive]).
+func NewServiceHandler(svc *identity.Service, opts ...connect.HandlerOption) (string, http.Handler) {
+	h := &Handler{svc: svc}
+	return identityv1connect.NewIdentityServiceHandler(h, append(opts[:len(opts):len(opts)], connect.WithInterceptors(activeCallers{h}))...)
+}
+
+// activeCallers refuses the calls of users who may no longer act. It runs
+// after the kernel has verified the caller's token.
+type activeCallers struct{ h *Handler }
+
+func (a activeCallers) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := a.h.confirmActiveCaller(ctx); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a activeCallers) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a activeCallers) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := a.h.confirmActiveCaller(ctx); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+func (h *Handler) confirmActiveCaller(ctx context.Context) error {
+	p, ok := authn.FromContext(ctx)
+	if !ok || p.Kind != authn.KindUser {
+		return nil
+	}
+	id, err := uuid.Parse(p.Subject)
+	if err != nil {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("the access token's subject is not a user ID"))
+	}
+	if err := h.svc.ConfirmActive(ctx, id); err != nil {
+		return toConnect(ctx, err)
+	}
+	return nil
+}
 
 // CreateUser implements IdentityServiceHandler.
 func (h *Handler) CreateUser(ctx context.Context, req *connect.Request[identityv1.CreateUserRequest]) (*connect.Response[identityv1.CreateUserResponse], error) {
@@ -324,6 +372,10 @@ func toConnect(ctx context.Context, err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, identity.ErrInvalidToken)
 	case errors.Is(err, identity.ErrAlreadyVerified):
 		return connect.NewError(connect.CodeFailedPrecondition, identity.ErrAlreadyVerified)
+	case errors.Is(err, identity.ErrCallerDisabled):
+		return connect.NewError(connect.CodePermissionDenied, identity.ErrCallerDisabled)
+	case errors.Is(err, identity.ErrCallerGone):
+		return connect.NewError(connect.CodeUnauthenticated, identity.ErrCallerGone)
 	case errors.Is(err, identity.ErrOutranked):
 		return connect.NewError(connect.CodePermissionDenied, identity.ErrOutranked)
 	case errors.Is(err, identity.ErrAuthorityUnavailable):

@@ -75,7 +75,7 @@ func startServer(t *testing.T, opts ...identity.Option) *server {
 
 	srv := rpc.NewServer("identitysvc", "test", rpc.Config{DeregisterDelay: time.Millisecond},
 		rpc.WithAccessPolicy(&rpc.AccessPolicy{Users: issuer.NewVerifier(), Services: services, Authorizer: s.admins}))
-	srv.Handle(identityv1connect.NewIdentityServiceHandler(api.NewHandler(svc), srv.HandlerOptions()...))
+	srv.Handle(api.NewServiceHandler(svc, srv.HandlerOptions()...))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -84,6 +84,18 @@ func startServer(t *testing.T, opts ...identity.Option) *server {
 	t.Cleanup(func() { cancel(); <-done })
 	s.client = identityv1connect.NewIdentityServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
 	return s
+}
+
+// newAdmin creates a user who holds every identity permission and returns
+// their ID and an access token: Identity refuses the calls of users it does
+// not know.
+func (s *server) newAdmin(t *testing.T, email string) (id, token string) {
+	t.Helper()
+	u, err := s.svc.CreateUser(t.Context(), email, "correct horse battery", "")
+	require.NoError(t, err)
+	id = u.ID.String()
+	s.admins[id] = true
+	return id, s.issuer.Issue(authntest.WithSubject(id))
 }
 
 // token returns the token of the newest mail to addr whose subject
@@ -141,8 +153,7 @@ func TestAPI(t *testing.T) {
 	bo := other.Msg.GetUser()
 	annToken := s.issuer.Issue(authntest.WithSubject(ann.GetId()))
 	boToken := s.issuer.Issue(authntest.WithSubject(bo.GetId()))
-	s.admins["admin-1"] = true
-	adminToken := s.issuer.Issue(authntest.WithSubject("admin-1"))
+	_, adminToken := s.newAdmin(t, "admin-1@admins.test")
 	huge := strings.Repeat("x", 1<<20)
 	withNUL := "a\x00b"
 	newEmail := "ANN@example.com"
@@ -360,7 +371,7 @@ func TestAPI(t *testing.T) {
 				break
 			}
 		}
-		assert.Len(t, ids, 3)
+		assert.Len(t, ids, 4) // ann, bo, the administrator and cy
 		assert.Equal(t, []string{ann.GetId(), bo.GetId()}, ids[:2])
 		filters := []struct {
 			name string
@@ -412,7 +423,7 @@ func TestAPI(t *testing.T) {
 		_, err = s.client.GetUser(ctx, call(adminToken, &identityv1.GetUserRequest{UserId: bo.GetId()}))
 		assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
 		_, err = s.client.GetMe(ctx, call(boToken, &identityv1.GetMeRequest{}))
-		assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "a deleted user's token does nothing")
 		_, err = s.verify(t, "bo@example.com", "correct horse battery")
 		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err))
 	})
@@ -474,17 +485,22 @@ func (c *covering) Covers(_ context.Context, subject, target string) (bool, erro
 // startOutranking starts a server whose Authz answers Covers from a table:
 // root is a user whom superadmin covers and helpdesk does not, both
 // holding identity.users.write.
-func startOutranking(t *testing.T) (s *server, authority *covering, root string) {
+func startOutranking(t *testing.T) (s *server, authority *covering, r ranks) {
 	t.Helper()
 	authority = &covering{covers: map[[2]string]bool{}}
 	s = startServer(t, identity.WithAuthority(authority))
 	res, err := s.client.CreateUser(t.Context(), call("", &identityv1.CreateUserRequest{Email: "root@example.com", Password: "correct horse battery"}))
 	require.NoError(t, err)
-	root = res.Msg.GetUser().GetId()
-	s.admins["helpdesk"], s.admins["superadmin"] = true, true
-	authority.covers[[2]string{"superadmin", root}] = true
-	return s, authority, root
+	r.root = res.Msg.GetUser().GetId()
+	r.helpdesk, _ = s.newAdmin(t, "helpdesk@admins.test")
+	r.superadmin, _ = s.newAdmin(t, "superadmin@admins.test")
+	authority.covers[[2]string{r.superadmin, r.root}] = true
+	return s, authority, r
 }
+
+// ranks are the users of an outranking test: root, whom superadmin covers
+// and helpdesk does not.
+type ranks struct{ root, helpdesk, superadmin string }
 
 // TestAdminEmailChangeNeedsEverythingTheUserHolds: an administrator may
 // move another user's email, where the password resets go, only if they
@@ -492,23 +508,24 @@ func startOutranking(t *testing.T) (s *server, authority *covering, root string)
 // could become any administrator.
 func TestAdminEmailChangeNeedsEverythingTheUserHolds(t *testing.T) {
 	t.Parallel()
-	s, authority, root := startOutranking(t)
+	s, authority, r := startOutranking(t)
+	root := r.root
 	ctx := t.Context()
 	update := func(caller, email string) error {
 		_, err := s.client.UpdateUser(ctx, call(s.issuer.Issue(authntest.WithSubject(caller)), &identityv1.UpdateUserRequest{UserId: root, Email: &email}))
 		return err
 	}
 
-	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(update("helpdesk", "mine@example.com")), "outranked")
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(update(r.helpdesk, "mine@example.com")), "outranked")
 	var refused int
 	require.NoError(t, s.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox_events WHERE position(convert_to('identity.user.email_change_refused', 'UTF8') in payload) > 0`).Scan(&refused))
 	assert.Equal(t, 1, refused, "the attempt on a higher account is not in the audit log")
-	assert.NoError(t, update("helpdesk", "root@example.com"), "an unchanged email needs no check")
+	assert.NoError(t, update(r.helpdesk, "root@example.com"), "an unchanged email needs no check")
 	authority.err = errors.New("authzsvc down")
-	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(update("superadmin", "new-root@example.com")))
+	assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(update(r.superadmin, "new-root@example.com")))
 	authority.err = nil
-	require.NoError(t, update("superadmin", "new-root@example.com"))
-	got, err := s.client.GetUser(ctx, call(s.issuer.Issue(authntest.WithSubject("superadmin")), &identityv1.GetUserRequest{UserId: root}))
+	require.NoError(t, update(r.superadmin, "new-root@example.com"))
+	got, err := s.client.GetUser(ctx, call(s.issuer.Issue(authntest.WithSubject(r.superadmin)), &identityv1.GetUserRequest{UserId: root}))
 	require.NoError(t, err)
 	assert.Equal(t, "new-root@example.com", got.Msg.GetUser().GetEmail())
 }
@@ -519,7 +536,8 @@ func TestAdminEmailChangeNeedsEverythingTheUserHolds(t *testing.T) {
 // out for good.
 func TestStatusChangeAndDeletionNeedEverythingTheUserHolds(t *testing.T) {
 	t.Parallel()
-	s, authority, root := startOutranking(t)
+	s, authority, r := startOutranking(t)
+	root := r.root
 	ctx := t.Context()
 	as := func(caller string) string { return s.issuer.Issue(authntest.WithSubject(caller)) }
 	actions := []struct {
@@ -541,17 +559,59 @@ func TestStatusChangeAndDeletionNeedEverythingTheUserHolds(t *testing.T) {
 	}
 	for _, a := range actions {
 		t.Run(a.name, func(t *testing.T) {
-			assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(a.do(as("helpdesk"))), "outranked")
+			assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(a.do(as(r.helpdesk))), "outranked")
 			var refused int
 			require.NoError(t, s.db.DB.QueryRowContext(ctx, `SELECT count(*) FROM outbox_events WHERE position(convert_to($1, 'UTF8') in payload) > 0`,
 				"identity.user."+a.name+"_refused").Scan(&refused))
 			assert.Equal(t, 1, refused, "the attempt on a higher account is not in the audit log")
 			authority.err = errors.New("authzsvc down")
-			assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(a.do(as("superadmin"))))
+			assert.Equal(t, connect.CodeUnavailable, connect.CodeOf(a.do(as(r.superadmin))))
 			authority.err = nil
-			assert.NoError(t, a.do(as("superadmin")))
+			assert.NoError(t, a.do(as(r.superadmin)))
 		})
 	}
-	_, err := s.client.GetUser(ctx, call(as("superadmin"), &identityv1.GetUserRequest{UserId: root}))
+	_, err := s.client.GetUser(ctx, call(as(r.superadmin), &identityv1.GetUserRequest{UserId: root}))
 	assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err), "the deletion did not happen")
+}
+
+// TestADisabledUsersTokenDoesNothing: disabling an account ends its
+// sessions, but its last access token lives until it expires. Identity
+// refuses that token at once: a disabled administrator can neither enable
+// themselves again nor disable the administrator who disabled them.
+func TestADisabledUsersTokenDoesNothing(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	ctx := t.Context()
+	root, rootToken := s.newAdmin(t, "root@admins.test")
+	rogue, rogueToken := s.newAdmin(t, "rogue@admins.test")
+
+	_, err := s.client.DisableUser(ctx, call(rootToken, &identityv1.DisableUserRequest{UserId: rogue, Reason: "compromised"}))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"enable themselves", second(s.client.EnableUser(ctx, call(rogueToken, &identityv1.EnableUserRequest{UserId: rogue})))},
+		{"disable another", second(s.client.DisableUser(ctx, call(rogueToken, &identityv1.DisableUserRequest{UserId: root})))},
+		{"read", second(s.client.GetMe(ctx, call(rogueToken, &identityv1.GetMeRequest{})))},
+		{"change their password", second(s.client.ChangePassword(ctx, call(rogueToken, &identityv1.ChangePasswordRequest{
+			CurrentPassword: "correct horse battery", NewPassword: "another horse battery"})))},
+	} {
+		assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(tc.err), tc.name)
+	}
+	got, err := s.client.GetUser(ctx, call(rootToken, &identityv1.GetUserRequest{UserId: root}))
+	require.NoError(t, err)
+	assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, got.Msg.GetUser().GetStatus())
+
+	_, err = s.client.EnableUser(ctx, call(rootToken, &identityv1.EnableUserRequest{UserId: rogue}))
+	require.NoError(t, err)
+	_, err = s.client.GetMe(ctx, call(rogueToken, &identityv1.GetMeRequest{}))
+	assert.NoError(t, err, "enabled again, the account acts again")
+
+	_, err = s.client.DeleteUser(ctx, call(rootToken, &identityv1.DeleteUserRequest{UserId: rogue}))
+	require.NoError(t, err)
+	_, err = s.client.DisableUser(ctx, call(rogueToken, &identityv1.DisableUserRequest{UserId: root}))
+	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "a deleted user's token")
+	_, err = s.verify(t, "root@admins.test", "correct horse battery")
+	assert.NoError(t, err, "services are not users")
 }

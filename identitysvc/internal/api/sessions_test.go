@@ -98,8 +98,8 @@ func TestChangesEndSessionsInAuth(t *testing.T) {
 	}
 	ann, bo := create("ann@example.com"), create("bo@example.com")
 	annToken := s.issuer.Issue(authntest.WithSubject(ann.GetId()), authntest.WithSessionID("ann-session-1"))
-	s.admins["admin-1"] = true
-	adminToken := s.issuer.Issue(authntest.WithSubject("admin-1"), authntest.WithSessionID("admin-session-1"))
+	adminID, _ := s.newAdmin(t, "admin-1@admins.test")
+	adminToken := s.issuer.Issue(authntest.WithSubject(adminID), authntest.WithSessionID("admin-session-1"))
 
 	tests := []struct {
 		name   string

@@ -39,6 +39,11 @@ var (
 	// ErrTooSoon: a mail of this kind was sent to the user less than the
 	// configured cooldown ago.
 	ErrTooSoon = errors.New("a mail was sent recently; try again later")
+	// ErrCallerDisabled: the calling user's account is disabled; their
+	// access token, still within its lifetime, does nothing here.
+	ErrCallerDisabled = errors.New("your account is disabled")
+	// ErrCallerGone: the calling user's account was deleted.
+	ErrCallerGone = errors.New("your account no longer exists")
 	// ErrAlreadyVerified: the email is verified already.
 	ErrAlreadyVerified = errors.New("email already verified")
 )

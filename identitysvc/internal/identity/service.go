@@ -221,6 +221,25 @@ func (s *Service) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
 	return toUser(u), nil
 }
 
+// ConfirmActive checks that the user id, who is calling, may act at all:
+// an account disabled or deleted after its access token was issued
+// ([ErrCallerDisabled], [ErrCallerGone]). Disabling ends the account's
+// sessions, but its last access token lives on until it expires; without
+// this, a disabled administrator could enable themselves again with it,
+// or disable the administrator who disabled them.
+func (s *Service) ConfirmActive(ctx context.Context, id uuid.UUID) error {
+	statuses, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Select(user.FieldStatus).Strings(ctx)
+	switch {
+	case err != nil:
+		return err
+	case len(statuses) == 0:
+		return ErrCallerGone
+	case Status(statuses[0]) == StatusDisabled:
+		return ErrCallerDisabled
+	}
+	return nil
+}
+
 // liveUser reads the user id names, unless deleted ([ErrNotFound]).
 func (s *Service) liveUser(ctx context.Context, id uuid.UUID) (*ent.User, error) {
 	u, err := s.db.User.Query().Where(user.ID(id), user.DeletedAtIsNil()).Only(ctx)

@@ -40,6 +40,10 @@ const (
 	sessionEndBackoff    = 200 * time.Millisecond // doubled after each failed try
 	sessionEndTryTimeout = 3 * time.Second
 	sessionEndTimeout    = 8 * time.Second
+	// sessionEndAnswerWait is how long the answer to a change waits for
+	// its sessions to end: enough for a healthy Auth service and a quick
+	// retry, short enough that an outage costs a caller little.
+	sessionEndAnswerWait = time.Second
 )
 
 // WithSessionEnder sets how the service ends the sessions of a user who is
@@ -118,25 +122,29 @@ func (s *Service) queueSessionEnd(ctx context.Context, tx *ent.Tx, id uuid.UUID,
 }
 
 // endSessions tries the session end p, queued by the change that has just
-// committed, in the background. The change stands whatever happens here:
-// a user must not stay enabled, or keep an old password, because the Auth
-// service is down. So the caller's answer never waits for it, and a
-// failure after a few tries is made loud instead: logged at error level
-// with the user and the reason, and counted in
-// portcullis_identity_session_end_failures_total. The end stays queued,
-// and [Service.RetrySessionEnds] tries it until it succeeds.
-// [Service.Drain] waits for tries in flight.
+// committed, in the background, and waits for it up to
+// sessionEndAnswerWait: once the change is answered, the sessions have
+// normally ended, so a refresh made just after cannot mint a new access
+// token. The change stands whatever happens here: a user must not stay
+// enabled, or keep an old password, because the Auth service is down. So
+// the caller's answer never waits longer, and a failure after a few tries
+// is made loud instead: logged at error level with the user and the
+// reason, and counted in portcullis_identity_session_end_failures_total.
+// The end stays queued, and [Service.RetrySessionEnds] tries it until it
+// succeeds. [Service.Drain] waits for tries in flight.
 func (s *Service) endSessions(ctx context.Context, p *pendingEnd) {
 	if p == nil {
 		return
 	}
+	tried := make(chan struct{})
 	// The request's values (request ID, log attributes) stay; its end does
-	// not cancel the call.
-	ctx = context.WithoutCancel(ctx)
+	// not cancel the tries.
+	bg := context.WithoutCancel(ctx)
 	s.inBackground(func() {
-		ctx, cancel := context.WithTimeout(ctx, sessionEndTimeout)
+		ctx, cancel := context.WithTimeout(bg, sessionEndTimeout)
 		defer cancel()
 		err := s.tryEndSessions(ctx, p.userID.String(), p.reason, p.except)
+		close(tried)
 		wait, rerr := s.settleSessionEnd(ctx, p, err, sessionEndAttempts)
 		if err != nil {
 			s.sessionEndFailures.WithLabelValues(p.reason).Inc()
@@ -144,6 +152,13 @@ func (s *Service) endSessions(ctx context.Context, p *pendingEnd) {
 				"user_id", p.userID.String(), "reason", p.reason, "retry_in", wait.String(), "err", errors.Join(err, rerr))
 		}
 	})
+	timer := time.NewTimer(sessionEndAnswerWait)
+	defer timer.Stop()
+	select {
+	case <-tried:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 // settleSessionEnd records how a try of p went: err is its last error, and

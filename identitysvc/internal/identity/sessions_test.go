@@ -172,6 +172,44 @@ func TestChangesEndSessions(t *testing.T) {
 	}
 }
 
+// hangingAuth answers no EndUserSessions call until the call's context ends.
+type hangingAuth struct{}
+
+func (hangingAuth) EndUserSessions(ctx context.Context, _, _, _ string) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestTheAnswerWaitsForTheSessionsToEnd: when a change is answered, its
+// sessions have ended already, so a refresh made right after the answer
+// cannot mint a new access token; an Auth service that does not answer
+// holds the change's answer up only briefly.
+func TestTheAnswerWaitsForTheSessionsToEnd(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+
+	ender := &fakeAuth{}
+	svc, err := identity.NewService(f.db.Ent, f.cfg, &identity.DirMailer{Dir: f.mail, From: "test@example.com"}, identity.WithSessionEnder(ender))
+	require.NoError(t, err)
+	u, err := svc.CreateUser(ctx, "prompt@example.com", "correct horse battery", "")
+	require.NoError(t, err)
+	_, err = svc.SetStatus(ctx, u.ID, identity.StatusDisabled, "")
+	require.NoError(t, err)
+	assert.Equal(t, []ended{{u.ID.String(), identity.ReasonUserDisabled, ""}}, ender.Calls(), "answered before the sessions ended")
+
+	hung, err := identity.NewService(f.db.Ent, f.cfg, &identity.DirMailer{Dir: f.mail, From: "test@example.com"},
+		identity.WithSessionEnder(hangingAuth{}), identity.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	v, err := hung.CreateUser(ctx, "patient@example.com", "correct horse battery", "")
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = hung.SetStatus(ctx, v.ID, identity.StatusDisabled, "")
+	require.NoError(t, err, "the change stands without Auth")
+	assert.Less(t, time.Since(start), 3*time.Second, "the answer waited for a hung Auth service")
+	t.Cleanup(func() { _ = hung.Drain(context.Background()) })
+}
+
 // TestSessionEndsOutlastAuthOutages: an end of sessions the Auth service
 // did not take at once stays queued in the database and is retried until
 // Auth takes it; one leased to an instance that stopped is taken over by

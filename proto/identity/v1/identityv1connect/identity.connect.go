@@ -106,8 +106,9 @@ type IdentityServiceClient interface {
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
 	// stolen access token must not be enough to destroy an account. Once the deletion is
 	// committed the user's sessions are ended in the Auth service (AuthService.EndUserSessions,
-	// reason "user_deleted"), so no refresh token outlives the account. That happens after the
-	// answer and does not decide it: when the Auth service cannot be reached the deletion still
+	// reason "user_deleted"), so no refresh token outlives the account. The answer waits up to a
+	// second for that, and does not depend on it: when the Auth service cannot be reached the
+	// deletion still
 	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
 	// again. Deleting another user needs holding every permission that user holds (the Authz
 	// service's Covers), as for changing their email: PERMISSION_DENIED otherwise, and
@@ -119,8 +120,9 @@ type IdentityServiceClient interface {
 	// Fails with PERMISSION_DENIED when current_password is wrong (counted towards lockout).
 	// Once the change is committed every other session of the caller is ended in the Auth
 	// service (AuthService.EndUserSessions, reason "password_changed"); the session of the
-	// access token that made the call stays. That happens after the answer and does not decide
-	// it: when the Auth service cannot be reached the change still succeeds, and the failure is
+	// access token that made the call stays. The answer waits up to a second for that, and does
+	// not depend on it: when the Auth service cannot be reached the change still succeeds, and the
+	// failure is
 	// logged and counted.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 	// RequestEmailVerification mails a new verification token to the caller's current email,
@@ -139,15 +141,17 @@ type IdentityServiceClient interface {
 	// lockout counter. Fails with INVALID_ARGUMENT for an unknown, used or expired token. Once
 	// the new password is committed every session of the user is ended in the Auth service
 	// (AuthService.EndUserSessions, reason "password_reset"), so that a refresh token stolen
-	// before the reset stops working. That happens after the answer and does not decide it:
-	// when the Auth service cannot be reached the reset still succeeds, and the failure is
+	// before the reset stops working. The answer waits up to a second for that, and does not
+	// depend on it: when the Auth service cannot be reached the reset still succeeds, and the
+	// failure is
 	// logged and counted.
 	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
 	// DisableUser stops a user from logging in and ends the sessions they have open: once the
 	// change is committed the Identity service asks the Auth service to end them
 	// (AuthService.EndUserSessions, reason "user_disabled"), so the user cannot keep refreshing
-	// tokens. Access tokens already issued stay valid until they expire. Ending the sessions
-	// happens after the answer and does not decide it: when the Auth service cannot be reached
+	// tokens. Access tokens already issued stay valid at the other services until they expire;
+	// this service refuses them at once (see above). The answer waits up to a second for the
+	// sessions to end, and does not depend on it: when the Auth service cannot be reached
 	// the user is still disabled, and the failure is logged and counted. Disabling a disabled
 	// user succeeds and changes nothing, except that it ends the user's sessions again: that is
 	// how to retry after such a failure. Disabling another user needs holding every permission
@@ -412,8 +416,9 @@ type IdentityServiceHandler interface {
 	// not need the user to be disabled first. Self-deletion is deliberately not offered here: a
 	// stolen access token must not be enough to destroy an account. Once the deletion is
 	// committed the user's sessions are ended in the Auth service (AuthService.EndUserSessions,
-	// reason "user_deleted"), so no refresh token outlives the account. That happens after the
-	// answer and does not decide it: when the Auth service cannot be reached the deletion still
+	// reason "user_deleted"), so no refresh token outlives the account. The answer waits up to a
+	// second for that, and does not depend on it: when the Auth service cannot be reached the
+	// deletion still
 	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
 	// again. Deleting another user needs holding every permission that user holds (the Authz
 	// service's Covers), as for changing their email: PERMISSION_DENIED otherwise, and
@@ -425,8 +430,9 @@ type IdentityServiceHandler interface {
 	// Fails with PERMISSION_DENIED when current_password is wrong (counted towards lockout).
 	// Once the change is committed every other session of the caller is ended in the Auth
 	// service (AuthService.EndUserSessions, reason "password_changed"); the session of the
-	// access token that made the call stays. That happens after the answer and does not decide
-	// it: when the Auth service cannot be reached the change still succeeds, and the failure is
+	// access token that made the call stays. The answer waits up to a second for that, and does
+	// not depend on it: when the Auth service cannot be reached the change still succeeds, and the
+	// failure is
 	// logged and counted.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 	// RequestEmailVerification mails a new verification token to the caller's current email,
@@ -445,15 +451,17 @@ type IdentityServiceHandler interface {
 	// lockout counter. Fails with INVALID_ARGUMENT for an unknown, used or expired token. Once
 	// the new password is committed every session of the user is ended in the Auth service
 	// (AuthService.EndUserSessions, reason "password_reset"), so that a refresh token stolen
-	// before the reset stops working. That happens after the answer and does not decide it:
-	// when the Auth service cannot be reached the reset still succeeds, and the failure is
+	// before the reset stops working. The answer waits up to a second for that, and does not
+	// depend on it: when the Auth service cannot be reached the reset still succeeds, and the
+	// failure is
 	// logged and counted.
 	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
 	// DisableUser stops a user from logging in and ends the sessions they have open: once the
 	// change is committed the Identity service asks the Auth service to end them
 	// (AuthService.EndUserSessions, reason "user_disabled"), so the user cannot keep refreshing
-	// tokens. Access tokens already issued stay valid until they expire. Ending the sessions
-	// happens after the answer and does not decide it: when the Auth service cannot be reached
+	// tokens. Access tokens already issued stay valid at the other services until they expire;
+	// this service refuses them at once (see above). The answer waits up to a second for the
+	// sessions to end, and does not depend on it: when the Auth service cannot be reached
 	// the user is still disabled, and the failure is logged and counted. Disabling a disabled
 	// user succeeds and changes nothing, except that it ends the user's sessions again: that is
 	// how to retry after such a failure. Disabling another user needs holding every permission
