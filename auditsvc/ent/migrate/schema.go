@@ -84,4 +84,7 @@ func init() {
 	AuditLogTable.Annotation = &entsql.Annotation{
 		Table: "audit_log",
 	}
+	AuditLogTable.Annotation.Checks = map[string]string{
+		"audit_log_sequence_positive": "sequence > 0",
+	}
 }

@@ -22,7 +22,14 @@ type AuditLog struct {
 
 // Annotations of AuditLog.
 func (AuditLog) Annotations() []schema.Annotation {
-	return []schema.Annotation{entsql.Table("audit_log")}
+	return []schema.Annotation{
+		entsql.Table("audit_log"),
+		// Positive() checks only what the generated client inserts. A row
+		// at sequence zero or below, written with the service's own
+		// credentials, would be served by queries yet never verified, as
+		// chains start at 1.
+		entsql.Checks(map[string]string{"audit_log_sequence_positive": "sequence > 0"}),
+	}
 }
 
 // Fields of AuditLog.

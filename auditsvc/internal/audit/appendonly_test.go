@@ -44,6 +44,16 @@ func TestLogIsAppendOnly(t *testing.T) {
 	}
 	n, _ := s.count(t)
 	assert.Equal(t, int64(3), n)
+
+	// Nor can an event be added where no chain check looks: chains start
+	// at 1.
+	_, err = s.db.DB.ExecContext(ctx, `INSERT INTO audit_log (id, sequence, time, record_time, actor_type, actor_id, action, target, outcome,
+		source_ip, user_agent, request_id, metadata, idempotency_key, previous_hash, hash)
+		SELECT gen_random_uuid(), 0, time, record_time, actor_type, actor_id, action, target, outcome,
+		source_ip, user_agent, request_id, metadata, 'forged', previous_hash, hash FROM audit_log WHERE sequence = 1`)
+	var pqErr *pq.Error
+	require.True(t, errors.As(err, &pqErr), "an event at sequence 0 was stored: %v", err)
+	assert.Equal(t, pq.ErrorCode("23514"), pqErr.Code) // check_violation
 }
 
 // TestVerifyChainFindsTampering alters rows with the trigger disabled, as an
@@ -61,6 +71,11 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 		{"deleted row", `DELETE FROM %s.audit_log WHERE sequence = 6`, 6},
 		{"deleted tail row", `DELETE FROM %s.audit_log WHERE sequence = 10`, 10},
 		{"swapped times", `UPDATE %s.audit_log SET time = time + interval '1 microsecond' WHERE sequence = 1`, 1},
+		// The schema's JSON is an object of strings: another shape cannot be
+		// read, and is reported where it is rather than failing the check.
+		{"metadata of another shape", `UPDATE %s.audit_log SET metadata = '{"reason": 5}' WHERE sequence = 7`, 7},
+		// 125 * 2^64 ns later: the same nanoseconds modulo 2^64.
+		{"time moved by a wrap", `UPDATE %s.audit_log SET time = time + make_interval(secs => 2305843009213.693952) WHERE sequence = 3`, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
+	"time"
 )
 
 // GenesisHash is the previous hash of the first event: 32 zero bytes.
@@ -54,6 +55,10 @@ func Canonical(e *Event) []byte {
 	}
 	return b
 }
+
+// hashable reports whether t survives the canonical encoding, in
+// nanoseconds since 1970, unchanged.
+func hashable(t time.Time) bool { return time.Unix(0, t.UnixNano()).Equal(t) }
 
 // ComputeHash returns SHA-256(prev || Canonical(e)).
 func ComputeHash(prev []byte, e *Event) []byte {
@@ -117,6 +122,10 @@ func (v *Verifier) Add(e *Event) bool {
 		ok = false
 	case v.prevHash != nil && !bytes.Equal(e.PreviousHash, v.prevHash),
 		e.Sequence == 1 && !bytes.Equal(e.PreviousHash, genesisHash),
+		// The encoding holds times as nanoseconds since 1970, which wrap
+		// outside 1677-2262: a time moved by a multiple of 2^64 ns would
+		// hash the same.
+		!hashable(e.Time), !hashable(e.RecordTime),
 		!bytes.Equal(e.Hash, ComputeHash(e.PreviousHash, e)):
 		v.res.FirstBroken = e.Sequence
 		ok = false

@@ -3,6 +3,8 @@ package audit
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -270,6 +272,11 @@ func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResu
 		rows, err := s.ent.AuditLog.Query().
 			Where(auditlog.SequenceGTE(next), auditlog.SequenceLTE(end)).
 			Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).All(ctx)
+		if isUnreadable(err) {
+			// A row changed into something the schema cannot hold: find
+			// which, and report the chain broken there.
+			return s.verifyRowByRow(ctx, v, next, end)
+		}
 		if err != nil {
 			return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
 		}
@@ -286,6 +293,39 @@ func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResu
 		next = rows[len(rows)-1].Sequence + 1
 	}
 	return v.Result(), nil
+}
+
+// verifyRowByRow goes on verifying from next, one event at a time, up to
+// the first that cannot be read, where the chain is broken.
+func (s *Service) verifyRowByRow(ctx context.Context, v *Verifier, next, end int64) (VerifyResult, error) {
+	seqs, err := s.ent.AuditLog.Query().Where(auditlog.SequenceGTE(next), auditlog.SequenceLTE(end)).
+		Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).Select(auditlog.FieldSequence).Ints(ctx)
+	if err != nil {
+		return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
+	}
+	for _, seq := range seqs {
+		r, err := s.ent.AuditLog.Query().Where(auditlog.Sequence(int64(seq))).Only(ctx)
+		switch {
+		case isUnreadable(err):
+			v.Add(&Event{Sequence: int64(seq)}) // no hash: broken here
+			return v.Result(), nil
+		case err != nil:
+			return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
+		case !v.Add(fromRow(r)):
+			return v.Result(), nil
+		}
+	}
+	// Read one by one, every row was readable after all: it changed while
+	// being checked, which an append-only log does not do.
+	return VerifyResult{}, errors.New("verify chain: an unreadable event became readable")
+}
+
+// isUnreadable reports whether err says that a stored event does not fit
+// the schema, as only a change made behind the service's back can make it.
+func isUnreadable(err error) bool {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	return errors.As(err, &typeErr) || errors.As(err, &syntaxErr)
 }
 
 // head returns the sequence of the latest event, zero when there is none.
