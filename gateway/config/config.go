@@ -49,7 +49,8 @@ type Gateway struct {
 	JWKSService string `koanf:"jwks_service" validate:"required"`
 	// TrustedProxies are the addresses or CIDR prefixes of load balancers in
 	// front of the gateway whose X-Forwarded-For is believed when finding the
-	// client's IP. Empty: the TCP peer is the client.
+	// client's IP, and whose X-Request-Id is kept. Empty: the TCP peer is the
+	// client, and the gateway makes up every request's ID.
 	TrustedProxies []string `koanf:"trusted_proxies"`
 	// DrainDelay is how long the gateway goes on serving new connections
 	// and requests after it is told to stop, with /readyz answering 503,

@@ -276,9 +276,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
 
-	id := r.Header.Get(rpc.RequestIDHeader)
-	if !rpc.ValidRequestID(id) {
-		id = randomHex(16)
+	id, kept := requestID(r, g.trusted)
+	if !kept {
 		r.Header.Set(rpc.RequestIDHeader, id)
 	}
 	w.Header().Set(rpc.RequestIDHeader, id)

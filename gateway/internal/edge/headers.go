@@ -58,6 +58,21 @@ func propagateTrace(h http.Header) string {
 	return traceID
 }
 
+// requestID returns the request's ID, and whether it is the one the request
+// came with: that is kept only from a trusted proxy, which made it up or
+// kept it by its own rules, and only when sane. Anyone else's is replaced,
+// as Envoy does at the edge: the services log it and the audit log records
+// it, and a client choosing it could slip its events in among another
+// request's (an administrator's, say) when an auditor asks for that
+// request's events. The client gets the ID back in the response.
+func requestID(r *http.Request, trusted []netip.Prefix) (string, bool) {
+	id := r.Header.Get(rpc.RequestIDHeader)
+	if id != "" && len(trusted) > 0 && rpc.ValidRequestID(id) && isTrusted(remoteIP(r.RemoteAddr), trusted) {
+		return id, true
+	}
+	return randomHex(16), false
+}
+
 // clientAddr returns the client's IP address and the X-Forwarded-For value
 // to send upstream. The TCP peer is the client unless it is a trusted proxy;
 // then X-Forwarded-For is read from the right, and the first address that

@@ -54,6 +54,38 @@ func TestClientAddrBehindTrustedProxies(t *testing.T) {
 	}
 }
 
+// TestRequestIDOnlyFromTrustedProxies: a client does not choose the ID its
+// request is logged and audited under; a load balancer in front may.
+func TestRequestIDOnlyFromTrustedProxies(t *testing.T) {
+	trustedProxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	tests := []struct {
+		name, peer, id string
+		trusted        []netip.Prefix
+		kept           bool
+	}{
+		{"from a client", "203.0.113.7:5000", "req-123", trustedProxies, false},
+		{"from a client, no proxies configured", "10.0.0.1:5000", "req-123", nil, false},
+		{"from a trusted proxy", "10.0.0.1:5000", "req-123", trustedProxies, true},
+		{"insane, from a trusted proxy", "10.0.0.1:5000", "evil\"id", trustedProxies, false},
+		{"none, from a trusted proxy", "10.0.0.1:5000", "", trustedProxies, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &http.Request{RemoteAddr: tt.peer, Header: http.Header{}}
+			if tt.id != "" {
+				r.Header.Set(rpc.RequestIDHeader, tt.id)
+			}
+			id, kept := requestID(r, tt.trusted)
+			assert.Equal(t, tt.kept, kept)
+			if tt.kept {
+				assert.Equal(t, tt.id, id)
+			} else {
+				assert.Len(t, id, 32)
+			}
+		})
+	}
+}
+
 // FuzzClientHeaders: the fields the gateway reads from any client, the
 // trace context and X-Forwarded-For, never crash it, a trace that comes in
 // valid keeps its ID, and the client's address comes from the chain or is
