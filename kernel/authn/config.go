@@ -33,7 +33,9 @@ type Config struct {
 	// RefreshInterval is the least time between two fetches of the key set
 	// for an unknown `kid`, so a flood of tokens with made-up key IDs cannot
 	// hammer the Auth service. Before a first key set, fetches start 250ms
-	// apart and back off to it. Zero means 5s.
+	// apart and back off to it. Zero means 1s: after RotateSigningKey, the
+	// tokens the new key signs are refused for at most that long by a verifier
+	// that fetched the set just before.
 	RefreshInterval time.Duration `koanf:"refresh_interval" validate:"min=0,max=1h"`
 	// CacheTTL is how long a fetched key set is used before it is fetched
 	// again, in the background; a shorter Cache-Control max-age from the
@@ -62,7 +64,7 @@ const (
 // Defaults of the zero [Config] and [ServiceConfig] fields.
 const (
 	DefaultLeeway          = 30 * time.Second
-	DefaultRefreshInterval = 5 * time.Second
+	DefaultRefreshInterval = time.Second
 	DefaultCacheTTL        = 5 * time.Minute
 	DefaultTokenCacheSize  = 10000
 	DefaultMaxLifetime     = 24 * time.Hour

@@ -35,7 +35,7 @@
 //	  audience: portcullis
 //	  algorithms: [EdDSA, ES256]
 //	  leeway: 30s
-//	  refresh_interval: 5s     # least time between fetches for an unknown kid
+//	  refresh_interval: 1s     # least time between fetches for an unknown kid
 //	  cache_ttl: 5m            # key set refreshed after this (or a shorter max-age)
 //	  token_cache_size: 10000
 //	  max_lifetime: 24h        # longest iat-to-exp accepted
