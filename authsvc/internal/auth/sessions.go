@@ -144,7 +144,7 @@ func (s *Service) RevokeAllSessions(ctx context.Context, userID, keep string) (i
 	if err := checkID("user_id", userID); err != nil {
 		return 0, err
 	}
-	return s.revokeAll(ctx, userID, keep, reasonRevoked, false)
+	return s.revokeAll(ctx, userID, keep, reasonRevoked, false, time.Time{})
 }
 
 // maxReasonLen bounds an EndUserSessions reason (see the contract).
@@ -161,7 +161,11 @@ const maxReasonLen = 64
 // credential check may have passed before the change, gets no session (see
 // Login). Without it, such a login could create its session just after the
 // revocation looked, and keep it.
-func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except string) (int, error) {
+//
+// A non-zero changedAt is when the change was made, for a call that comes
+// late: sessions begun more than maxClockSkew after it are the user's
+// since, and stay, and the cutoff is no later than that.
+func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except string, changedAt time.Time) (int, error) {
 	// Sessions hold the user ID as text, in the canonical form Identity
 	// gives at login: any other spelling would match nothing and report
 	// success while the sessions stay.
@@ -178,7 +182,11 @@ func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except st
 			return 0, err
 		}
 	}
-	return s.revokeAll(ctx, userID, except, reason, true)
+	var before time.Time
+	if !changedAt.IsZero() {
+		before = changedAt.Add(maxClockSkew)
+	}
+	return s.revokeAll(ctx, userID, except, reason, true, before)
 }
 
 // validReason reports whether reason is a word such as "user_disabled":
@@ -203,8 +211,13 @@ const maxClockSkew = 5 * time.Minute
 // for reason, and those that ended within maxClockSkew, audits it as one
 // auth.sessions.revoked_all event, and returns how many active ones it
 // ended. With cutoff, it also sets the user's session
-// cutoff (see EndUserSessions).
-func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cutoff bool) (int, error) {
+// cutoff (see EndUserSessions). A non-zero before spares the sessions
+// created from then on, and bounds the cutoff.
+func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cutoff bool, before time.Time) (int, error) {
+	var bound any // NULL: no bound
+	if !before.IsZero() {
+		bound = before
+	}
 	var n int
 	err := s.withTx(ctx, func(tx *ent.Tx) error {
 		if cutoff {
@@ -216,9 +229,9 @@ func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cu
 			}
 			// The database's clock, read after the lock, as Login reads it:
 			// the replicas' clocks may differ. A later cutoff wins.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO session_cutoffs (id, ended_before) VALUES ($1, clock_timestamp())
+			if _, err := tx.ExecContext(ctx, `INSERT INTO session_cutoffs (id, ended_before) VALUES ($1, least(clock_timestamp(), $2::timestamptz))
 				ON CONFLICT (id) DO UPDATE SET ended_before = EXCLUDED.ended_before WHERE session_cutoffs.ended_before < EXCLUDED.ended_before`,
-				userID); err != nil {
+				userID, bound); err != nil {
 				return fmt.Errorf("auth: set session cutoff: %w", err)
 			}
 		}
@@ -230,6 +243,9 @@ func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cu
 			u := tx.Session.Update().Where(session.UserID(userID), active(at))
 			if keep != "" {
 				u = u.Where(session.IDNEQ(keep))
+			}
+			if !before.IsZero() {
+				u = u.Where(session.CreatedAtLT(before))
 			}
 			return u.SetRevokedAt(now).SetRevokeReason(reason).Save(ctx)
 		}

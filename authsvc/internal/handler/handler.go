@@ -6,6 +6,7 @@ package handler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -166,7 +167,14 @@ func (h *Handler) RevokeAllSessions(ctx context.Context, req *connect.Request[au
 // procedure is INTERNAL), so the caller is another Portcullis service.
 func (h *Handler) EndUserSessions(ctx context.Context, req *connect.Request[authv1.EndUserSessionsRequest]) (*connect.Response[authv1.EndUserSessionsResponse], error) {
 	m := req.Msg
-	n, err := h.svc.EndUserSessions(ctx, m.GetUserId(), m.GetReason(), m.GetExceptSessionId())
+	var changedAt time.Time
+	if m.ChangeTime != nil {
+		if err := m.GetChangeTime().CheckValid(); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("change_time: %w", err))
+		}
+		changedAt = m.GetChangeTime().AsTime()
+	}
+	n, err := h.svc.EndUserSessions(ctx, m.GetUserId(), m.GetReason(), m.GetExceptSessionId(), changedAt)
 	if err != nil {
 		return nil, h.toConnect(ctx, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"portcullis.dev/identitysvc/internal/identity"
 	authv1 "portcullis.dev/proto/auth/v1"
@@ -30,12 +31,16 @@ func NewSessions(client authv1connect.AuthServiceClient) *Sessions {
 }
 
 // EndUserSessions implements [identity.SessionEnder].
-func (s *Sessions) EndUserSessions(ctx context.Context, userID, reason, exceptSession string) error {
-	_, err := s.client.EndUserSessions(ctx, connect.NewRequest(&authv1.EndUserSessionsRequest{
-		UserId:          userID,
-		Reason:          reason,
-		ExceptSessionId: exceptSession,
-	}))
+func (s *Sessions) EndUserSessions(ctx context.Context, end identity.SessionEnd) error {
+	req := &authv1.EndUserSessionsRequest{
+		UserId:          end.UserID,
+		Reason:          end.Reason,
+		ExceptSessionId: end.ExceptSession,
+	}
+	if !end.ChangedAt.IsZero() {
+		req.ChangeTime = timestamppb.New(end.ChangedAt)
+	}
+	_, err := s.client.EndUserSessions(ctx, connect.NewRequest(req))
 	if err != nil {
 		return fmt.Errorf("authsvc EndUserSessions: %w", err)
 	}

@@ -17,7 +17,18 @@ import (
 // since [Service] retries. internal/authclient adapts the Auth service's
 // client to it.
 type SessionEnder interface {
-	EndUserSessions(ctx context.Context, userID, reason, exceptSession string) error
+	EndUserSessions(ctx context.Context, end SessionEnd) error
+}
+
+// SessionEnd is an end of a user's sessions to ask of the Auth service.
+type SessionEnd struct {
+	UserID string
+	Reason string
+	// ExceptSession, if not empty, is the session to keep.
+	ExceptSession string
+	// ChangedAt is when the change that ends them was made: an end that
+	// reaches the Auth service late spares the sessions begun since.
+	ChangedAt time.Time
 }
 
 // Why the Identity service ends a user's sessions, as the Auth service
@@ -101,7 +112,12 @@ type pendingEnd struct {
 	id             int
 	userID         uuid.UUID
 	reason, except string
+	changedAt      time.Time
 	attempts       int
+}
+
+func (p *pendingEnd) end() SessionEnd {
+	return SessionEnd{UserID: p.userID.String(), Reason: p.reason, ExceptSession: p.except, ChangedAt: p.changedAt}
 }
 
 // queueSessionEnd records, in tx, that the sessions of user id but except
@@ -118,7 +134,7 @@ func (s *Service) queueSessionEnd(ctx context.Context, tx *ent.Tx, id uuid.UUID,
 	if err != nil {
 		return nil, fmt.Errorf("identity: queue session end: %w", err)
 	}
-	return &pendingEnd{id: row.ID, userID: id, reason: reason, except: except}, nil
+	return &pendingEnd{id: row.ID, userID: id, reason: reason, except: except, changedAt: now}, nil
 }
 
 // endSessions tries the session end p, queued by the change that has just
@@ -143,7 +159,7 @@ func (s *Service) endSessions(ctx context.Context, p *pendingEnd) {
 	s.inBackground(func() {
 		ctx, cancel := context.WithTimeout(bg, sessionEndTimeout)
 		defer cancel()
-		err := s.tryEndSessions(ctx, p.userID.String(), p.reason, p.except)
+		err := s.tryEndSessions(ctx, p.end())
 		close(tried)
 		wait, rerr := s.settleSessionEnd(ctx, p, err, sessionEndAttempts)
 		if err != nil {
@@ -189,11 +205,11 @@ func (s *Service) forgetSessionEnd(ctx context.Context, p *pendingEnd) {
 // until ctx ends. Every error is retried: a permanent one costs a few cheap
 // calls, and telling them apart would tie the domain to the transport's
 // codes.
-func (s *Service) tryEndSessions(ctx context.Context, userID, reason, except string) error {
+func (s *Service) tryEndSessions(ctx context.Context, end SessionEnd) error {
 	backoff := sessionEndBackoff
 	for attempt := 1; ; attempt++ {
 		tryCtx, cancel := context.WithTimeout(ctx, sessionEndTryTimeout)
-		err := s.sessions.EndUserSessions(tryCtx, userID, reason, except)
+		err := s.sessions.EndUserSessions(tryCtx, end)
 		cancel()
 		if err == nil {
 			return nil
@@ -201,7 +217,7 @@ func (s *Service) tryEndSessions(ctx context.Context, userID, reason, except str
 		if attempt == sessionEndAttempts {
 			return fmt.Errorf("identity: end sessions: %d attempts: %w", attempt, err)
 		}
-		s.logger.WarnContext(ctx, "end sessions: retrying", "user_id", userID, "reason", reason, "attempt", attempt, "err", err)
+		s.logger.WarnContext(ctx, "end sessions: retrying", "user_id", end.UserID, "reason", end.Reason, "attempt", attempt, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -250,7 +266,7 @@ func (s *Service) retrySessionEnds(ctx context.Context) (full bool, err error) {
 	}
 	for _, p := range due {
 		tryCtx, cancel := context.WithTimeout(ctx, sessionEndTryTimeout)
-		err := s.sessions.EndUserSessions(tryCtx, p.userID.String(), p.reason, p.except)
+		err := s.sessions.EndUserSessions(tryCtx, p.end())
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			return false, nil // stopping: the lease runs out and another instance takes it
@@ -295,7 +311,7 @@ func (s *Service) leaseSessionEnds(ctx context.Context) ([]*pendingEnd, error) {
 	now := s.now()
 	rows, err := s.db.QueryContext(ctx, `UPDATE session_ends SET next_attempt_at = $1 WHERE id IN (
 			SELECT id FROM session_ends WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-		RETURNING id, user_id, reason, except_session, attempts`, now.Add(sessionEndRoundLease), now, sessionEndBatch)
+		RETURNING id, user_id, reason, except_session, created_at, attempts`, now.Add(sessionEndRoundLease), now, sessionEndBatch)
 	if err != nil {
 		return nil, fmt.Errorf("identity: lease session ends: %w", err)
 	}
@@ -303,7 +319,7 @@ func (s *Service) leaseSessionEnds(ctx context.Context) ([]*pendingEnd, error) {
 	var due []*pendingEnd
 	for rows.Next() {
 		p := &pendingEnd{}
-		if err := rows.Scan(&p.id, &p.userID, &p.reason, &p.except, &p.attempts); err != nil {
+		if err := rows.Scan(&p.id, &p.userID, &p.reason, &p.except, &p.changedAt, &p.attempts); err != nil {
 			return nil, fmt.Errorf("identity: lease session ends: %w", err)
 		}
 		due = append(due, p)

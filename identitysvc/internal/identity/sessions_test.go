@@ -24,15 +24,17 @@ type ended struct{ UserID, Reason, Except string }
 // fakeAuth records the EndUserSessions calls it gets and answers the first
 // failures of them with an error, as an unreachable Auth service would.
 type fakeAuth struct {
-	mu       sync.Mutex
-	calls    []ended
-	failures int
+	mu        sync.Mutex
+	calls     []ended
+	changedAt []time.Time // of each call
+	failures  int
 }
 
-func (e *fakeAuth) EndUserSessions(_ context.Context, userID, reason, except string) error {
+func (e *fakeAuth) EndUserSessions(_ context.Context, end identity.SessionEnd) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.calls = append(e.calls, ended{userID, reason, except})
+	e.calls = append(e.calls, ended{end.UserID, end.Reason, end.ExceptSession})
+	e.changedAt = append(e.changedAt, end.ChangedAt)
 	if len(e.calls) <= e.failures {
 		return errors.New("authsvc unavailable")
 	}
@@ -175,7 +177,7 @@ func TestChangesEndSessions(t *testing.T) {
 // hangingAuth answers no EndUserSessions call until the call's context ends.
 type hangingAuth struct{}
 
-func (hangingAuth) EndUserSessions(ctx context.Context, _, _, _ string) error {
+func (hangingAuth) EndUserSessions(ctx context.Context, _ identity.SessionEnd) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -251,6 +253,14 @@ func TestSessionEndsOutlastAuthOutages(t *testing.T) {
 	require.Eventually(t, func() bool { return pending() == 0 }, 10*time.Second, 10*time.Millisecond)
 	call := ended{u.ID.String(), identity.ReasonUserDisabled, ""}
 	assert.Equal(t, []ended{call, call, call, call, call, call}, down.Calls())
+	down.mu.Lock()
+	for _, at := range down.changedAt {
+		// The change's time, as stored (to the microsecond), however late
+		// the call: Auth spares the sessions begun after it.
+		assert.WithinDuration(t, down.changedAt[0], at, time.Microsecond, "a retry says when the change was made")
+		assert.False(t, at.IsZero())
+	}
+	down.mu.Unlock()
 	require.Eventually(t, func() bool {
 		return testutil.ToFloat64(svc.Collectors()[1]) == 0
 	}, 5*time.Second, 10*time.Millisecond, "portcullis_identity_session_ends_pending")

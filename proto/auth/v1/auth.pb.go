@@ -883,8 +883,14 @@ type EndUserSessionsRequest struct {
 	// except_session_id is the ID of a session to keep, such as the one in which the user
 	// changed their password; empty ends every session.
 	ExceptSessionId string `protobuf:"bytes,3,opt,name=except_session_id,json=exceptSessionId,proto3" json:"except_session_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// change_time is when the change was made, for a call made late (the Auth service was
+	// unreachable, and the caller retried): sessions begun more than five minutes (the clock
+	// skew tolerated between services) after it are kept, and logins are refused only up to
+	// then, so that a late call does not end the sessions the user began since. Unset ends
+	// every session, as of the call.
+	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndUserSessionsRequest) Reset() {
@@ -936,6 +942,13 @@ func (x *EndUserSessionsRequest) GetExceptSessionId() string {
 		return x.ExceptSessionId
 	}
 	return ""
+}
+
+func (x *EndUserSessionsRequest) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
 }
 
 // EndUserSessionsResponse is the response of AuthService.EndUserSessions.
@@ -1629,11 +1642,13 @@ const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12!\n" +
 	"\fkeep_current\x18\x02 \x01(\bR\vkeepCurrent\"@\n" +
 	"\x19RevokeAllSessionsResponse\x12#\n" +
-	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"u\n" +
+	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"\xb2\x01\n" +
 	"\x16EndUserSessionsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
-	"\x11except_session_id\x18\x03 \x01(\tR\x0fexceptSessionId\"/\n" +
+	"\x11except_session_id\x18\x03 \x01(\tR\x0fexceptSessionId\x12;\n" +
+	"\vchange_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"changeTime\"/\n" +
 	"\x17EndUserSessionsResponse\x12\x14\n" +
 	"\x05ended\x18\x01 \x01(\x05R\x05ended\"B\n" +
 	"\x17RotateSigningKeyRequest\x12'\n" +
@@ -1729,37 +1744,38 @@ var file_portcullis_auth_v1_auth_proto_depIdxs = []int32{
 	27, // 1: portcullis.auth.v1.Session.last_refresh_time:type_name -> google.protobuf.Timestamp
 	27, // 2: portcullis.auth.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: portcullis.auth.v1.ListSessionsResponse.sessions:type_name -> portcullis.auth.v1.Session
-	26, // 4: portcullis.auth.v1.RotateSigningKeyResponse.key:type_name -> portcullis.auth.v1.Jwk
-	26, // 5: portcullis.auth.v1.GetJWKSResponse.keys:type_name -> portcullis.auth.v1.Jwk
-	2,  // 6: portcullis.auth.v1.AuthService.Login:input_type -> portcullis.auth.v1.LoginRequest
-	4,  // 7: portcullis.auth.v1.AuthService.Refresh:input_type -> portcullis.auth.v1.RefreshRequest
-	6,  // 8: portcullis.auth.v1.AuthService.Logout:input_type -> portcullis.auth.v1.LogoutRequest
-	8,  // 9: portcullis.auth.v1.AuthService.ListSessions:input_type -> portcullis.auth.v1.ListSessionsRequest
-	10, // 10: portcullis.auth.v1.AuthService.RevokeSession:input_type -> portcullis.auth.v1.RevokeSessionRequest
-	12, // 11: portcullis.auth.v1.AuthService.RevokeAllSessions:input_type -> portcullis.auth.v1.RevokeAllSessionsRequest
-	14, // 12: portcullis.auth.v1.AuthService.EndUserSessions:input_type -> portcullis.auth.v1.EndUserSessionsRequest
-	16, // 13: portcullis.auth.v1.AuthService.RotateSigningKey:input_type -> portcullis.auth.v1.RotateSigningKeyRequest
-	18, // 14: portcullis.auth.v1.AuthService.EnrollTOTP:input_type -> portcullis.auth.v1.EnrollTOTPRequest
-	20, // 15: portcullis.auth.v1.AuthService.ConfirmTOTP:input_type -> portcullis.auth.v1.ConfirmTOTPRequest
-	22, // 16: portcullis.auth.v1.AuthService.DisableTOTP:input_type -> portcullis.auth.v1.DisableTOTPRequest
-	24, // 17: portcullis.auth.v1.AuthService.GetJWKS:input_type -> portcullis.auth.v1.GetJWKSRequest
-	3,  // 18: portcullis.auth.v1.AuthService.Login:output_type -> portcullis.auth.v1.LoginResponse
-	5,  // 19: portcullis.auth.v1.AuthService.Refresh:output_type -> portcullis.auth.v1.RefreshResponse
-	7,  // 20: portcullis.auth.v1.AuthService.Logout:output_type -> portcullis.auth.v1.LogoutResponse
-	9,  // 21: portcullis.auth.v1.AuthService.ListSessions:output_type -> portcullis.auth.v1.ListSessionsResponse
-	11, // 22: portcullis.auth.v1.AuthService.RevokeSession:output_type -> portcullis.auth.v1.RevokeSessionResponse
-	13, // 23: portcullis.auth.v1.AuthService.RevokeAllSessions:output_type -> portcullis.auth.v1.RevokeAllSessionsResponse
-	15, // 24: portcullis.auth.v1.AuthService.EndUserSessions:output_type -> portcullis.auth.v1.EndUserSessionsResponse
-	17, // 25: portcullis.auth.v1.AuthService.RotateSigningKey:output_type -> portcullis.auth.v1.RotateSigningKeyResponse
-	19, // 26: portcullis.auth.v1.AuthService.EnrollTOTP:output_type -> portcullis.auth.v1.EnrollTOTPResponse
-	21, // 27: portcullis.auth.v1.AuthService.ConfirmTOTP:output_type -> portcullis.auth.v1.ConfirmTOTPResponse
-	23, // 28: portcullis.auth.v1.AuthService.DisableTOTP:output_type -> portcullis.auth.v1.DisableTOTPResponse
-	25, // 29: portcullis.auth.v1.AuthService.GetJWKS:output_type -> portcullis.auth.v1.GetJWKSResponse
-	18, // [18:30] is the sub-list for method output_type
-	6,  // [6:18] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	27, // 4: portcullis.auth.v1.EndUserSessionsRequest.change_time:type_name -> google.protobuf.Timestamp
+	26, // 5: portcullis.auth.v1.RotateSigningKeyResponse.key:type_name -> portcullis.auth.v1.Jwk
+	26, // 6: portcullis.auth.v1.GetJWKSResponse.keys:type_name -> portcullis.auth.v1.Jwk
+	2,  // 7: portcullis.auth.v1.AuthService.Login:input_type -> portcullis.auth.v1.LoginRequest
+	4,  // 8: portcullis.auth.v1.AuthService.Refresh:input_type -> portcullis.auth.v1.RefreshRequest
+	6,  // 9: portcullis.auth.v1.AuthService.Logout:input_type -> portcullis.auth.v1.LogoutRequest
+	8,  // 10: portcullis.auth.v1.AuthService.ListSessions:input_type -> portcullis.auth.v1.ListSessionsRequest
+	10, // 11: portcullis.auth.v1.AuthService.RevokeSession:input_type -> portcullis.auth.v1.RevokeSessionRequest
+	12, // 12: portcullis.auth.v1.AuthService.RevokeAllSessions:input_type -> portcullis.auth.v1.RevokeAllSessionsRequest
+	14, // 13: portcullis.auth.v1.AuthService.EndUserSessions:input_type -> portcullis.auth.v1.EndUserSessionsRequest
+	16, // 14: portcullis.auth.v1.AuthService.RotateSigningKey:input_type -> portcullis.auth.v1.RotateSigningKeyRequest
+	18, // 15: portcullis.auth.v1.AuthService.EnrollTOTP:input_type -> portcullis.auth.v1.EnrollTOTPRequest
+	20, // 16: portcullis.auth.v1.AuthService.ConfirmTOTP:input_type -> portcullis.auth.v1.ConfirmTOTPRequest
+	22, // 17: portcullis.auth.v1.AuthService.DisableTOTP:input_type -> portcullis.auth.v1.DisableTOTPRequest
+	24, // 18: portcullis.auth.v1.AuthService.GetJWKS:input_type -> portcullis.auth.v1.GetJWKSRequest
+	3,  // 19: portcullis.auth.v1.AuthService.Login:output_type -> portcullis.auth.v1.LoginResponse
+	5,  // 20: portcullis.auth.v1.AuthService.Refresh:output_type -> portcullis.auth.v1.RefreshResponse
+	7,  // 21: portcullis.auth.v1.AuthService.Logout:output_type -> portcullis.auth.v1.LogoutResponse
+	9,  // 22: portcullis.auth.v1.AuthService.ListSessions:output_type -> portcullis.auth.v1.ListSessionsResponse
+	11, // 23: portcullis.auth.v1.AuthService.RevokeSession:output_type -> portcullis.auth.v1.RevokeSessionResponse
+	13, // 24: portcullis.auth.v1.AuthService.RevokeAllSessions:output_type -> portcullis.auth.v1.RevokeAllSessionsResponse
+	15, // 25: portcullis.auth.v1.AuthService.EndUserSessions:output_type -> portcullis.auth.v1.EndUserSessionsResponse
+	17, // 26: portcullis.auth.v1.AuthService.RotateSigningKey:output_type -> portcullis.auth.v1.RotateSigningKeyResponse
+	19, // 27: portcullis.auth.v1.AuthService.EnrollTOTP:output_type -> portcullis.auth.v1.EnrollTOTPResponse
+	21, // 28: portcullis.auth.v1.AuthService.ConfirmTOTP:output_type -> portcullis.auth.v1.ConfirmTOTPResponse
+	23, // 29: portcullis.auth.v1.AuthService.DisableTOTP:output_type -> portcullis.auth.v1.DisableTOTPResponse
+	25, // 30: portcullis.auth.v1.AuthService.GetJWKS:output_type -> portcullis.auth.v1.GetJWKSResponse
+	19, // [19:31] is the sub-list for method output_type
+	7,  // [7:19] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_auth_v1_auth_proto_init() }
