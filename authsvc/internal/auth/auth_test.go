@@ -18,6 +18,7 @@ import (
 	"portcullis.dev/authsvc/internal/authtest"
 	"portcullis.dev/kernel/database"
 	"portcullis.dev/kernel/kerneltest"
+	auditv1 "portcullis.dev/proto/audit/v1"
 	identityv1 "portcullis.dev/proto/identity/v1"
 
 	"portcullis.dev/authsvc/ent"
@@ -129,6 +130,8 @@ func TestLoginClientInfo(t *testing.T) {
 	for i, ev := range events {
 		assert.Equal(t, "auth.login.succeeded", ev.GetAction())
 		assert.Equal(t, tests[i].wantSourceIP, ev.GetMetadata()["source_ip"])
+		assert.Equal(t, auditv1.ActorType_ACTOR_TYPE_USER, ev.GetActor().GetType(), "who logged in is who acted")
+		assert.Equal(t, authtest.ActiveID, ev.GetActor().GetId())
 	}
 }
 
@@ -226,8 +229,9 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, sessions)
 
-	actions, _ := e.Events(t)
+	actions, events := e.Events(t)
 	assert.Equal(t, []string{"auth.login.succeeded", "auth.session.refreshed", "auth.session.refreshed", "auth.refresh.reuse_detected"}, actions)
+	assert.Equal(t, authtest.ActiveID, events[1].GetActor().GetId(), "a refresh's actor is the session's user")
 
 	for _, bad := range []string{"garbage", "", first.RefreshToken + "x"} {
 		_, err = e.Service.Refresh(t.Context(), bad)

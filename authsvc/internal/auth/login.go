@@ -136,7 +136,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*TokenPair, error) 
 			return err
 		}
 		meta := map[string]string{"user_id": user.GetUserId(), "session_id": sess.ID, "source_ip": sourceIP, "mfa": fmt.Sprint(step > 0)}
-		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.login.succeeded", "user:"+user.GetUserId(), auditv1.Outcome_OUTCOME_SUCCESS, meta))
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(asUser(ctx, user.GetUserId()), "auth.login.succeeded", "user:"+user.GetUserId(), auditv1.Outcome_OUTCOME_SUCCESS, meta))
 	})
 	if reason := totpFailure(""); errors.As(err, &reason) {
 		return nil, s.loginFailed(ctx, user.GetUserId(), in.Email, string(reason), ErrTOTPRequired)

@@ -8,6 +8,7 @@ import (
 	"portcullis.dev/authsvc/ent"
 	"portcullis.dev/authsvc/ent/refreshtoken"
 	"portcullis.dev/authsvc/ent/session"
+	"portcullis.dev/kernel/authn"
 	"portcullis.dev/kernel/outbox"
 	auditv1 "portcullis.dev/proto/audit/v1"
 )
@@ -89,7 +90,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (*TokenPair, error)
 		if pair, err = s.pair(key, sess, next, now); err != nil {
 			return err
 		}
-		return outbox.Enqueue(ctx, tx, outbox.NewEvent(ctx, "auth.session.refreshed", "session:"+sess.ID, auditv1.Outcome_OUTCOME_SUCCESS,
+		return outbox.Enqueue(ctx, tx, outbox.NewEvent(asUser(ctx, sess.UserID), "auth.session.refreshed", "session:"+sess.ID, auditv1.Outcome_OUTCOME_SUCCESS,
 			map[string]string{"user_id": sess.UserID}))
 	})
 	switch {
@@ -167,4 +168,12 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// asUser makes userID the caller of ctx, for the audit events of a call
+// that proved who its caller is, a login or a refresh: they come in without
+// an access token, and their events would name no actor, so that asking the
+// log for a user's actions would leave out their logins.
+func asUser(ctx context.Context, userID string) context.Context {
+	return authn.NewContext(ctx, authn.Principal{Kind: authn.KindUser, Subject: userID})
 }
