@@ -384,7 +384,7 @@ func (x *Event) GetHash() []byte {
 type NewEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// idempotency_key identifies the event across redeliveries; required, at most 200 bytes,
-	// unique across the platform. The outbox uses `<service>:<outbox entry id>`.
+	// unique across the platform. The outbox uses 32 random hex digits, made with the event.
 	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// time is when the action happened; required.
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
