@@ -80,10 +80,10 @@ func (d *decisions) holds(grant, resource string) bool {
 // email, where its password resets go). A user holds what they hold, so
 // anyone covers themselves.
 func (s *Service) Covers(ctx context.Context, subject, target string) (bool, error) {
-	if err := checkUserID(subject); err != nil {
+	if err := checkUser("subject", subject); err != nil {
 		return false, err
 	}
-	if err := checkUserID(target); err != nil {
+	if err := checkUser("target", target); err != nil {
 		return false, err
 	}
 	if subject == target {

@@ -195,4 +195,7 @@ func TestCovers(t *testing.T) {
 	}
 	_, err := r.Covers(t.Context(), "", "root")
 	assert.Equal(t, authz.KindInvalid, authz.KindOf(err))
+	assert.ErrorContains(t, err, "subject must be")
+	_, err = r.Covers(t.Context(), "root", "has space")
+	assert.ErrorContains(t, err, "target must be")
 }

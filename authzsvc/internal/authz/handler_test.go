@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -122,6 +123,10 @@ func TestHandlerOverConnect(t *testing.T) {
 			_, err := root.CreateRole(ctx, connect.NewRequest(&authzv1.CreateRoleRequest{Name: "auditors"}))
 			return err
 		}, connect.CodeAlreadyExists},
+		{"role ID in upper case", func() error {
+			_, err := root.GetRole(ctx, connect.NewRequest(&authzv1.GetRoleRequest{RoleId: strings.ToUpper(role.GetId())}))
+			return err
+		}, connect.CodeInvalidArgument},
 		{"unknown role", func() error {
 			_, err := root.GetRole(ctx, connect.NewRequest(&authzv1.GetRoleRequest{RoleId: "00000000-0000-0000-0000-000000000001"}))
 			return err

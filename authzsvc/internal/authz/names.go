@@ -165,9 +165,12 @@ func checkGrants(perms []string, allowEmpty bool) ([]string, error) {
 	return out, nil
 }
 
-func checkUserID(id string) error {
+func checkUserID(id string) error { return checkUser("user_id", id) }
+
+// checkUser validates a user ID sent in field.
+func checkUser(field, id string) error {
 	if !ValidUserID(id) {
-		return invalid("user_id must be 1 to %d printable characters without spaces, and a UUID must be in canonical form (lower case, with hyphens)", maxUserID)
+		return invalid("%s must be 1 to %d printable characters without spaces, and a UUID must be in canonical form (lower case, with hyphens)", field, maxUserID)
 	}
 	return nil
 }

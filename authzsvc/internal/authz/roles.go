@@ -63,8 +63,10 @@ func (p Page) size() (int, error) {
 // ParseID parses a role ID.
 func ParseID(id string) (uuid.UUID, error) {
 	u, err := uuid.Parse(id)
-	if err != nil || id == "" {
-		return uuid.Nil, invalid("role_id %q is not a role ID", truncate(id))
+	if err != nil || u.String() != id {
+		// One spelling, as for user IDs: the canonical form roles are
+		// given in, and audited under.
+		return uuid.Nil, invalid("role_id %q is not a role ID: want a UUID in canonical form (lower case, with hyphens)", truncate(id))
 	}
 	return u, nil
 }
