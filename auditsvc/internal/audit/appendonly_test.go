@@ -120,6 +120,38 @@ func TestVerifyChainFromAnAnchorPastTheEnd(t *testing.T) {
 
 // Tamper runs stmt (with %s for the schema) on the log with the append-only
 // trigger disabled, as its owner or a superuser could.
+// TestReadingATamperedLogSaysSo: an event changed into something the log
+// cannot show as it is (metadata of another shape, a time beyond what its
+// hash covers) fails a query, a lookup or an export with ErrCorrupt, not
+// an internal error.
+func TestReadingATamperedLogSaysSo(t *testing.T) {
+	t.Parallel()
+	for _, tamper := range []string{
+		`UPDATE %s.audit_log SET metadata = '{"reason": 5}' WHERE sequence = 3`,
+		`UPDATE %s.audit_log SET time = time + make_interval(secs => 2305843009213.693952) WHERE sequence = 3`,
+	} {
+		t.Run(tamper, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			ctx := context.Background()
+			res, err := s.svc.Record(ctx, batch("svc", 0, 5))
+			require.NoError(t, err)
+			Tamper(t, s, tamper)
+
+			_, err = s.svc.QueryEvents(ctx, audit.Query{})
+			assert.ErrorIs(t, err, audit.ErrCorrupt)
+			_, err = s.svc.GetEvent(ctx, res[2].EventID)
+			assert.ErrorIs(t, err, audit.ErrCorrupt)
+			var exported int
+			err = s.svc.ExportEvents(ctx, audit.Filter{}, 0, func(*audit.Event) error { exported++; return nil })
+			assert.ErrorIs(t, err, audit.ErrCorrupt)
+			assert.LessOrEqual(t, exported, 2, "nothing from the changed event on")
+			_, err = s.svc.GetEvent(ctx, res[1].EventID)
+			assert.NoError(t, err, "the others read as before")
+		})
+	}
+}
+
 func Tamper(t testing.TB, s *store, stmt string) {
 	t.Helper()
 	tbl := pq.QuoteIdentifier(s.schema) + ".audit_log"

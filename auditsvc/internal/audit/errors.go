@@ -12,6 +12,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrNotFound means the event asked for does not exist.
 	ErrNotFound = errors.New("event not found")
+	// ErrCorrupt means a stored event cannot be read or shown as it is:
+	// it was changed behind the service's back (VerifyChain says where).
+	ErrCorrupt = errors.New("the audit log holds an event changed outside the service; VerifyChain says where")
 )
 
 func invalid(format string, args ...any) error {

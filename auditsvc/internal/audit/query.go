@@ -145,14 +145,19 @@ func (s *Service) QueryEvents(ctx context.Context, q Query) (*Page, error) {
 	}
 	rows, err := s.ent.AuditLog.Query().Where(ps...).Order(order).Limit(q.PageSize + 1).All(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("query events: %w", err)
+		return nil, readError("query events", err)
 	}
 	page := &Page{}
 	if len(rows) > q.PageSize {
 		rows = rows[:q.PageSize]
 		page.NextPageToken = pageToken(rows[len(rows)-1].Sequence, fp)
 	}
-	page.Events = fromRows(rows)
+	page.Events = make([]*Event, len(rows))
+	for i, r := range rows {
+		if page.Events[i], err = shown(r); err != nil {
+			return nil, fmt.Errorf("query events: %w", err)
+		}
+	}
 	return page, nil
 }
 
@@ -200,9 +205,13 @@ func (s *Service) GetEvent(ctx context.Context, id uuid.UUID) (*Event, error) {
 	case ent.IsNotFound(err):
 		return nil, ErrNotFound
 	case err != nil:
+		return nil, readError("get event", err)
+	}
+	e, err := shown(row)
+	if err != nil {
 		return nil, fmt.Errorf("get event: %w", err)
 	}
-	return fromRow(row), nil
+	return e, nil
 }
 
 // ExportEvents calls send with every event recorded by the time of the
@@ -228,10 +237,14 @@ func (s *Service) ExportEvents(ctx context.Context, f Filter, after int64, send 
 			Where(append(ps, auditlog.SequenceGT(after))...).
 			Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).All(ctx)
 		if err != nil {
-			return fmt.Errorf("export events: %w", err)
+			return readError("export events", err)
 		}
 		for _, r := range rows {
-			if err := send(fromRow(r)); err != nil {
+			e, err := shown(r)
+			if err != nil {
+				return fmt.Errorf("export events: %w", err)
+			}
+			if err := send(e); err != nil {
 				return err
 			}
 			after = r.Sequence
@@ -337,12 +350,24 @@ func (s *Service) head(ctx context.Context) (int64, error) {
 	return head, nil
 }
 
-func fromRows(rows []*ent.AuditLog) []*Event {
-	out := make([]*Event, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
+// shown returns the event r holds, or [ErrCorrupt] for one whose times
+// its hash does not cover (see hashable), which a caller could not be
+// shown anyway: the contract's timestamps end in 9999.
+func shown(r *ent.AuditLog) (*Event, error) {
+	e := fromRow(r)
+	if !hashable(e.Time) || !hashable(e.RecordTime) {
+		return nil, fmt.Errorf("event %d: %w", e.Sequence, ErrCorrupt)
 	}
-	return out
+	return e, nil
+}
+
+// readError wraps the error of a read of the log for op, as [ErrCorrupt]
+// when a stored event does not fit the schema.
+func readError(op string, err error) error {
+	if isUnreadable(err) {
+		return fmt.Errorf("%s: %w", op, ErrCorrupt)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 func fromRow(r *ent.AuditLog) *Event {

@@ -130,6 +130,8 @@ func (h *Handler) connectError(ctx context.Context, err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, audit.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, audit.ErrNotFound)
+	case errors.Is(err, audit.ErrCorrupt):
+		return connect.NewError(connect.CodeDataLoss, err)
 	case errors.As(err, &ce):
 		return ce // from the stream: the client went away
 	}
