@@ -34,6 +34,10 @@ func (s *Service) AssignRole(ctx context.Context, user, roleID, resource string)
 	if err := checkResource(resource); err != nil {
 		return Binding{}, err
 	}
+	limits, err := s.callerLimits(ctx)
+	if err != nil {
+		return Binding{}, err
+	}
 	var b Binding
 	err = s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
 		// Shared, against GrantPermissions' exclusive lock: a grant made
@@ -47,7 +51,7 @@ func (s *Service) AssignRole(ctx context.Context, user, roleID, resource string)
 		if err != nil {
 			return err
 		}
-		if err := s.mayGive(ctx, role.Permissions, resource); err != nil {
+		if err := mayGive(limits, role.Permissions, resource); err != nil {
 			return err
 		}
 		b, _, err = s.bind(ctx, tx, ch, user, rid, role.Name, resource)
@@ -93,22 +97,34 @@ func (s *Service) UnassignRole(ctx context.Context, user, roleID, resource strin
 	if err := checkResource(resource); err != nil {
 		return err
 	}
+	limits, err := s.callerLimits(ctx)
+	if err != nil {
+		return err
+	}
 	return s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
+		// Shared, as AssignRole takes it: a grant to the role made
+		// meanwhile commits first and is judged here too.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM roles WHERE id = $1 FOR SHARE`, rid); err != nil {
+			return err
+		}
+		role, err := s.getRole(ctx, tx.Client(), rid)
+		if KindOf(err) == KindNotFound {
+			return nil // no role, no binding to it
+		}
+		if err != nil {
+			return err
+		}
+		// Judged whether the binding exists or not: else the answer
+		// would tell who holds a role to someone who may not read it.
+		if err := mayTake(limits, role.Permissions, resource); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM bindings WHERE user_id = $1 AND role_id = $2 AND resource = $3`, user, rid, resource)
 		if err != nil {
 			return err
 		}
 		if affected(res) == 0 {
 			return nil
-		}
-		// Judged once there is something to take away; a refusal rolls
-		// the delete back.
-		role, err := s.getRole(ctx, tx.Client(), rid)
-		if err != nil {
-			return err
-		}
-		if err := s.mayTake(ctx, role.Permissions, resource); err != nil {
-			return err
 		}
 		ch.users = append(ch.users, user)
 		meta := map[string]string{"role_id": rid.String()}

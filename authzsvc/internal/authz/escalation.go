@@ -8,22 +8,34 @@ import (
 	"portcullis.dev/kernel/authn"
 )
 
-// mayGive refuses to let a user give away what they do not hold, as
-// Kubernetes' RBAC does (its escalate and bind rule): a user may grant a
-// role only permissions they hold everywhere (resource ""), since the role
-// may be bound anywhere, and bind a role only where they hold every one of
-// its permissions. Without it, authz.roles.write would let its holder grant
-// `*` to a role of their own, and authz.bindings.write would let its holder
-// bind themselves to admin.
+// callerLimits returns what the calling user holds, which bounds what they
+// may give and take away (see mayGive), or nil for a caller who is not
+// limited: services, and calls with no principal (the service's own, in
+// process), for whom the access policy has already vouched. Call it before
+// a transaction: loading the decisions takes a connection of the pool, and
+// a transaction waiting on the pool while it holds a connection could
+// wait on others doing the same.
+func (s *Service) callerLimits(ctx context.Context) (*decisions, error) {
+	p, ok := authn.FromContext(ctx)
+	if !ok || p.Kind != authn.KindUser {
+		return nil, nil
+	}
+	return s.decisions(ctx, p.Subject)
+}
+
+// mayGive refuses to let a user, who holds limits, give away what they do
+// not hold, as Kubernetes' RBAC does (its escalate and bind rule): a user
+// may grant a role only permissions they hold everywhere (resource ""),
+// since the role may be bound anywhere, and bind a role only where they
+// hold every one of its permissions. Without it, authz.roles.write would
+// let its holder grant `*` to a role of their own, and
+// authz.bindings.write would let its holder bind themselves to admin.
 //
 // A wildcard is held only through a wildcard that covers it: holding every
 // identity.users.* permission one by one does not let a user grant
 // identity.users.*, which would cover permissions added later.
-//
-// Services, and calls with no principal (the service's own, in process),
-// are not limited: the access policy has already vouched for them.
-func (s *Service) mayGive(ctx context.Context, perms []string, resource string) error {
-	return s.mayChange(ctx, "give", perms, resource)
+func mayGive(limits *decisions, perms []string, resource string) error {
+	return mayChange(limits, "give", perms, resource)
 }
 
 // mayTake is mayGive's rule for taking access away (unbinding a role,
@@ -33,18 +45,13 @@ func (s *Service) mayGive(ctx context.Context, perms []string, resource string) 
 // authz.roles.write would let its holder empty a role they could not
 // have made, as Identity's outrank check keeps a helpdesk from disabling
 // an administrator.
-func (s *Service) mayTake(ctx context.Context, perms []string, resource string) error {
-	return s.mayChange(ctx, "take away", perms, resource)
+func mayTake(limits *decisions, perms []string, resource string) error {
+	return mayChange(limits, "take away", perms, resource)
 }
 
-func (s *Service) mayChange(ctx context.Context, verb string, perms []string, resource string) error {
-	p, ok := authn.FromContext(ctx)
-	if !ok || p.Kind != authn.KindUser || len(perms) == 0 {
+func mayChange(d *decisions, verb string, perms []string, resource string) error {
+	if d == nil || len(perms) == 0 {
 		return nil
-	}
-	d, err := s.decisions(ctx, p.Subject)
-	if err != nil {
-		return err
 	}
 	var missing []string
 	for _, perm := range perms {

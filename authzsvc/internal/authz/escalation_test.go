@@ -95,7 +95,9 @@ func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 		assert.ErrorContains(t, err, "you do not hold identity.users.write")
 		assert.True(t, r.check(t, "grace", "identity.users.read", ""), "a refusal revokes nothing")
 		_, err = r.RevokePermissions(as("manager"), staff.ID.String(), []string{"identity.users.delete"})
-		assert.NoError(t, err, "revoking what the role does not have takes nothing away")
+		denied(t, err) // whether the role has it or not: nothing is told of the role
+		err = r.UnassignRole(as("manager"), "nobody", admin.ID.String(), "")
+		denied(t, err) // whether the binding exists or not: nothing is told of who holds admin
 
 		_, err = r.DeleteRole(as("manager"), staff.ID.String(), true)
 		denied(t, err)
@@ -123,6 +125,34 @@ func TestNoOneGivesAwayWhatTheyDoNotHold(t *testing.T) {
 		_, err = r.GrantPermissions(as("frank"), editors.ID.String(), []string{"*"})
 		assert.NoError(t, err)
 	})
+}
+
+// TestChangesByUsersNeedOneConnection: what a user holds is read before
+// a change's transaction takes its connection, so that changes made at
+// once by as many users as the pool has connections do not each wait, in
+// their transaction, for a connection to read it.
+func TestChangesByUsersNeedOneConnection(t *testing.T) {
+	t.Parallel()
+	dsn, schema := newSchema(t)
+	r := startReplicaWithPool(t, dsn, schema, authz.Config{}, 1)
+	admin := r.roleByName(t, "admin")
+	readers := r.mustRole(t, "readers", "docs.pages.read")
+	r.mustAssign(t, "eve", readers, "")
+	// Each change made as an administrator whose decisions are not cached
+	// yet, so that it reads them.
+	as := func(root string) context.Context {
+		r.mustAssign(t, root, admin, "")
+		ctx, cancel := context.WithTimeout(authn.NewContext(t.Context(), authn.Principal{Kind: authn.KindUser, Subject: root}), 5*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	require.NoError(t, r.UnassignRole(as("root-1"), "eve", readers.ID.String(), ""))
+	_, err := r.AssignRole(as("root-2"), "eve", readers.ID.String(), "")
+	require.NoError(t, err)
+	_, err = r.RevokePermissions(as("root-3"), readers.ID.String(), []string{"docs.pages.read"})
+	require.NoError(t, err)
+	_, err = r.DeleteRole(as("root-4"), readers.ID.String(), true)
+	require.NoError(t, err)
 }
 
 // TestBindingWaitsForAGrantToItsRole: a binding made while the role is

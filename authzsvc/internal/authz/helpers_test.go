@@ -33,8 +33,14 @@ func newSchema(t testing.TB) (dsn, schema string) {
 // it waits until decisions are cached (the notification connection is up).
 func startReplica(t testing.TB, dsn, schema string, cfg authz.Config) *replica {
 	t.Helper()
+	return startReplicaWithPool(t, dsn, schema, cfg, 8)
+}
+
+// startReplicaWithPool is startReplica with a pool of maxOpen connections.
+func startReplicaWithPool(t testing.TB, dsn, schema string, cfg authz.Config, maxOpen int) *replica {
+	t.Helper()
 	ctx := context.Background()
-	db, err := database.NewEntClient(ctx, database.Config{DSN: config.DSN(dsn), Schema: schema, MaxOpenConns: 8}, ent.Migrations(),
+	db, err := database.NewEntClient(ctx, database.Config{DSN: config.DSN(dsn), Schema: schema, MaxOpenConns: maxOpen}, ent.Migrations(),
 		func(d dialect.Driver) *ent.Client { return ent.NewClient(ent.Driver(d)) })
 	require.NoError(t, err)
 	svc, err := authz.New(db.Ent, schema, dsn, cfg)

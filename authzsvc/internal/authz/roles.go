@@ -83,7 +83,11 @@ func (s *Service) CreateRole(ctx context.Context, in NewRole) (Role, error) {
 	if err != nil {
 		return Role{}, err
 	}
-	if err := s.mayGive(ctx, perms, ""); err != nil {
+	limits, err := s.callerLimits(ctx)
+	if err != nil {
+		return Role{}, err
+	}
+	if err := mayGive(limits, perms, ""); err != nil {
 		return Role{}, err
 	}
 	var id uuid.UUID
@@ -246,6 +250,10 @@ func (s *Service) DeleteRole(ctx context.Context, id string, cascade bool) (remo
 	if err != nil {
 		return 0, err
 	}
+	limits, err := s.callerLimits(ctx)
+	if err != nil {
+		return 0, err
+	}
 	err = s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
 		// The row lock also waits for, and then sees, a binding being
 		// added concurrently: inserting one locks the role's row too.
@@ -290,7 +298,7 @@ func (s *Service) DeleteRole(ctx context.Context, id string, cascade bool) (remo
 			for resource := range resources {
 				// As if each binding were unassigned; a refusal rolls the
 				// delete back.
-				if err := s.mayTake(ctx, role.Permissions, resource); err != nil {
+				if err := mayTake(limits, role.Permissions, resource); err != nil {
 					return err
 				}
 			}
@@ -327,7 +335,8 @@ func (s *Service) GrantPermissions(ctx context.Context, id string, perms []strin
 
 // RevokePermissions removes permissions from a custom role, compared as
 // exact strings; those it does not have are ignored. A user may revoke only
-// permissions they could grant (see mayTake).
+// permissions they could grant (see mayTake), whether the role has them or
+// not.
 func (s *Service) RevokePermissions(ctx context.Context, id string, perms []string) (Role, error) {
 	return s.changeGrants(ctx, id, perms, false)
 }
@@ -341,10 +350,16 @@ func (s *Service) changeGrants(ctx context.Context, id string, perms []string, g
 	if err != nil {
 		return Role{}, err
 	}
-	if grant {
-		if err := s.mayGive(ctx, perms, ""); err != nil {
-			return Role{}, err
-		}
+	limits, err := s.callerLimits(ctx)
+	if err != nil {
+		return Role{}, err
+	}
+	change := mayGive
+	if !grant {
+		change = mayTake
+	}
+	if err := change(limits, perms, ""); err != nil {
+		return Role{}, err
 	}
 	err = s.inTx(ctx, func(tx *ent.Tx, ch *changes) error {
 		name, err := s.lockRole(ctx, tx, rid, "changed")
@@ -365,12 +380,6 @@ func (s *Service) changeGrants(ctx context.Context, id string, perms []string, g
 		}
 		if len(changed) == 0 {
 			return nil // idempotent: nothing changed, nothing to announce
-		}
-		if !grant {
-			// Judged on what is taken away; a refusal rolls it back.
-			if err := s.mayTake(ctx, changed, ""); err != nil {
-				return err
-			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE roles SET updated_at = $2 WHERE id = $1`, rid, now); err != nil {
 			return err

@@ -95,15 +95,16 @@ type AuthzServiceClient interface {
 	// RevokePermissions removes permissions from a role, compared as exact strings (revoking
 	// `identity.users.read` does not narrow a granted `identity.users.*`). Permissions the role
 	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role, and with
-	// PERMISSION_DENIED when it would remove a permission the caller does not hold everywhere.
+	// PERMISSION_DENIED when asked to remove a permission the caller does not hold everywhere,
+	// whether the role has it or not.
 	RevokePermissions(context.Context, *connect.Request[v1.RevokePermissionsRequest]) (*connect.Response[v1.RevokePermissionsResponse], error)
 	// AssignRole binds a role to a user, everywhere or on one resource. Assigning an existing
 	// binding succeeds and returns it unchanged. Fails with PERMISSION_DENIED unless the caller
 	// holds every permission of the role where the binding applies.
 	AssignRole(context.Context, *connect.Request[v1.AssignRoleRequest]) (*connect.Response[v1.AssignRoleResponse], error)
 	// UnassignRole removes a binding. Removing a binding that does not exist succeeds. Fails
-	// with PERMISSION_DENIED when the role grants what the caller does not hold where it is
-	// bound.
+	// with PERMISSION_DENIED when the role grants what the caller does not hold where the
+	// binding would be, whether it exists or not.
 	UnassignRole(context.Context, *connect.Request[v1.UnassignRoleRequest]) (*connect.Response[v1.UnassignRoleResponse], error)
 	// ListUserRoles pages through a user's bindings. Users may list their own; listing
 	// anyone else's needs authz.bindings.read.
@@ -354,15 +355,16 @@ type AuthzServiceHandler interface {
 	// RevokePermissions removes permissions from a role, compared as exact strings (revoking
 	// `identity.users.read` does not narrow a granted `identity.users.*`). Permissions the role
 	// does not have are ignored. Fails with FAILED_PRECONDITION for a built-in role, and with
-	// PERMISSION_DENIED when it would remove a permission the caller does not hold everywhere.
+	// PERMISSION_DENIED when asked to remove a permission the caller does not hold everywhere,
+	// whether the role has it or not.
 	RevokePermissions(context.Context, *connect.Request[v1.RevokePermissionsRequest]) (*connect.Response[v1.RevokePermissionsResponse], error)
 	// AssignRole binds a role to a user, everywhere or on one resource. Assigning an existing
 	// binding succeeds and returns it unchanged. Fails with PERMISSION_DENIED unless the caller
 	// holds every permission of the role where the binding applies.
 	AssignRole(context.Context, *connect.Request[v1.AssignRoleRequest]) (*connect.Response[v1.AssignRoleResponse], error)
 	// UnassignRole removes a binding. Removing a binding that does not exist succeeds. Fails
-	// with PERMISSION_DENIED when the role grants what the caller does not hold where it is
-	// bound.
+	// with PERMISSION_DENIED when the role grants what the caller does not hold where the
+	// binding would be, whether it exists or not.
 	UnassignRole(context.Context, *connect.Request[v1.UnassignRoleRequest]) (*connect.Response[v1.UnassignRoleResponse], error)
 	// ListUserRoles pages through a user's bindings. Users may list their own; listing
 	// anyone else's needs authz.bindings.read.
