@@ -100,7 +100,7 @@ func TestJourneysThroughTheGateway(t *testing.T) {
 	require.NoError(t, err, "logs:\n%s", j.logs.String())
 	j.admin = login.Msg.GetAccessToken()
 	j.trail.token = j.admin
-	j.trail.expect(t, "anonymous", "auth.login.succeeded", "user:"+j.p.Admin.UserID, auditv1.Outcome_OUTCOME_SUCCESS)
+	j.trail.expect(t, "user:"+j.p.Admin.UserID, "auth.login.succeeded", "user:"+j.p.Admin.UserID, auditv1.Outcome_OUTCOME_SUCCESS)
 
 	t.Run("UserJourney", j.userJourney)
 	t.Run("RoleGrantAndRevoke", j.roleGrantAndRevoke)
@@ -142,7 +142,7 @@ func (j *journeys) userJourney(t *testing.T) {
 	require.NoError(t, protojson.Unmarshal(body, first))
 	assert.Equal(t, "Bearer", first.GetTokenType())
 	assert.Positive(t, first.GetExpiresIn())
-	j.trail.expect(t, "anonymous", "auth.login.succeeded", "user:"+ann, auditv1.Outcome_OUTCOME_SUCCESS)
+	j.trail.expect(t, "user:"+ann, "auth.login.succeeded", "user:"+ann, auditv1.Outcome_OUTCOME_SUCCESS)
 
 	status, body = postJSON(t, j.gw+"/portcullis.auth.v1.AuthService/Login", map[string]string{"email": email, "password": "not the password"})
 	assert.Equal(t, http.StatusUnauthorized, status)
@@ -165,7 +165,7 @@ func (j *journeys) userJourney(t *testing.T) {
 	assert.Equal(t, first.GetSessionId(), second.Msg.GetSessionId())
 	assert.NotEqual(t, first.GetRefreshToken(), second.Msg.GetRefreshToken())
 	session := "session:" + first.GetSessionId()
-	j.trail.expect(t, "anonymous", "auth.session.refreshed", session, auditv1.Outcome_OUTCOME_SUCCESS)
+	j.trail.expect(t, "user:"+ann, "auth.session.refreshed", session, auditv1.Outcome_OUTCOME_SUCCESS)
 	me, err = j.identity.GetMe(ctx, bearer(second.Msg.GetAccessToken(), &identityv1.GetMeRequest{}))
 	require.NoError(t, err)
 	assert.Equal(t, ann, me.Msg.GetUser().GetId())
@@ -501,7 +501,7 @@ func (j *journeys) login(t *testing.T, user, email, password, code string) *auth
 	t.Helper()
 	res, err := j.auth.Login(t.Context(), connect.NewRequest(&authv1.LoginRequest{Email: email, Password: password, TotpCode: code}))
 	require.NoError(t, err)
-	ev := j.trail.expect(t, "anonymous", "auth.login.succeeded", "user:"+user, auditv1.Outcome_OUTCOME_SUCCESS)
+	ev := j.trail.expect(t, "user:"+user, "auth.login.succeeded", "user:"+user, auditv1.Outcome_OUTCOME_SUCCESS)
 	assert.Equal(t, res.Msg.GetSessionId(), ev.GetMetadata()["session_id"])
 	assert.Equal(t, strconv.FormatBool(code != ""), ev.GetMetadata()["mfa"])
 	return res.Msg
