@@ -162,10 +162,13 @@ const maxReasonLen = 64
 // Login). Without it, such a login could create its session just after the
 // revocation looked, and keep it.
 //
-// A non-zero changedAt is when the change was made, for a call that comes
-// late: sessions begun more than maxClockSkew after it are the user's
-// since, and stay, and the cutoff is no later than that.
-func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except string, changedAt time.Time) (int, error) {
+// A positive age is how long ago the change was made, for a call that
+// comes late: sessions begun more than maxClockSkew after it are the
+// user's since, and stay, and the cutoff is no later than that. An age,
+// measured by the caller on its own clock, needs no agreement between the
+// services' clocks; this replica's and its peers' may differ by
+// maxClockSkew.
+func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except string, age time.Duration) (int, error) {
 	// Sessions hold the user ID as text, in the canonical form Identity
 	// gives at login: any other spelling would match nothing and report
 	// success while the sessions stay.
@@ -182,9 +185,12 @@ func (s *Service) EndUserSessions(ctx context.Context, userID, reason, except st
 			return 0, err
 		}
 	}
+	if age < 0 {
+		return 0, invalid("change_age", "must not be negative")
+	}
 	var before time.Time
-	if !changedAt.IsZero() {
-		before = changedAt.Add(maxClockSkew)
+	if age > maxClockSkew {
+		before = s.now().Add(-age).Add(maxClockSkew)
 	}
 	return s.revokeAll(ctx, userID, except, reason, true, before)
 }

@@ -52,7 +52,7 @@ func TestEndUserSessions(t *testing.T) {
 			if tt.except != "" {
 				except = tt.except
 			}
-			n, err := e.Service.EndUserSessions(t.Context(), tt.userID, tt.reason, except, time.Time{})
+			n, err := e.Service.EndUserSessions(t.Context(), tt.userID, tt.reason, except, 0)
 			if tt.invalid != "" {
 				var inv *auth.InvalidArgumentError
 				require.ErrorAs(t, err, &inv)
@@ -85,7 +85,7 @@ func TestEndUserSessions(t *testing.T) {
 			assert.Equal(t, "user:"+strings.ToLower(tt.userID), ev.GetTarget(), "not the canonical user ID")
 			assert.Equal(t, tt.reason, ev.GetMetadata()["reason"])
 
-			again, err := e.Service.EndUserSessions(t.Context(), tt.userID, tt.reason, except, time.Time{})
+			again, err := e.Service.EndUserSessions(t.Context(), tt.userID, tt.reason, except, 0)
 			require.NoError(t, err, "a repeated call fails")
 			assert.Zero(t, again, "a repeated call ended sessions")
 		})
@@ -103,7 +103,7 @@ func TestEndUserSessionsEndsSessionsThisClockThinksOver(t *testing.T) {
 	skew := p.RefreshExpiresIn + time.Second // the session is idle past its expiry, on this clock
 	e.Clock.Advance(skew)
 	login(t, e, "")
-	n, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", "", time.Time{})
+	n, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", "", 0)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "counted: the sessions active on this clock")
 	e.Clock.Advance(-skew) // a replica whose clock lags
@@ -119,10 +119,9 @@ func TestALateEndSparesTheSessionsBegunSince(t *testing.T) {
 	t.Parallel()
 	e := authtest.New(t, authtest.Options{})
 	before := login(t, e, "")
-	changedAt := e.Clock.Now()
 	e.Clock.Advance(10 * time.Minute)
 	since := login(t, e, "")
-	n, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", changedAt)
+	n, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", 10*time.Minute)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	_, err = e.Service.Refresh(t.Context(), before.RefreshToken)
@@ -133,7 +132,7 @@ func TestALateEndSparesTheSessionsBegunSince(t *testing.T) {
 	// Within the clock skew tolerated between services, a session ends.
 	e.Clock.Advance(time.Minute)
 	recent := login(t, e, "")
-	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", e.Clock.Now().Add(-time.Minute))
+	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", time.Minute)
 	require.NoError(t, err)
 	_, err = e.Service.Refresh(t.Context(), recent.RefreshToken)
 	require.ErrorIs(t, err, auth.ErrInvalidRefreshToken)
@@ -279,7 +278,7 @@ func TestLoginRacingEndUserSessions(t *testing.T) {
 		done <- result{p, err}
 	}()
 	<-slow.begun // Identity disables the user meanwhile
-	_, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", time.Time{})
+	_, err := e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", 0)
 	require.NoError(t, err)
 	close(slow.release)
 	res := <-done
@@ -293,7 +292,7 @@ func TestLoginRacingEndUserSessions(t *testing.T) {
 	slow.begun = make(chan struct{}, 10)
 	kept, other := login(t, e, ""), login(t, e, "")
 
-	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", kept.SessionID, time.Time{})
+	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "password_changed", kept.SessionID, 0)
 	require.NoError(t, err)
 	_, err = e.Service.Refresh(t.Context(), other.RefreshToken)
 	require.ErrorIs(t, err, auth.ErrInvalidRefreshToken)
@@ -305,7 +304,7 @@ func TestLoginRacingEndUserSessions(t *testing.T) {
 	var ahead time.Time
 	require.NoError(t, e.DB.DB.QueryRowContext(t.Context(),
 		"UPDATE session_cutoffs SET ended_before = clock_timestamp() + interval '1 hour' WHERE id = $1 RETURNING ended_before", authtest.ActiveID).Scan(&ahead))
-	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", time.Time{})
+	_, err = e.Service.EndUserSessions(t.Context(), authtest.ActiveID, "user_disabled", "", 0)
 	require.NoError(t, err)
 	var after time.Time
 	require.NoError(t, e.DB.DB.QueryRowContext(t.Context(), "SELECT ended_before FROM session_cutoffs WHERE id = $1", authtest.ActiveID).Scan(&after))

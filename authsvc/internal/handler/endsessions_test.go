@@ -10,7 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"portcullis.dev/authsvc/internal/auth"
 	"portcullis.dev/authsvc/internal/authtest"
@@ -78,8 +78,10 @@ func TestEndUserSessions(t *testing.T) {
 		{"no reason", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID}, connect.CodeInvalidArgument},
 		{"free-text reason", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "Because I said so"}, connect.CodeInvalidArgument},
 		{"except_session_id with NUL", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "user_disabled", ExceptSessionId: "\x00"}, connect.CodeInvalidArgument},
-		{"change_time out of range", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "user_disabled",
-			ChangeTime: &timestamppb.Timestamp{Seconds: 1 << 40}}, connect.CodeInvalidArgument},
+		{"change_age out of range", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "user_disabled",
+			ChangeAge: &durationpb.Duration{Seconds: 1 << 40}}, connect.CodeInvalidArgument},
+		{"change_age negative", asService(serviceToken), &authv1.EndUserSessionsRequest{UserId: authtest.ActiveID, Reason: "user_disabled",
+			ChangeAge: durationpb.New(-time.Minute)}, connect.CodeInvalidArgument},
 	}
 	for _, tt := range refused {
 		req := connect.NewRequest(tt.msg)

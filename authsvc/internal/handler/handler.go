@@ -167,14 +167,14 @@ func (h *Handler) RevokeAllSessions(ctx context.Context, req *connect.Request[au
 // procedure is INTERNAL), so the caller is another Portcullis service.
 func (h *Handler) EndUserSessions(ctx context.Context, req *connect.Request[authv1.EndUserSessionsRequest]) (*connect.Response[authv1.EndUserSessionsResponse], error) {
 	m := req.Msg
-	var changedAt time.Time
-	if m.ChangeTime != nil {
-		if err := m.GetChangeTime().CheckValid(); err != nil {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("change_time: %w", err))
+	var age time.Duration
+	if m.ChangeAge != nil {
+		if err := m.GetChangeAge().CheckValid(); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("change_age: %w", err))
 		}
-		changedAt = m.GetChangeTime().AsTime()
+		age = m.GetChangeAge().AsDuration()
 	}
-	n, err := h.svc.EndUserSessions(ctx, m.GetUserId(), m.GetReason(), m.GetExceptSessionId(), changedAt)
+	n, err := h.svc.EndUserSessions(ctx, m.GetUserId(), m.GetReason(), m.GetExceptSessionId(), age)
 	if err != nil {
 		return nil, h.toConnect(ctx, err)
 	}

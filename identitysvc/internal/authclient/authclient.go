@@ -6,9 +6,10 @@ package authclient
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"portcullis.dev/identitysvc/internal/identity"
 	authv1 "portcullis.dev/proto/auth/v1"
@@ -37,8 +38,9 @@ func (s *Sessions) EndUserSessions(ctx context.Context, end identity.SessionEnd)
 		Reason:          end.Reason,
 		ExceptSessionId: end.ExceptSession,
 	}
-	if !end.ChangedAt.IsZero() {
-		req.ChangeTime = timestamppb.New(end.ChangedAt)
+	if age := time.Since(end.ChangedAt); !end.ChangedAt.IsZero() && age > 0 {
+		// An age, on this service's clock: Auth's need not agree with it.
+		req.ChangeAge = durationpb.New(age)
 	}
 	_, err := s.client.EndUserSessions(ctx, connect.NewRequest(req))
 	if err != nil {

@@ -12,6 +12,7 @@ package authv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	_ "portcullis.dev/proto/options/v1"
 	reflect "reflect"
@@ -883,12 +884,14 @@ type EndUserSessionsRequest struct {
 	// except_session_id is the ID of a session to keep, such as the one in which the user
 	// changed their password; empty ends every session.
 	ExceptSessionId string `protobuf:"bytes,3,opt,name=except_session_id,json=exceptSessionId,proto3" json:"except_session_id,omitempty"`
-	// change_time is when the change was made, for a call made late (the Auth service was
-	// unreachable, and the caller retried): sessions begun more than five minutes (the clock
-	// skew tolerated between services) after it are kept, and logins are refused only up to
-	// then, so that a late call does not end the sessions the user began since. Unset ends
-	// every session, as of the call.
-	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	// change_age is how long before the call the change was made, as the caller measured it
+	// on its own clock, for a call made late (the Auth service was unreachable, and the caller
+	// retried): sessions begun more than five minutes (the clock skew tolerated between
+	// replicas) after the change are kept, and logins are refused only up to then, so that a
+	// late call does not end the sessions the user began since. An age rather than a time, so
+	// that the services' clocks need not agree. Unset or zero ends every session, as of the
+	// call; negative is INVALID_ARGUMENT.
+	ChangeAge     *durationpb.Duration `protobuf:"bytes,5,opt,name=change_age,json=changeAge,proto3" json:"change_age,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,9 +947,9 @@ func (x *EndUserSessionsRequest) GetExceptSessionId() string {
 	return ""
 }
 
-func (x *EndUserSessionsRequest) GetChangeTime() *timestamppb.Timestamp {
+func (x *EndUserSessionsRequest) GetChangeAge() *durationpb.Duration {
 	if x != nil {
-		return x.ChangeTime
+		return x.ChangeAge
 	}
 	return nil
 }
@@ -1582,7 +1585,7 @@ var File_portcullis_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x1dportcullis/auth/v1/auth.proto\x12\x12portcullis.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"portcullis/options/v1/access.proto\"\x0e\n" +
+	"\x1dportcullis/auth/v1/auth.proto\x12\x12portcullis.auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"portcullis/options/v1/access.proto\"\x0e\n" +
 	"\fTotpRequired\"\xca\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1642,13 +1645,13 @@ const file_portcullis_auth_v1_auth_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12!\n" +
 	"\fkeep_current\x18\x02 \x01(\bR\vkeepCurrent\"@\n" +
 	"\x19RevokeAllSessionsResponse\x12#\n" +
-	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"\xb2\x01\n" +
+	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"\xc2\x01\n" +
 	"\x16EndUserSessionsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
-	"\x11except_session_id\x18\x03 \x01(\tR\x0fexceptSessionId\x12;\n" +
-	"\vchange_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"changeTime\"/\n" +
+	"\x11except_session_id\x18\x03 \x01(\tR\x0fexceptSessionId\x128\n" +
+	"\n" +
+	"change_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\tchangeAgeJ\x04\b\x04\x10\x05R\vchange_time\"/\n" +
 	"\x17EndUserSessionsResponse\x12\x14\n" +
 	"\x05ended\x18\x01 \x01(\x05R\x05ended\"B\n" +
 	"\x17RotateSigningKeyRequest\x12'\n" +
@@ -1738,13 +1741,14 @@ var file_portcullis_auth_v1_auth_proto_goTypes = []any{
 	(*GetJWKSResponse)(nil),           // 25: portcullis.auth.v1.GetJWKSResponse
 	(*Jwk)(nil),                       // 26: portcullis.auth.v1.Jwk
 	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 28: google.protobuf.Duration
 }
 var file_portcullis_auth_v1_auth_proto_depIdxs = []int32{
 	27, // 0: portcullis.auth.v1.Session.create_time:type_name -> google.protobuf.Timestamp
 	27, // 1: portcullis.auth.v1.Session.last_refresh_time:type_name -> google.protobuf.Timestamp
 	27, // 2: portcullis.auth.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: portcullis.auth.v1.ListSessionsResponse.sessions:type_name -> portcullis.auth.v1.Session
-	27, // 4: portcullis.auth.v1.EndUserSessionsRequest.change_time:type_name -> google.protobuf.Timestamp
+	28, // 4: portcullis.auth.v1.EndUserSessionsRequest.change_age:type_name -> google.protobuf.Duration
 	26, // 5: portcullis.auth.v1.RotateSigningKeyResponse.key:type_name -> portcullis.auth.v1.Jwk
 	26, // 6: portcullis.auth.v1.GetJWKSResponse.keys:type_name -> portcullis.auth.v1.Jwk
 	2,  // 7: portcullis.auth.v1.AuthService.Login:input_type -> portcullis.auth.v1.LoginRequest
