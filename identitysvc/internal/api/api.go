@@ -17,8 +17,10 @@ import (
 	"portcullis.dev/identitysvc/internal/identity"
 	"portcullis.dev/kernel/authn"
 	"portcullis.dev/kernel/rpc"
+	"portcullis.dev/proto/access"
 	identityv1 "portcullis.dev/proto/identity/v1"
 	"portcullis.dev/proto/identity/v1/identityv1connect"
+	optionsv1 "portcullis.dev/proto/options/v1"
 )
 
 // Handler implements identityv1connect.IdentityServiceHandler.
@@ -43,7 +45,7 @@ type activeCallers struct{ h *Handler }
 
 func (a activeCallers) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if err := a.h.confirmActiveCaller(ctx); err != nil {
+		if err := a.h.confirmActiveCaller(ctx, req.Spec()); err != nil {
 			return nil, err
 		}
 		return next(ctx, req)
@@ -56,16 +58,20 @@ func (a activeCallers) WrapStreamingClient(next connect.StreamingClientFunc) con
 
 func (a activeCallers) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if err := a.h.confirmActiveCaller(ctx); err != nil {
+		if err := a.h.confirmActiveCaller(ctx, conn.Spec()); err != nil {
 			return err
 		}
 		return next(ctx, conn)
 	}
 }
 
-func (h *Handler) confirmActiveCaller(ctx context.Context) error {
+// confirmActiveCaller refuses the call of a user who may no longer act.
+// Public procedures need no token, so one sent along proves nothing and
+// is not held against the caller: a client that keeps sending a stale one
+// can still sign up again or reset a password.
+func (h *Handler) confirmActiveCaller(ctx context.Context, spec connect.Spec) error {
 	p, ok := authn.FromContext(ctx)
-	if !ok || p.Kind != authn.KindUser {
+	if !ok || p.Kind != authn.KindUser || access.ForSpec(spec).Level == optionsv1.Access_ACCESS_PUBLIC {
 		return nil
 	}
 	id, err := uuid.Parse(p.Subject)

@@ -608,8 +608,15 @@ func TestADisabledUsersTokenDoesNothing(t *testing.T) {
 	_, err = s.client.GetMe(ctx, call(rogueToken, &identityv1.GetMeRequest{}))
 	assert.NoError(t, err, "enabled again, the account acts again")
 
+	_, err = s.client.DisableUser(ctx, call(rootToken, &identityv1.DisableUserRequest{UserId: rogue}))
+	require.NoError(t, err)
+	_, err = s.client.RequestPasswordReset(ctx, call(rogueToken, &identityv1.RequestPasswordResetRequest{Email: "rogue@admins.test"}))
+	assert.NoError(t, err, "a public procedure: the token sent along proves nothing, and is not held against the caller")
+
 	_, err = s.client.DeleteUser(ctx, call(rootToken, &identityv1.DeleteUserRequest{UserId: rogue}))
 	require.NoError(t, err)
+	_, err = s.client.CreateUser(ctx, call(rogueToken, &identityv1.CreateUserRequest{Email: "rogue@admins.test", Password: "correct horse battery"}))
+	assert.NoError(t, err, "signing up again with a stale token sent along")
 	_, err = s.client.DisableUser(ctx, call(rogueToken, &identityv1.DisableUserRequest{UserId: root}))
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "a deleted user's token")
 	_, err = s.verify(t, "root@admins.test", "correct horse battery")
