@@ -152,6 +152,32 @@ func TestReadingATamperedLogSaysSo(t *testing.T) {
 	}
 }
 
+// TestAnEventBelowTheChainIsFound: a row below sequence 1, where no chain
+// starts, put there by someone who may drop the table's check, breaks the
+// chain and is not served as an event.
+func TestAnEventBelowTheChainIsFound(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	_, err := s.svc.Record(ctx, batch("svc", 0, 3))
+	require.NoError(t, err)
+	Tamper(t, s, `ALTER TABLE %[1]s.audit_log DROP CONSTRAINT audit_log_sequence_positive;
+		INSERT INTO %[1]s.audit_log (id, sequence, time, record_time, actor_type, actor_id, action, target, outcome,
+			source_ip, user_agent, request_id, metadata, idempotency_key, previous_hash, hash)
+		SELECT gen_random_uuid(), -1, time, record_time, actor_type, actor_id, 'identity.user.deleted', target, outcome,
+			source_ip, user_agent, request_id, metadata, 'forged', previous_hash, hash FROM %[1]s.audit_log WHERE sequence = 1`)
+
+	res, err := s.svc.VerifyChain(ctx, 0, 0)
+	require.NoError(t, err)
+	assert.False(t, res.OK)
+	assert.Equal(t, int64(-1), res.FirstBroken)
+	_, err = s.svc.QueryEvents(ctx, audit.Query{OldestFirst: true})
+	assert.ErrorIs(t, err, audit.ErrCorrupt)
+	res, err = s.svc.VerifyChain(ctx, 2, 0)
+	require.NoError(t, err)
+	assert.True(t, res.OK, "a range that starts later does not look below the chain")
+}
+
 func Tamper(t testing.TB, s *store, stmt string) {
 	t.Helper()
 	tbl := pq.QuoteIdentifier(s.schema) + ".audit_log"

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -266,6 +267,17 @@ func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResu
 	case end != 0 && end < start:
 		return VerifyResult{}, invalid("end_sequence is before start_sequence")
 	}
+	if start <= 1 {
+		// Chains start at 1, and a CHECK keeps new rows there; one below
+		// was there before it, or put there by whoever may drop it.
+		var low sql.NullInt64
+		if err := s.db.QueryRowContext(ctx, `SELECT min(sequence) FROM audit_log WHERE sequence < 1`).Scan(&low); err != nil {
+			return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
+		}
+		if low.Valid {
+			return VerifyResult{Checked: 1, FirstBroken: low.Int64}, nil
+		}
+	}
 	start = max(start, 1)
 	if end == 0 {
 		// Fix the end now, so a busy log does not keep the check running.
@@ -350,12 +362,13 @@ func (s *Service) head(ctx context.Context) (int64, error) {
 	return head, nil
 }
 
-// shown returns the event r holds, or [ErrCorrupt] for one whose times
-// its hash does not cover (see hashable), which a caller could not be
-// shown anyway: the contract's timestamps end in 9999.
+// shown returns the event r holds, or [ErrCorrupt] for one no chain check
+// covers: below sequence 1, or with times its hash does not cover (see
+// hashable), which a caller could not be shown anyway (the contract's
+// timestamps end in 9999).
 func shown(r *ent.AuditLog) (*Event, error) {
 	e := fromRow(r)
-	if !hashable(e.Time) || !hashable(e.RecordTime) {
+	if e.Sequence < 1 || !hashable(e.Time) || !hashable(e.RecordTime) {
 		return nil, fmt.Errorf("event %d: %w", e.Sequence, ErrCorrupt)
 	}
 	return e, nil

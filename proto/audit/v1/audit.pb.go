@@ -1077,7 +1077,8 @@ type VerifyChainResponse struct {
 	// one.
 	CheckedCount int64 `protobuf:"varint,2,opt,name=checked_count,json=checkedCount,proto3" json:"checked_count,omitempty"`
 	// first_broken_sequence is the sequence of the first event that did not verify; zero when
-	// ok.
+	// ok. A check from the start of the chain also reports a row below sequence 1, where no
+	// chain starts, by its sequence (zero or negative).
 	FirstBrokenSequence int64 `protobuf:"varint,3,opt,name=first_broken_sequence,json=firstBrokenSequence,proto3" json:"first_broken_sequence,omitempty"`
 	// last_hash is the hash of the last event verified when ok. Keeping it somewhere outside
 	// Portcullis lets a later verification prove that nothing before it was rewritten.
