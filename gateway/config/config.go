@@ -49,9 +49,13 @@ type Gateway struct {
 	JWKSService string `koanf:"jwks_service" validate:"required"`
 	// TrustedProxies are the addresses or CIDR prefixes of load balancers in
 	// front of the gateway whose X-Forwarded-For is believed when finding the
-	// client's IP, and whose X-Request-Id is kept. Empty: the TCP peer is the
-	// client, and the gateway makes up every request's ID.
+	// client's IP. Empty: the TCP peer is the client.
 	TrustedProxies []string `koanf:"trusted_proxies"`
+	// ProxyRequestIDs keeps the X-Request-Id a trusted proxy sends, for a
+	// proxy that sets it itself, overwriting the client's: most pass a
+	// client's on as it came. False: the gateway makes up every request's
+	// ID, so that no client chooses the ID its calls are audited under.
+	ProxyRequestIDs bool `koanf:"proxy_request_ids"`
 	// DrainDelay is how long the gateway goes on serving new connections
 	// and requests after it is told to stop, with /readyz answering 503,
 	// before it drains: load balancers that probe /readyz stop sending it

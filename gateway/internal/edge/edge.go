@@ -66,11 +66,13 @@ type Gateway struct {
 	redis    *redis.Client
 	routes   map[string]*route
 	trusted  []netip.Prefix
-	proxy    *httputil.ReverseProxy
-	h2       *h2proxy.Transport
-	metrics  *metrics
-	errors   *connect.ErrorWriter
-	handler  http.Handler
+	// requestIDsFrom are the peers whose X-Request-Id is kept.
+	requestIDsFrom []netip.Prefix
+	proxy          *httputil.ReverseProxy
+	h2             *h2proxy.Transport
+	metrics        *metrics
+	errors         *connect.ErrorWriter
+	handler        http.Handler
 
 	ready    atomic.Bool // the catalog answered and the gateway is not stopping
 	draining atomic.Bool
@@ -115,6 +117,9 @@ func New(cfg config.Config, reg *registry.Registry, opts ...Option) (*Gateway, e
 			return nil, fmt.Errorf("gateway.trusted_proxies: %w", err)
 		}
 		g.trusted = append(g.trusted, prefix)
+	}
+	if cfg.Gateway.ProxyRequestIDs {
+		g.requestIDsFrom = g.trusted
 	}
 	g.clients = rpc.NewClientFactory(reg,
 		rpc.WithClientLogger(g.logger),
@@ -276,7 +281,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, stream *h2proxy.
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
 
-	id, kept := requestID(r, g.trusted)
+	id, kept := requestID(r, g.requestIDsFrom)
 	if !kept {
 		r.Header.Set(rpc.RequestIDHeader, id)
 	}

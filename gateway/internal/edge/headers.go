@@ -59,16 +59,18 @@ func propagateTrace(h http.Header) string {
 }
 
 // requestID returns the request's ID, and whether it is the one the request
-// came with: that is kept only from a trusted proxy, which made it up or
-// kept it by its own rules, and only when sane. Anyone else's is replaced,
-// as Envoy does at the edge: the services log it and the audit log records
-// it, and a client choosing it could slip its events in among another
-// request's (an administrator's, say) when an auditor asks for that
-// request's events. The client gets the ID back in the response.
-func requestID(r *http.Request, trusted []netip.Prefix) (string, bool) {
-	id := r.Header.Get(rpc.RequestIDHeader)
-	if id != "" && len(trusted) > 0 && rpc.ValidRequestID(id) && isTrusted(remoteIP(r.RemoteAddr), trusted) {
-		return id, true
+// came with: that is kept only from a peer in from (proxies that set it
+// themselves: gateway.proxy_request_ids), only when sane, and only when
+// there is one. Anyone else's is replaced, as Envoy does at the edge: the
+// services log it and the audit log records it, and a client choosing it
+// could slip its events in among another request's (an administrator's,
+// say) when an auditor asks for that request's events. The client gets
+// the ID back in the response.
+func requestID(r *http.Request, from []netip.Prefix) (string, bool) {
+	if len(from) > 0 {
+		if ids := r.Header.Values(rpc.RequestIDHeader); len(ids) == 1 && rpc.ValidRequestID(ids[0]) && isTrusted(remoteIP(r.RemoteAddr), from) {
+			return ids[0], true
+		}
 	}
 	return randomHex(16), false
 }

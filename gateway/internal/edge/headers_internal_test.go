@@ -55,7 +55,8 @@ func TestClientAddrBehindTrustedProxies(t *testing.T) {
 }
 
 // TestRequestIDOnlyFromTrustedProxies: a client does not choose the ID its
-// request is logged and audited under; a load balancer in front may.
+// request is logged and audited under; a load balancer in front that sets
+// it may, when gateway.proxy_request_ids names it (from).
 func TestRequestIDOnlyFromTrustedProxies(t *testing.T) {
 	trustedProxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	tests := []struct {
@@ -68,12 +69,15 @@ func TestRequestIDOnlyFromTrustedProxies(t *testing.T) {
 		{"from a trusted proxy", "10.0.0.1:5000", "req-123", trustedProxies, true},
 		{"insane, from a trusted proxy", "10.0.0.1:5000", "evil\"id", trustedProxies, false},
 		{"none, from a trusted proxy", "10.0.0.1:5000", "", trustedProxies, false},
+		{"two, from a trusted proxy that added its own", "10.0.0.1:5000", "client-id,proxy-id", trustedProxies, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &http.Request{RemoteAddr: tt.peer, Header: http.Header{}}
-			if tt.id != "" {
-				r.Header.Set(rpc.RequestIDHeader, tt.id)
+			for id := range strings.SplitSeq(tt.id, ",") {
+				if id != "" {
+					r.Header.Add(rpc.RequestIDHeader, id)
+				}
 			}
 			id, kept := requestID(r, tt.trusted)
 			assert.Equal(t, tt.kept, kept)
