@@ -27,7 +27,7 @@ const first = 20000
 // gateways and Consul agents lost their ports so. Below the range only
 // another such pick competes, and the pick is random.
 func Pick(n int) ([]int, error) {
-	span := max(ephemeralLow()-first, 1)
+	lo, hi := pickRange()
 	var (
 		ports   []int
 		closers []io.Closer
@@ -38,7 +38,7 @@ func Pick(n int) ([]int, error) {
 		}
 	}()
 	for attempt := 0; len(ports) < n && attempt < 100*n; attempt++ {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(first+rand.IntN(span)))
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue // taken, or already held for this pick
@@ -66,21 +66,25 @@ func Addr() (string, error) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
 }
 
-// ephemeralLow is the first port of the kernel's ephemeral range: Linux's
-// ip_local_port_range, or its default elsewhere.
-func ephemeralLow() int {
-	const linuxDefault = 32768
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return linuxDefault
+// pickRange returns the ports [lo, hi) to pick from: from first up to the
+// kernel's ephemeral range (Linux's ip_local_port_range, by default from
+// 32768), or, on a machine whose range starts lower, above it.
+func pickRange() (lo, hi int) {
+	low, high := 32768, 60999 // Linux's default range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			l, errL := strconv.Atoi(f[0])
+			h, errH := strconv.Atoi(f[1])
+			if errL == nil && errH == nil && l <= h {
+				low, high = l, h
+			}
+		}
 	}
-	fields := strings.Fields(string(b))
-	if len(fields) == 0 {
-		return linuxDefault
+	switch {
+	case low-first >= 1000:
+		return first, low
+	case 65535-high >= 1000:
+		return high + 1, 65536
 	}
-	low, err := strconv.Atoi(fields[0])
-	if err != nil || low <= first {
-		return linuxDefault
-	}
-	return low
+	return first, max(low, first+1) // no room outside the range: pick as before
 }
