@@ -149,6 +149,9 @@ func (h *Handler) DeleteUser(ctx context.Context, req *connect.Request[identityv
 	if err != nil {
 		return nil, err
 	}
+	if isCaller(ctx, id) {
+		return nil, toConnect(ctx, identity.ErrSelf)
+	}
 	if err := h.confirmOutranks(ctx, id, "delete"); err != nil {
 		return nil, err
 	}
@@ -264,6 +267,8 @@ func (h *Handler) setStatus(ctx context.Context, rawID string, status identity.S
 	action := "disable"
 	if status == identity.StatusActive {
 		action = "enable"
+	} else if isCaller(ctx, id) {
+		return identity.User{}, toConnect(ctx, identity.ErrSelf)
 	}
 	if err := h.confirmOutranks(ctx, id, action); err != nil {
 		return identity.User{}, err
@@ -378,6 +383,8 @@ func toConnect(ctx context.Context, err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, identity.ErrInvalidToken)
 	case errors.Is(err, identity.ErrAlreadyVerified):
 		return connect.NewError(connect.CodeFailedPrecondition, identity.ErrAlreadyVerified)
+	case errors.Is(err, identity.ErrSelf):
+		return connect.NewError(connect.CodePermissionDenied, identity.ErrSelf)
 	case errors.Is(err, identity.ErrCallerDisabled):
 		return connect.NewError(connect.CodePermissionDenied, identity.ErrCallerDisabled)
 	case errors.Is(err, identity.ErrCallerGone):

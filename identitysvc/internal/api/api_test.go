@@ -603,6 +603,12 @@ func TestADisabledUsersTokenDoesNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, identityv1.UserStatus_USER_STATUS_ACTIVE, got.Msg.GetUser().GetStatus())
 
+	// Nor can an administrator lock themselves out: another must.
+	_, err = s.client.DisableUser(ctx, call(rootToken, &identityv1.DisableUserRequest{UserId: root}))
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err), "disable oneself")
+	_, err = s.client.DeleteUser(ctx, call(rootToken, &identityv1.DeleteUserRequest{UserId: root}))
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err), "delete oneself")
+
 	_, err = s.client.EnableUser(ctx, call(rootToken, &identityv1.EnableUserRequest{UserId: rogue}))
 	require.NoError(t, err)
 	_, err = s.client.GetMe(ctx, call(rogueToken, &identityv1.GetMeRequest{}))

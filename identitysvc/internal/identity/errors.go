@@ -39,6 +39,9 @@ var (
 	// ErrTooSoon: a mail of this kind was sent to the user less than the
 	// configured cooldown ago.
 	ErrTooSoon = errors.New("a mail was sent recently; try again later")
+	// ErrSelf: an administrator disabling or deleting their own account,
+	// which another must do, so that the last cannot lock everybody out.
+	ErrSelf = errors.New("you cannot disable or delete your own account; another administrator can")
 	// ErrCallerDisabled: the calling user's account is disabled; their
 	// access token, still within its lifetime, does nothing here.
 	ErrCallerDisabled = errors.New("your account is disabled")

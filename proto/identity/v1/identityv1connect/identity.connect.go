@@ -108,11 +108,12 @@ type IdentityServiceClient interface {
 	// committed the user's sessions are ended in the Auth service (AuthService.EndUserSessions,
 	// reason "user_deleted"), so no refresh token outlives the account. The answer waits up to a
 	// second for that, and does not depend on it: when the Auth service cannot be reached the
-	// deletion still
-	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
-	// again. Deleting another user needs holding every permission that user holds (the Authz
-	// service's Covers), as for changing their email: PERMISSION_DENIED otherwise, and
-	// UNAVAILABLE when the Authz service cannot say.
+	// deletion still succeeds, and the failure is logged and counted; deleting the user again
+	// ends the sessions again. Deleting another user needs holding every permission that user
+	// holds (the Authz service's Covers), as for changing their email: PERMISSION_DENIED
+	// otherwise, and UNAVAILABLE when the Authz service cannot say. Deleting oneself is
+	// PERMISSION_DENIED: another administrator can, so that the last one cannot lock everybody
+	// out.
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// ListUsers pages through users, oldest first.
 	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
@@ -121,9 +122,8 @@ type IdentityServiceClient interface {
 	// Once the change is committed every other session of the caller is ended in the Auth
 	// service (AuthService.EndUserSessions, reason "password_changed"); the session of the
 	// access token that made the call stays. The answer waits up to a second for that, and does
-	// not depend on it: when the Auth service cannot be reached the change still succeeds, and the
-	// failure is
-	// logged and counted.
+	// not depend on it: when the Auth service cannot be reached the change still succeeds, and
+	// the failure is logged and counted.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 	// RequestEmailVerification mails a new verification token to the caller's current email,
 	// invalidating earlier ones. Fails with FAILED_PRECONDITION when the email is already
@@ -143,8 +143,7 @@ type IdentityServiceClient interface {
 	// (AuthService.EndUserSessions, reason "password_reset"), so that a refresh token stolen
 	// before the reset stops working. The answer waits up to a second for that, and does not
 	// depend on it: when the Auth service cannot be reached the reset still succeeds, and the
-	// failure is
-	// logged and counted.
+	// failure is logged and counted.
 	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
 	// DisableUser stops a user from logging in and ends the sessions they have open: once the
 	// change is committed the Identity service asks the Auth service to end them
@@ -157,7 +156,8 @@ type IdentityServiceClient interface {
 	// how to retry after such a failure. Disabling another user needs holding every permission
 	// that user holds (the Authz service's Covers), or anyone with identity.users.write could
 	// lock every administrator out: PERMISSION_DENIED otherwise, and UNAVAILABLE when the Authz
-	// service cannot say.
+	// service cannot say. Disabling oneself is PERMISSION_DENIED: another administrator can, so
+	// that the last one cannot lock everybody out.
 	DisableUser(context.Context, *connect.Request[v1.DisableUserRequest]) (*connect.Response[v1.DisableUserResponse], error)
 	// EnableUser lets a disabled user log in again. Enabling an active user succeeds and
 	// changes nothing. Enabling another user needs holding every permission that user holds, as
@@ -418,11 +418,12 @@ type IdentityServiceHandler interface {
 	// committed the user's sessions are ended in the Auth service (AuthService.EndUserSessions,
 	// reason "user_deleted"), so no refresh token outlives the account. The answer waits up to a
 	// second for that, and does not depend on it: when the Auth service cannot be reached the
-	// deletion still
-	// succeeds, and the failure is logged and counted; deleting the user again ends the sessions
-	// again. Deleting another user needs holding every permission that user holds (the Authz
-	// service's Covers), as for changing their email: PERMISSION_DENIED otherwise, and
-	// UNAVAILABLE when the Authz service cannot say.
+	// deletion still succeeds, and the failure is logged and counted; deleting the user again
+	// ends the sessions again. Deleting another user needs holding every permission that user
+	// holds (the Authz service's Covers), as for changing their email: PERMISSION_DENIED
+	// otherwise, and UNAVAILABLE when the Authz service cannot say. Deleting oneself is
+	// PERMISSION_DENIED: another administrator can, so that the last one cannot lock everybody
+	// out.
 	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// ListUsers pages through users, oldest first.
 	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
@@ -431,9 +432,8 @@ type IdentityServiceHandler interface {
 	// Once the change is committed every other session of the caller is ended in the Auth
 	// service (AuthService.EndUserSessions, reason "password_changed"); the session of the
 	// access token that made the call stays. The answer waits up to a second for that, and does
-	// not depend on it: when the Auth service cannot be reached the change still succeeds, and the
-	// failure is
-	// logged and counted.
+	// not depend on it: when the Auth service cannot be reached the change still succeeds, and
+	// the failure is logged and counted.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 	// RequestEmailVerification mails a new verification token to the caller's current email,
 	// invalidating earlier ones. Fails with FAILED_PRECONDITION when the email is already
@@ -453,8 +453,7 @@ type IdentityServiceHandler interface {
 	// (AuthService.EndUserSessions, reason "password_reset"), so that a refresh token stolen
 	// before the reset stops working. The answer waits up to a second for that, and does not
 	// depend on it: when the Auth service cannot be reached the reset still succeeds, and the
-	// failure is
-	// logged and counted.
+	// failure is logged and counted.
 	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
 	// DisableUser stops a user from logging in and ends the sessions they have open: once the
 	// change is committed the Identity service asks the Auth service to end them
@@ -467,7 +466,8 @@ type IdentityServiceHandler interface {
 	// how to retry after such a failure. Disabling another user needs holding every permission
 	// that user holds (the Authz service's Covers), or anyone with identity.users.write could
 	// lock every administrator out: PERMISSION_DENIED otherwise, and UNAVAILABLE when the Authz
-	// service cannot say.
+	// service cannot say. Disabling oneself is PERMISSION_DENIED: another administrator can, so
+	// that the last one cannot lock everybody out.
 	DisableUser(context.Context, *connect.Request[v1.DisableUserRequest]) (*connect.Response[v1.DisableUserResponse], error)
 	// EnableUser lets a disabled user log in again. Enabling an active user succeeds and
 	// changes nothing. Enabling another user needs holding every permission that user holds, as
