@@ -412,6 +412,9 @@ func TestTOTP(t *testing.T) {
 	en, err := e.Service.EnrollTOTP(ctx, user, authtest.Password)
 	require.NoError(t, err)
 	assert.Contains(t, en.URI, "otpauth://totp/")
+	key, err := otp.NewKeyFromURL(en.URI)
+	require.NoError(t, err)
+	assert.Equal(t, authtest.ActiveEmail, key.AccountName(), "the app's entry is named so its owner knows it")
 	// Enrolling again before confirming replaces the secret.
 	en2, err := e.Service.EnrollTOTP(ctx, user, authtest.Password)
 	require.NoError(t, err)

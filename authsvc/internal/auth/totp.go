@@ -230,11 +230,14 @@ func (s *Service) EnrollTOTP(ctx context.Context, userID, password string) (*Enr
 	if password == "" {
 		return nil, invalid("current_password", "required")
 	}
-	if err := s.verifyPassword(ctx, userID, password); err != nil {
+	email, err := s.verifyPassword(ctx, userID, password)
+	if err != nil {
 		return nil, err
 	}
 	key, err := totp.Generate(totp.GenerateOpts{
-		Issuer: s.cfg.TOTPIssuer, AccountName: userID,
+		// The entry's name in the authenticator app: the email, which its
+		// owner recognises; the ID from an Identity service that predates it.
+		Issuer: s.cfg.TOTPIssuer, AccountName: cmp.Or(email, userID),
 		Period: totpPeriod, Digits: totpDigits, Algorithm: totpAlg, SecretSize: 20,
 	})
 	if err != nil {
@@ -386,20 +389,20 @@ func (s *Service) DisableTOTP(ctx context.Context, userID string, self bool, cod
 
 // verifyPassword has the Identity service check the password signed-in
 // user userID gives to confirm a change.
-func (s *Service) verifyPassword(ctx context.Context, userID, password string) error {
-	_, err := s.identity.VerifyPassword(ctx, connect.NewRequest(&identityv1.VerifyPasswordRequest{UserId: userID, Password: password}))
+func (s *Service) verifyPassword(ctx context.Context, userID, password string) (email string, err error) {
+	res, err := s.identity.VerifyPassword(ctx, connect.NewRequest(&identityv1.VerifyPasswordRequest{UserId: userID, Password: password}))
 	if err == nil {
-		return nil
+		return res.Msg.GetEmail(), nil
 	}
 	switch connect.CodeOf(err) {
 	case connect.CodePermissionDenied:
-		return ErrWrongPassword
+		return "", ErrWrongPassword
 	case connect.CodeResourceExhausted:
-		return ErrAccountLocked
+		return "", ErrAccountLocked
 	case connect.CodeInvalidArgument:
-		return invalid("current_password", "not accepted")
+		return "", invalid("current_password", "not accepted")
 	case connect.CodeNotFound:
-		return ErrInvalidCredentials // deleted since the token was issued
+		return "", ErrInvalidCredentials // deleted since the token was issued
 	}
-	return fmt.Errorf("%w: verify password: %v", ErrIdentityUnavailable, err)
+	return "", fmt.Errorf("%w: verify password: %v", ErrIdentityUnavailable, err)
 }

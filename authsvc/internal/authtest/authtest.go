@@ -106,7 +106,7 @@ func (i *Identity) VerifyCredentials(_ context.Context, req *connect.Request[ide
 func (i *Identity) VerifyPassword(_ context.Context, req *connect.Request[identityv1.VerifyPasswordRequest]) (*connect.Response[identityv1.VerifyPasswordResponse], error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	for _, u := range i.users {
+	for email, u := range i.users {
 		if u.ID != req.Msg.GetUserId() {
 			continue
 		}
@@ -118,7 +118,7 @@ func (i *Identity) VerifyPassword(_ context.Context, req *connect.Request[identi
 		case u.Password != req.Msg.GetPassword():
 			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("wrong password"))
 		}
-		return connect.NewResponse(&identityv1.VerifyPasswordResponse{}), nil
+		return connect.NewResponse(&identityv1.VerifyPasswordResponse{Email: email}), nil
 	}
 	return nil, connect.NewError(connect.CodeNotFound, errors.New("user not found"))
 }

@@ -323,10 +323,11 @@ func (h *Handler) VerifyPassword(ctx context.Context, req *connect.Request[ident
 	if err != nil {
 		return nil, err
 	}
-	if err := h.svc.VerifyPassword(ctx, id, req.Msg.GetPassword()); err != nil {
+	u, err := h.svc.VerifyPassword(ctx, id, req.Msg.GetPassword())
+	if err != nil {
 		return nil, toConnect(ctx, err)
 	}
-	return connect.NewResponse(&identityv1.VerifyPasswordResponse{}), nil
+	return connect.NewResponse(&identityv1.VerifyPasswordResponse{Email: u.Email}), nil
 }
 
 // subject is the user a self-service call acts on: rawID, or the caller

@@ -451,6 +451,11 @@ func TestVerifyPassword(t *testing.T) {
 	}
 
 	require.NoError(t, verify(id, "correct horse battery"))
+	req := call("", &identityv1.VerifyPasswordRequest{UserId: id, Password: "correct horse battery"})
+	req.Header().Set(rpc.ServiceTokenHeader, serviceToken)
+	ok, err := s.client.VerifyPassword(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, "pat@example.com", ok.Msg.GetEmail(), "the account's name, for the caller to label what it checked")
 	for _, tc := range []struct {
 		name, userID, password string
 		want                   connect.Code

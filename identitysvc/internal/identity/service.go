@@ -295,16 +295,18 @@ func (s *Service) ConfirmOwnEmailChange(ctx context.Context, id uuid.UUID, email
 // Auth service: [ErrWrongPassword] when it is not theirs, counted towards
 // the lockout as at login; [ErrLocked] while locked; [ErrNotFound] for a
 // user that is not there.
-func (s *Service) VerifyPassword(ctx context.Context, id uuid.UUID, password string) error {
+func (s *Service) VerifyPassword(ctx context.Context, id uuid.UUID, password string) (User, error) {
 	if password == "" {
-		return &ValidationError{Field: "password", Reason: "is required"}
+		return User{}, &ValidationError{Field: "password", Reason: "is required"}
 	}
 	u, err := s.liveUser(ctx, id)
 	if err != nil {
-		return err
+		return User{}, err
 	}
-	_, err = s.checkCurrentPassword(ctx, u, password)
-	return err
+	if _, err = s.checkCurrentPassword(ctx, u, password); err != nil {
+		return User{}, err
+	}
+	return toUser(u), nil
 }
 
 // Authority says whether subject holds every permission target holds: the

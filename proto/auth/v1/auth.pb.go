@@ -1150,8 +1150,8 @@ type EnrollTOTPResponse struct {
 	// secret is the shared TOTP secret, base32-encoded without padding, for typing into an
 	// authenticator app by hand.
 	Secret string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
-	// otpauth_uri is the same secret as an otpauth:// key URI (issuer, account, algorithm
-	// SHA1, 6 digits, 30-second period) for rendering as a QR code.
+	// otpauth_uri is the same secret as an otpauth:// key URI (issuer, the user's email as the
+	// account, algorithm SHA1, 6 digits, 30-second period) for rendering as a QR code.
 	OtpauthUri    string `protobuf:"bytes,2,opt,name=otpauth_uri,json=otpauthUri,proto3" json:"otpauth_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

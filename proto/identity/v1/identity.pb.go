@@ -1572,7 +1572,10 @@ func (x *VerifyPasswordRequest) GetPassword() string {
 // VerifyPasswordResponse is the response of IdentityService.VerifyPassword: the password is
 // the user's.
 type VerifyPasswordResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// email is the user's email, to name the account in what the caller made the check for
+	// (the Auth service's TOTP enrollment labels the authenticator app's entry with it).
+	Email         string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1605,6 +1608,13 @@ func (x *VerifyPasswordResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use VerifyPasswordResponse.ProtoReflect.Descriptor instead.
 func (*VerifyPasswordResponse) Descriptor() ([]byte, []int) {
 	return file_portcullis_identity_v1_identity_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *VerifyPasswordResponse) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
 }
 
 // VerifyCredentialsResponse is the response of IdentityService.VerifyCredentials.
@@ -1755,8 +1765,9 @@ const file_portcullis_identity_v1_identity_proto_rawDesc = "" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"L\n" +
 	"\x15VerifyPasswordRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
-	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x18\n" +
-	"\x16VerifyPasswordResponse\"\x97\x01\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\".\n" +
+	"\x16VerifyPasswordResponse\x12\x14\n" +
+	"\x05email\x18\x01 \x01(\tR\x05email\"\x97\x01\n" +
 	"\x19VerifyCredentialsResponse\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12:\n" +
 	"\x06status\x18\x02 \x01(\x0e2\".portcullis.identity.v1.UserStatusR\x06status\x12%\n" +
