@@ -237,18 +237,35 @@ func (s *Service) ExportEvents(ctx context.Context, f Filter, after int64, send 
 		rows, err := s.ent.AuditLog.Query().
 			Where(append(ps, auditlog.SequenceGT(after))...).
 			Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).All(ctx)
+		sendRow := func(r *ent.AuditLog) (bool, error) {
+			e, err := shown(r)
+			if err != nil {
+				return false, fmt.Errorf("export events: %w", err)
+			}
+			if err := send(e); err != nil {
+				return false, err
+			}
+			after = r.Sequence
+			return true, nil
+		}
+		if isUnreadable(err) {
+			// Send the events before the one that cannot be read.
+			bad, err := s.readOneByOne(ctx, append(ps, auditlog.SequenceGT(after)), sendRow)
+			switch {
+			case err != nil:
+				return err
+			case bad != 0:
+				return fmt.Errorf("export events: event %d: %w", bad, ErrCorrupt)
+			}
+			return errors.New("export events: an unreadable event became readable")
+		}
 		if err != nil {
 			return readError("export events", err)
 		}
 		for _, r := range rows {
-			e, err := shown(r)
-			if err != nil {
-				return fmt.Errorf("export events: %w", err)
-			}
-			if err := send(e); err != nil {
+			if _, err := sendRow(r); err != nil {
 				return err
 			}
-			after = r.Sequence
 		}
 		if len(rows) < s.cfg.ReadChunk {
 			return nil
@@ -323,26 +340,45 @@ func (s *Service) VerifyChain(ctx context.Context, start, end int64) (VerifyResu
 // verifyRowByRow goes on verifying from next, one event at a time, up to
 // the first that cannot be read, where the chain is broken.
 func (s *Service) verifyRowByRow(ctx context.Context, v *Verifier, next, end int64) (VerifyResult, error) {
-	seqs, err := s.ent.AuditLog.Query().Where(auditlog.SequenceGTE(next), auditlog.SequenceLTE(end)).
-		Order(ent.Asc(auditlog.FieldSequence)).Limit(s.cfg.ReadChunk).Select(auditlog.FieldSequence).Ints(ctx)
-	if err != nil {
+	bad, err := s.readOneByOne(ctx, []predicate.AuditLog{auditlog.SequenceGTE(next), auditlog.SequenceLTE(end)},
+		func(r *ent.AuditLog) (bool, error) { return v.Add(fromRow(r)), nil })
+	switch {
+	case err != nil:
 		return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
+	case bad != 0:
+		v.Add(&Event{Sequence: bad}) // no hash: broken here
+	case v.Result().OK:
+		// Read one by one, every row was readable after all: it changed
+		// while being checked, which an append-only log does not do.
+		return VerifyResult{}, errors.New("verify chain: an unreadable event became readable")
+	}
+	return v.Result(), nil
+}
+
+// readOneByOne reads up to a chunk of the events preds select, in sequence
+// order and one at a time, and gives each to fn until fn says to stop; the
+// first that cannot be read (see isUnreadable) it returns the sequence of
+// instead. It is how a read that met such an event in a chunk goes on up
+// to it. fn's errors are returned as they are.
+func (s *Service) readOneByOne(ctx context.Context, preds []predicate.AuditLog, fn func(*ent.AuditLog) (bool, error)) (unreadable int64, err error) {
+	seqs, err := s.ent.AuditLog.Query().Where(preds...).Order(ent.Asc(auditlog.FieldSequence)).
+		Limit(s.cfg.ReadChunk).Select(auditlog.FieldSequence).Ints(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read events one by one: %w", err)
 	}
 	for _, seq := range seqs {
 		r, err := s.ent.AuditLog.Query().Where(auditlog.Sequence(int64(seq))).Only(ctx)
 		switch {
 		case isUnreadable(err):
-			v.Add(&Event{Sequence: int64(seq)}) // no hash: broken here
-			return v.Result(), nil
+			return int64(seq), nil
 		case err != nil:
-			return VerifyResult{}, fmt.Errorf("verify chain: %w", err)
-		case !v.Add(fromRow(r)):
-			return v.Result(), nil
+			return 0, fmt.Errorf("read events one by one: %w", err)
+		}
+		if goOn, err := fn(r); err != nil || !goOn {
+			return 0, err
 		}
 	}
-	// Read one by one, every row was readable after all: it changed while
-	// being checked, which an append-only log does not do.
-	return VerifyResult{}, errors.New("verify chain: an unreadable event became readable")
+	return 0, nil
 }
 
 // isUnreadable reports whether err says that a stored event does not fit
