@@ -553,10 +553,6 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
-// FreeAddr returns a loopback address nothing listens on right now (see
-// [freeport.Pick]).
-func FreeAddr() (string, error) { return freeport.Addr() }
-
 // H2CClient returns an HTTP client that speaks HTTP/2 without TLS (prior
 // knowledge), as gRPC clients and the services do.
 func H2CClient() *http.Client {

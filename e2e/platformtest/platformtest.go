@@ -20,6 +20,7 @@ import (
 
 	"portcullis.dev/e2e/platform"
 	"portcullis.dev/kernel/kerneltest"
+	"portcullis.dev/kernel/kerneltest/freeport"
 )
 
 // Build builds every service binary and the platform launcher
@@ -83,7 +84,7 @@ func Database(t testing.TB) string {
 // FreeAddr returns a loopback address nothing listens on right now.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := platform.FreeAddr()
+	addr, err := freeport.Addr()
 	require.NoError(t, err)
 	return addr
 }

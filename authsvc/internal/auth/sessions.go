@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -220,10 +221,7 @@ const maxClockSkew = 5 * time.Minute
 // cutoff (see EndUserSessions). A non-zero before spares the sessions
 // created from then on, and bounds the cutoff.
 func (s *Service) revokeAll(ctx context.Context, userID, keep, reason string, cutoff bool, before time.Time) (int, error) {
-	var bound any // NULL: no bound
-	if !before.IsZero() {
-		bound = before
-	}
+	bound := sql.NullTime{Time: before, Valid: !before.IsZero()} // NULL: no bound
 	var n int
 	err := s.withTx(ctx, func(tx *ent.Tx) error {
 		if cutoff {

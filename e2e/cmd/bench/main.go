@@ -41,6 +41,7 @@ import (
 	"github.com/google/uuid"
 
 	"portcullis.dev/e2e/platform"
+	"portcullis.dev/kernel/kerneltest/freeport"
 	"portcullis.dev/kernel/rpc"
 	auditv1 "portcullis.dev/proto/audit/v1"
 	"portcullis.dev/proto/audit/v1/auditv1connect"
@@ -103,7 +104,7 @@ func run(ctx context.Context, bin, out, chart, gatewayDir string, phase time.Dur
 		return err
 	}
 	defer os.RemoveAll(mailDir)
-	gatewayAddr, err := platform.FreeAddr()
+	gatewayAddr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
