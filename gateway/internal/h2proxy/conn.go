@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // conn is one HTTP/2 connection, to a client (server side) or to an
@@ -24,6 +23,7 @@ type conn struct {
 	nc     net.Conn
 	br     *bufio.Reader
 	rfr    *http2.Framer
+	block  *block // decodes rfr's header blocks
 	out    *out
 	server *Server    // nil on a client-side connection
 	owner  *Transport // nil on a server-side connection
@@ -74,7 +74,7 @@ func newConn(nc net.Conn, writeTimeout time.Duration, connWin, streamWin int32) 
 		streamWin:  streamWin,
 	}
 	c.rfr = http2.NewFramer(nil, c.br)
-	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.block = newBlock()
 	c.rfr.SetMaxReadFrameSize(minMaxFrameSize)
 	// Frames are handled before the next is read and their data copied on:
 	// one DataFrame per connection does.
@@ -247,11 +247,15 @@ func (c *conn) frameBuffered() bool {
 
 func (c *conn) handle(f http2.Frame, b *batch) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		if c.server != nil {
-			return c.server.onHeaders(c, f, b)
+	case *http2.HeadersFrame:
+		mh, err := c.block.read(c.rfr, f)
+		if err != nil {
+			return err
 		}
-		return c.onResponseHeaders(f, b)
+		if c.server != nil {
+			return c.server.onHeaders(c, mh, b)
+		}
+		return c.onResponseHeaders(mh, b)
 	case *http2.DataFrame:
 		return c.onData(f, b)
 	case *http2.WindowUpdateFrame:

@@ -484,7 +484,8 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame, b *batch) error {
 			x.closeUpIfDone()
 			return nil
 		}
-		fields := forwardFields(make([]hpack.HeaderField, 0, len(f.Fields)+len(x.extra)), f.Fields, x.extra, &x.grpcStatus)
+		var room [32]hpack.HeaderField // encoded below, not kept
+		fields := forwardFields(room[:0], f.Fields, x.extra, &x.grpcStatus)
 		fields = appendHeader(fields, x.extra, nil)
 		o := down.c.out
 		o.mu.Lock()

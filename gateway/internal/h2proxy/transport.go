@@ -239,8 +239,10 @@ func (s *Stream) Forward(ctx context.Context, t *Transport, addr string, header 
 	}
 	x.mu.Unlock()
 
-	fields := make([]hpack.HeaderField, 0, len(header)+4)
-	fields = append(fields,
+	// On the stack for the usual number of fields: they are encoded into
+	// the connection's buffer below and not kept.
+	var room [32]hpack.HeaderField
+	fields := append(room[:0],
 		hpack.HeaderField{Name: ":method", Value: s.Method},
 		hpack.HeaderField{Name: ":scheme", Value: "http"},
 		hpack.HeaderField{Name: ":authority", Value: addr},
