@@ -137,6 +137,7 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 	h.recvEnd = f.StreamEnded()
 	h.c.credit(h, int(n)-len(data), b) // padding is not passed on
 	dst := x.other(h)
+	kept := false // data is a copy of its own, which may wait as it is
 	if h == &x.down {
 		x.reqBytes += int64(len(data))
 		if x.bodyMalformed(h.recvEnd) {
@@ -147,6 +148,12 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 		if x.replayable {
 			if x.reqBytes <= maxReplay {
 				x.replay = append(x.replay, data...)
+				// The copy kept to send again is the one that waits for
+				// the upstream stream to open, as a unary call's body
+				// does: capped, so that what is added to the wait does
+				// not write into it.
+				end := len(x.replay)
+				data, kept = x.replay[end-len(data):end:end], true
 			} else {
 				x.replayable, x.replay = false, nil
 			}
@@ -164,15 +171,17 @@ func (x *exchange) onData(h *half, f *http2.DataFrame, n int32, b *batch) {
 	if h == x.up && x.body.Active() {
 		x.body.Write(data)
 	}
-	x.send(dst, data, h.recvEnd, b)
+	x.send(dst, data, kept, h.recvEnd, b)
 	if h == x.up {
 		x.closeUpIfDone()
 	}
 }
 
 // send passes data (and the end of the stream) to dst, at once if nothing
-// waits before it and the windows allow, else after what waits.
-func (x *exchange) send(dst *half, data []byte, end bool, b *batch) {
+// waits before it and the windows allow, else after what waits. Data that
+// has to wait is copied, unless kept says it is a copy already that nothing
+// writes to.
+func (x *exchange) send(dst *half, data []byte, kept, end bool, b *batch) {
 	progressed := false
 	if dst.c != nil && len(dst.pend) == 0 && !dst.pendEnd {
 		o := dst.c.out
@@ -190,7 +199,11 @@ func (x *exchange) send(dst *half, data []byte, end bool, b *batch) {
 		data = data[n:]
 		progressed = n > 0
 	}
-	dst.pend = append(dst.pend, data...)
+	if kept && len(dst.pend) == 0 {
+		dst.pend = data
+	} else {
+		dst.pend = append(dst.pend, data...)
+	}
 	dst.pendEnd = dst.pendEnd || end
 	if dst == &x.down {
 		x.watchStall(progressed)

@@ -3,6 +3,7 @@ package h2proxy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -403,5 +404,47 @@ func TestFramesPassOnBeforeAPartialFrame(t *testing.T) {
 		assert.Equal(t, "ping", got)
 	case <-time.After(2 * time.Second):
 		t.Fatal("the body waited for the rest of the next frame")
+	}
+}
+
+// TestWaitingRequestArrivesWhole: a request body that waited, for its
+// upstream stream to open (the copy kept to send again is the one that
+// waits) or to be sent again after a refusal, reaches the upstream byte for
+// byte.
+func TestWaitingRequestArrivesWhole(t *testing.T) {
+	bad := refuser(t)
+	good := ServeH2CForTest(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(w, r.Body)
+	}))
+	tr := &Transport{}
+	t.Cleanup(tr.Close)
+	srv := &Server{Handler: func(st *Stream) {
+		if st.Path == "/late" {
+			// The whole body arrives, frame after frame, before the
+			// upstream stream opens.
+			time.Sleep(50 * time.Millisecond)
+		} else {
+			_, err := st.Forward(st.Context(), tr, bad, http.Header{}, nil)
+			var notSent *NotSentError
+			if !assert.True(t, errors.As(err, &notSent), "a refused stream is not sent: %v", err) {
+				return
+			}
+		}
+		_, err := st.Forward(st.Context(), tr, good, http.Header{}, nil)
+		assert.NoError(t, err)
+	}}
+	base := "http://" + ServeForTest(t, srv)
+	client := H2CClient()
+	for _, path := range []string{"/again", "/late"} {
+		for _, size := range []int{1, 1000, 16_384, 40_000, 60_000} {
+			body := make([]byte, size)
+			_, _ = rand.Read(body)
+			res, err := client.Post(base+path, "application/octet-stream", bytes.NewReader(body))
+			require.NoError(t, err)
+			got, err := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			require.NoError(t, err)
+			assert.True(t, bytes.Equal(body, got), "%s: %d bytes sent, %d came back, equal: %v", path, size, len(got), bytes.Equal(body, got))
+		}
 	}
 }
