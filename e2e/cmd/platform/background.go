@@ -58,7 +58,8 @@ func start(runDir string) error {
 	if err := os.Rename(logPath, logPath+".1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("keep the last log: %w", err)
 	}
-	// The log gets the welcome too, and with it a newly generated password.
+	// The log holds no secret (the welcome in it leaves a new password
+	// out), but what the services log is the user's alone too.
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create log: %w", err)
@@ -107,6 +108,8 @@ func start(runDir string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 		if welcome, err := os.ReadFile(readyPath); err == nil {
+			// It may hold a password generated now, shown once: here.
+			_ = os.Remove(readyPath)
 			fmt.Print(string(welcome))
 			fmt.Printf("\nRunning in the background; logs in %s. Stop it with `go tool task stop`.\n", logPath)
 			return nil

@@ -113,12 +113,13 @@ func up() error {
 	if err != nil {
 		return err
 	}
-	hello := welcome(p)
-	fmt.Print(hello + "\nPress Ctrl-C to stop.\n")
-	// start, which runs up in the background, prints the same welcome
-	// from the ready file.
-	if ready := os.Getenv(readyFileEnv); ready != "" {
-		if err := writeReadyFile(ready, hello); err != nil {
+	// start, which runs up in the background with this output in a log,
+	// prints the welcome from the ready file: a password generated now
+	// goes there, once, and not into the log.
+	ready := os.Getenv(readyFileEnv)
+	fmt.Print(welcome(p, ready == "") + "\nPress Ctrl-C to stop.\n")
+	if ready != "" {
+		if err := writeReadyFile(ready, welcome(p, true)); err != nil {
 			return errors.Join(err, shutdown(p))
 		}
 	}
@@ -135,20 +136,26 @@ func shutdown(p *platform.Platform) error {
 
 // welcome tells a newcomer where everything is and what to try: the
 // gateway, the Consul UI, the admin's credentials and commands to paste,
-// the first of which sets $PASSWORD for the others.
-func welcome(p *platform.Platform) string {
+// the first of which sets $PASSWORD for the others. Without reveal, a
+// password generated now is not in it: it is for a log.
+func welcome(p *platform.Platform, reveal bool) string {
 	var password, export string
 	switch {
 	case os.Getenv("PORTCULLIS_ADMIN_PASSWORD") != "":
 		password = "(from PORTCULLIS_ADMIN_PASSWORD)"
 		export = `export PASSWORD="$PORTCULLIS_ADMIN_PASSWORD"`
+	case p.SecretsFile == "" && !reveal:
+		password = "(generated now and shown once, by start)"
+		export = "export PASSWORD=..."
 	case p.SecretsFile == "": // not kept anywhere: this is the only chance
 		password = p.Admin.Password + "   <- generated now and shown once"
 		export = "export PASSWORD=" + shellQuote(p.Admin.Password)
 	default:
 		password = "(in " + p.SecretsFile + " as PORTCULLIS_ADMIN_PASSWORD)"
-		if p.Admin.PasswordIsNew {
+		if p.Admin.PasswordIsNew && reveal {
 			password = p.Admin.Password + "   <- generated now and shown once; also kept in " + p.SecretsFile
+		} else if p.Admin.PasswordIsNew {
+			password = "(generated now; in " + p.SecretsFile + " as PORTCULLIS_ADMIN_PASSWORD)"
 		}
 		// Read from the file rather than printed, so the commands can be
 		// pasted from a shared screen or a log.

@@ -111,6 +111,7 @@ func TestStartThenStopLeavesNoProcessBehind(t *testing.T) {
 		for _, cmd := range platform.TryCommands(gatewayURL, platform.DefaultAdminEmail) {
 			assert.Contains(t, out, "  "+cmd+"\n")
 		}
+		assert.NoFileExists(t, readyPath(runDir), "the welcome, with the password, is left behind")
 		pid := started(t)
 		runWelcomeCommands(t, root, out)
 
@@ -124,7 +125,13 @@ func TestStartThenStopLeavesNoProcessBehind(t *testing.T) {
 		assert.Contains(t, out, "password    (in "+filepath.Join(runDir, "secrets.env")+" as PORTCULLIS_ADMIN_PASSWORD)")
 		last, err := os.ReadFile(filepath.Join(runDir, "platform.log.1"))
 		require.NoError(t, err, "the first run's log is gone")
-		assert.Contains(t, string(last), "generated now and shown once", "platform.log.1 is not the first run's log")
+		assert.Contains(t, string(last), "password    (generated now; in "+filepath.Join(runDir, "secrets.env"), "platform.log.1 is not the first run's log")
+		secrets, err := os.ReadFile(filepath.Join(runDir, "secrets.env"))
+		require.NoError(t, err)
+		_, password, found := strings.Cut(string(secrets), "PORTCULLIS_ADMIN_PASSWORD=")
+		password, _, _ = strings.Cut(password, "\n")
+		require.True(t, found && password != "", "no password in secrets.env:\n%s", secrets)
+		assert.NotContains(t, string(last), password, "the first run's log holds the admin password")
 		pid := started(t)
 		// Its children, each in a process group of its own, outlive it.
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
