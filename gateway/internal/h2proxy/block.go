@@ -15,8 +15,8 @@ import (
 // of fields it reuses: the framer appends every block's fields to a slice
 // of its own, grown field by field, which was a fifth of all the gateway
 // allocated per call. Only the connection's reading goroutine uses it; a
-// block's frame and fields are valid until the next block is read, and
-// whoever keeps any of them copies it (the strings may be kept).
+// block's frame and fields are valid until it is released, once handled,
+// and whoever keeps any of them copies it (the strings may be kept).
 type block struct {
 	dec    *hpack.Decoder
 	frame  http2.MetaHeadersFrame
@@ -77,8 +77,7 @@ func (b *block) read(fr *http2.Framer, f *http2.HeadersFrame) (*http2.MetaHeader
 	if maxList == 0 {
 		maxList = 16 << 20 // the framer's default
 	}
-	clear(b.fields) // the strings of the last block go with it
-	b.fields = b.fields[:0]
+	b.fields = b.fields[:0] // release did it, unless a test calls read alone
 	b.frame = http2.MetaHeadersFrame{HeadersFrame: f}
 	b.remain, b.sawRegular, b.invalid = maxList, false, nil
 	b.dec.SetEmitEnabled(true)
@@ -120,6 +119,23 @@ func (b *block) read(fr *http2.Framer, f *http2.HeadersFrame) (*http2.MetaHeader
 		return nil, http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}
 	return &b.frame, nil
+}
+
+// maxKeptFields is the most fields whose room a connection keeps between
+// blocks: the usual request's and response's, not the most a peer ever
+// sent (a block of one-byte references to one table entry makes tens of
+// thousands).
+const maxKeptFields = 64
+
+// release lets go of the last block once it was handled: its fields, whose
+// values may be secrets, and their room if a peer made it large.
+func (b *block) release() {
+	clear(b.fields)
+	b.fields = b.fields[:0]
+	if cap(b.fields) > maxKeptFields {
+		b.fields = nil
+	}
+	b.frame = http2.MetaHeadersFrame{}
 }
 
 // validFieldName reports whether name may be a field's name on the wire:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -94,6 +95,7 @@ func FuzzBlockReadsAsTheFramer(f *testing.F) {
 			require.Equal(t, fmt.Sprint(mh.Fields), fmt.Sprint(got.Fields))
 			require.Equal(t, mh.StreamID, got.StreamID)
 			require.Equal(t, mh.StreamEnded(), got.StreamEnded())
+			b.release() // as the connection does once the frame was handled
 		}
 	})
 }
@@ -123,4 +125,32 @@ func errorKind(err error) string {
 		return fmt.Sprint("stream ", se.StreamID, " ", se.Code)
 	}
 	return "other: " + err.Error()
+}
+
+// TestBlockKeepsNoLargeRoom: a block of tens of thousands of one-byte
+// references to one table entry, well inside the limits, must not leave its
+// connection holding room for as many fields, nor the last block's values
+// (secrets, some) once it was handled.
+func TestBlockKeepsNoLargeRoom(t *testing.T) {
+	var first bytes.Buffer
+	enc := hpack.NewEncoder(&first)
+	require.NoError(t, enc.WriteField(hpack.HeaderField{Name: "a", Value: ""}))
+	indexed := first.Len()                          // the entry's first use adds it to the table
+	first.Write(bytes.Repeat([]byte{0xbe}, 30_000)) // index 62: the entry just added
+	require.Greater(t, indexed, 0)
+	var wire bytes.Buffer
+	w := http2.NewFramer(&wire, nil)
+	block := first.Bytes()
+	require.NoError(t, w.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:16_000], EndStream: true}))
+	require.NoError(t, w.WriteContinuation(1, true, block[16_000:]))
+	fr := http2.NewFramer(nil, &wire)
+	fr.MaxHeaderListSize = 1 << 20
+	b := newBlock()
+	mh, err := readBlock(b, fr)
+	require.NoError(t, err)
+	require.Len(t, mh.Fields, 30_001)
+	b.release()
+	assert.LessOrEqual(t, cap(b.fields), maxKeptFields)
+	assert.Empty(t, b.frame.Fields)
+	assert.Nil(t, b.frame.HeadersFrame)
 }

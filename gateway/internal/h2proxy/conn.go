@@ -249,6 +249,7 @@ func (c *conn) handle(f http2.Frame, b *batch) error {
 	switch f := f.(type) {
 	case *http2.HeadersFrame:
 		mh, err := c.block.read(c.rfr, f)
+		defer c.block.release()
 		if err != nil {
 			return err
 		}
