@@ -92,6 +92,9 @@ func start(runDir string) error {
 	defer signal.Stop(interrupted)
 
 	deadline := time.After(90 * time.Second)
+	// However it ends, the welcome, with a password generated now, is
+	// shown here or nowhere.
+	defer os.Remove(readyPath)
 	for {
 		select {
 		case <-interrupted:
@@ -108,8 +111,6 @@ func start(runDir string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 		if welcome, err := os.ReadFile(readyPath); err == nil {
-			// It may hold a password generated now, shown once: here.
-			_ = os.Remove(readyPath)
 			fmt.Print(string(welcome))
 			fmt.Printf("\nRunning in the background; logs in %s. Stop it with `go tool task stop`.\n", logPath)
 			return nil
