@@ -56,14 +56,14 @@ func (b *block) emit(hf hpack.HeaderField) {
 		b.dec.SetEmitEnabled(false)
 		return
 	}
-	if size := hf.Size(); size > b.remain {
+	size := hf.Size()
+	if size > b.remain {
 		b.dec.SetEmitEnabled(false)
 		b.frame.Truncated = true
 		b.remain = 0
 		return
-	} else {
-		b.remain -= size
 	}
+	b.remain -= size
 	b.fields = append(b.fields, hf)
 }
 
