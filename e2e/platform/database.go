@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -171,5 +172,6 @@ func keysNeedTheirKEK(ctx context.Context, dbURL, stateDir string) error {
 	}
 	u, _ := url.Parse(dbURL)
 	return fmt.Errorf("the database holds signing keys sealed with a key-encryption key that %s does not have (lost, or another run directory): "+
-		"restore that file, pass the key as PORTCULLIS_KEYS_KEK, or start over with `dropdb %s`", path, strings.TrimPrefix(u.Path, "/"))
+		"restore that file, pass the key as PORTCULLIS_KEYS_KEK, or start over with `dropdb -U %s %s`",
+		path, cmp.Or(u.User.Username(), "postgres"), strings.TrimPrefix(u.Path, "/"))
 }
