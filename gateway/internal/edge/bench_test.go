@@ -339,7 +339,11 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // own-cores-half-peak-forwarder-added-p99-µs (forwarder − direct) and
 // own-cores-half-peak-added-over-forwarder-p99-µs (gateway − forwarder),
 // what the gateway adds beyond the hop itself; own-cores-half-peak-*-p50-µs
-// are the medians of the open loop there. In that open loop this process
+// are the medians of the open loop there. What the gateway process
+// allocates per call there (own-cores-half-peak-gateway-alloc-KiB) and how
+// often it collects while it serves (own-cores-half-peak-gateway-
+// collections/s), from its own metrics, say how often its collections,
+// each a few ms of wall clock on its one CPU, land among the calls. In that open loop this process
 // collects garbage only between phases (see [withoutCollections]): it
 // stands for the clients' and the services' machines, whose collections
 // are not the proxy's latency.
@@ -450,6 +454,7 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		ownNginx = &path{name: "nginx, own cores", call: nginx.call}
 		own = append(own, ownNginx)
 	}
+	var churn goStats // the gateway process's, over the open loop on its own core
 	undo, ownCores := split(b, processPID, nginxPID, forwarderPID)
 	defer undo()
 	if ownCores {
@@ -469,9 +474,13 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 		// during: a phase allocates 100 MB or so. Its heap floor would set
 		// GOGC again after each collection: it stops first.
 		stopFloor()
+		before := readGoStats(b, processURL+"/metrics")
 		interleave(rounds, ownOpen.list(), func(call func(context.Context) error) sample {
 			return withoutCollections(func() sample { return openLoop(b, slice, ownGateway.res.rps()/2, call) })
 		})
+		churn = readGoStats(b, processURL+"/metrics")
+		churn.allocated -= before.allocated
+		churn.collections -= before.collections
 	} else {
 		b.Log("fewer than two CPUs: no figures with the proxies on cores of their own")
 	}
@@ -552,6 +561,8 @@ func BenchmarkGatewayVsDirect(b *testing.B) {
 	b.ReportMetric(og.rps()/of.rps(), "own-cores-gateway/forwarder")
 	b.ReportMetric(µs(ohf.phaseP99()-ohd.phaseP99()), "own-cores-half-peak-forwarder-added-p99-µs")
 	b.ReportMetric(µs(ohg.phaseP99()-ohf.phaseP99()), "own-cores-half-peak-added-over-forwarder-p99-µs")
+	b.ReportMetric(churn.allocated/float64(max(ohg.calls, 1))/1024, "own-cores-half-peak-gateway-alloc-KiB")
+	b.ReportMetric(churn.collections/ohg.elapsed.Seconds(), "own-cores-half-peak-gateway-collections/s")
 	if ownNginx != nil {
 		on := &ownNginx.res
 		b.ReportMetric(on.rps(), "own-cores-nginx-rps")

@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -147,3 +148,41 @@ func procStat(pid int) ([]string, error) {
 // clockTicks is the unit of /proc/<pid>/stat times, USER_HZ, which Linux
 // fixes at 100 on the platforms Go supports.
 const clockTicks = 100
+
+// goStats is what a Go process's own metrics say of its memory: bytes
+// allocated since it started, and collections.
+type goStats struct{ allocated, collections float64 }
+
+// readGoStats reads goStats from the Prometheus metrics a process serves
+// at metricsURL.
+func readGoStats(t testing.TB, metricsURL string) goStats {
+	t.Helper()
+	res, err := http.Get(metricsURL)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	var s goStats
+	found := 0
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "go_memstats_alloc_bytes_total":
+			dst = &s.allocated
+		case "go_gc_duration_seconds_count":
+			dst = &s.collections
+		default:
+			continue
+		}
+		*dst, err = strconv.ParseFloat(value, 64)
+		require.NoError(t, err, "%s", sc.Text())
+		found++
+	}
+	require.NoError(t, sc.Err())
+	require.Equal(t, 2, found, "the Go metrics are missing from %s", metricsURL)
+	return s
+}
