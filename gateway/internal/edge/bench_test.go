@@ -342,8 +342,8 @@ func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // are the medians of the open loop there. What the gateway process
 // allocates per call there (own-cores-half-peak-gateway-alloc-KiB) and how
 // often it collects while it serves (own-cores-half-peak-gateway-
-// collections/s), from its own metrics, say how often its collections,
-// each a few ms of wall clock on its one CPU, land among the calls. In that open loop this process
+// collections/s) come from its own Go metrics: each collection takes a few
+// ms of wall clock on its one CPU. In that open loop this process
 // collects garbage only between phases (see [withoutCollections]): it
 // stands for the clients' and the services' machines, whose collections
 // are not the proxy's latency.
