@@ -77,7 +77,7 @@ func (b *block) read(fr *http2.Framer, f *http2.HeadersFrame) (*http2.MetaHeader
 	if maxList == 0 {
 		maxList = 16 << 20 // the framer's default
 	}
-	b.fields = b.fields[:0] // release did it, unless a test calls read alone
+	b.fields = b.fields[:0] // whatever the last read left, released or not
 	b.frame = http2.MetaHeadersFrame{HeadersFrame: f}
 	b.remain, b.sawRegular, b.invalid = maxList, false, nil
 	b.dec.SetEmitEnabled(true)
